@@ -1,0 +1,162 @@
+//! Server and Engine.IO configuration: every limit is a named field with a documented default.
+//!
+//! Defaults match socket.io's (ping 25 s / 20 s, max payload 1 MB, connect timeout 45 s).
+//! Parsing helpers for the command line (`parse_duration`, origin lists) live here too; this
+//! module does no I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Which `Origin`s may use the server from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`*`): the request's `Origin` is echoed back.
+    Any,
+    /// Only these exact origins, e.g. `https://chat.example.com`.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Parses a comma-separated list; `*` (alone or in the list) means any origin.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let items: Vec<&str> = s.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+        if items.is_empty() {
+            return Err("expected `*` or a comma-separated list of origins".into());
+        }
+        if items.contains(&"*") {
+            return Ok(CorsOrigins::Any);
+        }
+        Ok(CorsOrigins::List(items.iter().map(|o| o.trim_end_matches('/').to_string()).collect()))
+    }
+
+    /// Whether a request carrying this `Origin` header may be served.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsOrigins::Any => true,
+            CorsOrigins::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// Configuration of the HTTP server and the Engine.IO layer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind. Defaults to `0.0.0.0`.
+    pub host: String,
+    /// TCP port; `0` picks a free one. Defaults to 3000.
+    pub port: u16,
+    /// Path of the Engine.IO endpoint, with leading and trailing slash. Defaults to `/socket.io/`.
+    pub path: String,
+    /// Interval between server pings. Defaults to 25 s.
+    pub ping_interval: Duration,
+    /// How long to wait for a pong before closing the session. Defaults to 20 s.
+    pub ping_timeout: Duration,
+    /// Largest accepted message or polling body, in bytes. Defaults to 1 000 000.
+    pub max_payload: usize,
+    /// Origins allowed to use the server from a browser. Defaults to any.
+    pub cors_origins: CorsOrigins,
+    /// How long a WebSocket upgrade may take from probe to `5`. Defaults to 10 s.
+    pub upgrade_timeout: Duration,
+    /// How long a connection may take to send complete request headers. Defaults to 10 s.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive HTTP connection is kept. Defaults to 60 s.
+    pub keep_alive_timeout: Duration,
+    /// Most simultaneous TCP connections; new ones wait in the backlog past it. Defaults to 10 000.
+    pub max_connections: usize,
+    /// Largest polling output buffered for one session before it is closed. Defaults to 4 MB.
+    pub max_poll_buffer: usize,
+    /// Largest WebSocket output buffered for one connection before it is closed. Defaults to 4 MB.
+    pub max_ws_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "0.0.0.0".into(),
+            port: 3000,
+            path: "/socket.io/".into(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            cors_origins: CorsOrigins::Any,
+            upgrade_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_poll_buffer: 4 << 20,
+            max_ws_buffer: 4 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Normalises the path to `/x/`.
+    pub fn normalized_path(path: &str) -> String {
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() { "/".into() } else { format!("/{trimmed}/") }
+    }
+}
+
+/// A malformed duration such as `12parsecs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError(String);
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid duration `{}` (use e.g. 1500ms, 2s, 20m, 1h)", self.0)
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Parses `1500ms`, `2s`, `20m`, `1h`; a bare number means milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError(s.to_string());
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let ms = match unit {
+        "" | "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    };
+    ms.map(Duration::from_millis).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("20m"), Ok(Duration::from_secs(1200)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(CorsOrigins::parse("*"), Ok(CorsOrigins::Any));
+        let list = CorsOrigins::parse("https://a.example, https://b.example/").unwrap();
+        assert!(list.allows("https://a.example"));
+        assert!(list.allows("https://b.example"));
+        assert!(!list.allows("https://c.example"));
+        assert!(CorsOrigins::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(Config::normalized_path("socket.io"), "/socket.io/");
+        assert_eq!(Config::normalized_path("/engine.io/"), "/engine.io/");
+        assert_eq!(Config::normalized_path("/"), "/");
+    }
+}

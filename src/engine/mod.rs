@@ -1,0 +1,165 @@
+//! Engine.IO v4: the transport layer under Socket.IO.
+//!
+//! The event loop (`crate::server`) owns the sockets and the sessions' transport state; this
+//! module defines what the layer above sees. A `Handler` receives `Event`s as values (a
+//! session opened, a text or binary message arrived, a session closed, a timer of its own
+//! fired) and answers through `Io`: commands to send or close, and timers on the loop's wheel.
+//! The Engine.IO layer knows nothing of Socket.IO: a plain echo server is a `Handler` too.
+
+pub mod base64;
+mod echo;
+mod error;
+pub mod packet;
+pub mod sid;
+
+use rand::rngs::StdRng;
+
+pub use echo::Echo;
+pub use error::EngineError;
+pub use packet::Outgoing;
+pub use sid::Sid;
+
+use crate::server::Timeout;
+use crate::timer::{Millis, TimerId, TimerWheel};
+
+/// A session: its slot in the loop's session table plus a generation, so a stale id never
+/// reaches a session that reused the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId {
+    pub(crate) idx: u32,
+    pub(crate) generation: u32,
+}
+
+/// The transport a session uses now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+/// Why a session ended (the reason strings are socket.io's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection (or an upgrade-less transport failed).
+    TransportClose,
+    /// The client sent a close packet.
+    ClientClose,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// The client sent something that is not Engine.IO.
+    ParseError,
+    /// The transport broke: duplicate poll, output overflow, oversized message.
+    TransportError,
+    /// The application closed the session.
+    ServerClose,
+    /// The server is stopping.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// socket.io's name for the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::ClientClose => "client close",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::TransportError => "transport error",
+            CloseReason::ServerClose => "forced close",
+            CloseReason::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+/// What happened, handed to the `Handler`.
+#[derive(Debug)]
+pub enum Event<'a, T> {
+    /// A session completed its handshake.
+    Open {
+        /// The session.
+        session: SessionId,
+        /// Its Engine.IO sid.
+        sid: Sid,
+        /// The transport it opened on.
+        transport: TransportKind,
+    },
+    /// A text message (`4…`), without the type digit.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// The text.
+        text: &'a str,
+    },
+    /// A binary message.
+    Binary {
+        /// The session.
+        session: SessionId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The session is gone; nothing more can be sent to it.
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A timer set through `Io::set_timer` fired.
+    Timer(T),
+}
+
+/// What a handler asks of the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Queue a packet for a session (dropped if the session is gone).
+    Send(SessionId, Outgoing),
+    /// Close a session (sends an Engine.IO close packet first).
+    Close(SessionId),
+}
+
+/// The handler's way back into the loop: commands, timers, the clock and randomness.
+pub struct Io<'a, T> {
+    /// The loop's clock (milliseconds since start).
+    pub now: Millis,
+    pub(crate) commands: &'a mut Vec<Command>,
+    pub(crate) timers: &'a mut TimerWheel<Timeout<T>>,
+    pub(crate) rng: &'a mut StdRng,
+}
+
+impl<T> Io<'_, T> {
+    /// Queues a packet for a session.
+    pub fn send(&mut self, session: SessionId, packet: Outgoing) {
+        self.commands.push(Command::Send(session, packet));
+    }
+
+    /// Closes a session.
+    pub fn close(&mut self, session: SessionId) {
+        self.commands.push(Command::Close(session));
+    }
+
+    /// Sets a timer that comes back as `Event::Timer(value)` at `at`.
+    pub fn set_timer(&mut self, at: Millis, value: T) -> TimerId {
+        self.timers.insert(at, Timeout::App(value))
+    }
+
+    /// Cancels a timer set with `set_timer`.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.cancel(id);
+    }
+
+    /// A cryptographically secure random number generator.
+    pub fn rng(&mut self) -> &mut StdRng {
+        self.rng
+    }
+}
+
+/// The layer above Engine.IO.
+pub trait Handler {
+    /// The payload of the handler's own timers.
+    type Timer;
+
+    /// Handles one event.
+    fn handle(&mut self, event: Event<'_, Self::Timer>, io: &mut Io<'_, Self::Timer>);
+}

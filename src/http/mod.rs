@@ -1,0 +1,200 @@
+//! HTTP/1.1: request parsing (pure), response writing and CORS headers.
+//!
+//! Nothing here touches a socket: responses are appended to a connection's write buffer.
+
+pub mod request;
+
+use std::fmt;
+use std::io::Write as _;
+
+use crate::config::CorsOrigins;
+
+pub use request::{Method, Parsed, Request};
+
+/// A request the server refuses before routing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// Not HTTP/1.x.
+    Malformed,
+    /// The request head is over 8 KiB.
+    HeadersTooLarge,
+    /// The body is over the max payload.
+    PayloadTooLarge,
+    /// `Transfer-Encoding` (chunked bodies) is not supported.
+    UnsupportedTransferEncoding,
+}
+
+impl HttpError {
+    /// The status this error is answered with (the connection is then closed).
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::Malformed => 400,
+            HttpError::HeadersTooLarge => 431,
+            HttpError::PayloadTooLarge => 413,
+            HttpError::UnsupportedTransferEncoding => 501,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpError::Malformed => "malformed request",
+            HttpError::HeadersTooLarge => "request headers too large",
+            HttpError::PayloadTooLarge => "payload too large",
+            HttpError::UnsupportedTransferEncoding => "transfer-encoding not supported",
+        })
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// The reason phrase of a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// The CORS headers for a request from `origin`, if that origin is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Cors<'a> {
+    origin: Option<&'a str>,
+}
+
+impl<'a> Cors<'a> {
+    /// CORS for a request carrying `origin`, under the allowlist.
+    pub fn new(origins: &CorsOrigins, origin: Option<&'a str>) -> Self {
+        Cors { origin: origin.filter(|o| origins.allows(o)) }
+    }
+
+    /// No CORS headers.
+    pub fn none() -> Self {
+        Cors { origin: None }
+    }
+
+    /// The allowed origin that will be echoed, if any.
+    pub fn origin(&self) -> Option<&'a str> {
+        self.origin
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        if let Some(origin) = self.origin {
+            out.extend_from_slice(b"Access-Control-Allow-Origin: ");
+            out.extend_from_slice(origin.as_bytes());
+            out.extend_from_slice(b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
+        }
+    }
+}
+
+/// A response to append to a write buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// CORS headers.
+    pub cors: Cors<'a>,
+    /// Extra header lines, each ending in `\r\n`.
+    pub extra: &'a str,
+    /// Whether to announce `Connection: close`.
+    pub close: bool,
+}
+
+impl<'a> Response<'a> {
+    /// A response with no CORS headers that keeps the connection open.
+    pub fn new(status: u16, content_type: &'a str, body: &'a [u8]) -> Self {
+        Response { status, content_type, body, cors: Cors::none(), extra: "", close: false }
+    }
+
+    /// A plain-text response.
+    pub fn text(status: u16, body: &'a str) -> Self {
+        Response::new(status, "text/plain; charset=UTF-8", body.as_bytes())
+    }
+
+    /// Adds CORS headers.
+    pub fn cors(mut self, cors: Cors<'a>) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// Appends the response to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        // Writes to a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        let _ = write!(out, "Content-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
+        self.cors.write(out);
+        out.extend_from_slice(self.extra.as_bytes());
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body);
+    }
+}
+
+/// Answer to a CORS preflight (`OPTIONS`), written to `out`.
+pub fn write_preflight(out: &mut Vec<u8>, cors: Cors<'_>, request_headers: Option<&str>) {
+    let allow_headers = request_headers.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+    let extra = format!(
+        "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: {}\r\nAccess-Control-Max-Age: 86400\r\n",
+        allow_headers.unwrap_or("content-type")
+    );
+    let mut r = Response::new(204, "text/plain", b"").cors(cors);
+    r.extra = &extra;
+    r.write_to(out);
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `/health` body: `{"status":"ok","timestamp":<ms since epoch>}`.
+pub fn health_body() -> String {
+    format!("{{\"status\":\"ok\",\"timestamp\":{}}}", unix_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_has_length_type_and_cors() {
+        let mut out = Vec::new();
+        let origins = CorsOrigins::Any;
+        Response::text(200, "ok").cors(Cors::new(&origins, Some("http://a"))).write_to(&mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(s.contains("Content-Length: 2\r\n"));
+        assert!(s.contains("Content-Type: text/plain; charset=UTF-8\r\n"));
+        assert!(s.contains("Access-Control-Allow-Origin: http://a\r\n"));
+        assert!(s.contains("Access-Control-Allow-Credentials: true\r\n"));
+        assert!(s.ends_with("\r\n\r\nok"));
+    }
+
+    #[test]
+    fn disallowed_origin_gets_no_cors() {
+        let mut out = Vec::new();
+        let origins = CorsOrigins::List(vec!["http://good".into()]);
+        Response::text(200, "ok").cors(Cors::new(&origins, Some("http://evil"))).write_to(&mut out);
+        assert!(!String::from_utf8(out).unwrap().contains("Access-Control"));
+    }
+}

@@ -1,0 +1,23 @@
+//! pairchat: temporary one-to-one chat rooms for `socket.io-client` frontends, served by one
+//! small single-threaded binary.
+//!
+//! The crate is a protocol stack with the chat as one application of it:
+//! - [`server`]: the `mio` event loop (connections, Engine.IO sessions, timers);
+//! - [`http`], [`ws`]: hand-parsed HTTP/1.1 and the WebSocket upgrade;
+//! - [`engine`]: Engine.IO v4 types and codecs, and the [`engine::Handler`] seam;
+//! - [`sio`]: Socket.IO v5 (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
+//! - [`chat`]: the chat rooms as a Socket.IO application;
+//! - [`timer`]: the hashed timer wheel behind every deadline.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod server;
+pub mod sio;
+mod sys;
+pub mod timer;
+pub mod ws;
+
+pub use config::Config;
+pub use server::{Server, StopHandle};

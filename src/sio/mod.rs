@@ -1,0 +1,517 @@
+//! Socket.IO v5 on top of Engine.IO: namespaces, sockets, acks, binary attachments and rooms.
+//!
+//! `SocketIo<A>` is an Engine.IO `Handler`. It decodes Socket.IO packets from a session's
+//! messages, keeps the sockets (one per namespace a session joined) and the rooms, and hands
+//! the application `SioEvent`s as values: a socket connected (with its auth payload), an event
+//! arrived (name, raw JSON arguments, attachments, ack id), a socket disconnected, a timer
+//! fired. The application answers through `SioIo`: ack, emit to a socket or a room, join and
+//! leave rooms, timers. Malformed packets close the Engine.IO session.
+
+mod error;
+pub mod packet;
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use slab::Slab;
+use tungstenite::Bytes;
+
+use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid};
+use crate::timer::{Millis, TimerId};
+
+pub use error::SioError;
+pub use packet::PacketType;
+
+/// A socket: a session's membership of one namespace. Generation-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketRef {
+    idx: u32,
+    generation: u32,
+}
+
+/// A registered namespace, by index (`/` is always 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nsp(u16);
+
+impl Nsp {
+    /// The main namespace `/`.
+    pub const MAIN: Nsp = Nsp(0);
+}
+
+/// An event arrived on a socket.
+#[derive(Debug)]
+pub struct EventData<'a> {
+    /// The socket.
+    pub socket: SocketRef,
+    /// The event name.
+    pub name: &'a str,
+    /// The arguments, raw JSON (binary attachments appear as placeholders).
+    pub args: &'a [&'a RawValue],
+    /// The binary attachments, in placeholder order.
+    pub attachments: &'a [Bytes],
+    /// Set when the client waits for an ack.
+    pub ack: Option<u64>,
+}
+
+/// What the Socket.IO layer hands the application.
+#[derive(Debug)]
+pub enum SioEvent<'a, T> {
+    /// A socket connected to a namespace.
+    Connect {
+        /// The socket.
+        socket: SocketRef,
+        /// The namespace.
+        nsp: Nsp,
+        /// The handshake's auth payload (`{}` when none was sent).
+        auth: &'a RawValue,
+    },
+    /// An event.
+    Event(EventData<'a>),
+    /// A socket is gone (namespace disconnect or session closed).
+    Disconnect {
+        /// The socket.
+        socket: SocketRef,
+        /// Why (socket.io's reason strings).
+        reason: &'static str,
+    },
+    /// An application timer fired.
+    Timer(T),
+}
+
+/// A Socket.IO application.
+pub trait App {
+    /// The payload of the application's timers.
+    type Timer;
+
+    /// Handles one event.
+    fn handle(&mut self, event: SioEvent<'_, Self::Timer>, io: &mut SioIo<'_, '_, Self::Timer>);
+}
+
+/// Timers of the Socket.IO layer.
+#[derive(Debug)]
+pub enum SioTimer<T> {
+    /// The session sent no CONNECT in time.
+    ConnectTimeout(SessionId),
+    /// The application's own.
+    App(T),
+}
+
+/// Socket.IO settings.
+#[derive(Debug, Clone)]
+pub struct SioConfig {
+    /// Namespaces besides `/`, e.g. `/custom`.
+    pub namespaces: Vec<String>,
+    /// How long a session may go without connecting to a namespace. Defaults to 45 s.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for SioConfig {
+    fn default() -> Self {
+        SioConfig { namespaces: Vec::new(), connect_timeout: std::time::Duration::from_secs(45) }
+    }
+}
+
+struct Socket {
+    id: Sid,
+    generation: u32,
+    session: SessionId,
+    nsp: Nsp,
+    rooms: Vec<Box<str>>,
+}
+
+#[derive(Default)]
+struct Client {
+    sockets: Vec<SocketRef>,
+    connect_timer: Option<TimerId>,
+    /// A binary packet waiting for its attachments.
+    pending: Option<PendingBinary>,
+}
+
+struct PendingBinary {
+    text: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+    bytes: usize,
+}
+
+/// Sockets, rooms and namespaces: the tables `SioIo` works on.
+#[derive(Default)]
+struct Tables {
+    namespaces: Vec<String>,
+    sockets: Slab<Socket>,
+    /// Members of each room, per namespace.
+    rooms: Vec<HashMap<Box<str>, Vec<SocketRef>>>,
+    next_generation: u32,
+}
+
+/// The Socket.IO layer: an Engine.IO handler running an `App`.
+pub struct SocketIo<A: App> {
+    app: A,
+    config: SioConfig,
+    max_payload: usize,
+    clients: HashMap<SessionId, Client>,
+    tables: Tables,
+}
+
+impl<A: App> SocketIo<A> {
+    /// The layer with `app` on top; `max_payload` bounds binary attachments.
+    pub fn new(app: A, config: SioConfig, max_payload: usize) -> Self {
+        let mut namespaces = vec!["/".to_string()];
+        namespaces.extend(config.namespaces.iter().cloned());
+        let rooms = namespaces.iter().map(|_| HashMap::new()).collect();
+        SocketIo {
+            app,
+            config,
+            max_payload,
+            clients: HashMap::new(),
+            tables: Tables { namespaces, rooms, ..Tables::default() },
+        }
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// Number of connected sockets.
+    pub fn socket_count(&self) -> usize {
+        self.tables.sockets.len()
+    }
+
+    fn dispatch(&mut self, event: SioEvent<'_, A::Timer>, io: &mut Io<'_, SioTimer<A::Timer>>) {
+        let mut sio = SioIo { io, tables: &mut self.tables };
+        self.app.handle(event, &mut sio);
+    }
+
+    fn on_message(&mut self, session: SessionId, text: &str, io: &mut Io<'_, SioTimer<A::Timer>>) -> Result<(), SioError> {
+        let client = self.clients.get_mut(&session).ok_or(SioError::UnknownSession)?;
+        if client.pending.is_some() {
+            return Err(SioError::BadAttachments); // text where an attachment was due
+        }
+        let p = packet::decode(text)?;
+        if p.kind.is_binary() {
+            if let Some(data) = p.data {
+                packet::check_placeholders(data, p.attachments)?;
+            }
+            if p.attachments > 0 {
+                client.pending =
+                    Some(PendingBinary { text: text.to_string(), expected: p.attachments, attachments: Vec::new(), bytes: 0 });
+                return Ok(());
+            }
+        }
+        self.on_packet(session, p, &[], io)
+    }
+
+    fn on_binary(&mut self, session: SessionId, data: &[u8], io: &mut Io<'_, SioTimer<A::Timer>>) -> Result<(), SioError> {
+        let client = self.clients.get_mut(&session).ok_or(SioError::UnknownSession)?;
+        let pending = client.pending.as_mut().ok_or(SioError::BadAttachments)?;
+        pending.bytes += data.len();
+        if pending.bytes > self.max_payload {
+            return Err(SioError::BadAttachments);
+        }
+        pending.attachments.push(Bytes::copy_from_slice(data));
+        if pending.attachments.len() < pending.expected {
+            return Ok(());
+        }
+        let PendingBinary { text, attachments, .. } = client.pending.take().ok_or(SioError::BadAttachments)?;
+        let p = packet::decode(&text)?;
+        self.on_packet(session, p, &attachments, io)
+    }
+
+    fn on_packet(
+        &mut self,
+        session: SessionId,
+        p: packet::Packet<'_>,
+        attachments: &[Bytes],
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) -> Result<(), SioError> {
+        let nsp = self.tables.namespaces.iter().position(|n| n == p.nsp).map(|i| Nsp(i as u16));
+        let socket = nsp.and_then(|nsp| self.socket_of(session, nsp));
+        match p.kind {
+            PacketType::Connect => {
+                let Some(nsp) = nsp else {
+                    let mut s = String::new();
+                    packet::encode(&mut s, PacketType::ConnectError, p.nsp, 0, None, Some("{\"message\":\"Invalid namespace\"}"));
+                    io.send(session, Outgoing::message_str(&s));
+                    return Ok(());
+                };
+                if socket.is_some() {
+                    return Ok(()); // already connected to this namespace
+                }
+                let auth: &RawValue = match p.data {
+                    Some(d) => serde_json::from_str(d).map_err(|_| SioError::BadPayload)?,
+                    None => empty_object(),
+                };
+                self.connect(session, nsp, auth, io);
+            }
+            PacketType::Disconnect => {
+                if let Some(socket) = socket {
+                    self.remove_socket(socket, "client namespace disconnect", io);
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = socket else { return Ok(()) };
+                let (name, args) = packet::split_event(p.data.unwrap_or(""))?;
+                let data = EventData { socket, name: &name, args: &args, attachments, ack: p.id };
+                self.dispatch(SioEvent::Event(data), io);
+            }
+            // The server never asks clients for acks; a stray one is ignored.
+            PacketType::Ack | PacketType::BinaryAck => {}
+            PacketType::ConnectError => return Err(SioError::BadPayload),
+        }
+        Ok(())
+    }
+
+    fn socket_of(&self, session: SessionId, nsp: Nsp) -> Option<SocketRef> {
+        let client = self.clients.get(&session)?;
+        client.sockets.iter().copied().find(|s| self.tables.socket(*s).is_some_and(|s| s.nsp == nsp))
+    }
+
+    fn connect(&mut self, session: SessionId, nsp: Nsp, auth: &RawValue, io: &mut Io<'_, SioTimer<A::Timer>>) {
+        let id = Sid::random(io.rng());
+        let t = &mut self.tables;
+        t.next_generation = t.next_generation.wrapping_add(1);
+        let generation = t.next_generation;
+        let idx = t.sockets.insert(Socket { id, generation, session, nsp, rooms: Vec::new() });
+        let socket = SocketRef { idx: idx as u32, generation };
+        let Some(client) = self.clients.get_mut(&session) else { return };
+        client.sockets.push(socket);
+        if let Some(timer) = client.connect_timer.take() {
+            io.cancel_timer(timer);
+        }
+        let name = &self.tables.namespaces[nsp.0 as usize];
+        let mut s = String::with_capacity(48);
+        s.push_str("{\"sid\":\"");
+        s.push_str(id.as_str());
+        s.push_str("\"}");
+        let mut out = String::with_capacity(64);
+        packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&s));
+        io.send(session, Outgoing::message_str(&out));
+        self.dispatch(SioEvent::Connect { socket, nsp, auth }, io);
+    }
+
+    fn remove_socket(&mut self, socket: SocketRef, reason: &'static str, io: &mut Io<'_, SioTimer<A::Timer>>) {
+        self.dispatch(SioEvent::Disconnect { socket, reason }, io);
+        let Some(s) = self.tables.socket(socket) else { return };
+        let session = s.session;
+        self.tables.leave_all(socket);
+        self.tables.sockets.remove(socket.idx as usize);
+        if let Some(client) = self.clients.get_mut(&session) {
+            client.sockets.retain(|s| *s != socket);
+        }
+    }
+}
+
+impl<A: App> Handler for SocketIo<A> {
+    type Timer = SioTimer<A::Timer>;
+
+    fn handle(&mut self, event: Event<'_, Self::Timer>, io: &mut Io<'_, Self::Timer>) {
+        match event {
+            Event::Open { session, .. } => {
+                let at = io.now + self.config.connect_timeout.as_millis() as Millis;
+                let timer = io.set_timer(at, SioTimer::ConnectTimeout(session));
+                self.clients.insert(session, Client { connect_timer: Some(timer), ..Client::default() });
+            }
+            Event::Message { session, text } => {
+                if self.on_message(session, text, io).is_err() {
+                    io.close(session);
+                }
+            }
+            Event::Binary { session, data } => {
+                if self.on_binary(session, data, io).is_err() {
+                    io.close(session);
+                }
+            }
+            Event::Close { session, reason } => {
+                let Some(client) = self.clients.remove(&session) else { return };
+                if let Some(timer) = client.connect_timer {
+                    io.cancel_timer(timer);
+                }
+                let reason = disconnect_reason(reason);
+                for socket in client.sockets {
+                    self.remove_socket(socket, reason, io);
+                }
+            }
+            Event::Timer(SioTimer::ConnectTimeout(session)) => {
+                if let Some(client) = self.clients.get_mut(&session) {
+                    client.connect_timer = None;
+                    if client.sockets.is_empty() {
+                        io.close(session);
+                    }
+                }
+            }
+            Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
+        }
+    }
+}
+
+fn disconnect_reason(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::ClientClose => "client namespace disconnect",
+        CloseReason::ServerClose => "server namespace disconnect",
+        other => other.as_str(),
+    }
+}
+
+fn empty_object() -> &'static RawValue {
+    // A constant that is valid JSON.
+    serde_json::from_str("{}").expect("`{}` is valid JSON")
+}
+
+impl Tables {
+    fn socket(&self, s: SocketRef) -> Option<&Socket> {
+        self.sockets.get(s.idx as usize).filter(|x| x.generation == s.generation)
+    }
+
+    fn leave_all(&mut self, socket: SocketRef) {
+        let Some(s) = self.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else { return };
+        let nsp = s.nsp.0 as usize;
+        for room in std::mem::take(&mut s.rooms) {
+            remove_member(&mut self.rooms[nsp], &room, socket);
+        }
+    }
+}
+
+fn remove_member(rooms: &mut HashMap<Box<str>, Vec<SocketRef>>, room: &str, socket: SocketRef) {
+    if let Some(members) = rooms.get_mut(room) {
+        members.retain(|m| *m != socket);
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+}
+
+/// The application's handle on the Socket.IO layer while it handles an event.
+pub struct SioIo<'a, 'b, T> {
+    io: &'a mut Io<'b, SioTimer<T>>,
+    tables: &'a mut Tables,
+}
+
+impl<T> SioIo<'_, '_, T> {
+    /// The loop's clock, in milliseconds.
+    pub fn now(&self) -> Millis {
+        self.io.now
+    }
+
+    /// A cryptographically secure random number generator.
+    pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
+        self.io.rng()
+    }
+
+    /// Sets an application timer.
+    pub fn set_timer(&mut self, at: Millis, value: T) -> TimerId {
+        self.io.set_timer(at, SioTimer::App(value))
+    }
+
+    /// Cancels an application timer.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.io.cancel_timer(id);
+    }
+
+    /// The socket's id (what clients see as `socket.id`), if it is still connected.
+    pub fn socket_id(&self, socket: SocketRef) -> Option<Sid> {
+        self.tables.socket(socket).map(|s| s.id)
+    }
+
+    /// Builds an event packet once (`args`: the raw JSON arguments, comma-separated).
+    pub fn event_packet(&self, nsp: Nsp, event: &str, args: &str, attachments: &[Bytes]) -> Vec<Outgoing> {
+        let mut data = String::with_capacity(event.len() + args.len() + 8);
+        packet::write_event_data(&mut data, event, args);
+        let kind = if attachments.is_empty() { PacketType::Event } else { PacketType::BinaryEvent };
+        self.packet(kind, nsp, None, &data, attachments)
+    }
+
+    fn packet(&self, kind: PacketType, nsp: Nsp, id: Option<u64>, data: &str, attachments: &[Bytes]) -> Vec<Outgoing> {
+        let name = self.tables.namespaces.get(nsp.0 as usize).map_or("/", String::as_str);
+        let mut out = Vec::with_capacity(1 + attachments.len());
+        out.push(Outgoing::message(|s| packet::encode(s, kind, name, attachments.len(), id, Some(data))));
+        out.extend(attachments.iter().map(|a| Outgoing::Binary(a.clone())));
+        out
+    }
+
+    /// Sends packets built by `event_packet` to a socket.
+    pub fn send_to(&mut self, socket: SocketRef, packets: &[Outgoing]) {
+        if let Some(s) = self.tables.socket(socket) {
+            for p in packets {
+                self.io.send(s.session, p.clone());
+            }
+        }
+    }
+
+    /// Emits an event to one socket.
+    pub fn emit(&mut self, socket: SocketRef, event: &str, args: &str) {
+        self.emit_with_binary(socket, event, args, &[]);
+    }
+
+    /// Emits an event with binary attachments (placeholders already in `args`).
+    pub fn emit_with_binary(&mut self, socket: SocketRef, event: &str, args: &str, attachments: &[Bytes]) {
+        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else { return };
+        let packets = self.event_packet(nsp, event, args, attachments);
+        self.send_to(socket, &packets);
+    }
+
+    /// Answers an event's ack with these raw JSON arguments (comma-separated).
+    pub fn ack(&mut self, socket: SocketRef, id: u64, args: &str) {
+        self.ack_with_binary(socket, id, args, &[]);
+    }
+
+    /// Answers an ack with binary attachments.
+    pub fn ack_with_binary(&mut self, socket: SocketRef, id: u64, args: &str, attachments: &[Bytes]) {
+        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else { return };
+        let mut data = String::with_capacity(args.len() + 2);
+        data.push('[');
+        data.push_str(args);
+        data.push(']');
+        let kind = if attachments.is_empty() { PacketType::Ack } else { PacketType::BinaryAck };
+        let packets = self.packet(kind, nsp, Some(id), &data, attachments);
+        self.send_to(socket, &packets);
+    }
+
+    /// Emits an event to every member of a room (built once, shared by all).
+    pub fn emit_to_room(&mut self, nsp: Nsp, room: &str, event: &str, args: &str) {
+        let packets = self.event_packet(nsp, event, args, &[]);
+        for member in self.room_members(nsp, room).to_vec() {
+            self.send_to(member, &packets);
+        }
+    }
+
+    /// The members of a room, in joining order.
+    pub fn room_members(&self, nsp: Nsp, room: &str) -> &[SocketRef] {
+        self.tables.rooms.get(nsp.0 as usize).and_then(|r| r.get(room)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The rooms a socket is in.
+    pub fn rooms_of(&self, socket: SocketRef) -> &[Box<str>] {
+        self.tables.socket(socket).map_or(&[], |s| s.rooms.as_slice())
+    }
+
+    /// Adds a socket to a room (no-op if it is already in).
+    pub fn join(&mut self, socket: SocketRef, room: &str) {
+        let Some(s) = self.tables.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else {
+            return;
+        };
+        if s.rooms.iter().any(|r| &**r == room) {
+            return;
+        }
+        s.rooms.push(room.into());
+        let nsp = s.nsp.0 as usize;
+        self.tables.rooms[nsp].entry(room.into()).or_default().push(socket);
+    }
+
+    /// Removes a socket from a room.
+    pub fn leave(&mut self, socket: SocketRef, room: &str) {
+        let Some(s) = self.tables.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else {
+            return;
+        };
+        s.rooms.retain(|r| &**r != room);
+        let nsp = s.nsp.0 as usize;
+        remove_member(&mut self.tables.rooms[nsp], room, socket);
+    }
+
+    /// Disconnects a socket's whole Engine.IO session.
+    pub fn close_session(&mut self, socket: SocketRef) {
+        if let Some(s) = self.tables.socket(socket) {
+            self.io.close(s.session);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The WebSocket upgrade, by hand: validate the request, answer `101`, and set tungstenite up
+//! for small boxes. Framing itself is tungstenite's `WebSocketContext`, with the `TcpStream`
+//! kept in the connection's slab entry.
+
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+
+use crate::config::Config;
+use crate::http::Request;
+
+/// Initial read buffer: small, since most sessions are idle; tungstenite grows it for large frames.
+pub const READ_BUFFER: usize = 4096;
+
+/// Validates an upgrade request; `None` if it is not a valid RFC 6455 handshake.
+pub fn accept_key(req: &Request<'_>) -> Option<String> {
+    let connection_upgrade = req
+        .headers
+        .connection
+        .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let key = req.headers.ws_key?;
+    if !req.is_websocket_upgrade() || !connection_upgrade || req.headers.ws_version != Some("13") || key.len() != 24 {
+        return None;
+    }
+    Some(derive_accept_key(key.as_bytes()))
+}
+
+/// The `101 Switching Protocols` answer.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+        .into_bytes()
+}
+
+/// A server-side context, fed with the bytes that arrived after the upgrade request.
+pub fn context(config: &Config, already_read: Vec<u8>) -> WebSocketContext {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Frames accumulate until the loop flushes the connection once per turn.
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(config.max_ws_buffer.max(64 * 1024 + 1))
+        .max_message_size(Some(config.max_payload))
+        .max_frame_size(Some(config.max_payload));
+    WebSocketContext::from_partially_read(already_read, Role::Server, Some(ws_config))
+}
