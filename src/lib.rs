@@ -10,6 +10,7 @@
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod http;

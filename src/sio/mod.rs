@@ -29,6 +29,14 @@ pub struct SocketRef {
     generation: u32,
 }
 
+impl SocketRef {
+    /// A reference for unit tests of applications (no socket behind it).
+    #[cfg(test)]
+    pub(crate) fn for_test(idx: u32) -> Self {
+        SocketRef { idx, generation: 1 }
+    }
+}
+
 /// A registered namespace, by index (`/` is always 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Nsp(u16);

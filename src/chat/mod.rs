@@ -1,0 +1,266 @@
+//! The chat: temporary one-to-one rooms as a Socket.IO application.
+//!
+//! Events in (each answered with an ack when the client asks for one):
+//!
+//! | event | payload | ack |
+//! |---|---|---|
+//! | `createRoom` | `{}` or none | `{"code":"483920"}` |
+//! | `joinRoom` | `{code}` | `{"success":true,"messages":[…]}` or `{"error":…}` |
+//! | `sendMessage` | `{code,text}` | `{"success":true}` or `{"error":…}` |
+//! | `leaveRoom` | `{code}` | `{"success":true}` or `{"error":…}` |
+//!
+//! Events out: `newMessage {sender,text,timestamp}` to both members, `userJoined {userId}`,
+//! `userLeft {userId}`, `roomExpired {}`. Rooms expire on the loop's timer wheel; a room whose
+//! members are all gone is deleted at once. This module parses payloads and decides; the room
+//! table (`rooms`) holds the state; the Socket.IO layer does the wire.
+
+pub mod rooms;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::sio::packet::write_json_string;
+use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
+use crate::timer::Millis;
+use rooms::{JoinError, Joined, Member, RoomCode, Rooms, SendError};
+
+/// Error texts sent in `{"error":…}` acks.
+pub mod errors {
+    /// No live room has the code.
+    pub const ROOM_NOT_FOUND: &str = "Room not found";
+    /// The room has two members already.
+    pub const ROOM_FULL: &str = "Room full";
+    /// The code is missing or not six digits.
+    pub const INVALID_CODE: &str = "Invalid room code";
+    /// The socket is not in the room it names.
+    pub const NOT_MEMBER: &str = "Not a member of this room";
+    /// `text` missing or not a string.
+    pub const TEXT_REQUIRED: &str = "Message text must be a string";
+    /// `text` empty after trimming.
+    pub const TEXT_EMPTY: &str = "Message text is empty";
+    /// `text` longer than the limit.
+    pub const TEXT_TOO_LONG: &str = "Message text is too long";
+    /// Every room code is taken.
+    pub const SERVER_BUSY: &str = "Server busy";
+    /// The event name is not one of the chat's.
+    pub const UNKNOWN_EVENT: &str = "Unknown event";
+}
+
+/// Settings of the chat.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// How long a room lives after its creation. Defaults to 20 minutes.
+    pub room_ttl: Duration,
+    /// Longest message text, in characters. Defaults to 2000.
+    pub max_message_chars: usize,
+    /// Messages kept per room (oldest dropped first). Defaults to 500.
+    pub max_history: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig { room_ttl: Duration::from_secs(20 * 60), max_message_chars: 2000, max_history: 500 }
+    }
+}
+
+/// The chat's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTimer {
+    /// A room's time is up.
+    Expire {
+        /// The room.
+        code: RoomCode,
+        /// Which room of that code (a code can be drawn again after its room is gone).
+        generation: u64,
+    },
+}
+
+/// The chat application.
+#[derive(Debug)]
+pub struct Chat {
+    config: ChatConfig,
+    rooms: Rooms,
+}
+
+type Io<'a, 'b> = SioIo<'a, 'b, ChatTimer>;
+
+impl Chat {
+    /// A chat with no rooms.
+    pub fn new(config: ChatConfig) -> Self {
+        let rooms = Rooms::new(config.max_history);
+        Chat { config, rooms }
+    }
+
+    /// The room table.
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    fn on_event(&mut self, e: EventData<'_>, io: &mut Io<'_, '_>) {
+        let reply = match e.name {
+            "createRoom" => self.create_room(e.socket, io),
+            "joinRoom" => self.join_room(e.socket, e.args, io),
+            "sendMessage" => self.send_message(e.socket, e.args, io),
+            "leaveRoom" => self.leave_room(e.socket, e.args, io),
+            _ => Err(errors::UNKNOWN_EVENT),
+        };
+        if let Some(id) = e.ack {
+            match reply {
+                Ok(json) => io.ack(e.socket, id, &json),
+                Err(message) => io.ack(e.socket, id, &error_json(message)),
+            }
+        }
+    }
+
+    fn create_room(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+        let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
+        self.leave(socket, io);
+        let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
+        let generation = self.rooms.create(code, member);
+        let at = io.now() + self.config.room_ttl.as_millis() as Millis;
+        let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
+        self.rooms.set_expiry(code, timer);
+        Ok(format!("{{\"code\":\"{code}\"}}"))
+    }
+
+    fn join_room(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+        let payload = object(args);
+        let code = room_code(payload.as_ref())?;
+        let member = member(socket, io).ok_or(errors::ROOM_NOT_FOUND)?;
+        if self.rooms.room_of(socket).is_some_and(|c| c != code) {
+            // Check first so a failed join does not cost the current room.
+            match self.rooms.get(code) {
+                None => return Err(errors::ROOM_NOT_FOUND),
+                Some(room) if room.members.len() >= rooms::ROOM_CAPACITY => return Err(errors::ROOM_FULL),
+                Some(_) => self.leave(socket, io),
+            }
+        }
+        match self.rooms.join(code, member) {
+            Ok(Joined::New { partner: Some(partner) }) => {
+                io.emit(partner.socket, "userJoined", &user_json(&member));
+            }
+            Ok(Joined::New { partner: None } | Joined::Already) => {}
+            Err(JoinError::NotFound) => return Err(errors::ROOM_NOT_FOUND),
+            Err(JoinError::Full) => return Err(errors::ROOM_FULL),
+        }
+        let history = self.rooms.get(code).map_or_else(|| "[]".into(), |r| r.history_json());
+        Ok(format!("{{\"success\":true,\"messages\":{history}}}"))
+    }
+
+    fn send_message(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+        let payload = object(args);
+        let code = room_code(payload.as_ref())?;
+        let text = match payload.as_ref().and_then(|p| p.get("text")) {
+            Some(Value::String(s)) => s.as_str(),
+            _ => return Err(errors::TEXT_REQUIRED),
+        };
+        if text.trim().is_empty() {
+            return Err(errors::TEXT_EMPTY);
+        }
+        if text.chars().count() > self.config.max_message_chars {
+            return Err(errors::TEXT_TOO_LONG);
+        }
+        let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
+        let mut message = String::with_capacity(text.len() + 64);
+        message.push_str("{\"sender\":\"");
+        message.push_str(sender.as_str());
+        message.push_str("\",\"text\":");
+        write_json_string(&mut message, text);
+        message.push_str(",\"timestamp\":");
+        message.push_str(&crate::http::unix_millis().to_string());
+        message.push('}');
+        let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
+        let members = self.rooms.push_message(code, socket, message.into_boxed_str()).map_err(|e| match e {
+            SendError::NotFound => errors::ROOM_NOT_FOUND,
+            SendError::NotMember => errors::NOT_MEMBER,
+        })?;
+        for m in members {
+            io.send_to(m.socket, &packets);
+        }
+        Ok(SUCCESS.into())
+    }
+
+    fn leave_room(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+        let payload = object(args);
+        let code = room_code(payload.as_ref())?;
+        if self.rooms.room_of(socket) != Some(code) {
+            return Err(if self.rooms.get(code).is_some() { errors::NOT_MEMBER } else { errors::ROOM_NOT_FOUND });
+        }
+        self.leave(socket, io);
+        Ok(SUCCESS.into())
+    }
+
+    /// Takes a socket out of its room: the partner is told, an empty room is deleted.
+    fn leave(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
+        let Some(left) = self.rooms.leave(socket) else { return };
+        if let Some(Some(timer)) = left.deleted {
+            io.cancel_timer(timer);
+        }
+        if left.remaining.is_empty() {
+            return;
+        }
+        let id = io.socket_id(socket);
+        let json = id.map_or_else(|| "{}".into(), |id| format!("{{\"userId\":\"{id}\"}}"));
+        for m in &left.remaining {
+            io.emit(m.socket, "userLeft", &json);
+        }
+    }
+
+    fn on_expire(&mut self, code: RoomCode, generation: u64, io: &mut Io<'_, '_>) {
+        let Some(room) = self.rooms.expire(code, generation) else { return };
+        for m in &room.members {
+            io.emit(m.socket, "roomExpired", "{}");
+        }
+    }
+}
+
+impl App for Chat {
+    type Timer = ChatTimer;
+
+    fn handle(&mut self, event: SioEvent<'_, ChatTimer>, io: &mut Io<'_, '_>) {
+        match event {
+            SioEvent::Connect { .. } => {}
+            SioEvent::Event(e) => self.on_event(e, io),
+            SioEvent::Disconnect { socket, .. } => self.leave(socket, io),
+            SioEvent::Timer(ChatTimer::Expire { code, generation }) => self.on_expire(code, generation, io),
+        }
+    }
+}
+
+const SUCCESS: &str = "{\"success\":true}";
+
+fn member(socket: SocketRef, io: &Io<'_, '_>) -> Option<Member> {
+    io.socket_id(socket).map(|id| Member { socket, id })
+}
+
+/// The first argument, when it is a JSON object.
+fn object(args: &[&RawValue]) -> Option<serde_json::Map<String, Value>> {
+    serde_json::from_str(args.first()?.get()).ok()
+}
+
+/// The `code` field: six digits as a string, or the number itself.
+fn room_code(payload: Option<&serde_json::Map<String, Value>>) -> Result<RoomCode, &'static str> {
+    let code = match payload.and_then(|p| p.get("code")) {
+        Some(Value::String(s)) => RoomCode::parse(s),
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(RoomCode::new),
+        _ => None,
+    };
+    code.ok_or(errors::INVALID_CODE)
+}
+
+fn user_json(member: &Member) -> String {
+    format!("{{\"userId\":\"{}\"}}", member.id)
+}
+
+fn error_json(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 12);
+    out.push_str("{\"error\":");
+    write_json_string(&mut out, message);
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! The `pairchat` binary: flags and environment → `Config` + `ChatConfig`; run the chat until
+//! SIGINT/SIGTERM.
+//!
+//! Every flag `--some-name <value>` can also be given as `PAIRCHAT_SOME_NAME=<value>`; a flag
+//! wins over the environment. `PORT` is honoured too (below `PAIRCHAT_PORT`). A bad value is a
+//! one-line error naming the flag and exit status 2.
+
+use std::process::ExitCode;
+
+use pairchat::chat::{Chat, ChatConfig};
+use pairchat::config::{CorsOrigins, parse_duration};
+use pairchat::sio::{SioConfig, SocketIo};
+use pairchat::{Config, Server};
+
+/// Everything the command line sets.
+#[derive(Debug, Default)]
+struct Settings {
+    server: Config,
+    chat: ChatConfig,
+    sio: SioConfig,
+}
+
+type Setter = fn(&mut Settings, &str) -> Result<(), String>;
+
+/// One option: flag name (without `--`), value name, help, default (as shown), setter.
+struct Opt {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    default: &'static str,
+    set: Setter,
+}
+
+const OPTIONS: &[Opt] = &[
+    Opt { name: "host", value: "ADDR", help: "address to bind", default: "0.0.0.0", set: |s, v| {
+        s.server.host = v.to_string();
+        Ok(())
+    } },
+    Opt { name: "port", value: "PORT", help: "TCP port (also $PORT)", default: "3000", set: |s, v| {
+        s.server.port = v.parse().map_err(|_| "expected a port number 0-65535".to_string())?;
+        Ok(())
+    } },
+    Opt { name: "path", value: "PATH", help: "Engine.IO endpoint path", default: "/socket.io/", set: |s, v| {
+        if !v.starts_with('/') {
+            return Err("expected a path starting with `/`".into());
+        }
+        s.server.path = v.to_string();
+        Ok(())
+    } },
+    Opt { name: "ping-interval", value: "DURATION", help: "interval between server pings", default: "25s", set: |s, v| {
+        s.server.ping_interval = positive_duration(v)?;
+        Ok(())
+    } },
+    Opt { name: "ping-timeout", value: "DURATION", help: "how long to wait for a pong", default: "20s", set: |s, v| {
+        s.server.ping_timeout = positive_duration(v)?;
+        Ok(())
+    } },
+    Opt { name: "max-payload", value: "BYTES", help: "largest message or polling body", default: "1000000", set: |s, v| {
+        s.server.max_payload = positive(v)?;
+        Ok(())
+    } },
+    Opt {
+        name: "cors-origin",
+        value: "ORIGINS",
+        help: "comma-separated allowed browser origins, or *",
+        default: "*",
+        set: |s, v| {
+            s.server.cors_origins = CorsOrigins::parse(v)?;
+            Ok(())
+        },
+    },
+    Opt { name: "room-ttl", value: "DURATION", help: "room lifetime from creation", default: "20m", set: |s, v| {
+        s.chat.room_ttl = positive_duration(v)?;
+        Ok(())
+    } },
+    Opt { name: "max-connections", value: "N", help: "most simultaneous TCP connections", default: "10000", set: |s, v| {
+        s.server.max_connections = positive(v)?;
+        Ok(())
+    } },
+    Opt {
+        name: "max-message-chars",
+        value: "N",
+        help: "longest chat message, in characters",
+        default: "2000",
+        set: |s, v| {
+            s.chat.max_message_chars = positive(v)?;
+            Ok(())
+        },
+    },
+    Opt { name: "max-history", value: "N", help: "messages kept per room (0: none)", default: "500", set: |s, v| {
+        s.chat.max_history = v.parse().map_err(|_| "expected a whole number".to_string())?;
+        Ok(())
+    } },
+    Opt {
+        name: "connect-timeout",
+        value: "DURATION",
+        help: "how long a session may wait before its Socket.IO CONNECT",
+        default: "45s",
+        set: |s, v| {
+            s.sio.connect_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+];
+
+fn positive(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a positive whole number".into()),
+    }
+}
+
+fn positive_duration(v: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(v) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("expected a duration above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Command {
+    Run(Box<Settings>),
+    Help,
+    Version,
+}
+
+/// Parses arguments (without the program name) over environment lookups.
+fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let mut settings = Settings::default();
+    if let Some(port) = env("PORT") {
+        apply(&mut settings, "port", &port).map_err(|e| format!("PORT: {e}"))?;
+    }
+    for opt in OPTIONS {
+        let var = env_name(opt.name);
+        if let Some(v) = env(&var) {
+            (opt.set)(&mut settings, &v).map_err(|e| format!("{var}: invalid value {v:?}: {e}"))?;
+        }
+    }
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument {arg:?} (see --help)"));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        if !OPTIONS.iter().any(|o| o.name == name) {
+            return Err(format!("unknown flag --{name} (see --help)"));
+        }
+        let value = match inline.or_else(|| args.next().cloned()) {
+            Some(v) => v,
+            None => return Err(format!("--{name}: missing value")),
+        };
+        apply(&mut settings, name, &value).map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
+    }
+    Ok(Command::Run(Box::new(settings)))
+}
+
+fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String> {
+    let opt = OPTIONS.iter().find(|o| o.name == name).ok_or_else(|| format!("unknown option {name}"))?;
+    (opt.set)(settings, value)
+}
+
+fn env_name(flag: &str) -> String {
+    format!("PAIRCHAT_{}", flag.replace('-', "_").to_ascii_uppercase())
+}
+
+fn help() -> String {
+    let mut out = format!(
+        "pairchat {}: temporary one-to-one chat rooms over Socket.IO\n\nUsage: pairchat [--flag value]...\n\nOptions:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for o in OPTIONS {
+        let flag = format!("--{} <{}>", o.name, o.value);
+        out.push_str(&format!("  {flag:<30} {} [default: {}] [env: {}]\n", o.help, o.default, env_name(o.name)));
+    }
+    out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
+    out.push_str("\nDurations take a unit: 1500ms, 2s, 20m, 1h.\n");
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = match parse(&args, |k| std::env::var(k).ok()) {
+        Ok(Command::Run(s)) => s,
+        Ok(Command::Help) => {
+            print!("{}", help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("pairchat {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("pairchat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Settings { server: config, chat, sio } = *settings;
+    let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
+    let mut server = match Server::bind(config.clone(), app) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pairchat: cannot listen on {}:{}: {e}", config.host, config.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    server.stop_on_signals();
+    eprintln!("pairchat {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr());
+    match server.run() {
+        Ok(()) => {
+            eprintln!("pairchat stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pairchat: event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse(&args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
+            Command::Run(s) => Ok(*s),
+            other => panic!("expected settings, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let s = run(&[], &[]).unwrap();
+        assert_eq!(s.server.port, 3000);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert_eq!(s.server.path, "/socket.io/");
+        assert_eq!(s.server.ping_interval, Duration::from_secs(25));
+        assert_eq!(s.server.ping_timeout, Duration::from_secs(20));
+        assert_eq!(s.server.max_payload, 1_000_000);
+        assert_eq!(s.chat.room_ttl, Duration::from_secs(1200));
+        assert_eq!(s.chat.max_message_chars, 2000);
+        assert_eq!(s.chat.max_history, 500);
+    }
+
+    #[test]
+    fn flags_beat_environment_which_beats_port() {
+        let s = run(&["--room-ttl", "90s"], &[("PORT", "4000"), ("PAIRCHAT_ROOM_TTL", "1m")]).unwrap();
+        assert_eq!(s.server.port, 4000);
+        assert_eq!(s.chat.room_ttl, Duration::from_secs(90));
+        let s = run(&["--port=5000"], &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")]).unwrap();
+        assert_eq!(s.server.port, 5000);
+        let s = run(&[], &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")]).unwrap();
+        assert_eq!(s.server.port, 4500);
+        let s = run(&["--ping-interval", "1500ms", "--cors-origin", "https://a.example, https://b.example"], &[]).unwrap();
+        assert_eq!(s.server.ping_interval, Duration::from_millis(1500));
+        assert_eq!(s.server.cors_origins, CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()]));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = run(&["--port", "http"], &[]).unwrap_err();
+        assert!(e.starts_with("--port: invalid value \"http\""), "{e}");
+        let e = run(&["--room-ttl", "12parsecs"], &[]).unwrap_err();
+        assert!(e.starts_with("--room-ttl:"), "{e}");
+        let e = run(&["--max-payload", "0"], &[]).unwrap_err();
+        assert!(e.starts_with("--max-payload:"), "{e}");
+        let e = run(&[], &[("PAIRCHAT_PING_TIMEOUT", "soon")]).unwrap_err();
+        assert!(e.starts_with("PAIRCHAT_PING_TIMEOUT:"), "{e}");
+        assert!(run(&["--nope", "1"], &[]).unwrap_err().contains("--nope"));
+        assert!(run(&["--port"], &[]).unwrap_err().contains("missing value"));
+        assert!(run(&["stray"], &[]).is_err());
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_its_variable() {
+        let h = help();
+        for o in OPTIONS {
+            assert!(h.contains(&format!("--{}", o.name)), "{}", o.name);
+            assert!(h.contains(&env_name(o.name)));
+        }
+    }
+}
