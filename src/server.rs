@@ -371,6 +371,7 @@ impl<H: Handler> Server<H> {
             }
         }
         self.end_turn();
+        self.drop_closing();
         // Give queued output a bounded time to leave.
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut events = Events::with_capacity(256);
@@ -387,6 +388,20 @@ impl<H: Handler> Server<H> {
                 }
             }
             self.end_turn();
+            self.drop_closing();
+        }
+    }
+
+    /// At shutdown, connections with nothing left to send need not wait for the peer's EOF.
+    fn drop_closing(&mut self) {
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Closing))
+            .map(|(idx, c)| ConnKey { idx, generation: c.generation })
+            .collect();
+        for key in keys {
+            self.close_conn(key);
         }
     }
 

@@ -1,0 +1,67 @@
+//! The `pairchat` binary as an operator meets it: flags, errors, the start line, a clean stop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
+
+#[test]
+fn a_bad_value_is_one_line_naming_the_flag_and_exit_status_2() {
+    let out = Command::new(BIN).args(["--ping-interval", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--ping-interval"), "{err}");
+
+    let out = Command::new(BIN).env("PAIRCHAT_MAX_HISTORY", "lots").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAIRCHAT_MAX_HISTORY"));
+}
+
+#[test]
+fn help_lists_the_flags() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--port", "--room-ttl", "--cors-origin", "--max-payload", "PAIRCHAT_PORT"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn serves_health_then_stops_cleanly_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with(&format!("pairchat {} listening on ", env!("CARGO_PKG_VERSION"))), "{line}");
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "{code:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("pairchat stopped"), "{rest}");
+}
