@@ -10,7 +10,10 @@ use pairchat::engine::Echo;
 use pairchat::{Config, Server};
 
 fn main() -> std::io::Result<()> {
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let config = Config {
         host: "0.0.0.0".into(),
         port,

@@ -19,14 +19,23 @@ pub enum CorsOrigins {
 impl CorsOrigins {
     /// Parses a comma-separated list; `*` (alone or in the list) means any origin.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let items: Vec<&str> = s.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+        let items: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .collect();
         if items.is_empty() {
             return Err("expected `*` or a comma-separated list of origins".into());
         }
         if items.contains(&"*") {
             return Ok(CorsOrigins::Any);
         }
-        Ok(CorsOrigins::List(items.iter().map(|o| o.trim_end_matches('/').to_string()).collect()))
+        Ok(CorsOrigins::List(
+            items
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+        ))
     }
 
     /// Whether a request carrying this `Origin` header may be served.
@@ -93,7 +102,11 @@ impl Config {
     /// Normalises the path to `/x/`.
     pub fn normalized_path(path: &str) -> String {
         let trimmed = path.trim_matches('/');
-        if trimmed.is_empty() { "/".into() } else { format!("/{trimmed}/") }
+        if trimmed.is_empty() {
+            "/".into()
+        } else {
+            format!("/{trimmed}/")
+        }
     }
 }
 
@@ -103,7 +116,11 @@ pub struct DurationError(String);
 
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid duration `{}` (use e.g. 1500ms, 2s, 20m, 1h)", self.0)
+        write!(
+            f,
+            "invalid duration `{}` (use e.g. 1500ms, 2s, 20m, 1h)",
+            self.0
+        )
     }
 }
 

@@ -32,33 +32,71 @@ struct Opt {
 }
 
 const OPTIONS: &[Opt] = &[
-    Opt { name: "host", value: "ADDR", help: "address to bind", default: "0.0.0.0", set: |s, v| {
-        s.server.host = v.to_string();
-        Ok(())
-    } },
-    Opt { name: "port", value: "PORT", help: "TCP port (also $PORT)", default: "3000", set: |s, v| {
-        s.server.port = v.parse().map_err(|_| "expected a port number 0-65535".to_string())?;
-        Ok(())
-    } },
-    Opt { name: "path", value: "PATH", help: "Engine.IO endpoint path", default: "/socket.io/", set: |s, v| {
-        if !v.starts_with('/') {
-            return Err("expected a path starting with `/`".into());
-        }
-        s.server.path = v.to_string();
-        Ok(())
-    } },
-    Opt { name: "ping-interval", value: "DURATION", help: "interval between server pings", default: "25s", set: |s, v| {
-        s.server.ping_interval = positive_duration(v)?;
-        Ok(())
-    } },
-    Opt { name: "ping-timeout", value: "DURATION", help: "how long to wait for a pong", default: "20s", set: |s, v| {
-        s.server.ping_timeout = positive_duration(v)?;
-        Ok(())
-    } },
-    Opt { name: "max-payload", value: "BYTES", help: "largest message or polling body", default: "1000000", set: |s, v| {
-        s.server.max_payload = positive(v)?;
-        Ok(())
-    } },
+    Opt {
+        name: "host",
+        value: "ADDR",
+        help: "address to bind",
+        default: "0.0.0.0",
+        set: |s, v| {
+            s.server.host = v.to_string();
+            Ok(())
+        },
+    },
+    Opt {
+        name: "port",
+        value: "PORT",
+        help: "TCP port (also $PORT)",
+        default: "3000",
+        set: |s, v| {
+            s.server.port = v
+                .parse()
+                .map_err(|_| "expected a port number 0-65535".to_string())?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "path",
+        value: "PATH",
+        help: "Engine.IO endpoint path",
+        default: "/socket.io/",
+        set: |s, v| {
+            if !v.starts_with('/') {
+                return Err("expected a path starting with `/`".into());
+            }
+            s.server.path = v.to_string();
+            Ok(())
+        },
+    },
+    Opt {
+        name: "ping-interval",
+        value: "DURATION",
+        help: "interval between server pings",
+        default: "25s",
+        set: |s, v| {
+            s.server.ping_interval = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "ping-timeout",
+        value: "DURATION",
+        help: "how long to wait for a pong",
+        default: "20s",
+        set: |s, v| {
+            s.server.ping_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "max-payload",
+        value: "BYTES",
+        help: "largest message or polling body",
+        default: "1000000",
+        set: |s, v| {
+            s.server.max_payload = positive(v)?;
+            Ok(())
+        },
+    },
     Opt {
         name: "cors-origin",
         value: "ORIGINS",
@@ -69,14 +107,26 @@ const OPTIONS: &[Opt] = &[
             Ok(())
         },
     },
-    Opt { name: "room-ttl", value: "DURATION", help: "room lifetime from creation", default: "20m", set: |s, v| {
-        s.chat.room_ttl = positive_duration(v)?;
-        Ok(())
-    } },
-    Opt { name: "max-connections", value: "N", help: "most simultaneous TCP connections", default: "10000", set: |s, v| {
-        s.server.max_connections = positive(v)?;
-        Ok(())
-    } },
+    Opt {
+        name: "room-ttl",
+        value: "DURATION",
+        help: "room lifetime from creation",
+        default: "20m",
+        set: |s, v| {
+            s.chat.room_ttl = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "max-connections",
+        value: "N",
+        help: "most simultaneous TCP connections",
+        default: "10000",
+        set: |s, v| {
+            s.server.max_connections = positive(v)?;
+            Ok(())
+        },
+    },
     Opt {
         name: "max-message-chars",
         value: "N",
@@ -87,10 +137,18 @@ const OPTIONS: &[Opt] = &[
             Ok(())
         },
     },
-    Opt { name: "max-history", value: "N", help: "messages kept per room (0: none)", default: "500", set: |s, v| {
-        s.chat.max_history = v.parse().map_err(|_| "expected a whole number".to_string())?;
-        Ok(())
-    } },
+    Opt {
+        name: "max-history",
+        value: "N",
+        help: "messages kept per room (0: none)",
+        default: "500",
+        set: |s, v| {
+            s.chat.max_history = v
+                .parse()
+                .map_err(|_| "expected a whole number".to_string())?;
+            Ok(())
+        },
+    },
     Opt {
         name: "connect-timeout",
         value: "DURATION",
@@ -159,13 +217,17 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comman
             Some(v) => v,
             None => return Err(format!("--{name}: missing value")),
         };
-        apply(&mut settings, name, &value).map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
+        apply(&mut settings, name, &value)
+            .map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
     }
     Ok(Command::Run(Box::new(settings)))
 }
 
 fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String> {
-    let opt = OPTIONS.iter().find(|o| o.name == name).ok_or_else(|| format!("unknown option {name}"))?;
+    let opt = OPTIONS
+        .iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| format!("unknown option {name}"))?;
     (opt.set)(settings, value)
 }
 
@@ -180,7 +242,12 @@ fn help() -> String {
     );
     for o in OPTIONS {
         let flag = format!("--{} <{}>", o.name, o.value);
-        out.push_str(&format!("  {flag:<30} {} [default: {}] [env: {}]\n", o.help, o.default, env_name(o.name)));
+        out.push_str(&format!(
+            "  {flag:<30} {} [default: {}] [env: {}]\n",
+            o.help,
+            o.default,
+            env_name(o.name)
+        ));
     }
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
     out.push_str("\nDurations take a unit: 1500ms, 2s, 20m, 1h.\n");
@@ -204,17 +271,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Settings { server: config, chat, sio } = *settings;
+    let Settings {
+        server: config,
+        chat,
+        sio,
+    } = *settings;
     let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
     let mut server = match Server::bind(config.clone(), app) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("pairchat: cannot listen on {}:{}: {e}", config.host, config.port);
+            eprintln!(
+                "pairchat: cannot listen on {}:{}: {e}",
+                config.host, config.port
+            );
             return ExitCode::FAILURE;
         }
     };
     server.stop_on_signals();
-    eprintln!("pairchat {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr());
+    eprintln!(
+        "pairchat {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
     match server.run() {
         Ok(()) => {
             eprintln!("pairchat stopped");
@@ -234,8 +312,13 @@ mod tests {
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        match parse(&args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match parse(&args, |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })? {
             Command::Run(s) => Ok(*s),
             other => panic!("expected settings, got {other:?}"),
         }
@@ -257,16 +340,36 @@ mod tests {
 
     #[test]
     fn flags_beat_environment_which_beats_port() {
-        let s = run(&["--room-ttl", "90s"], &[("PORT", "4000"), ("PAIRCHAT_ROOM_TTL", "1m")]).unwrap();
+        let s = run(
+            &["--room-ttl", "90s"],
+            &[("PORT", "4000"), ("PAIRCHAT_ROOM_TTL", "1m")],
+        )
+        .unwrap();
         assert_eq!(s.server.port, 4000);
         assert_eq!(s.chat.room_ttl, Duration::from_secs(90));
-        let s = run(&["--port=5000"], &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")]).unwrap();
+        let s = run(
+            &["--port=5000"],
+            &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")],
+        )
+        .unwrap();
         assert_eq!(s.server.port, 5000);
         let s = run(&[], &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")]).unwrap();
         assert_eq!(s.server.port, 4500);
-        let s = run(&["--ping-interval", "1500ms", "--cors-origin", "https://a.example, https://b.example"], &[]).unwrap();
+        let s = run(
+            &[
+                "--ping-interval",
+                "1500ms",
+                "--cors-origin",
+                "https://a.example, https://b.example",
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.server.ping_interval, Duration::from_millis(1500));
-        assert_eq!(s.server.cors_origins, CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()]));
+        assert_eq!(
+            s.server.cors_origins,
+            CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
     }
 
     #[test]

@@ -18,13 +18,15 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tungstenite::Message;
+use tungstenite::protocol::WebSocketContext;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::WebSocketContext;
 
 use crate::config::Config;
 use crate::engine::packet::{self, Packet};
-use crate::engine::{CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind};
+use crate::engine::{
+    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
+};
 use crate::http::{self, Cors, HttpError, Method, Parsed, Request, Response};
 use crate::timer::{Millis, TimerId, TimerWheel};
 use crate::{sys, ws};
@@ -195,18 +197,25 @@ pub struct Server<H: Handler> {
 impl<H: Handler> Server<H> {
     /// Binds the listener (port 0 picks a free port).
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        let addr: SocketAddr = format!("{}:{}", config.host, config.port)
-            .parse()
-            .or_else(|_| {
-                std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host resolves to no address"))
-            })?;
+        let addr: SocketAddr =
+            format!("{}:{}", config.host, config.port)
+                .parse()
+                .or_else(|_| {
+                    std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))?
+                        .next()
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "host resolves to no address",
+                            )
+                        })
+                })?;
         let mut listener = TcpListener::bind(addr)?;
         sys::set_backlog(&listener, BACKLOG)?;
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
@@ -241,7 +250,10 @@ impl<H: Handler> Server<H> {
 
     /// A handle that stops the loop from another thread.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle { flag: self.stop.clone(), waker: self.waker.clone() }
+        StopHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// Also stop on SIGINT/SIGTERM (for the binary).
@@ -270,7 +282,8 @@ impl<H: Handler> Server<H> {
     }
 
     fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || (self.use_signals && sys::STOP_SIGNAL.load(Ordering::Relaxed))
+        self.stop.load(Ordering::Relaxed)
+            || (self.use_signals && sys::STOP_SIGNAL.load(Ordering::Relaxed))
     }
 
     /// Runs the loop until stopped, then closes every session and flushes (bounded time).
@@ -280,7 +293,10 @@ impl<H: Handler> Server<H> {
         while !self.stop_requested() {
             let timeout = if self.deferred.is_empty() {
                 let now = self.now();
-                let wait = self.timers.next_deadline().map_or(MAX_WAIT, |d| Duration::from_millis(d.saturating_sub(now)));
+                let wait = self
+                    .timers
+                    .next_deadline()
+                    .map_or(MAX_WAIT, |d| Duration::from_millis(d.saturating_sub(now)));
                 wait.min(MAX_WAIT)
             } else {
                 Duration::ZERO
@@ -299,8 +315,13 @@ impl<H: Handler> Server<H> {
                     LISTENER => self.accept(),
                     WAKER => {}
                     Token(idx) => {
-                        let Some(conn) = self.conns.get(idx) else { continue };
-                        let key = ConnKey { idx, generation: conn.generation };
+                        let Some(conn) = self.conns.get(idx) else {
+                            continue;
+                        };
+                        let key = ConnKey {
+                            idx,
+                            generation: conn.generation,
+                        };
                         if event.is_writable() {
                             self.flush(key);
                         }
@@ -345,7 +366,9 @@ impl<H: Handler> Server<H> {
                 Timeout::Upgrade(id) => {
                     if let Some(s) = self.session_mut(id) {
                         s.upgrade_timer = None;
-                        if let Upgrade::Probing(c) | Upgrade::Probed(c) = std::mem::replace(&mut s.upgrade, Upgrade::None) {
+                        if let Upgrade::Probing(c) | Upgrade::Probed(c) =
+                            std::mem::replace(&mut s.upgrade, Upgrade::None)
+                        {
                             self.close_conn(c);
                         }
                     }
@@ -357,11 +380,25 @@ impl<H: Handler> Server<H> {
 
     fn shutdown(&mut self) {
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let ids: Vec<SessionId> = self.sessions.iter().map(|(idx, s)| SessionId { idx: idx as u32, generation: s.generation }).collect();
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .map(|(idx, s)| SessionId {
+                idx: idx as u32,
+                generation: s.generation,
+            })
+            .collect();
         for id in ids {
             self.close_session(id, CloseReason::ServerShutdown);
         }
-        let keys: Vec<ConnKey> = self.conns.iter().map(|(idx, c)| ConnKey { idx, generation: c.generation }).collect();
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .map(|(idx, c)| ConnKey {
+                idx,
+                generation: c.generation,
+            })
+            .collect();
         for key in keys {
             if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                 h.close_after_write = true;
@@ -376,13 +413,20 @@ impl<H: Handler> Server<H> {
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut events = Events::with_capacity(256);
         while !self.conns.is_empty() && Instant::now() < deadline {
-            if self.poll.poll(&mut events, Some(Duration::from_millis(50))).is_err() {
+            if self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(50)))
+                .is_err()
+            {
                 break;
             }
             for event in events.iter() {
                 let Token(idx) = event.token();
                 if let Some(conn) = self.conns.get(idx) {
-                    let key = ConnKey { idx, generation: conn.generation };
+                    let key = ConnKey {
+                        idx,
+                        generation: conn.generation,
+                    };
                     self.flush(key);
                     self.on_readable(key);
                 }
@@ -398,7 +442,10 @@ impl<H: Handler> Server<H> {
             .conns
             .iter()
             .filter(|(_, c)| matches!(c.state, ConnState::Closing))
-            .map(|(idx, c)| ConnKey { idx, generation: c.generation })
+            .map(|(idx, c)| ConnKey {
+                idx,
+                generation: c.generation,
+            })
             .collect();
         for key in keys {
             self.close_conn(key);
@@ -427,12 +474,30 @@ impl<H: Handler> Server<H> {
         let generation = self.bump_gen();
         let at = self.now() + ms(self.config.header_timeout);
         let entry = self.conns.vacant_entry();
-        let key = ConnKey { idx: entry.key(), generation };
-        if self.poll.registry().register(&mut stream, Token(key.idx), Interest::READABLE | Interest::WRITABLE).is_err() {
+        let key = ConnKey {
+            idx: entry.key(),
+            generation,
+        };
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(key.idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
             return;
         }
         let timer = self.timers.insert(at, Timeout::Conn(key));
-        entry.insert(Conn { stream, generation, state: ConnState::Http(HttpConn::default()), timer: Some(timer), dirty: false });
+        entry.insert(Conn {
+            stream,
+            generation,
+            state: ConnState::Http(HttpConn::default()),
+            timer: Some(timer),
+            dirty: false,
+        });
     }
 
     fn bump_gen(&mut self) -> u32 {
@@ -441,7 +506,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        self.conns.get_mut(key.idx).filter(|c| c.generation == key.generation)
+        self.conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
     }
 
     fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
@@ -459,7 +526,13 @@ impl<H: Handler> Server<H> {
 
     fn set_conn_timer(&mut self, key: ConnKey, after: Option<Duration>) {
         let at = after.map(|d| self.now() + ms(d));
-        let Some(conn) = self.conns.get_mut(key.idx).filter(|c| c.generation == key.generation) else { return };
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
+            return;
+        };
         if let Some(old) = conn.timer.take() {
             self.timers.cancel(old);
         }
@@ -469,7 +542,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn on_conn_timeout(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         conn.timer = None;
         match &conn.state {
             // A parked poll has no timer; an idle or slow HTTP connection, or a lingering one, ends.
@@ -489,8 +564,14 @@ impl<H: Handler> Server<H> {
             self.timers.cancel(t);
         }
         match conn.state {
-            ConnState::Http(HttpConn { parked: Some(p), .. }) => {
-                if let Some(Session { transport: Transport::Polling { parked, .. }, .. }) = self.session_mut(p.session) {
+            ConnState::Http(HttpConn {
+                parked: Some(p), ..
+            }) => {
+                if let Some(Session {
+                    transport: Transport::Polling { parked, .. },
+                    ..
+                }) = self.session_mut(p.session)
+                {
                     *parked = None;
                 }
             }
@@ -498,7 +579,9 @@ impl<H: Handler> Server<H> {
                 let id = ws.session;
                 if let Some(s) = self.session_mut(id) {
                     match (&s.transport, s.upgrade) {
-                        (Transport::WebSocket(c), _) if *c == key => self.close_session(id, CloseReason::TransportClose),
+                        (Transport::WebSocket(c), _) if *c == key => {
+                            self.close_session(id, CloseReason::TransportClose)
+                        }
                         (_, Upgrade::Probing(c) | Upgrade::Probed(c)) if c == key => {
                             s.upgrade = Upgrade::None;
                             if let Some(t) = s.upgrade_timer.take() {
@@ -519,14 +602,18 @@ impl<H: Handler> Server<H> {
 
     /// Shuts the write side after queued output and lingers to drain the peer.
     fn begin_closing(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         let _ = conn.stream.shutdown(Shutdown::Write);
         conn.state = ConnState::Closing;
         self.set_conn_timer(key, Some(LINGER));
     }
 
     fn on_readable(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         match conn.state {
             ConnState::Http(_) => self.on_http_readable(key),
             ConnState::Ws(_) => self.on_ws_readable(key),
@@ -547,7 +634,9 @@ impl<H: Handler> Server<H> {
 
     /// Writes queued output; closes or lingers when the connection asked for it.
     fn flush(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         let stream = &mut conn.stream;
         let outcome = match &mut conn.state {
             ConnState::Http(h) => match write_all_nonblocking(stream, &mut h.wbuf) {
@@ -578,8 +667,12 @@ impl<H: Handler> Server<H> {
     // ---- HTTP ----------------------------------------------------------------------------
 
     fn on_http_readable(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else { return };
-        let ConnState::Http(h) = &mut conn.state else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let ConnState::Http(h) = &mut conn.state else {
+            return;
+        };
         let mut budget = READ_BUDGET;
         let mut eof = false;
         let mut chunk = [0u8; 4096];
@@ -614,8 +707,12 @@ impl<H: Handler> Server<H> {
     /// Handles every complete request in the read buffer, in order, until one parks or closes.
     fn process_http(&mut self, key: ConnKey) {
         loop {
-            let Some(conn) = self.conn_mut(key) else { return };
-            let ConnState::Http(h) = &mut conn.state else { return };
+            let Some(conn) = self.conn_mut(key) else {
+                return;
+            };
+            let ConnState::Http(h) = &mut conn.state else {
+                return;
+            };
             if h.parked.is_some() || h.close_after_write || h.rbuf.is_empty() {
                 return;
             }
@@ -625,7 +722,9 @@ impl<H: Handler> Server<H> {
                     self.put_back_rbuf(key, rbuf, 0);
                     return;
                 }
-                Ok(Parsed::Complete(req, used)) => (self.on_request(key, &req, &rbuf[used..]), used),
+                Ok(Parsed::Complete(req, used)) => {
+                    (self.on_request(key, &req, &rbuf[used..]), used)
+                }
                 Err(e) => {
                     self.respond_http_error(key, e);
                     (Flow::Close, rbuf.len())
@@ -646,7 +745,11 @@ impl<H: Handler> Server<H> {
                     if matches!(flow, Flow::Parked) {
                         return;
                     }
-                    let idle = if self.http_rbuf_empty(key) { self.config.keep_alive_timeout } else { self.config.header_timeout };
+                    let idle = if self.http_rbuf_empty(key) {
+                        self.config.keep_alive_timeout
+                    } else {
+                        self.config.header_timeout
+                    };
                     self.set_conn_timer(key, Some(idle));
                 }
             }
@@ -683,7 +786,10 @@ impl<H: Handler> Server<H> {
 
     fn respond_engine_error(&mut self, key: ConnKey, cors: Cors<'_>, e: EngineError) -> Flow {
         let (status, body) = e.http();
-        self.respond(key, Response::new(status, "application/json", body.as_bytes()).cors(cors));
+        self.respond(
+            key,
+            Response::new(status, "application/json", body.as_bytes()).cors(cors),
+        );
         Flow::Continue
     }
 
@@ -702,13 +808,18 @@ impl<H: Handler> Server<H> {
                     Flow::Continue
                 }
             }
-        } else if req.path == self.config.path || req.path == self.config.path.trim_end_matches('/') {
+        } else if req.path == self.config.path || req.path == self.config.path.trim_end_matches('/')
+        {
             self.on_engine_request(key, req, rest)
         } else {
             self.respond(key, Response::text(404, "Not Found"));
             Flow::Continue
         };
-        if !req.keep_alive && matches!(flow, Flow::Continue) { Flow::Close } else { flow }
+        if !req.keep_alive && matches!(flow, Flow::Continue) {
+            Flow::Close
+        } else {
+            flow
+        }
     }
 
     fn on_engine_request(&mut self, key: ConnKey, req: &Request<'_>, rest: &[u8]) -> Flow {
@@ -738,7 +849,11 @@ impl<H: Handler> Server<H> {
             }
             return match transport {
                 TransportKind::Polling => {
-                    let id = self.open_session(Transport::Polling { parked: None, queue: Vec::new(), queued_bytes: 0 });
+                    let id = self.open_session(Transport::Polling {
+                        parked: None,
+                        queue: Vec::new(),
+                        queued_bytes: 0,
+                    });
                     let open = self.open_packet(id, TransportKind::Polling);
                     self.respond(key, Response::text(200, &open).cors(cors));
                     self.dispatch_open(id, TransportKind::Polling);
@@ -756,7 +871,11 @@ impl<H: Handler> Server<H> {
         };
         // The heartbeat deadline is checked here too, not only by the timer: a request that
         // arrives after it finds the session closed.
-        if self.session_mut(id).and_then(|s| s.pong_deadline).is_some_and(|d| d <= now) {
+        if self
+            .session_mut(id)
+            .and_then(|s| s.pong_deadline)
+            .is_some_and(|d| d <= now)
+        {
             self.close_session(id, CloseReason::PingTimeout);
             return self.respond_engine_error(key, cors, EngineError::UnknownSid);
         }
@@ -768,13 +887,24 @@ impl<H: Handler> Server<H> {
             TransportKind::WebSocket => {
                 let accept = ws::accept_key(req);
                 match accept {
-                    Some(accept) if req.method == Method::Get && polling && session.upgrade == Upgrade::None => {
+                    Some(accept)
+                        if req.method == Method::Get
+                            && polling
+                            && session.upgrade == Upgrade::None =>
+                    {
                         self.upgrade_to_ws(key, &accept, rest, Some(id))
+                    }
+                    // A second WebSocket for a session that already has one is accepted and
+                    // closed at once, as the reference server does (clients expect a close).
+                    Some(accept) if req.method == Method::Get => {
+                        self.accept_and_close_ws(key, &accept)
                     }
                     _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
                 }
             }
-            TransportKind::Polling if !polling => self.respond_engine_error(key, cors, EngineError::BadRequest),
+            TransportKind::Polling if !polling => {
+                self.respond_engine_error(key, cors, EngineError::BadRequest)
+            }
             TransportKind::Polling => match req.method {
                 Method::Get => self.on_poll_get(key, id, req, cors),
                 Method::Post => self.on_poll_post(key, id, req, cors),
@@ -784,8 +914,15 @@ impl<H: Handler> Server<H> {
     }
 
     fn open_packet(&mut self, id: SessionId, transport: TransportKind) -> String {
-        let sid = self.session_mut(id).map(|s| s.sid).expect("the session was just opened");
-        let upgrades = if transport == TransportKind::Polling { "[\"websocket\"]" } else { "[]" };
+        let sid = self
+            .session_mut(id)
+            .map(|s| s.sid)
+            .expect("the session was just opened");
+        let upgrades = if transport == TransportKind::Polling {
+            "[\"websocket\"]"
+        } else {
+            "[]"
+        };
         format!(
             "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
             ms(self.config.ping_interval),
@@ -794,9 +931,24 @@ impl<H: Handler> Server<H> {
         )
     }
 
-    fn on_poll_get(&mut self, key: ConnKey, id: SessionId, req: &Request<'_>, cors: Cors<'_>) -> Flow {
-        let Some(session) = self.session_mut(id) else { return Flow::Continue };
-        let Transport::Polling { parked, queue, queued_bytes } = &mut session.transport else { return Flow::Continue };
+    fn on_poll_get(
+        &mut self,
+        key: ConnKey,
+        id: SessionId,
+        req: &Request<'_>,
+        cors: Cors<'_>,
+    ) -> Flow {
+        let Some(session) = self.session_mut(id) else {
+            return Flow::Continue;
+        };
+        let Transport::Polling {
+            parked,
+            queue,
+            queued_bytes,
+        } = &mut session.transport
+        else {
+            return Flow::Continue;
+        };
         if parked.is_some() {
             // Two concurrent GETs: refuse this one and close the session (the first gets `1`).
             self.respond_engine_error(key, cors, EngineError::BadRequest);
@@ -810,19 +962,32 @@ impl<H: Handler> Server<H> {
         if !queue.is_empty() {
             let body = encode_payload(queue);
             *queued_bytes = 0;
-            self.respond(key, Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors));
+            self.respond(
+                key,
+                Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors),
+            );
             return Flow::Continue;
         }
         *parked = Some(key);
         let origin = cors_origin(cors);
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
-            h.parked = Some(Parked { session: id, origin, keep_alive: req.keep_alive });
+            h.parked = Some(Parked {
+                session: id,
+                origin,
+                keep_alive: req.keep_alive,
+            });
         }
         self.set_conn_timer(key, None);
         Flow::Parked
     }
 
-    fn on_poll_post(&mut self, key: ConnKey, id: SessionId, req: &Request<'_>, cors: Cors<'_>) -> Flow {
+    fn on_poll_post(
+        &mut self,
+        key: ConnKey,
+        id: SessionId,
+        req: &Request<'_>,
+        cors: Cors<'_>,
+    ) -> Flow {
         let packets = match packet::decode_payload(req.body) {
             Ok(p) => p,
             Err(e) => {
@@ -851,7 +1016,10 @@ impl<H: Handler> Server<H> {
     fn on_packet(&mut self, id: SessionId, p: Packet<'_>) -> bool {
         match p {
             Packet::Message(text) => self.dispatch(Event::Message { session: id, text }),
-            Packet::Binary(data) => self.dispatch(Event::Binary { session: id, data: &data }),
+            Packet::Binary(data) => self.dispatch(Event::Binary {
+                session: id,
+                data: &data,
+            }),
             Packet::Pong(_) => self.on_pong(id),
             Packet::Close => {
                 self.close_session(id, CloseReason::ClientClose);
@@ -864,7 +1032,13 @@ impl<H: Handler> Server<H> {
 
     // ---- WebSocket ---------------------------------------------------------------------
 
-    fn upgrade_to_ws(&mut self, key: ConnKey, accept: &str, rest: &[u8], probe_of: Option<SessionId>) -> Flow {
+    fn upgrade_to_ws(
+        &mut self,
+        key: ConnKey,
+        accept: &str,
+        rest: &[u8],
+        probe_of: Option<SessionId>,
+    ) -> Flow {
         let ctx = ws::context(&self.config, rest.to_vec());
         let session = match probe_of {
             Some(id) => {
@@ -880,8 +1054,12 @@ impl<H: Handler> Server<H> {
         };
         self.set_conn_timer(key, None);
         if let Some(conn) = self.conn_mut(key) {
-            conn.state =
-                ConnState::Ws(WsConn { ctx, head: ws::switching_protocols(accept), session, close_after_write: false });
+            conn.state = ConnState::Ws(WsConn {
+                ctx,
+                head: ws::switching_protocols(accept),
+                session,
+                close_after_write: false,
+            });
         }
         self.mark_dirty(key);
         if probe_of.is_none() {
@@ -894,16 +1072,33 @@ impl<H: Handler> Server<H> {
         Flow::Upgraded
     }
 
+    /// Completes the handshake, then sends a close frame (no status) and closes.
+    fn accept_and_close_ws(&mut self, key: ConnKey, accept: &str) -> Flow {
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            h.wbuf.extend_from_slice(&ws::switching_protocols(accept));
+            h.wbuf.extend_from_slice(&ws::CLOSE_FRAME);
+            self.mark_dirty(key);
+        }
+        Flow::Close
+    }
+
     fn on_ws_readable(&mut self, key: ConnKey) {
         for _ in 0..MESSAGE_BUDGET {
-            let Some(conn) = self.conn_mut(key) else { return };
-            let ConnState::Ws(w) = &mut conn.state else { return };
+            let Some(conn) = self.conn_mut(key) else {
+                return;
+            };
+            let ConnState::Ws(w) = &mut conn.state else {
+                return;
+            };
             let session = w.session;
             match w.ctx.read(&mut conn.stream) {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
                 Ok(Message::Binary(data)) => {
                     if self.is_active_ws(key, session) {
-                        self.dispatch(Event::Binary { session, data: &data });
+                        self.dispatch(Event::Binary {
+                            session,
+                            data: &data,
+                        });
                     }
                 }
                 Ok(Message::Close(_)) => {
@@ -912,8 +1107,12 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(_) => self.mark_dirty(key), // ping: tungstenite queued the pong
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(tungstenite::Error::Capacity(_)) => return self.ws_fail(key, CloseCode::Size, "message too big"),
-                Err(tungstenite::Error::Protocol(_)) => return self.ws_fail(key, CloseCode::Protocol, "protocol error"),
+                Err(tungstenite::Error::Capacity(_)) => {
+                    return self.ws_fail(key, CloseCode::Size, "message too big");
+                }
+                Err(tungstenite::Error::Protocol(_)) => {
+                    return self.ws_fail(key, CloseCode::Protocol, "protocol error");
+                }
                 Err(_) => return self.close_conn(key),
             }
         }
@@ -934,7 +1133,9 @@ impl<H: Handler> Server<H> {
             }
             return;
         }
-        let Some(session) = self.session_mut(id) else { return self.ws_fail(key, CloseCode::Normal, "") };
+        let Some(session) = self.session_mut(id) else {
+            return self.ws_fail(key, CloseCode::Normal, "");
+        };
         match (session.upgrade, packet::decode_text(text)) {
             (Upgrade::Probing(c), Ok(Packet::Ping("probe"))) if c == key => {
                 session.upgrade = Upgrade::Probed(key);
@@ -950,7 +1151,9 @@ impl<H: Handler> Server<H> {
     /// The client sent `5`: the session moves to this WebSocket with everything still queued.
     fn complete_upgrade(&mut self, key: ConnKey, id: SessionId) {
         self.release_parked_poll(id, "6");
-        let Some(session) = self.session_mut(id) else { return };
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
         session.upgrade = Upgrade::None;
         let timer = session.upgrade_timer.take();
         let old = std::mem::replace(&mut session.transport, Transport::WebSocket(key));
@@ -965,11 +1168,17 @@ impl<H: Handler> Server<H> {
     }
 
     fn ws_send(&mut self, key: ConnKey, msg: Message) {
-        let Some(conn) = self.conn_mut(key) else { return };
-        let ConnState::Ws(w) = &mut conn.state else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let ConnState::Ws(w) = &mut conn.state else {
+            return;
+        };
         match w.ctx.write(&mut conn.stream, msg) {
             Ok(()) => self.mark_dirty(key),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => self.mark_dirty(key),
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.mark_dirty(key)
+            }
             Err(tungstenite::Error::WriteBufferFull(_)) => {
                 // A reader that stopped reading: drop it rather than buffer without bound.
                 let id = w.session;
@@ -982,10 +1191,17 @@ impl<H: Handler> Server<H> {
 
     /// Closes a WebSocket with a close frame (and its session, if it is the active transport).
     fn ws_fail(&mut self, key: ConnKey, code: CloseCode, reason: &'static str) {
-        let Some(conn) = self.conn_mut(key) else { return };
-        let ConnState::Ws(w) = &mut conn.state else { return };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let ConnState::Ws(w) = &mut conn.state else {
+            return;
+        };
         let id = w.session;
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
         let _ = w.ctx.close(&mut conn.stream, Some(frame));
         w.close_after_write = true;
         self.mark_dirty(key);
@@ -1023,7 +1239,10 @@ impl<H: Handler> Server<H> {
             upgrade_timer: None,
             poll_ready: false,
         });
-        let id = SessionId { idx: idx as u32, generation };
+        let id = SessionId {
+            idx: idx as u32,
+            generation,
+        };
         self.sids.insert(sid, id);
         let timer = self.timers.insert(next_ping, Timeout::Ping(id));
         if let Some(s) = self.session_mut(id) {
@@ -1034,7 +1253,11 @@ impl<H: Handler> Server<H> {
 
     fn dispatch_open(&mut self, id: SessionId, transport: TransportKind) {
         if let Some(sid) = self.session_mut(id).map(|s| s.sid) {
-            self.dispatch(Event::Open { session: id, sid, transport });
+            self.dispatch(Event::Open {
+                session: id,
+                sid,
+                transport,
+            });
         }
     }
 
@@ -1042,7 +1265,9 @@ impl<H: Handler> Server<H> {
         let interval = ms(self.config.ping_interval);
         let timeout = ms(self.config.ping_timeout);
         let now = self.now();
-        let Some(s) = session_in(&mut self.sessions, id) else { return };
+        let Some(s) = session_in(&mut self.sessions, id) else {
+            return;
+        };
         if s.upgrade != Upgrade::None {
             // The heartbeat pauses while an upgrade is under way.
             s.next_ping = now + interval;
@@ -1058,7 +1283,9 @@ impl<H: Handler> Server<H> {
 
     fn on_pong(&mut self, id: SessionId) {
         let next = self.now() + ms(self.config.ping_interval);
-        let Some(s) = session_in(&mut self.sessions, id) else { return };
+        let Some(s) = session_in(&mut self.sessions, id) else {
+            return;
+        };
         if s.pong_deadline.take().is_none() {
             return;
         }
@@ -1072,13 +1299,19 @@ impl<H: Handler> Server<H> {
     /// Queues a packet on the session's transport.
     fn send(&mut self, id: SessionId, p: Outgoing) {
         let max = self.config.max_poll_buffer;
-        let Some(s) = self.session_mut(id) else { return };
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
         match &mut s.transport {
             Transport::WebSocket(key) => {
                 let key = *key;
                 self.ws_send(key, outgoing_to_ws(p));
             }
-            Transport::Polling { parked, queue, queued_bytes } => {
+            Transport::Polling {
+                parked,
+                queue,
+                queued_bytes,
+            } => {
                 *queued_bytes += p.len() + 1;
                 queue.push(p);
                 if *queued_bytes > max {
@@ -1092,9 +1325,18 @@ impl<H: Handler> Server<H> {
     }
 
     fn answer_ready_poll(&mut self, id: SessionId) {
-        let Some(s) = self.session_mut(id) else { return };
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
         s.poll_ready = false;
-        let Transport::Polling { parked, queue, queued_bytes } = &mut s.transport else { return };
+        let Transport::Polling {
+            parked,
+            queue,
+            queued_bytes,
+        } = &mut s.transport
+        else {
+            return;
+        };
         if queue.is_empty() || parked.is_none() || matches!(s.upgrade, Upgrade::Probed(_)) {
             return;
         }
@@ -1109,15 +1351,33 @@ impl<H: Handler> Server<H> {
     }
 
     fn answer_parked_with(&mut self, id: SessionId, body: Vec<u8>) {
-        let Some(s) = self.session_mut(id) else { return };
-        let Transport::Polling { parked, .. } = &mut s.transport else { return };
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let Transport::Polling { parked, .. } = &mut s.transport else {
+            return;
+        };
         let Some(key) = parked.take() else { return };
-        let Some(conn) = self.conns.get_mut(key.idx).filter(|c| c.generation == key.generation) else { return };
-        let ConnState::Http(h) = &mut conn.state else { return };
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
+            return;
+        };
+        let ConnState::Http(h) = &mut conn.state else {
+            return;
+        };
         let Some(p) = h.parked.take() else { return };
         let cors = Cors::new(&self.config.cors_origins, p.origin.as_deref());
-        Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors).write_to(&mut h.wbuf);
-        let idle = if h.rbuf.is_empty() { self.config.keep_alive_timeout } else { self.config.header_timeout };
+        Response::new(200, "text/plain; charset=UTF-8", &body)
+            .cors(cors)
+            .write_to(&mut h.wbuf);
+        let idle = if h.rbuf.is_empty() {
+            self.config.keep_alive_timeout
+        } else {
+            self.config.header_timeout
+        };
         h.close_after_write |= !p.keep_alive;
         self.mark_dirty(key);
         if p.keep_alive {
@@ -1133,7 +1393,11 @@ impl<H: Handler> Server<H> {
             return;
         }
         // The client's own close is answered with a noop; a server-side close with a close packet.
-        let last = if reason == CloseReason::ClientClose { "6" } else { "1" };
+        let last = if reason == CloseReason::ClientClose {
+            "6"
+        } else {
+            "1"
+        };
         self.release_parked_poll(id, last);
         let s = self.sessions.remove(id.idx as usize);
         self.sids.remove(&s.sid);
@@ -1144,7 +1408,10 @@ impl<H: Handler> Server<H> {
             self.ws_fail(c, CloseCode::Away, "");
         }
         if let Transport::WebSocket(key) = s.transport {
-            let tell_client = matches!(reason, CloseReason::ServerClose | CloseReason::ServerShutdown);
+            let tell_client = matches!(
+                reason,
+                CloseReason::ServerClose | CloseReason::ServerShutdown
+            );
             if tell_client {
                 self.ws_send(key, Message::text("1"));
             }
@@ -1155,7 +1422,10 @@ impl<H: Handler> Server<H> {
             };
             self.ws_fail(key, code, "");
         }
-        self.dispatch(Event::Close { session: id, reason });
+        self.dispatch(Event::Close {
+            session: id,
+            reason,
+        });
     }
 
     // ---- the handler -------------------------------------------------------------------
@@ -1163,7 +1433,12 @@ impl<H: Handler> Server<H> {
     /// Hands an event to the handler and carries out what it asked for.
     fn dispatch(&mut self, event: Event<'_, H::Timer>) {
         let now = self.now();
-        let mut io = Io { now, commands: &mut self.commands, timers: &mut self.timers, rng: &mut self.rng };
+        let mut io = Io {
+            now,
+            commands: &mut self.commands,
+            timers: &mut self.timers,
+            rng: &mut self.rng,
+        };
         self.handler.handle(event, &mut io);
         while !self.commands.is_empty() {
             for command in std::mem::take(&mut self.commands) {
@@ -1177,7 +1452,9 @@ impl<H: Handler> Server<H> {
 }
 
 fn session_in(sessions: &mut Slab<Session>, id: SessionId) -> Option<&mut Session> {
-    sessions.get_mut(id.idx as usize).filter(|s| s.generation == id.generation)
+    sessions
+        .get_mut(id.idx as usize)
+        .filter(|s| s.generation == id.generation)
 }
 
 fn ms(d: Duration) -> Millis {

@@ -16,7 +16,11 @@ pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: `listen` only reads its two integer arguments; the fd is owned by `listener`,
     // which outlives the call.
     let rc = unsafe { listen(listener.as_raw_fd(), backlog) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Set by SIGINT/SIGTERM.

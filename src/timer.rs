@@ -77,13 +77,20 @@ impl<T> TimerWheel<T> {
     pub fn insert(&mut self, at: Millis, value: T) -> TimerId {
         let generation = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
-        let idx = self.entries.insert(Entry { at, generation, value });
+        let idx = self.entries.insert(Entry {
+            at,
+            generation,
+            value,
+        });
         let tick = at.max(self.now + 1);
         let b = (tick & MASK) as usize;
         // Slab indices fit u32: more than 4 billion live timers would exhaust memory first.
         self.buckets[b].push((idx as u32, generation));
         self.occupied[b / 64] |= 1 << (b % 64);
-        TimerId { idx: idx as u32, generation }
+        TimerId {
+            idx: idx as u32,
+            generation,
+        }
     }
 
     /// Cancels a timer, returning its payload if it was still live.

@@ -13,16 +13,23 @@ pub const READ_BUFFER: usize = 4096;
 
 /// Validates an upgrade request; `None` if it is not a valid RFC 6455 handshake.
 pub fn accept_key(req: &Request<'_>) -> Option<String> {
-    let connection_upgrade = req
-        .headers
-        .connection
-        .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let connection_upgrade = req.headers.connection.is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
     let key = req.headers.ws_key?;
-    if !req.is_websocket_upgrade() || !connection_upgrade || req.headers.ws_version != Some("13") || key.len() != 24 {
+    if !req.is_websocket_upgrade()
+        || !connection_upgrade
+        || req.headers.ws_version != Some("13")
+        || key.len() != 24
+    {
         return None;
     }
     Some(derive_accept_key(key.as_bytes()))
 }
+
+/// A server close frame without a status code (FIN + close opcode, empty payload).
+pub const CLOSE_FRAME: [u8; 2] = [0x88, 0x00];
 
 /// The `101 Switching Protocols` answer.
 pub fn switching_protocols(accept: &str) -> Vec<u8> {

@@ -61,7 +61,11 @@ pub struct ChatConfig {
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig { room_ttl: Duration::from_secs(20 * 60), max_message_chars: 2000, max_history: 500 }
+        ChatConfig {
+            room_ttl: Duration::from_secs(20 * 60),
+            max_message_chars: 2000,
+            max_history: 500,
+        }
     }
 }
 
@@ -114,7 +118,11 @@ impl Chat {
         }
     }
 
-    fn create_room(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+    fn create_room(
+        &mut self,
+        socket: SocketRef,
+        io: &mut Io<'_, '_>,
+    ) -> Result<String, &'static str> {
         let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
         self.leave(socket, io);
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
@@ -125,7 +133,12 @@ impl Chat {
         Ok(format!("{{\"code\":\"{code}\"}}"))
     }
 
-    fn join_room(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+    fn join_room(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        io: &mut Io<'_, '_>,
+    ) -> Result<String, &'static str> {
         let payload = object(args);
         let code = room_code(payload.as_ref())?;
         let member = member(socket, io).ok_or(errors::ROOM_NOT_FOUND)?;
@@ -133,23 +146,35 @@ impl Chat {
             // Check first so a failed join does not cost the current room.
             match self.rooms.get(code) {
                 None => return Err(errors::ROOM_NOT_FOUND),
-                Some(room) if room.members.len() >= rooms::ROOM_CAPACITY => return Err(errors::ROOM_FULL),
+                Some(room) if room.members.len() >= rooms::ROOM_CAPACITY => {
+                    return Err(errors::ROOM_FULL);
+                }
                 Some(_) => self.leave(socket, io),
             }
         }
         match self.rooms.join(code, member) {
-            Ok(Joined::New { partner: Some(partner) }) => {
+            Ok(Joined::New {
+                partner: Some(partner),
+            }) => {
                 io.emit(partner.socket, "userJoined", &user_json(&member));
             }
             Ok(Joined::New { partner: None } | Joined::Already) => {}
             Err(JoinError::NotFound) => return Err(errors::ROOM_NOT_FOUND),
             Err(JoinError::Full) => return Err(errors::ROOM_FULL),
         }
-        let history = self.rooms.get(code).map_or_else(|| "[]".into(), |r| r.history_json());
+        let history = self
+            .rooms
+            .get(code)
+            .map_or_else(|| "[]".into(), |r| r.history_json());
         Ok(format!("{{\"success\":true,\"messages\":{history}}}"))
     }
 
-    fn send_message(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+    fn send_message(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        io: &mut Io<'_, '_>,
+    ) -> Result<String, &'static str> {
         let payload = object(args);
         let code = room_code(payload.as_ref())?;
         let text = match payload.as_ref().and_then(|p| p.get("text")) {
@@ -172,21 +197,33 @@ impl Chat {
         message.push_str(&crate::http::unix_millis().to_string());
         message.push('}');
         let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
-        let members = self.rooms.push_message(code, socket, message.into_boxed_str()).map_err(|e| match e {
-            SendError::NotFound => errors::ROOM_NOT_FOUND,
-            SendError::NotMember => errors::NOT_MEMBER,
-        })?;
+        let members = self
+            .rooms
+            .push_message(code, socket, message.into_boxed_str())
+            .map_err(|e| match e {
+                SendError::NotFound => errors::ROOM_NOT_FOUND,
+                SendError::NotMember => errors::NOT_MEMBER,
+            })?;
         for m in members {
             io.send_to(m.socket, &packets);
         }
         Ok(SUCCESS.into())
     }
 
-    fn leave_room(&mut self, socket: SocketRef, args: &[&RawValue], io: &mut Io<'_, '_>) -> Result<String, &'static str> {
+    fn leave_room(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        io: &mut Io<'_, '_>,
+    ) -> Result<String, &'static str> {
         let payload = object(args);
         let code = room_code(payload.as_ref())?;
         if self.rooms.room_of(socket) != Some(code) {
-            return Err(if self.rooms.get(code).is_some() { errors::NOT_MEMBER } else { errors::ROOM_NOT_FOUND });
+            return Err(if self.rooms.get(code).is_some() {
+                errors::NOT_MEMBER
+            } else {
+                errors::ROOM_NOT_FOUND
+            });
         }
         self.leave(socket, io);
         Ok(SUCCESS.into())
@@ -194,7 +231,9 @@ impl Chat {
 
     /// Takes a socket out of its room: the partner is told, an empty room is deleted.
     fn leave(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
-        let Some(left) = self.rooms.leave(socket) else { return };
+        let Some(left) = self.rooms.leave(socket) else {
+            return;
+        };
         if let Some(Some(timer)) = left.deleted {
             io.cancel_timer(timer);
         }
@@ -209,7 +248,9 @@ impl Chat {
     }
 
     fn on_expire(&mut self, code: RoomCode, generation: u64, io: &mut Io<'_, '_>) {
-        let Some(room) = self.rooms.expire(code, generation) else { return };
+        let Some(room) = self.rooms.expire(code, generation) else {
+            return;
+        };
         for m in &room.members {
             io.emit(m.socket, "roomExpired", "{}");
         }
@@ -224,7 +265,9 @@ impl App for Chat {
             SioEvent::Connect { .. } => {}
             SioEvent::Event(e) => self.on_event(e, io),
             SioEvent::Disconnect { socket, .. } => self.leave(socket, io),
-            SioEvent::Timer(ChatTimer::Expire { code, generation }) => self.on_expire(code, generation, io),
+            SioEvent::Timer(ChatTimer::Expire { code, generation }) => {
+                self.on_expire(code, generation, io)
+            }
         }
     }
 }
@@ -244,7 +287,10 @@ fn object(args: &[&RawValue]) -> Option<serde_json::Map<String, Value>> {
 fn room_code(payload: Option<&serde_json::Map<String, Value>>) -> Result<RoomCode, &'static str> {
     let code = match payload.and_then(|p| p.get("code")) {
         Some(Value::String(s)) => RoomCode::parse(s),
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(RoomCode::new),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(RoomCode::new),
         _ => None,
     };
     code.ok_or(errors::INVALID_CODE)

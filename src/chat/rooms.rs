@@ -155,7 +155,12 @@ pub struct Rooms {
 impl Rooms {
     /// An empty table keeping at most `max_history` messages per room.
     pub fn new(max_history: usize) -> Self {
-        Rooms { rooms: HashMap::new(), room_of: HashMap::new(), max_history, next_generation: 0 }
+        Rooms {
+            rooms: HashMap::new(),
+            room_of: HashMap::new(),
+            max_history,
+            next_generation: 0,
+        }
     }
 
     /// Number of live rooms.
@@ -186,7 +191,9 @@ impl Rooms {
         }
         // The table is at most 90 % full in practice (`max_rooms`), so a few draws suffice;
         // the bound keeps a nearly full table from spinning.
-        (0..1000).map(|_| RoomCode::random(rng)).find(|c| !self.rooms.contains_key(c))
+        (0..1000)
+            .map(|_| RoomCode::random(rng))
+            .find(|c| !self.rooms.contains_key(c))
     }
 
     /// Creates a room with `creator` as its first member; returns the room's generation.
@@ -194,7 +201,12 @@ impl Rooms {
     pub fn create(&mut self, code: RoomCode, creator: Member) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let room = Room { members: vec![creator], history: VecDeque::new(), expiry: None, generation };
+        let room = Room {
+            members: vec![creator],
+            history: VecDeque::new(),
+            expiry: None,
+            generation,
+        };
         self.rooms.insert(code, room);
         self.room_of.insert(creator.socket, code);
         generation
@@ -228,12 +240,25 @@ impl Rooms {
         let room = self.rooms.get_mut(&code)?;
         room.members.retain(|m| m.socket != socket);
         let remaining = room.members.clone();
-        let deleted = if remaining.is_empty() { self.rooms.remove(&code).map(|r| r.expiry) } else { None };
-        Some(Left { code, remaining, deleted })
+        let deleted = if remaining.is_empty() {
+            self.rooms.remove(&code).map(|r| r.expiry)
+        } else {
+            None
+        };
+        Some(Left {
+            code,
+            remaining,
+            deleted,
+        })
     }
 
     /// Appends a message (wire JSON) from `sender`; returns the members to deliver it to.
-    pub fn push_message(&mut self, code: RoomCode, sender: SocketRef, message: Box<str>) -> Result<&[Member], SendError> {
+    pub fn push_message(
+        &mut self,
+        code: RoomCode,
+        sender: SocketRef,
+        message: Box<str>,
+    ) -> Result<&[Member], SendError> {
         let room = self.rooms.get_mut(&code).ok_or(SendError::NotFound)?;
         if !room.is_member(sender) {
             return Err(SendError::NotMember);
@@ -268,8 +293,20 @@ mod tests {
     fn codes_parse_only_six_digits_in_range() {
         assert_eq!(RoomCode::parse("483920"), RoomCode::new(483_920));
         assert_eq!(RoomCode::parse(" 100000 "), RoomCode::new(100_000));
-        assert_eq!(RoomCode::parse("999999").map(|c| c.to_string()), Some("999999".into()));
-        for bad in ["", "12345", "1234567", "099999", "12a456", "+12345", "-12345", "１２３４５６"] {
+        assert_eq!(
+            RoomCode::parse("999999").map(|c| c.to_string()),
+            Some("999999".into())
+        );
+        for bad in [
+            "",
+            "12345",
+            "1234567",
+            "099999",
+            "12a456",
+            "+12345",
+            "-12345",
+            "１２３４５６",
+        ] {
             assert_eq!(RoomCode::parse(bad), None, "{bad:?}");
         }
         assert_eq!(RoomCode::new(99_999), None);

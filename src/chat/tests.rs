@@ -7,7 +7,10 @@ use crate::sio::SocketRef;
 use crate::timer::{Millis, TimerWheel};
 
 fn member(n: u32) -> Member {
-    Member { socket: SocketRef::for_test(n), id: Sid::random(&mut rand::rng()) }
+    Member {
+        socket: SocketRef::for_test(n),
+        id: Sid::random(&mut rand::rng()),
+    }
 }
 
 struct Harness {
@@ -20,13 +23,23 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let ttl = ChatConfig::default().room_ttl.as_millis() as Millis;
-        Harness { rooms: Rooms::new(3), wheel: TimerWheel::new(0), ttl, expired: Vec::new() }
+        Harness {
+            rooms: Rooms::new(3),
+            wheel: TimerWheel::new(0),
+            ttl,
+            expired: Vec::new(),
+        }
     }
 
     fn create(&mut self, now: Millis, creator: Member) -> RoomCode {
-        let code = self.rooms.fresh_code(&mut rand::rng()).expect("a free code");
+        let code = self
+            .rooms
+            .fresh_code(&mut rand::rng())
+            .expect("a free code");
         let generation = self.rooms.create(code, creator);
-        let timer = self.wheel.insert(now + self.ttl, ChatTimer::Expire { code, generation });
+        let timer = self
+            .wheel
+            .insert(now + self.ttl, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
         code
     }
@@ -116,7 +129,10 @@ fn two_members_at_most_and_rejoining_is_a_no_op() {
     assert_eq!(rooms.join(code, b), Ok(Joined::New { partner: Some(a) }));
     assert_eq!(rooms.join(code, b), Ok(Joined::Already));
     assert_eq!(rooms.join(code, c), Err(JoinError::Full));
-    assert_eq!(rooms.join(RoomCode::new(111_111).unwrap(), c), Err(JoinError::NotFound));
+    assert_eq!(
+        rooms.join(RoomCode::new(111_111).unwrap(), c),
+        Err(JoinError::NotFound)
+    );
     assert_eq!(rooms.get(code).unwrap().members, vec![a, b]);
 }
 
@@ -127,14 +143,22 @@ fn history_is_capped_oldest_first() {
     let code = RoomCode::new(222_222).unwrap();
     rooms.create(code, a);
     for i in 0..5 {
-        let delivered = rooms.push_message(code, a.socket, format!("{{\"n\":{i}}}").into()).unwrap();
+        let delivered = rooms
+            .push_message(code, a.socket, format!("{{\"n\":{i}}}").into())
+            .unwrap();
         assert_eq!(delivered, &[a]);
     }
     let room = rooms.get(code).unwrap();
     assert_eq!(room.history_len(), 3);
     assert_eq!(room.history_json(), "[{\"n\":2},{\"n\":3},{\"n\":4}]");
-    assert_eq!(rooms.push_message(code, SocketRef::for_test(9), "{}".into()), Err(SendError::NotMember));
-    assert_eq!(rooms.push_message(RoomCode::new(333_333).unwrap(), a.socket, "{}".into()), Err(SendError::NotFound));
+    assert_eq!(
+        rooms.push_message(code, SocketRef::for_test(9), "{}".into()),
+        Err(SendError::NotMember)
+    );
+    assert_eq!(
+        rooms.push_message(RoomCode::new(333_333).unwrap(), a.socket, "{}".into()),
+        Err(SendError::NotFound)
+    );
 }
 
 #[test]

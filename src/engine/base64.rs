@@ -16,7 +16,12 @@ pub fn encode_into(data: &[u8], out: &mut Vec<u8>) {
     match *chunks.remainder() {
         [a] => {
             let n = u32::from(a) << 16;
-            out.extend_from_slice(&[ALPHABET[(n >> 18) as usize], ALPHABET[(n >> 12 & 63) as usize], b'=', b'=']);
+            out.extend_from_slice(&[
+                ALPHABET[(n >> 18) as usize],
+                ALPHABET[(n >> 12 & 63) as usize],
+                b'=',
+                b'=',
+            ]);
         }
         [a, b] => {
             let n = u32::from(a) << 16 | u32::from(b) << 8;

@@ -36,8 +36,15 @@ impl EngineError {
 
     /// The HTTP answer: status and JSON body `{"code":N,"message":"…"}`.
     pub fn http(self) -> (u16, String) {
-        let status = if self == EngineError::Forbidden { 403 } else { 400 };
-        (status, format!("{{\"code\":{},\"message\":\"{}\"}}", self.code(), self))
+        let status = if self == EngineError::Forbidden {
+            403
+        } else {
+            400
+        };
+        (
+            status,
+            format!("{{\"code\":{},\"message\":\"{}\"}}", self.code(), self),
+        )
     }
 }
 
@@ -62,9 +69,18 @@ mod tests {
 
     #[test]
     fn wire_bodies() {
-        assert_eq!(EngineError::TransportUnknown.http(), (400, r#"{"code":0,"message":"Transport unknown"}"#.into()));
-        assert_eq!(EngineError::UnknownSid.http().1, r#"{"code":1,"message":"Session ID unknown"}"#);
+        assert_eq!(
+            EngineError::TransportUnknown.http(),
+            (400, r#"{"code":0,"message":"Transport unknown"}"#.into())
+        );
+        assert_eq!(
+            EngineError::UnknownSid.http().1,
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
         assert_eq!(EngineError::Forbidden.http().0, 403);
-        assert_eq!(EngineError::UnsupportedProtocolVersion.http().1, r#"{"code":5,"message":"Unsupported protocol version"}"#);
+        assert_eq!(
+            EngineError::UnsupportedProtocolVersion.http().1,
+            r#"{"code":5,"message":"Unsupported protocol version"}"#
+        );
     }
 }

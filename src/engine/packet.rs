@@ -62,13 +62,17 @@ pub fn decode_text(s: &str) -> Result<Packet<'_>, EngineError> {
 /// Decodes one record of a long-polling payload (text packet or `b` + base64).
 pub fn decode_record(s: &str) -> Result<Packet<'_>, EngineError> {
     match s.strip_prefix('b') {
-        Some(b64) => base64::decode(b64.as_bytes()).map(Packet::Binary).ok_or(EngineError::BadPacket),
+        Some(b64) => base64::decode(b64.as_bytes())
+            .map(Packet::Binary)
+            .ok_or(EngineError::BadPacket),
         None => decode_text(s),
     }
 }
 
 /// Splits a long-polling POST body into its records. The body must be UTF-8.
-pub fn decode_payload(body: &[u8]) -> Result<impl Iterator<Item = Result<Packet<'_>, EngineError>>, EngineError> {
+pub fn decode_payload(
+    body: &[u8],
+) -> Result<impl Iterator<Item = Result<Packet<'_>, EngineError>>, EngineError> {
     let text = std::str::from_utf8(body).map_err(|_| EngineError::BadPacket)?;
     if text.is_empty() {
         return Err(EngineError::BadPacket);
@@ -157,14 +161,27 @@ mod tests {
         assert_eq!(decode_text("5"), Ok(Packet::Upgrade));
         assert_eq!(decode_text("6"), Ok(Packet::Noop));
         assert_eq!(decode_text("abc"), Err(EngineError::BadPacket));
-        assert_eq!(decode_text("0{}"), Err(EngineError::BadPacket), "clients never send open");
+        assert_eq!(
+            decode_text("0{}"),
+            Err(EngineError::BadPacket),
+            "clients never send open"
+        );
         assert_eq!(decode_text(""), Err(EngineError::BadPacket));
     }
 
     #[test]
     fn payloads() {
-        let p: Vec<_> = decode_payload(b"4hello\x1ebAQIDBA==\x1e3").unwrap().collect();
-        assert_eq!(p, vec![Ok(Packet::Message("hello")), Ok(Packet::Binary(vec![1, 2, 3, 4])), Ok(Packet::Pong(""))]);
+        let p: Vec<_> = decode_payload(b"4hello\x1ebAQIDBA==\x1e3")
+            .unwrap()
+            .collect();
+        assert_eq!(
+            p,
+            vec![
+                Ok(Packet::Message("hello")),
+                Ok(Packet::Binary(vec![1, 2, 3, 4])),
+                Ok(Packet::Pong(""))
+            ]
+        );
         assert!(decode_payload(b"").is_err());
         assert!(decode_payload(b"\xff").is_err());
         let bad: Vec<_> = decode_payload(b"4a\x1eb!!").unwrap().collect();

@@ -27,7 +27,10 @@ impl Sid {
     /// Parses an id received from a client; `None` unless it has the right form.
     pub fn parse(s: &str) -> Option<Self> {
         let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
-        bytes.iter().all(|b| ALPHABET.contains(b)).then_some(Sid(bytes))
+        bytes
+            .iter()
+            .all(|b| ALPHABET.contains(b))
+            .then_some(Sid(bytes))
     }
 
     /// The id as text.

@@ -76,7 +76,9 @@ pub struct Cors<'a> {
 impl<'a> Cors<'a> {
     /// CORS for a request carrying `origin`, under the allowlist.
     pub fn new(origins: &CorsOrigins, origin: Option<&'a str>) -> Self {
-        Cors { origin: origin.filter(|o| origins.allows(o)) }
+        Cors {
+            origin: origin.filter(|o| origins.allows(o)),
+        }
     }
 
     /// No CORS headers.
@@ -93,7 +95,9 @@ impl<'a> Cors<'a> {
         if let Some(origin) = self.origin {
             out.extend_from_slice(b"Access-Control-Allow-Origin: ");
             out.extend_from_slice(origin.as_bytes());
-            out.extend_from_slice(b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
+            out.extend_from_slice(
+                b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
+            );
         }
     }
 }
@@ -118,7 +122,14 @@ pub struct Response<'a> {
 impl<'a> Response<'a> {
     /// A response with no CORS headers that keeps the connection open.
     pub fn new(status: u16, content_type: &'a str, body: &'a [u8]) -> Self {
-        Response { status, content_type, body, cors: Cors::none(), extra: "", close: false }
+        Response {
+            status,
+            content_type,
+            body,
+            cors: Cors::none(),
+            extra: "",
+            close: false,
+        }
     }
 
     /// A plain-text response.
@@ -136,7 +147,12 @@ impl<'a> Response<'a> {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         // Writes to a Vec cannot fail.
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        let _ = write!(out, "Content-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
+        let _ = write!(
+            out,
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            self.content_type,
+            self.body.len()
+        );
         self.cors.write(out);
         out.extend_from_slice(self.extra.as_bytes());
         if self.close {
@@ -149,7 +165,8 @@ impl<'a> Response<'a> {
 
 /// Answer to a CORS preflight (`OPTIONS`), written to `out`.
 pub fn write_preflight(out: &mut Vec<u8>, cors: Cors<'_>, request_headers: Option<&str>) {
-    let allow_headers = request_headers.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+    let allow_headers =
+        request_headers.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
     let extra = format!(
         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: {}\r\nAccess-Control-Max-Age: 86400\r\n",
         allow_headers.unwrap_or("content-type")
@@ -180,7 +197,9 @@ mod tests {
     fn response_has_length_type_and_cors() {
         let mut out = Vec::new();
         let origins = CorsOrigins::Any;
-        Response::text(200, "ok").cors(Cors::new(&origins, Some("http://a"))).write_to(&mut out);
+        Response::text(200, "ok")
+            .cors(Cors::new(&origins, Some("http://a")))
+            .write_to(&mut out);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(s.contains("Content-Length: 2\r\n"));
@@ -194,7 +213,9 @@ mod tests {
     fn disallowed_origin_gets_no_cors() {
         let mut out = Vec::new();
         let origins = CorsOrigins::List(vec!["http://good".into()]);
-        Response::text(200, "ok").cors(Cors::new(&origins, Some("http://evil"))).write_to(&mut out);
+        Response::text(200, "ok")
+            .cors(Cors::new(&origins, Some("http://evil")))
+            .write_to(&mut out);
         assert!(!String::from_utf8(out).unwrap().contains("Access-Control"));
     }
 }

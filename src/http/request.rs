@@ -68,7 +68,9 @@ impl<'a> Request<'a> {
 
     /// Whether this is a WebSocket upgrade request (`Upgrade: websocket`).
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.headers.upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        self.headers
+            .upgrade
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
     }
 }
 
@@ -97,7 +99,11 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD { Err(HttpError::HeadersTooLarge) } else { Ok(Parsed::Partial) };
+            return if buf.len() > MAX_HEAD {
+                Err(HttpError::HeadersTooLarge)
+            } else {
+                Ok(Parsed::Partial)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
         Err(_) => return Err(HttpError::Malformed),
@@ -119,7 +125,9 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
     let mut content_length: Option<usize> = None;
     let mut connection_close = version == 0;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed)?.trim();
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HttpError::Malformed)?
+            .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
             let n: usize = value.parse().map_err(|_| HttpError::Malformed)?;
@@ -198,7 +206,10 @@ mod tests {
     #[test]
     fn body_waits_for_content_length() {
         let full = b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
-        assert!(matches!(parse(&full[..full.len() - 2], 1000), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse(&full[..full.len() - 2], 1000),
+            Ok(Parsed::Partial)
+        ));
         let (r, n) = complete(full);
         assert_eq!(r.body, b"hello");
         assert_eq!(n, full.len());
@@ -220,18 +231,32 @@ mod tests {
         assert_eq!(parse(&big, 10).unwrap_err(), HttpError::HeadersTooLarge);
         let post = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n";
         assert_eq!(parse(post, 10).unwrap_err(), HttpError::PayloadTooLarge);
-        assert_eq!(parse(b"\x16\x03\x01garbage\r\n\r\n", 10).unwrap_err(), HttpError::Malformed);
+        assert_eq!(
+            parse(b"\x16\x03\x01garbage\r\n\r\n", 10).unwrap_err(),
+            HttpError::Malformed
+        );
         let bad_len = b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert_eq!(parse(bad_len, 10).unwrap_err(), HttpError::Malformed);
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(parse(chunked, 10).unwrap_err(), HttpError::UnsupportedTransferEncoding);
+        assert_eq!(
+            parse(chunked, 10).unwrap_err(),
+            HttpError::UnsupportedTransferEncoding
+        );
     }
 
     #[test]
     fn connection_semantics() {
-        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(
+            !complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .0
+                .keep_alive
+        );
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-        assert!(complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+        assert!(
+            complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .0
+                .keep_alive
+        );
         let up = complete(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").0;
         assert!(up.is_websocket_upgrade());
     }

@@ -115,7 +115,10 @@ pub struct SioConfig {
 
 impl Default for SioConfig {
     fn default() -> Self {
-        SioConfig { namespaces: Vec::new(), connect_timeout: std::time::Duration::from_secs(45) }
+        SioConfig {
+            namespaces: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(45),
+        }
     }
 }
 
@@ -172,7 +175,11 @@ impl<A: App> SocketIo<A> {
             config,
             max_payload,
             clients: HashMap::new(),
-            tables: Tables { namespaces, rooms, ..Tables::default() },
+            tables: Tables {
+                namespaces,
+                rooms,
+                ..Tables::default()
+            },
         }
     }
 
@@ -187,12 +194,23 @@ impl<A: App> SocketIo<A> {
     }
 
     fn dispatch(&mut self, event: SioEvent<'_, A::Timer>, io: &mut Io<'_, SioTimer<A::Timer>>) {
-        let mut sio = SioIo { io, tables: &mut self.tables };
+        let mut sio = SioIo {
+            io,
+            tables: &mut self.tables,
+        };
         self.app.handle(event, &mut sio);
     }
 
-    fn on_message(&mut self, session: SessionId, text: &str, io: &mut Io<'_, SioTimer<A::Timer>>) -> Result<(), SioError> {
-        let client = self.clients.get_mut(&session).ok_or(SioError::UnknownSession)?;
+    fn on_message(
+        &mut self,
+        session: SessionId,
+        text: &str,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) -> Result<(), SioError> {
+        let client = self
+            .clients
+            .get_mut(&session)
+            .ok_or(SioError::UnknownSession)?;
         if client.pending.is_some() {
             return Err(SioError::BadAttachments); // text where an attachment was due
         }
@@ -202,16 +220,28 @@ impl<A: App> SocketIo<A> {
                 packet::check_placeholders(data, p.attachments)?;
             }
             if p.attachments > 0 {
-                client.pending =
-                    Some(PendingBinary { text: text.to_string(), expected: p.attachments, attachments: Vec::new(), bytes: 0 });
+                client.pending = Some(PendingBinary {
+                    text: text.to_string(),
+                    expected: p.attachments,
+                    attachments: Vec::new(),
+                    bytes: 0,
+                });
                 return Ok(());
             }
         }
         self.on_packet(session, p, &[], io)
     }
 
-    fn on_binary(&mut self, session: SessionId, data: &[u8], io: &mut Io<'_, SioTimer<A::Timer>>) -> Result<(), SioError> {
-        let client = self.clients.get_mut(&session).ok_or(SioError::UnknownSession)?;
+    fn on_binary(
+        &mut self,
+        session: SessionId,
+        data: &[u8],
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) -> Result<(), SioError> {
+        let client = self
+            .clients
+            .get_mut(&session)
+            .ok_or(SioError::UnknownSession)?;
         let pending = client.pending.as_mut().ok_or(SioError::BadAttachments)?;
         pending.bytes += data.len();
         if pending.bytes > self.max_payload {
@@ -221,7 +251,9 @@ impl<A: App> SocketIo<A> {
         if pending.attachments.len() < pending.expected {
             return Ok(());
         }
-        let PendingBinary { text, attachments, .. } = client.pending.take().ok_or(SioError::BadAttachments)?;
+        let PendingBinary {
+            text, attachments, ..
+        } = client.pending.take().ok_or(SioError::BadAttachments)?;
         let p = packet::decode(&text)?;
         self.on_packet(session, p, &attachments, io)
     }
@@ -233,13 +265,25 @@ impl<A: App> SocketIo<A> {
         attachments: &[Bytes],
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
-        let nsp = self.tables.namespaces.iter().position(|n| n == p.nsp).map(|i| Nsp(i as u16));
+        let nsp = self
+            .tables
+            .namespaces
+            .iter()
+            .position(|n| n == p.nsp)
+            .map(|i| Nsp(i as u16));
         let socket = nsp.and_then(|nsp| self.socket_of(session, nsp));
         match p.kind {
             PacketType::Connect => {
                 let Some(nsp) = nsp else {
                     let mut s = String::new();
-                    packet::encode(&mut s, PacketType::ConnectError, p.nsp, 0, None, Some("{\"message\":\"Invalid namespace\"}"));
+                    packet::encode(
+                        &mut s,
+                        PacketType::ConnectError,
+                        p.nsp,
+                        0,
+                        None,
+                        Some("{\"message\":\"Invalid namespace\"}"),
+                    );
                     io.send(session, Outgoing::message_str(&s));
                     return Ok(());
                 };
@@ -260,7 +304,13 @@ impl<A: App> SocketIo<A> {
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(socket) = socket else { return Ok(()) };
                 let (name, args) = packet::split_event(p.data.unwrap_or(""))?;
-                let data = EventData { socket, name: &name, args: &args, attachments, ack: p.id };
+                let data = EventData {
+                    socket,
+                    name: &name,
+                    args: &args,
+                    attachments,
+                    ack: p.id,
+                };
                 self.dispatch(SioEvent::Event(data), io);
             }
             // The server never asks clients for acks; a stray one is ignored.
@@ -272,17 +322,38 @@ impl<A: App> SocketIo<A> {
 
     fn socket_of(&self, session: SessionId, nsp: Nsp) -> Option<SocketRef> {
         let client = self.clients.get(&session)?;
-        client.sockets.iter().copied().find(|s| self.tables.socket(*s).is_some_and(|s| s.nsp == nsp))
+        client
+            .sockets
+            .iter()
+            .copied()
+            .find(|s| self.tables.socket(*s).is_some_and(|s| s.nsp == nsp))
     }
 
-    fn connect(&mut self, session: SessionId, nsp: Nsp, auth: &RawValue, io: &mut Io<'_, SioTimer<A::Timer>>) {
+    fn connect(
+        &mut self,
+        session: SessionId,
+        nsp: Nsp,
+        auth: &RawValue,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) {
         let id = Sid::random(io.rng());
         let t = &mut self.tables;
         t.next_generation = t.next_generation.wrapping_add(1);
         let generation = t.next_generation;
-        let idx = t.sockets.insert(Socket { id, generation, session, nsp, rooms: Vec::new() });
-        let socket = SocketRef { idx: idx as u32, generation };
-        let Some(client) = self.clients.get_mut(&session) else { return };
+        let idx = t.sockets.insert(Socket {
+            id,
+            generation,
+            session,
+            nsp,
+            rooms: Vec::new(),
+        });
+        let socket = SocketRef {
+            idx: idx as u32,
+            generation,
+        };
+        let Some(client) = self.clients.get_mut(&session) else {
+            return;
+        };
         client.sockets.push(socket);
         if let Some(timer) = client.connect_timer.take() {
             io.cancel_timer(timer);
@@ -298,9 +369,16 @@ impl<A: App> SocketIo<A> {
         self.dispatch(SioEvent::Connect { socket, nsp, auth }, io);
     }
 
-    fn remove_socket(&mut self, socket: SocketRef, reason: &'static str, io: &mut Io<'_, SioTimer<A::Timer>>) {
+    fn remove_socket(
+        &mut self,
+        socket: SocketRef,
+        reason: &'static str,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) {
         self.dispatch(SioEvent::Disconnect { socket, reason }, io);
-        let Some(s) = self.tables.socket(socket) else { return };
+        let Some(s) = self.tables.socket(socket) else {
+            return;
+        };
         let session = s.session;
         self.tables.leave_all(socket);
         self.tables.sockets.remove(socket.idx as usize);
@@ -318,7 +396,13 @@ impl<A: App> Handler for SocketIo<A> {
             Event::Open { session, .. } => {
                 let at = io.now + self.config.connect_timeout.as_millis() as Millis;
                 let timer = io.set_timer(at, SioTimer::ConnectTimeout(session));
-                self.clients.insert(session, Client { connect_timer: Some(timer), ..Client::default() });
+                self.clients.insert(
+                    session,
+                    Client {
+                        connect_timer: Some(timer),
+                        ..Client::default()
+                    },
+                );
             }
             Event::Message { session, text } => {
                 if self.on_message(session, text, io).is_err() {
@@ -331,7 +415,9 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Close { session, reason } => {
-                let Some(client) = self.clients.remove(&session) else { return };
+                let Some(client) = self.clients.remove(&session) else {
+                    return;
+                };
                 if let Some(timer) = client.connect_timer {
                     io.cancel_timer(timer);
                 }
@@ -368,11 +454,19 @@ fn empty_object() -> &'static RawValue {
 
 impl Tables {
     fn socket(&self, s: SocketRef) -> Option<&Socket> {
-        self.sockets.get(s.idx as usize).filter(|x| x.generation == s.generation)
+        self.sockets
+            .get(s.idx as usize)
+            .filter(|x| x.generation == s.generation)
     }
 
     fn leave_all(&mut self, socket: SocketRef) {
-        let Some(s) = self.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else { return };
+        let Some(s) = self
+            .sockets
+            .get_mut(socket.idx as usize)
+            .filter(|x| x.generation == socket.generation)
+        else {
+            return;
+        };
         let nsp = s.nsp.0 as usize;
         for room in std::mem::take(&mut s.rooms) {
             remove_member(&mut self.rooms[nsp], &room, socket);
@@ -422,17 +516,40 @@ impl<T> SioIo<'_, '_, T> {
     }
 
     /// Builds an event packet once (`args`: the raw JSON arguments, comma-separated).
-    pub fn event_packet(&self, nsp: Nsp, event: &str, args: &str, attachments: &[Bytes]) -> Vec<Outgoing> {
+    pub fn event_packet(
+        &self,
+        nsp: Nsp,
+        event: &str,
+        args: &str,
+        attachments: &[Bytes],
+    ) -> Vec<Outgoing> {
         let mut data = String::with_capacity(event.len() + args.len() + 8);
         packet::write_event_data(&mut data, event, args);
-        let kind = if attachments.is_empty() { PacketType::Event } else { PacketType::BinaryEvent };
+        let kind = if attachments.is_empty() {
+            PacketType::Event
+        } else {
+            PacketType::BinaryEvent
+        };
         self.packet(kind, nsp, None, &data, attachments)
     }
 
-    fn packet(&self, kind: PacketType, nsp: Nsp, id: Option<u64>, data: &str, attachments: &[Bytes]) -> Vec<Outgoing> {
-        let name = self.tables.namespaces.get(nsp.0 as usize).map_or("/", String::as_str);
+    fn packet(
+        &self,
+        kind: PacketType,
+        nsp: Nsp,
+        id: Option<u64>,
+        data: &str,
+        attachments: &[Bytes],
+    ) -> Vec<Outgoing> {
+        let name = self
+            .tables
+            .namespaces
+            .get(nsp.0 as usize)
+            .map_or("/", String::as_str);
         let mut out = Vec::with_capacity(1 + attachments.len());
-        out.push(Outgoing::message(|s| packet::encode(s, kind, name, attachments.len(), id, Some(data))));
+        out.push(Outgoing::message(|s| {
+            packet::encode(s, kind, name, attachments.len(), id, Some(data))
+        }));
         out.extend(attachments.iter().map(|a| Outgoing::Binary(a.clone())));
         out
     }
@@ -452,8 +569,16 @@ impl<T> SioIo<'_, '_, T> {
     }
 
     /// Emits an event with binary attachments (placeholders already in `args`).
-    pub fn emit_with_binary(&mut self, socket: SocketRef, event: &str, args: &str, attachments: &[Bytes]) {
-        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else { return };
+    pub fn emit_with_binary(
+        &mut self,
+        socket: SocketRef,
+        event: &str,
+        args: &str,
+        attachments: &[Bytes],
+    ) {
+        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else {
+            return;
+        };
         let packets = self.event_packet(nsp, event, args, attachments);
         self.send_to(socket, &packets);
     }
@@ -464,13 +589,25 @@ impl<T> SioIo<'_, '_, T> {
     }
 
     /// Answers an ack with binary attachments.
-    pub fn ack_with_binary(&mut self, socket: SocketRef, id: u64, args: &str, attachments: &[Bytes]) {
-        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else { return };
+    pub fn ack_with_binary(
+        &mut self,
+        socket: SocketRef,
+        id: u64,
+        args: &str,
+        attachments: &[Bytes],
+    ) {
+        let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else {
+            return;
+        };
         let mut data = String::with_capacity(args.len() + 2);
         data.push('[');
         data.push_str(args);
         data.push(']');
-        let kind = if attachments.is_empty() { PacketType::Ack } else { PacketType::BinaryAck };
+        let kind = if attachments.is_empty() {
+            PacketType::Ack
+        } else {
+            PacketType::BinaryAck
+        };
         let packets = self.packet(kind, nsp, Some(id), &data, attachments);
         self.send_to(socket, &packets);
     }
@@ -485,17 +622,28 @@ impl<T> SioIo<'_, '_, T> {
 
     /// The members of a room, in joining order.
     pub fn room_members(&self, nsp: Nsp, room: &str) -> &[SocketRef] {
-        self.tables.rooms.get(nsp.0 as usize).and_then(|r| r.get(room)).map_or(&[], Vec::as_slice)
+        self.tables
+            .rooms
+            .get(nsp.0 as usize)
+            .and_then(|r| r.get(room))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The rooms a socket is in.
     pub fn rooms_of(&self, socket: SocketRef) -> &[Box<str>] {
-        self.tables.socket(socket).map_or(&[], |s| s.rooms.as_slice())
+        self.tables
+            .socket(socket)
+            .map_or(&[], |s| s.rooms.as_slice())
     }
 
     /// Adds a socket to a room (no-op if it is already in).
     pub fn join(&mut self, socket: SocketRef, room: &str) {
-        let Some(s) = self.tables.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else {
+        let Some(s) = self
+            .tables
+            .sockets
+            .get_mut(socket.idx as usize)
+            .filter(|x| x.generation == socket.generation)
+        else {
             return;
         };
         if s.rooms.iter().any(|r| &**r == room) {
@@ -503,12 +651,20 @@ impl<T> SioIo<'_, '_, T> {
         }
         s.rooms.push(room.into());
         let nsp = s.nsp.0 as usize;
-        self.tables.rooms[nsp].entry(room.into()).or_default().push(socket);
+        self.tables.rooms[nsp]
+            .entry(room.into())
+            .or_default()
+            .push(socket);
     }
 
     /// Removes a socket from a room.
     pub fn leave(&mut self, socket: SocketRef, room: &str) {
-        let Some(s) = self.tables.sockets.get_mut(socket.idx as usize).filter(|x| x.generation == socket.generation) else {
+        let Some(s) = self
+            .tables
+            .sockets
+            .get_mut(socket.idx as usize)
+            .filter(|x| x.generation == socket.generation)
+        else {
             return;
         };
         s.rooms.retain(|r| &**r != room);

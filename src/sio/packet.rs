@@ -84,7 +84,10 @@ pub struct Packet<'a> {
 /// array for acks. Clients never send CONNECT_ERROR.
 pub fn decode(s: &str) -> Result<Packet<'_>, SioError> {
     let bytes = s.as_bytes();
-    let kind = bytes.first().and_then(|&c| PacketType::from_digit(c)).ok_or(SioError::UnknownType)?;
+    let kind = bytes
+        .first()
+        .and_then(|&c| PacketType::from_digit(c))
+        .ok_or(SioError::UnknownType)?;
     let mut i = 1;
     let mut attachments = 0;
     if kind.is_binary() {
@@ -117,7 +120,13 @@ pub fn decode(s: &str) -> Result<Packet<'_>, SioError> {
         None
     };
     let data = (i < s.len()).then(|| &s[i..]);
-    let packet = Packet { kind, attachments, nsp, id, data };
+    let packet = Packet {
+        kind,
+        attachments,
+        nsp,
+        id,
+        data,
+    };
     validate(&packet)?;
     Ok(packet)
 }
@@ -127,7 +136,8 @@ fn validate(p: &Packet<'_>) -> Result<(), SioError> {
     match (p.kind, first) {
         (PacketType::Connect, None) | (PacketType::Disconnect, None) => Ok(()),
         (PacketType::Connect, Some(Some(b'{'))) => {
-            serde_json::from_str::<&RawValue>(p.data.unwrap_or("")).map_err(|_| SioError::BadPayload)?;
+            serde_json::from_str::<&RawValue>(p.data.unwrap_or(""))
+                .map_err(|_| SioError::BadPayload)?;
             Ok(())
         }
         (PacketType::Event | PacketType::BinaryEvent, Some(Some(b'['))) => {
@@ -137,7 +147,9 @@ fn validate(p: &Packet<'_>) -> Result<(), SioError> {
                 _ => Err(SioError::BadPayload),
             }
         }
-        (PacketType::Ack | PacketType::BinaryAck, Some(Some(b'['))) => split_args(p.data.unwrap_or("")).map(|_| ()),
+        (PacketType::Ack | PacketType::BinaryAck, Some(Some(b'['))) => {
+            split_args(p.data.unwrap_or("")).map(|_| ())
+        }
         _ => Err(SioError::BadPayload),
     }
 }
@@ -153,12 +165,20 @@ pub fn split_event(data: &str) -> Result<(String, Vec<&RawValue>), SioError> {
     if args.is_empty() {
         return Err(SioError::BadPayload);
     }
-    let name: String = serde_json::from_str(args.remove(0).get()).map_err(|_| SioError::BadPayload)?;
+    let name: String =
+        serde_json::from_str(args.remove(0).get()).map_err(|_| SioError::BadPayload)?;
     Ok((name, args))
 }
 
 /// Appends an encoded packet to `out`. `data` is raw JSON (already an array or object).
-pub fn encode(out: &mut String, kind: PacketType, nsp: &str, attachments: usize, id: Option<u64>, data: Option<&str>) {
+pub fn encode(
+    out: &mut String,
+    kind: PacketType,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+    data: Option<&str>,
+) {
     out.push(kind.digit());
     if kind.is_binary() {
         // Writing to a String cannot fail.
@@ -249,20 +269,37 @@ mod tests {
     #[test]
     fn decodes_every_type() {
         let p = decode("0").unwrap();
-        assert_eq!((p.kind, p.nsp, p.id, p.data), (PacketType::Connect, "/", None, None));
+        assert_eq!(
+            (p.kind, p.nsp, p.id, p.data),
+            (PacketType::Connect, "/", None, None)
+        );
         let p = decode("0/custom,{\"token\":\"abc\"}").unwrap();
         assert_eq!((p.nsp, p.data), ("/custom", Some("{\"token\":\"abc\"}")));
         assert_eq!(decode("0/random").unwrap().nsp, "/random");
         assert_eq!(decode("1/custom,").unwrap().kind, PacketType::Disconnect);
         let p = decode("2[\"hello\",1]").unwrap();
-        assert_eq!((p.kind, p.id, p.data), (PacketType::Event, None, Some("[\"hello\",1]")));
+        assert_eq!(
+            (p.kind, p.id, p.data),
+            (PacketType::Event, None, Some("[\"hello\",1]"))
+        );
         let p = decode("2456[\"message-with-ack\",1]").unwrap();
         assert_eq!(p.id, Some(456));
         let p = decode("3/admin,12[\"ok\"]").unwrap();
         assert_eq!((p.kind, p.nsp, p.id), (PacketType::Ack, "/admin", Some(12)));
-        let p = decode("52-789[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]").unwrap();
-        assert_eq!((p.kind, p.attachments, p.id), (PacketType::BinaryEvent, 2, Some(789)));
-        assert_eq!(decode("61-1[{\"_placeholder\":true,\"num\":0}]").unwrap().kind, PacketType::BinaryAck);
+        let p = decode(
+            "52-789[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (PacketType::BinaryEvent, 2, Some(789))
+        );
+        assert_eq!(
+            decode("61-1[{\"_placeholder\":true,\"num\":0}]")
+                .unwrap()
+                .kind,
+            PacketType::BinaryAck
+        );
     }
 
     #[test]
@@ -270,11 +307,26 @@ mod tests {
         assert_eq!(decode("abc"), Err(SioError::UnknownType));
         assert_eq!(decode(""), Err(SioError::UnknownType));
         assert_eq!(decode("7"), Err(SioError::UnknownType));
-        assert_eq!(decode("2{}"), Err(SioError::BadPayload), "event payload must be an array");
+        assert_eq!(
+            decode("2{}"),
+            Err(SioError::BadPayload),
+            "event payload must be an array"
+        );
         assert_eq!(decode("2[]"), Err(SioError::BadPayload));
-        assert_eq!(decode("2[1]"), Err(SioError::BadPayload), "event name must be a string");
-        assert_eq!(decode("2abc[\"m\"]"), Err(SioError::BadPayload), "invalid ack id");
-        assert_eq!(decode("299999999999999999999999[\"m\"]"), Err(SioError::BadAckId));
+        assert_eq!(
+            decode("2[1]"),
+            Err(SioError::BadPayload),
+            "event name must be a string"
+        );
+        assert_eq!(
+            decode("2abc[\"m\"]"),
+            Err(SioError::BadPayload),
+            "invalid ack id"
+        );
+        assert_eq!(
+            decode("299999999999999999999999[\"m\"]"),
+            Err(SioError::BadAckId)
+        );
         assert_eq!(decode("2[\"m\""), Err(SioError::BadPayload));
         assert_eq!(decode("0[1]"), Err(SioError::BadPayload));
         assert_eq!(decode("1{}"), Err(SioError::BadPayload));
@@ -288,17 +340,45 @@ mod tests {
     fn round_trips() {
         let cases = [
             (PacketType::Connect, "/", 0, None, None),
-            (PacketType::Connect, "/custom", 0, None, Some("{\"sid\":\"x\"}")),
-            (PacketType::Event, "/", 0, Some(7), Some("[\"a\",{\"b\":[1,2]}]")),
+            (
+                PacketType::Connect,
+                "/custom",
+                0,
+                None,
+                Some("{\"sid\":\"x\"}"),
+            ),
+            (
+                PacketType::Event,
+                "/",
+                0,
+                Some(7),
+                Some("[\"a\",{\"b\":[1,2]}]"),
+            ),
             (PacketType::Ack, "/admin", 0, Some(0), Some("[]")),
-            (PacketType::BinaryEvent, "/", 2, None, Some("[\"m\",{\"_placeholder\":true,\"num\":0}]")),
-            (PacketType::BinaryAck, "/x", 1, Some(3), Some("[{\"_placeholder\":true,\"num\":0}]")),
+            (
+                PacketType::BinaryEvent,
+                "/",
+                2,
+                None,
+                Some("[\"m\",{\"_placeholder\":true,\"num\":0}]"),
+            ),
+            (
+                PacketType::BinaryAck,
+                "/x",
+                1,
+                Some(3),
+                Some("[{\"_placeholder\":true,\"num\":0}]"),
+            ),
             (PacketType::Disconnect, "/x", 0, None, None),
         ];
         for (kind, nsp, att, id, data) in cases {
             let s = enc(kind, nsp, att, id, data);
             let p = decode(&s).unwrap();
-            assert_eq!((p.kind, p.nsp, p.attachments, p.id, p.data), (kind, nsp, att, id, data), "{s}");
+            assert_eq!(
+                (p.kind, p.nsp, p.attachments, p.id, p.data),
+                (kind, nsp, att, id, data),
+                "{s}"
+            );
         }
     }
 
