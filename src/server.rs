@@ -59,7 +59,7 @@ pub(crate) enum Timeout<T> {
     /// Heartbeat of a session: send the next ping.
     Ping(SessionId),
     /// Heartbeat of a session: the pong did not come.
-    PongTimeout(SessionId),
+    Pong(SessionId),
     /// A WebSocket upgrade that never completed.
     Upgrade(SessionId),
     /// The application's own timer.
@@ -75,6 +75,8 @@ struct Conn {
     dirty: bool,
 }
 
+// Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum ConnState {
     Http(HttpConn),
     Ws(WsConn),
@@ -357,7 +359,7 @@ impl<H: Handler> Server<H> {
             match t {
                 Timeout::Conn(key) => self.on_conn_timeout(key),
                 Timeout::Ping(id) => self.on_ping_due(id),
-                Timeout::PongTimeout(id) => {
+                Timeout::Pong(id) => {
                     if let Some(s) = self.session_mut(id) {
                         s.heartbeat = None;
                         self.close_session(id, CloseReason::PingTimeout);
@@ -516,11 +518,11 @@ impl<H: Handler> Server<H> {
     }
 
     fn mark_dirty(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conn_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
+        if let Some(conn) = self.conn_mut(key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(key);
         }
     }
 
@@ -1207,12 +1209,12 @@ impl<H: Handler> Server<H> {
         self.mark_dirty(key);
         if self.is_active_ws(key, id) {
             self.close_session(id, CloseReason::TransportError);
-        } else if let Some(s) = self.session_mut(id) {
-            if matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key) {
-                s.upgrade = Upgrade::None;
-                if let Some(t) = s.upgrade_timer.take() {
-                    self.timers.cancel(t);
-                }
+        } else if let Some(s) = self.session_mut(id)
+            && matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key)
+        {
+            s.upgrade = Upgrade::None;
+            if let Some(t) = s.upgrade_timer.take() {
+                self.timers.cancel(t);
             }
         }
     }
@@ -1277,7 +1279,7 @@ impl<H: Handler> Server<H> {
         }
         let deadline = s.next_ping + timeout;
         s.pong_deadline = Some(deadline);
-        s.heartbeat = Some(self.timers.insert(deadline, Timeout::PongTimeout(id)));
+        s.heartbeat = Some(self.timers.insert(deadline, Timeout::Pong(id)));
         self.send(id, Outgoing::control(packet::PING));
     }
 
