@@ -9,13 +9,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
 
 #[test]
 fn a_bad_value_is_one_line_naming_the_flag_and_exit_status_2() {
-    let out = Command::new(BIN).args(["--ping-interval", "soon"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--ping-interval", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--ping-interval"), "{err}");
 
-    let out = Command::new(BIN).env("PAIRCHAT_MAX_HISTORY", "lots").output().unwrap();
+    let out = Command::new(BIN)
+        .env("PAIRCHAT_MAX_HISTORY", "lots")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PAIRCHAT_MAX_HISTORY"));
 }
@@ -25,7 +31,13 @@ fn help_lists_the_flags() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--port", "--room-ttl", "--cors-origin", "--max-payload", "PAIRCHAT_PORT"] {
+    for flag in [
+        "--port",
+        "--room-ttl",
+        "--cors-origin",
+        "--max-payload",
+        "PAIRCHAT_PORT",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
@@ -40,24 +52,37 @@ fn serves_health_then_stops_cleanly_on_sigterm() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with(&format!("pairchat {} listening on ", env!("CARGO_PKG_VERSION"))), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "pairchat {} listening on ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
     let addr = line.trim().rsplit(' ').next().unwrap().to_string();
 
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
         if let Some(code) = child.try_wait().unwrap() {
             break code;
         }
-        assert!(Instant::now() < deadline, "the server did not stop within 10 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 10 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(code.success(), "{code:?}");
