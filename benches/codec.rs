@@ -12,8 +12,10 @@ use pairchat::sio::PacketType;
 use pairchat::sio::packet::{check_placeholders, decode, encode, split_event};
 use pairchat::timer::TimerWheel;
 
-const SEND: &str = r#"42["sendMessage",{"code":"483920","text":"hello there, how are you today?"}]"#;
-const POLL_GET: &[u8] = b"GET /socket.io/?EIO=4&transport=polling&t=PbE0z2x&sid=Yt3Gd6b8d6aJd4ESAAAB HTTP/1.1\r\n\
+const SEND: &str =
+    r#"42["sendMessage",{"code":"483920","text":"hello there, how are you today?"}]"#;
+const POLL_GET: &[u8] =
+    b"GET /socket.io/?EIO=4&transport=polling&t=PbE0z2x&sid=Yt3Gd6b8d6aJd4ESAAAB HTTP/1.1\r\n\
 Host: localhost:3000\r\nUser-Agent: node\r\nAccept: */*\r\nOrigin: http://localhost:5173\r\n\
 Connection: keep-alive\r\n\r\n";
 
@@ -27,14 +29,20 @@ fn http(c: &mut Criterion) {
 }
 
 fn engine(c: &mut Criterion) {
-    c.bench_function("engine/decode_text", |b| b.iter(|| black_box(decode_text(black_box(SEND)))));
+    c.bench_function("engine/decode_text", |b| {
+        b.iter(|| black_box(decode_text(black_box(SEND))))
+    });
     let payload = [SEND; 8].join("\x1e");
     c.bench_function("engine/decode_payload_8", |b| {
-        b.iter(|| decode_payload(black_box(payload.as_bytes())).map(|p| p.filter(Result::is_ok).count()))
+        b.iter(|| {
+            decode_payload(black_box(payload.as_bytes())).map(|p| p.filter(Result::is_ok).count())
+        })
     });
     let binary = format!("{SEND}\x1eb{}", "AQIDBAUGBwgJCg==".repeat(16));
     c.bench_function("engine/decode_payload_binary", |b| {
-        b.iter(|| decode_payload(black_box(binary.as_bytes())).map(|p| p.filter(Result::is_ok).count()))
+        b.iter(|| {
+            decode_payload(black_box(binary.as_bytes())).map(|p| p.filter(Result::is_ok).count())
+        })
     });
     let packets: Vec<Outgoing> = (0..8).map(|_| Outgoing::message_str(&SEND[1..])).collect();
     c.bench_function("engine/encode_payload_8", |b| {
@@ -80,7 +88,16 @@ fn sio(c: &mut Criterion) {
     c.bench_function("sio/encode_binary_ack", |b| {
         b.iter_batched_ref(
             || String::with_capacity(256),
-            |out| encode(out, PacketType::BinaryAck, "/custom", 1, Some(17), Some(r#"[{"_placeholder":true,"num":0}]"#)),
+            |out| {
+                encode(
+                    out,
+                    PacketType::BinaryAck,
+                    "/custom",
+                    1,
+                    Some(17),
+                    Some(r#"[{"_placeholder":true,"num":0}]"#),
+                )
+            },
             BatchSize::SmallInput,
         )
     });
