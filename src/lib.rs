@@ -7,11 +7,13 @@
 //! - [`engine`]: Engine.IO v4 types and codecs, and the [`engine::Handler`] seam;
 //! - [`sio`]: Socket.IO v5 (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
 //! - [`chat`]: the chat rooms as a Socket.IO application;
+//! - [`conformance`]: the servers the official protocol test suites expect;
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 #![warn(missing_docs)]
 
 pub mod chat;
 pub mod config;
+pub mod conformance;
 pub mod engine;
 pub mod http;
 pub mod server;
