@@ -1,0 +1,907 @@
+//! A load generator for pairchat (and any server with the same chat contract): N concurrent
+//! Socket.IO sessions over WebSocket from one `mio` loop, no async runtime.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- connect --url 127.0.0.1:3000 --sessions 10000 --concurrency 500
+//! cargo run --release --example loadgen -- chat --pairs 1000 --in-flight 8 --duration 10s
+//! cargo run --release --example loadgen -- chat --pairs 1000 --rate 10000 --duration 10s
+//! cargo run --release --example loadgen -- idle --sessions 10000 --server-pid <pid>
+//! ```
+//!
+//! - `connect`: sessions/s and connect latency percentiles (TCP connect → WebSocket upgrade →
+//!   Engine.IO open → Socket.IO CONNECT answered). Sessions are held until the end.
+//! - `chat`: P room pairs (one `createRoom`, one `joinRoom`), each client keeping W
+//!   `sendMessage` in flight (or a paced total rate): deliveries/s, ack and delivery latency
+//!   p50/p99/p999, and an exactly-once check of every message at both members.
+//! - `idle`: hold N sessions answering pings; the server's RSS per session from
+//!   `/proc/PID/status` (needs `--server-pid`).
+//!
+//! With `--server-pid`, the server's CPU time (utime+stime from `/proc/PID/stat`) over the
+//! measured window is reported per operation. Client sockets are spread over `--sources`
+//! loopback source addresses (127.0.0.1 … 127.0.0.N) so 20k+ sessions fit in the ephemeral
+//! port range. Progress goes to stderr; one JSON result line to stdout.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Connect,
+    Chat,
+    Idle,
+}
+
+struct Options {
+    mode: Mode,
+    target: SocketAddrV4,
+    path: String,
+    sessions: usize,
+    concurrency: usize,
+    pairs: usize,
+    in_flight: usize,
+    rate: f64,
+    duration: Duration,
+    warmup: Duration,
+    sources: u8,
+    server_pid: Option<u32>,
+    timeout: Duration,
+    text_len: usize,
+}
+
+const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT] [--path /socket.io/] \
+[--sessions N] [--concurrency K] [--pairs P] [--in-flight W] [--rate MSGS_PER_S] [--duration 10s] \
+[--warmup 1s] [--sources N] [--server-pid PID] [--timeout 120s] [--text-len BYTES]";
+
+fn parse_options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = match args.next().as_deref() {
+        Some("connect") => Mode::Connect,
+        Some("chat") => Mode::Chat,
+        Some("idle") => Mode::Idle,
+        _ => return Err(USAGE.into()),
+    };
+    let mut o = Options {
+        mode,
+        target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3000),
+        path: "/socket.io/".into(),
+        sessions: 10_000,
+        concurrency: 500,
+        pairs: 1000,
+        in_flight: 8,
+        rate: 0.0,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(1),
+        sources: 4,
+        server_pid: None,
+        timeout: Duration::from_secs(120),
+        text_len: 16,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = || format!("{flag}: bad value {value:?}");
+        match flag.as_str() {
+            "--url" => {
+                let v = value.trim_start_matches("http://").trim_start_matches("ws://");
+                let v = v.trim_end_matches('/');
+                let v = v.replace("localhost", "127.0.0.1");
+                o.target = v.parse().map_err(|_| format!("--url: bad value {value:?}"))?;
+            }
+            "--path" => o.path = value,
+            "--sessions" => o.sessions = value.parse().map_err(|_| bad())?,
+            "--concurrency" => o.concurrency = value.parse().map_err(|_| bad())?,
+            "--pairs" => o.pairs = value.parse().map_err(|_| bad())?,
+            "--in-flight" => o.in_flight = value.parse().map_err(|_| bad())?,
+            "--rate" => o.rate = value.parse().map_err(|_| bad())?,
+            "--duration" => o.duration = parse_duration(&value)?,
+            "--warmup" => o.warmup = parse_duration(&value)?,
+            "--sources" => o.sources = value.parse().map_err(|_| bad())?,
+            "--server-pid" => o.server_pid = Some(value.parse().map_err(|_| bad())?),
+            "--timeout" => o.timeout = parse_duration(&value)?,
+            "--text-len" => o.text_len = value.parse().map_err(|_| bad())?,
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    o.sources = o.sources.max(1);
+    o.concurrency = o.concurrency.max(1);
+    o.in_flight = o.in_flight.max(1);
+    Ok(o)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("bad duration {s:?}")),
+    })
+}
+
+/// The server process's CPU time and resident set, from `/proc`.
+fn server_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn server_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A non-blocking TCP connect from a chosen loopback source address. std and mio do not bind
+/// before connecting, so the three libc calls are declared here by hand.
+fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    #[repr(C)]
+    struct SockaddrIn {
+        family: u16,
+        port: u16,
+        addr: [u8; 4],
+        zero: [u8; 8],
+    }
+    unsafe extern "C" {
+        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+        fn close(fd: i32) -> i32;
+    }
+    const AF_INET: i32 = 2;
+    const SOCK_STREAM: i32 = 1;
+    const SOCK_NONBLOCK: i32 = 0o4000;
+    const SOCK_CLOEXEC: i32 = 0o2000000;
+    const SOL_IP: i32 = 0;
+    const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
+    // SAFETY: plain syscalls on integers and on a properly laid out sockaddr_in that lives on
+    // the stack for the duration of the call; the fd is closed on error or owned by the
+    // returned stream.
+    unsafe {
+        let fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let one = 1i32;
+        // Let connect() pick the port per destination instead of bind() per source.
+        setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, 4);
+        let addr = SockaddrIn {
+            family: AF_INET as u16,
+            port: 0,
+            addr: source.octets(),
+            zero: [0; 8],
+        };
+        if bind(fd, &addr, std::mem::size_of::<SockaddrIn>() as u32) != 0 {
+            let e = io::Error::last_os_error();
+            close(fd);
+            return Err(e);
+        }
+        let std_stream = std::net::TcpStream::from_raw_fd(fd);
+        // `connect` on a non-blocking socket returns EINPROGRESS, which mio expects.
+        let socket = socket_connect(std_stream, target)?;
+        Ok(socket)
+    }
+}
+
+/// Connects an unconnected non-blocking socket (EINPROGRESS is success).
+fn socket_connect(stream: std::net::TcpStream, target: SocketAddrV4) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct SockaddrIn {
+        family: u16,
+        port: u16,
+        addr: [u8; 4],
+        zero: [u8; 8],
+    }
+    unsafe extern "C" {
+        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+    }
+    const EINPROGRESS: i32 = 115;
+    let addr = SockaddrIn {
+        family: 2,
+        port: target.port().to_be(),
+        addr: target.ip().octets(),
+        zero: [0; 8],
+    };
+    // SAFETY: the fd is owned by `stream`; the address lives on the stack for the call.
+    let rc = unsafe {
+        connect(
+            stream.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<SockaddrIn>() as u32,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    stream.set_nodelay(true)?;
+    Ok(TcpStream::from_std(stream))
+}
+
+/// Where a client is in its session setup.
+enum Phase {
+    /// TCP connect in progress, then the upgrade request written and its answer read.
+    Upgrading { buf: Vec<u8>, written: usize },
+    /// WebSocket up, waiting for the Engine.IO open packet.
+    Opening,
+    /// `40` sent, waiting for the CONNECT answer.
+    Connecting,
+    /// Connected: sid known.
+    Ready,
+    Dead,
+}
+
+struct Client {
+    phase: Phase,
+    stream: Option<TcpStream>,
+    ws: Option<WebSocket<TcpStream>>,
+    sid: String,
+    started: Instant,
+    /// Pair index and role (0 creates, 1 joins).
+    pair: usize,
+    role: u8,
+    /// Next sequence number to send, and to expect from self and from the partner.
+    next_seq: u64,
+    expect_own: u64,
+    expect_peer: u64,
+    /// Outstanding acks in send order: (ack id, sent at).
+    pending: VecDeque<(u64, Instant)>,
+    next_ack: u64,
+}
+
+struct Pair {
+    code: Option<String>,
+    clients: [usize; 2],
+    joined: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    connected: usize,
+    connect_errors: usize,
+    connect_lat: Vec<u32>,
+    sent: u64,
+    acked: u64,
+    deliveries: u64,
+    ack_lat: Vec<u32>,
+    delivery_lat: Vec<u32>,
+    out_of_order: u64,
+    ack_errors: u64,
+    protocol_errors: u64,
+    closed_by_server: usize,
+    measuring: bool,
+}
+
+struct Gen {
+    o: Options,
+    poll: Poll,
+    clients: Slab<Client>,
+    pairs: Vec<Pair>,
+    stats: Stats,
+    epoch: Instant,
+    launched: usize,
+    in_setup: usize,
+    text_pad: String,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Gen {
+    fn launch(&mut self, pair: usize, role: u8) -> io::Result<usize> {
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (self.launched % self.o.sources as usize) as u8);
+        self.launched += 1;
+        let mut stream = connect_from(source, self.o.target)?;
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let req = format!(
+            "GET {}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            self.o.path, self.o.target
+        );
+        entry.insert(Client {
+            phase: Phase::Upgrading {
+                buf: req.into_bytes(),
+                written: 0,
+            },
+            stream: Some(stream),
+            ws: None,
+            sid: String::new(),
+            started: Instant::now(),
+            pair,
+            role,
+            next_seq: 0,
+            expect_own: 0,
+            expect_peer: 0,
+            pending: VecDeque::new(),
+            next_ack: 0,
+        });
+        self.in_setup += 1;
+        Ok(key)
+    }
+
+    fn fail(&mut self, key: usize, why: &str) {
+        let c = &mut self.clients[key];
+        if matches!(c.phase, Phase::Dead) {
+            return;
+        }
+        if !matches!(c.phase, Phase::Ready) {
+            self.stats.connect_errors += 1;
+            self.in_setup -= 1;
+            if self.stats.connect_errors <= 5 {
+                eprintln!("loadgen: session failed during setup: {why}");
+            }
+        } else {
+            self.stats.closed_by_server += 1;
+            if self.stats.closed_by_server <= 5 {
+                eprintln!("loadgen: session closed: {why}");
+            }
+        }
+        c.phase = Phase::Dead;
+        c.ws = None;
+        c.stream = None;
+    }
+
+    /// Drives one client after a readiness event.
+    fn drive(&mut self, key: usize) {
+        if let Phase::Upgrading { .. } = self.clients[key].phase
+            && let Err(e) = self.upgrade_step(key)
+        {
+            self.fail(key, &format!("upgrade: {e}"));
+            return;
+        }
+        if self.clients[key].ws.is_none() {
+            return;
+        }
+        loop {
+            let msg = {
+                let ws = self.clients[key].ws.as_mut().expect("ws");
+                match ws.read() {
+                    Ok(m) => m,
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break;
+                    }
+                    Err(e) => {
+                        self.fail(key, &format!("read: {e}"));
+                        return;
+                    }
+                }
+            };
+            match msg {
+                Message::Text(t) => self.on_text(key, t.as_str()),
+                Message::Close(_) => {
+                    self.fail(key, "close frame");
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.flush(key);
+    }
+
+    fn flush(&mut self, key: usize) {
+        if let Some(ws) = self.clients[key].ws.as_mut() {
+            match ws.flush() {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => self.fail(key, &format!("flush: {e}")),
+            }
+        }
+    }
+
+    fn send(&mut self, key: usize, text: String) {
+        let Some(ws) = self.clients[key].ws.as_mut() else {
+            return;
+        };
+        match ws.write(Message::text(text)) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.fail(key, &format!("write: {e}")),
+        }
+    }
+
+    fn upgrade_step(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.clients[key];
+        let stream = c.stream.as_mut().expect("stream");
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        let Phase::Upgrading { buf, written } = &mut c.phase else {
+            return Ok(());
+        };
+        // Write the request (once the connect completes), then read the 101.
+        while *written < buf.len() {
+            match stream.write(&buf[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if *written == buf.len() {
+                buf.clear();
+                *written = usize::MAX;
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(());
+        };
+        if !buf.starts_with(b"HTTP/1.1 101") {
+            let line = String::from_utf8_lossy(&buf[..buf.len().min(40)]).into_owned();
+            return Err(io::Error::other(format!("no 101: {line}")));
+        }
+        let rest = buf[end + 4..].to_vec();
+        let stream = c.stream.take().expect("stream");
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            // Frames accumulate until the loop flushes the client once per turn.
+            .write_buffer_size(64 * 1024);
+        c.ws = Some(WebSocket::from_partially_read(
+            stream,
+            rest,
+            Role::Client,
+            Some(config),
+        ));
+        c.phase = Phase::Opening;
+        Ok(())
+    }
+
+    fn on_text(&mut self, key: usize, text: &str) {
+        let bytes = text.as_bytes();
+        match bytes.first() {
+            Some(b'0') => {
+                if let Phase::Opening = self.clients[key].phase {
+                    self.clients[key].phase = Phase::Connecting;
+                    self.send(key, "40".into());
+                }
+            }
+            Some(b'2') => self.send(key, "3".into()),
+            Some(b'4') => match bytes.get(1) {
+                Some(b'0') => self.on_connected(key, text),
+                Some(b'2') => self.on_event(key, &text[2..]),
+                Some(b'3') => self.on_ack(key, &text[2..]),
+                _ => self.stats.protocol_errors += 1,
+            },
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, key: usize, text: &str) {
+        let c = &mut self.clients[key];
+        if !matches!(c.phase, Phase::Connecting) {
+            return;
+        }
+        c.sid = json_str(text, "\"sid\":\"").unwrap_or_default().to_string();
+        c.phase = Phase::Ready;
+        self.in_setup -= 1;
+        self.stats.connected += 1;
+        self.stats
+            .connect_lat
+            .push(c.started.elapsed().as_micros() as u32);
+        if self.o.mode == Mode::Chat && c.role == 0 {
+            // The creator asks for a room; ack id u64::MAX marks setup.
+            self.send(key, "420[\"createRoom\",{}]".into());
+        }
+    }
+
+    fn on_ack(&mut self, key: usize, text: &str) {
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(id) = text[..digits].parse::<u64>() else {
+            self.stats.protocol_errors += 1;
+            return;
+        };
+        let body = &text[digits..];
+        let c = &mut self.clients[key];
+        if c.pair != usize::MAX && self.pairs[c.pair].joined {
+            // A sendMessage ack: acks come back in send order.
+            match c.pending.pop_front() {
+                Some((want, at)) if want == id => {
+                    if !body.contains("\"success\":true") {
+                        self.stats.ack_errors += 1;
+                    }
+                    self.stats.acked += 1;
+                    if self.stats.measuring {
+                        self.stats.ack_lat.push(at.elapsed().as_micros() as u32);
+                    }
+                }
+                _ => self.stats.ack_errors += 1,
+            }
+            return;
+        }
+        // Setup acks.
+        let pair = c.pair;
+        if pair == usize::MAX {
+            self.stats.protocol_errors += 1;
+        } else if c.role == 0 {
+            let Some(code) = json_str(body, "\"code\":\"") else {
+                self.stats.ack_errors += 1;
+                eprintln!("loadgen: createRoom failed: {body}");
+                return;
+            };
+            let code = code.to_string();
+            let partner = self.pairs[pair].clients[1];
+            self.send(
+                partner,
+                format!("420[\"joinRoom\",{{\"code\":\"{code}\"}}]"),
+            );
+            self.flush(partner);
+            self.pairs[pair].code = Some(code);
+        } else if body.contains("\"success\":true") {
+            self.pairs[pair].joined = true;
+        } else {
+            self.stats.ack_errors += 1;
+            eprintln!("loadgen: joinRoom failed: {body}");
+        }
+    }
+
+    /// `["newMessage",{"sender":"…","text":"<seq> <micros>…","timestamp":…}]` and others.
+    fn on_event(&mut self, key: usize, text: &str) {
+        if !text.starts_with("[\"newMessage\"") {
+            return;
+        }
+        let (Some(sender), Some(body)) = (json_str(text, "\"sender\":\""), json_str(text, "\"text\":\""))
+        else {
+            self.stats.protocol_errors += 1;
+            return;
+        };
+        let mut parts = body.split(' ');
+        let seq: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        let sent_us: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let c = &mut self.clients[key];
+        let expect = if sender == c.sid {
+            &mut c.expect_own
+        } else {
+            &mut c.expect_peer
+        };
+        if seq == *expect {
+            *expect += 1;
+        } else {
+            self.stats.out_of_order += 1;
+            *expect = seq.saturating_add(1);
+        }
+        self.stats.deliveries += 1;
+        if self.stats.measuring {
+            let now_us = self.epoch.elapsed().as_micros() as u64;
+            self.stats
+                .delivery_lat
+                .push(now_us.saturating_sub(sent_us) as u32);
+        }
+    }
+
+    fn send_message(&mut self, key: usize) {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let c = &mut self.clients[key];
+        let Some(code) = self.pairs[c.pair].code.as_deref() else {
+            return;
+        };
+        let id = c.next_ack;
+        c.next_ack += 1;
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.pending.push_back((id, Instant::now()));
+        let packet = format!(
+            "42{id}[\"sendMessage\",{{\"code\":\"{code}\",\"text\":\"{seq} {now_us} {}\"}}]",
+            self.text_pad
+        );
+        self.stats.sent += 1;
+        self.send(key, packet);
+    }
+
+    fn alive(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|(_, c)| !matches!(c.phase, Phase::Dead))
+            .count()
+    }
+
+    /// Runs the loop until `done` says so or the deadline passes; `tick` runs every turn.
+    fn run_until(
+        &mut self,
+        deadline: Instant,
+        mut tick: impl FnMut(&mut Gen) -> bool,
+    ) -> io::Result<bool> {
+        let mut events = Events::with_capacity(1024);
+        while Instant::now() < deadline {
+            if tick(self) {
+                return Ok(true);
+            }
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(1)))?;
+            for event in events.iter() {
+                let key = event.token().0;
+                if self.clients.contains(key) {
+                    self.drive(key);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The JSON string value after `key` (no escapes expected in what the loadgen reads).
+fn json_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let start = text.find(key)? + key.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+fn lat_json(name: &str, v: &mut [u32]) -> String {
+    v.sort_unstable();
+    format!(
+        "\"{name}_p50_us\":{},\"{name}_p99_us\":{},\"{name}_p999_us\":{},\"{name}_max_us\":{}",
+        percentile(v, 0.5),
+        percentile(v, 0.99),
+        percentile(v, 0.999),
+        v.last().copied().unwrap_or(0)
+    )
+}
+
+fn main() {
+    let o = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(o) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: Options) -> io::Result<()> {
+    let started = Instant::now();
+    let hard_deadline = started + o.timeout;
+    let pid = o.server_pid;
+    let mut g = Gen {
+        text_pad: "x".repeat(o.text_len),
+        o,
+        poll: Poll::new()?,
+        clients: Slab::new(),
+        pairs: Vec::new(),
+        stats: Stats::default(),
+        epoch: Instant::now(),
+        launched: 0,
+        in_setup: 0,
+    };
+    let rss_before = pid.and_then(server_rss_kib);
+    let cpu_before = pid.and_then(server_cpu);
+    match g.o.mode {
+        Mode::Connect | Mode::Idle => {
+            let total = g.o.sessions;
+            let t0 = Instant::now();
+            let mut last_report = Instant::now();
+            g.run_until(hard_deadline, |g| {
+                while g.launched < total && g.in_setup < g.o.concurrency {
+                    if let Err(e) = g.launch(usize::MAX, 2) {
+                        g.stats.connect_errors += 1;
+                        g.launched += 1;
+                        if g.stats.connect_errors <= 5 {
+                            eprintln!("loadgen: connect: {e}");
+                        }
+                    }
+                }
+                if last_report.elapsed() > Duration::from_secs(1) {
+                    last_report = Instant::now();
+                    eprintln!(
+                        "loadgen: {} connected, {} errors, {} in setup",
+                        g.stats.connected, g.stats.connect_errors, g.in_setup
+                    );
+                }
+                g.launched >= total && g.in_setup == 0
+            })?;
+            let elapsed = t0.elapsed();
+            let cpu = pid.and_then(server_cpu);
+            let mut out = format!(
+                "{{\"mode\":\"{}\",\"sessions\":{},\"connected\":{},\"connect_errors\":{},\
+                 \"elapsed_s\":{:.3},\"sessions_per_s\":{:.0},{}",
+                if g.o.mode == Mode::Connect { "connect" } else { "idle" },
+                total,
+                g.stats.connected,
+                g.stats.connect_errors,
+                elapsed.as_secs_f64(),
+                g.stats.connected as f64 / elapsed.as_secs_f64(),
+                lat_json("connect", &mut g.stats.connect_lat)
+            );
+            if let (Some(a), Some(b)) = (cpu_before, cpu) {
+                let per = (b - a).as_secs_f64() * 1e6 / g.stats.connected.max(1) as f64;
+                out += &format!(
+                    ",\"server_cpu_s\":{:.2},\"server_cpu_us_per_session\":{per:.1}",
+                    (b - a).as_secs_f64()
+                );
+            }
+            if g.o.mode == Mode::Idle {
+                // Hold the sessions (answering pings) and let the server settle.
+                let until = (Instant::now() + g.o.duration).min(hard_deadline);
+                g.run_until(until, |_| false)?;
+                let rss_after = pid.and_then(server_rss_kib);
+                let alive = g.alive();
+                out += &format!(",\"held\":{alive},\"closed_by_server\":{}", g.stats.closed_by_server);
+                if let (Some(a), Some(b)) = (rss_before, rss_after) {
+                    out += &format!(
+                        ",\"server_rss_before_kib\":{a},\"server_rss_after_kib\":{b},\
+                         \"server_rss_per_session_bytes\":{:.0}",
+                        (b.saturating_sub(a)) as f64 * 1024.0 / alive.max(1) as f64
+                    );
+                }
+            }
+            println!("{out}}}");
+        }
+        Mode::Chat => run_chat(&mut g, pid, hard_deadline)?,
+    }
+    Ok(())
+}
+
+fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result<()> {
+    // Setup: 2P sessions, then createRoom/joinRoom per pair.
+    let pairs = g.o.pairs;
+    g.pairs = (0..pairs)
+        .map(|_| Pair {
+            code: None,
+            clients: [usize::MAX; 2],
+            joined: false,
+        })
+        .collect();
+    let mut next_pair = 0;
+    g.run_until(hard_deadline, |g| {
+        while next_pair < pairs && g.in_setup + 2 <= g.o.concurrency {
+            match (g.launch(next_pair, 0), g.launch(next_pair, 1)) {
+                (Ok(a), Ok(b)) => g.pairs[next_pair].clients = [a, b],
+                _ => g.stats.connect_errors += 1,
+            }
+            next_pair += 1;
+        }
+        next_pair == pairs && g.in_setup == 0 && g.pairs.iter().all(|p| p.joined)
+            || (g.stats.connect_errors > 0 || g.stats.ack_errors > 0) && g.in_setup == 0
+    })?;
+    let ready = g.pairs.iter().filter(|p| p.joined).count();
+    eprintln!(
+        "loadgen: {ready}/{pairs} pairs in rooms ({} connect errors)",
+        g.stats.connect_errors
+    );
+    if ready == 0 {
+        return Err(io::Error::other("no pair could be set up"));
+    }
+    let senders: Vec<usize> = g
+        .pairs
+        .iter()
+        .filter(|p| p.joined)
+        .flat_map(|p| p.clients)
+        .collect();
+    let rate = g.o.rate;
+    let in_flight = g.o.in_flight;
+    let warmup_end = Instant::now() + g.o.warmup;
+    let end = warmup_end + g.o.duration;
+    let mut window: Option<(Instant, u64, u64, Option<Duration>)> = None;
+    let mut paced_start: Option<Instant> = None;
+    let mut cursor = 0usize;
+    let mut last_report = Instant::now();
+    g.run_until(hard_deadline.min(end), |g| {
+        let now = Instant::now();
+        if window.is_none() && now >= warmup_end {
+            g.stats.measuring = true;
+            window = Some((now, g.stats.deliveries, g.stats.acked, pid.and_then(server_cpu)));
+        }
+        if rate > 0.0 {
+            let start = *paced_start.get_or_insert(now);
+            let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
+            let mut budget = due.saturating_sub(g.stats.sent);
+            let mut tried = 0;
+            while budget > 0 && tried < senders.len() {
+                let key = senders[cursor % senders.len()];
+                cursor += 1;
+                tried += 1;
+                if g.clients[key].pending.len() < in_flight
+                    && matches!(g.clients[key].phase, Phase::Ready)
+                {
+                    g.send_message(key);
+                    g.flush(key);
+                    budget -= 1;
+                    tried = 0;
+                }
+            }
+        } else {
+            for &key in &senders {
+                if !matches!(g.clients[key].phase, Phase::Ready) {
+                    continue;
+                }
+                let mut wrote = false;
+                while g.clients[key].pending.len() < in_flight {
+                    g.send_message(key);
+                    wrote = true;
+                }
+                if wrote {
+                    g.flush(key);
+                }
+            }
+        }
+        if last_report.elapsed() > Duration::from_secs(1) {
+            last_report = Instant::now();
+            eprintln!(
+                "loadgen: sent {} acked {} delivered {}",
+                g.stats.sent, g.stats.acked, g.stats.deliveries
+            );
+        }
+        false
+    })?;
+    let (w_start, d0, a0, cpu0) = window.unwrap_or((Instant::now(), 0, 0, None));
+    let elapsed = w_start.elapsed();
+    let deliveries = g.stats.deliveries - d0;
+    let acked = g.stats.acked - a0;
+    let cpu1 = pid.and_then(server_cpu);
+    g.stats.measuring = false;
+    // Drain: everything sent must be acked and delivered to both members.
+    let drain_until = (Instant::now() + Duration::from_secs(5)).min(hard_deadline);
+    g.run_until(drain_until, |g| {
+        g.stats.acked == g.stats.sent && g.stats.deliveries == 2 * g.stats.sent
+    })?;
+    let mut lost = 0u64;
+    for p in g.pairs.iter().filter(|p| p.joined) {
+        let [a, b] = p.clients;
+        let (ca, cb) = (&g.clients[a], &g.clients[b]);
+        lost += ca.next_seq.saturating_sub(ca.expect_own) + ca.next_seq.saturating_sub(cb.expect_peer);
+        lost += cb.next_seq.saturating_sub(cb.expect_own) + cb.next_seq.saturating_sub(ca.expect_peer);
+    }
+    let mut out = format!(
+        "{{\"mode\":\"chat\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
+         \"elapsed_s\":{:.3},\"sent\":{},\"acked\":{},\"deliveries\":{},\
+         \"deliveries_per_s\":{:.0},\"acks_per_s\":{:.0},\"lost\":{lost},\"out_of_order_or_dup\":{},\
+         \"ack_errors\":{},\"protocol_errors\":{},\"closed_by_server\":{},{},{}",
+        elapsed.as_secs_f64(),
+        g.stats.sent,
+        g.stats.acked,
+        g.stats.deliveries,
+        deliveries as f64 / elapsed.as_secs_f64(),
+        acked as f64 / elapsed.as_secs_f64(),
+        g.stats.out_of_order,
+        g.stats.ack_errors,
+        g.stats.protocol_errors,
+        g.stats.closed_by_server,
+        lat_json("ack", &mut g.stats.ack_lat),
+        lat_json("delivery", &mut g.stats.delivery_lat)
+    );
+    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+        let cpu = (b - a).as_secs_f64();
+        out += &format!(
+            ",\"server_cpu_s\":{cpu:.2},\"server_cpu_us_per_message\":{:.2}",
+            cpu * 1e6 / acked.max(1) as f64
+        );
+    }
+    println!("{out}}}");
+    Ok(())
+}
