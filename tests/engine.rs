@@ -1,0 +1,784 @@
+//! Engine.IO v4 over real sockets, against the Engine.IO conformance server (echo at
+//! `/engine.io/`, pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1e6): handshakes and their
+//! errors, messages over polling and WebSocket, heartbeats, duplicate polls, upgrades, closes,
+//! invalid packets and CORS. See /work/shared/CONFORMANCE.md for the behaviours the official
+//! suite checks.
+//!
+//! Tests where a ping would race with what they observe run on `calm()`: the same settings with
+//! a heartbeat far beyond the test's duration.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{HttpConn, Response, TestServer, recv_text, send_text, ws_closed};
+use pairchat::Config;
+use pairchat::config::CorsOrigins;
+use pairchat::conformance::engine_config;
+use pairchat::engine::Echo;
+use tungstenite::{Message, WebSocket};
+
+const PATH: &str = "/engine.io/";
+
+/// The Engine.IO conformance server.
+fn conformance() -> TestServer {
+    TestServer::start(engine_config(0), |_| Echo)
+}
+
+/// The conformance settings with a heartbeat that never fires during a test.
+fn calm() -> TestServer {
+    TestServer::start(
+        Config {
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    )
+}
+
+fn poll_path(sid: &str) -> String {
+    format!("{PATH}?EIO=4&transport=polling&sid={sid}")
+}
+
+fn ws_path(sid: &str) -> String {
+    format!("{PATH}?EIO=4&transport=websocket&sid={sid}")
+}
+
+/// Sends a GET without waiting for the answer (a long poll to park).
+fn start_get(server: &TestServer, path: &str) -> HttpConn {
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    conn
+}
+
+/// Lets the server take in a request just sent (there is no signal that a GET is parked).
+fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Asserts an Engine.IO error answer: 400 and `{"code":code,"message":message}`.
+fn assert_engine_error(res: &Response, code: u64, message: &str) {
+    assert_eq!(res.status, 400, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let json = res.json();
+    assert_eq!(json["code"], code, "{json}");
+    assert_eq!(json["message"], message, "{json}");
+}
+
+/// Bounds how long a WebSocket test waits for a frame or a close.
+fn read_timeout(ws: &WebSocket<TcpStream>, timeout: Duration) {
+    ws.get_ref().set_read_timeout(Some(timeout)).unwrap();
+}
+
+/// A raw WebSocket upgrade request for `path_and_query`.
+fn upgrade_request(path_and_query: &str) -> String {
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+fn assert_open_packet(open: &serde_json::Value, upgrades: serde_json::Value) {
+    let obj = open.as_object().expect("open packet is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "maxPayload",
+            "pingInterval",
+            "pingTimeout",
+            "sid",
+            "upgrades"
+        ]
+    );
+    let sid = open["sid"].as_str().expect("string sid");
+    assert!(!sid.is_empty());
+    assert_eq!(open["upgrades"], upgrades);
+    assert_eq!(open["pingInterval"], 300);
+    assert_eq!(open["pingTimeout"], 200);
+    assert_eq!(open["maxPayload"], 1_000_000);
+}
+
+// ---- handshakes ----------------------------------------------------------------------------
+
+#[test]
+fn polling_handshake_sends_the_open_packet() {
+    let server = conformance();
+    let (sid, open) = server.open_polling(PATH);
+    assert_open_packet(&open, serde_json::json!(["websocket"]));
+    // Each handshake is a new session.
+    let (other, _) = server.open_polling(PATH);
+    assert_ne!(sid, other);
+    // Extra query parameters (the JS client's cache buster `t`) are ignored.
+    let res = server.get(&format!("{PATH}?EIO=4&transport=polling&t=PZ3x9aB"));
+    assert_eq!(res.status, 200);
+    assert!(res.text().starts_with("0{"), "{}", res.text());
+}
+
+#[test]
+fn websocket_handshake_sends_the_open_packet_without_upgrades() {
+    let server = conformance();
+    let (_ws, open) = server.open_websocket(PATH);
+    assert_open_packet(&open, serde_json::json!([]));
+}
+
+#[test]
+fn missing_or_unsupported_eio_gets_400_code_5() {
+    let server = conformance();
+    for query in [
+        "?transport=polling",
+        "?EIO=3&transport=polling",
+        "?EIO=abc&transport=polling",
+    ] {
+        let res = server.get(&format!("{PATH}{query}"));
+        assert_engine_error(&res, 5, "Unsupported protocol version");
+    }
+}
+
+#[test]
+fn unknown_transport_gets_400_code_0() {
+    let server = conformance();
+    for query in ["?EIO=4", "?EIO=4&transport=abc"] {
+        let res = server.get(&format!("{PATH}{query}"));
+        assert_engine_error(&res, 0, "Transport unknown");
+    }
+}
+
+#[test]
+fn unknown_sid_gets_400_code_1() {
+    let server = conformance();
+    // Malformed, and well-formed but never issued.
+    for sid in ["nope", "AAAAAAAAAAAAAAAAAAAA"] {
+        let res = server.get(&poll_path(sid));
+        assert_engine_error(&res, 1, "Session ID unknown");
+        let res = server.post(&poll_path(sid), "4hello");
+        assert_engine_error(&res, 1, "Session ID unknown");
+    }
+}
+
+#[test]
+fn handshake_with_another_method_gets_400_code_2() {
+    let server = conformance();
+    let res = server.post(&format!("{PATH}?EIO=4&transport=polling"), "4hello");
+    assert_engine_error(&res, 2, "Bad handshake method");
+    let res = server.request(&format!(
+        "PUT {PATH}?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert_engine_error(&res, 2, "Bad handshake method");
+}
+
+#[test]
+fn websocket_upgrade_with_bad_query_gets_http_400() {
+    let server = conformance();
+    let cases = [
+        ("?transport=websocket", 5),
+        ("?EIO=abc&transport=websocket", 5),
+        ("?EIO=4", 0),
+        ("?EIO=4&transport=abc", 0),
+        ("?EIO=4&transport=websocket&sid=AAAAAAAAAAAAAAAAAAAA", 1),
+    ];
+    for (query, code) in cases {
+        let mut conn = HttpConn::new(server.connect());
+        conn.send(upgrade_request(&format!("{PATH}{query}")).as_bytes());
+        let res = conn.response().expect("an HTTP answer to the upgrade");
+        assert_eq!(res.status, 400, "{query}");
+        assert_eq!(res.json()["code"], code, "{query}");
+    }
+}
+
+#[test]
+fn websocket_transport_without_upgrade_headers_gets_400() {
+    let server = conformance();
+    let res = server.get(&format!("{PATH}?EIO=4&transport=websocket"));
+    assert_engine_error(&res, 3, "Bad request");
+}
+
+// ---- messages --------------------------------------------------------------------------------
+
+#[test]
+fn polling_echoes_a_text_message() {
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    let res = server.post(&poll_path(&sid), "4hello");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "ok");
+    let res = server.get(&poll_path(&sid));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "4hello");
+}
+
+#[test]
+fn websocket_echoes_a_text_message() {
+    let server = conformance();
+    let (mut ws, _) = server.open_websocket(PATH);
+    send_text(&mut ws, "4hello");
+    assert_eq!(recv_text(&mut ws), "4hello");
+    send_text(&mut ws, "4h\u{e9}llo w\u{f6}rld");
+    assert_eq!(recv_text(&mut ws), "4h\u{e9}llo w\u{f6}rld");
+}
+
+#[test]
+fn polling_echoes_a_binary_message_as_base64() {
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    assert_eq!(server.post(&poll_path(&sid), "bAQID").text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "bAQID");
+}
+
+#[test]
+fn websocket_echoes_a_binary_frame_as_binary() {
+    let server = conformance();
+    let (mut ws, _) = server.open_websocket(PATH);
+    ws.send(Message::binary(vec![1u8, 2, 3, 4])).unwrap();
+    match ws.read().unwrap() {
+        Message::Binary(data) => assert_eq!(&data[..], &[1, 2, 3, 4]),
+        other => panic!("expected a binary frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn polling_echoes_several_packets_joined_by_record_separators() {
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    let res = server.post(&poll_path(&sid), "4test1\x1e4test2\x1e4test3");
+    assert_eq!(res.text(), "ok");
+    assert_eq!(
+        server.get(&poll_path(&sid)).text(),
+        "4test1\x1e4test2\x1e4test3"
+    );
+    let res = server.post(&poll_path(&sid), "4hello\x1ebAQIDBA==");
+    assert_eq!(res.text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "4hello\x1ebAQIDBA==");
+}
+
+#[test]
+fn a_parked_poll_is_answered_by_a_message() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut get = start_get(&server, &poll_path(&sid));
+    settle();
+    assert_eq!(server.post(&poll_path(&sid), "4late").text(), "ok");
+    let res = get.response().expect("parked GET answered");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "4late");
+}
+
+#[test]
+fn a_request_pipelined_behind_a_parked_poll_waits_its_turn() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            poll_path(&sid)
+        )
+        .as_bytes(),
+    );
+    settle();
+    assert_eq!(server.post(&poll_path(&sid), "4first").text(), "ok");
+    let poll = conn.response().expect("poll answer");
+    assert_eq!(poll.text(), "4first");
+    let health = conn.response().expect("health answer");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+}
+
+#[test]
+fn websocket_message_over_max_payload_closes_the_socket() {
+    let server = TestServer::start(
+        Config {
+            max_payload: 1000,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(1));
+    let fits = format!("4{}", "a".repeat(999));
+    send_text(&mut ws, &fits);
+    assert_eq!(recv_text(&mut ws), fits);
+    send_text(&mut ws, &format!("4{}", "a".repeat(2000)));
+    assert!(
+        ws_closed(&mut ws),
+        "oversized message did not close the socket"
+    );
+}
+
+// ---- heartbeat -------------------------------------------------------------------------------
+
+#[test]
+fn polling_get_is_held_until_the_server_pings() {
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    for round in 0..2 {
+        let start = Instant::now();
+        let res = server.get(&poll_path(&sid));
+        let waited = start.elapsed();
+        assert_eq!(res.status, 200, "round {round}");
+        assert_eq!(res.text(), "2", "round {round}");
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(900),
+            "round {round}: ping after {waited:?}"
+        );
+        // The pong keeps the session past pingInterval + pingTimeout.
+        assert_eq!(server.post(&poll_path(&sid), "3").text(), "ok");
+    }
+    assert_eq!(server.post(&poll_path(&sid), "4alive").text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "4alive");
+}
+
+#[test]
+fn polling_session_without_pong_times_out() {
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    // pingInterval + pingTimeout = 500 ms.
+    std::thread::sleep(Duration::from_millis(650));
+    let res = server.get(&poll_path(&sid));
+    assert_engine_error(&res, 1, "Session ID unknown");
+}
+
+#[test]
+fn websocket_pings_and_pongs_keep_the_session() {
+    let server = conformance();
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(2));
+    for _ in 0..2 {
+        assert_eq!(recv_text(&mut ws), "2");
+        send_text(&mut ws, "3");
+    }
+    send_text(&mut ws, "4alive");
+    assert_eq!(recv_text(&mut ws), "4alive");
+}
+
+#[test]
+fn websocket_without_pong_is_closed_after_the_ping_timeout() {
+    let server = conformance();
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(2));
+    let start = Instant::now();
+    assert_eq!(recv_text(&mut ws), "2");
+    assert!(ws_closed(&mut ws), "never closed");
+    let waited = start.elapsed();
+    // Ping at 300 ms, close at 500 ms after the open.
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+}
+
+// ---- duplicate polls -------------------------------------------------------------------------
+
+#[test]
+fn a_duplicate_poll_gets_400_and_closes_the_session() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut first = start_get(&server, &poll_path(&sid));
+    settle();
+    let second = server.get(&poll_path(&sid));
+    assert_eq!(second.status, 400);
+    let first = first.response().expect("first GET completes");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "1");
+    assert_engine_error(&server.get(&poll_path(&sid)), 1, "Session ID unknown");
+}
+
+// ---- upgrade ---------------------------------------------------------------------------------
+
+#[test]
+fn upgrade_from_polling_to_websocket() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut parked = start_get(&server, &poll_path(&sid));
+    settle();
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    send_text(&mut ws, "2probe");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    // The poll parked before the probe is released with a noop...
+    let res = parked.response().expect("parked GET released");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "6");
+    // ...and a poll during the upgrade is answered with a noop at once.
+    let start = Instant::now();
+    let res = server.get(&poll_path(&sid));
+    assert_eq!(res.text(), "6");
+    assert!(start.elapsed() < Duration::from_millis(500));
+    send_text(&mut ws, "5");
+    send_text(&mut ws, "4hello");
+    assert_eq!(recv_text(&mut ws), "4hello");
+}
+
+#[test]
+fn upgrade_with_the_conformance_timings() {
+    // As the official suite does it: no parked poll before the probe.
+    let server = conformance();
+    let (sid, _) = server.open_polling(PATH);
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    send_text(&mut ws, "2probe");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    let res = server.get(&poll_path(&sid));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "6");
+    send_text(&mut ws, "5");
+    send_text(&mut ws, "4hello");
+    // Pings may come now that the session is on the WebSocket.
+    loop {
+        match recv_text(&mut ws).as_str() {
+            "2" => send_text(&mut ws, "3"),
+            text => break assert_eq!(text, "4hello"),
+        }
+    }
+}
+
+#[test]
+fn messages_echoed_during_the_upgrade_arrive_over_the_websocket() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    send_text(&mut ws, "2probe");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    // Still polling until `5`: the echo waits in the session's queue.
+    assert_eq!(server.post(&poll_path(&sid), "4during").text(), "ok");
+    send_text(&mut ws, "5");
+    assert_eq!(recv_text(&mut ws), "4during");
+}
+
+#[test]
+fn polling_requests_after_the_upgrade_get_400() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    // Back to back, without waiting for 3probe.
+    send_text(&mut ws, "2probe");
+    send_text(&mut ws, "5");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    let res = server.get(&poll_path(&sid));
+    assert_eq!(res.status, 400);
+    let res = server.post(&poll_path(&sid), "4hello");
+    assert_eq!(res.status, 400);
+    send_text(&mut ws, "4hello");
+    assert_eq!(recv_text(&mut ws), "4hello");
+}
+
+#[test]
+fn a_second_websocket_with_the_same_sid_after_the_upgrade_is_closed() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    send_text(&mut ws, "2probe");
+    send_text(&mut ws, "5");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    // Refused (HTTP error) or accepted and closed at once.
+    let url = format!("ws://{}{}", server.addr, ws_path(&sid));
+    let stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    if let Ok((mut second, _)) = tungstenite::client(url, stream) {
+        assert!(ws_closed(&mut second), "second WebSocket stays open");
+    }
+    send_text(&mut ws, "4hello");
+    assert_eq!(recv_text(&mut ws), "4hello");
+}
+
+#[test]
+fn a_failed_probe_leaves_the_polling_session_working() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let ws = server.websocket(&ws_path(&sid));
+    drop(ws);
+    settle();
+    assert_eq!(server.post(&poll_path(&sid), "4still").text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "4still");
+}
+
+// ---- close -----------------------------------------------------------------------------------
+
+#[test]
+fn close_packet_over_polling_releases_the_parked_poll_and_ends_the_session() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut parked = start_get(&server, &poll_path(&sid));
+    settle();
+    let res = server.post(&poll_path(&sid), "1");
+    assert_eq!(res.status, 200);
+    let res = parked.response().expect("parked GET released");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "6");
+    assert_engine_error(&server.get(&poll_path(&sid)), 1, "Session ID unknown");
+}
+
+#[test]
+fn close_packet_over_polling_without_a_parked_poll_ends_the_session() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    assert_eq!(server.post(&poll_path(&sid), "1").status, 200);
+    assert_engine_error(&server.get(&poll_path(&sid)), 1, "Session ID unknown");
+}
+
+#[test]
+fn close_packet_over_websocket_closes_it_at_once() {
+    let server = calm();
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(1));
+    send_text(&mut ws, "1");
+    assert!(ws_closed(&mut ws), "WebSocket open after `1`");
+}
+
+// ---- invalid packets -------------------------------------------------------------------------
+
+#[test]
+fn invalid_packet_over_polling_closes_the_session() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    // The POST's own status is not specified (the reference answers `ok`).
+    let _ = server.post(&poll_path(&sid), "abc");
+    assert_engine_error(&server.get(&poll_path(&sid)), 1, "Session ID unknown");
+}
+
+#[test]
+fn invalid_packet_in_a_payload_closes_a_session_with_a_parked_poll() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut parked = start_get(&server, &poll_path(&sid));
+    settle();
+    let _ = server.post(&poll_path(&sid), "4ok\x1ezzz");
+    let res = parked.response().expect("parked GET released");
+    assert_eq!(res.status, 200);
+    // The parked poll ends with a close packet (possibly after the echo of `4ok`).
+    assert!(res.text().ends_with('1'), "{:?}", res.text());
+    assert_eq!(server.get(&poll_path(&sid)).status, 400);
+}
+
+#[test]
+fn invalid_packet_over_websocket_closes_it_at_once() {
+    let server = calm();
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(1));
+    send_text(&mut ws, "abc");
+    assert!(ws_closed(&mut ws), "WebSocket open after an invalid packet");
+}
+
+// ---- CORS ------------------------------------------------------------------------------------
+
+const ORIGIN: &str = "http://example.com";
+
+fn with_origin(method: &str, path: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: {ORIGIN}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn assert_cors(res: &Response) {
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some(ORIGIN),
+        "{res:?}"
+    );
+    assert_eq!(
+        res.header("access-control-allow-credentials"),
+        Some("true"),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn cors_headers_echo_the_origin() {
+    let server = calm();
+    let res = server.request(&with_origin(
+        "GET",
+        &format!("{PATH}?EIO=4&transport=polling"),
+        "",
+    ));
+    assert_eq!(res.status, 200);
+    assert_cors(&res);
+    let sid = serde_json::from_str::<serde_json::Value>(&res.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = server.request(&with_origin("POST", &poll_path(&sid), "4hi"));
+    assert_eq!(res.text(), "ok");
+    assert_cors(&res);
+    let res = server.request(&with_origin("GET", &poll_path(&sid), ""));
+    assert_eq!(res.text(), "4hi");
+    assert_cors(&res);
+    // Without an Origin, no CORS headers.
+    let res = server.get(&format!("{PATH}?EIO=4&transport=polling"));
+    assert_eq!(res.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn a_parked_poll_answer_carries_cors_headers() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut parked = HttpConn::new(server.connect());
+    parked.send(with_origin("GET", &poll_path(&sid), "").as_bytes());
+    settle();
+    assert_eq!(server.post(&poll_path(&sid), "4x").text(), "ok");
+    let res = parked.response().expect("parked GET answered");
+    assert_eq!(res.text(), "4x");
+    assert_cors(&res);
+}
+
+#[test]
+fn cors_preflight_gets_204_with_methods_and_headers() {
+    let server = calm();
+    let res = server.request(&format!(
+        "OPTIONS {PATH}?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\nOrigin: {ORIGIN}\r\n\
+         Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"
+    ));
+    assert_eq!(res.status, 204);
+    assert!(res.body.is_empty());
+    assert_cors(&res);
+    let methods = res
+        .header("access-control-allow-methods")
+        .expect("Access-Control-Allow-Methods");
+    for m in ["GET", "POST"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    let headers = res
+        .header("access-control-allow-headers")
+        .expect("Access-Control-Allow-Headers");
+    assert!(
+        headers.to_ascii_lowercase().contains("content-type"),
+        "{headers}"
+    );
+}
+
+#[test]
+fn error_answers_carry_cors_headers() {
+    let server = calm();
+    for path in [
+        format!("{PATH}?EIO=3&transport=polling"),
+        format!("{PATH}?EIO=4&transport=abc"),
+        poll_path("AAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        let res = server.request(&with_origin("GET", &path, ""));
+        assert_eq!(res.status, 400, "{path}");
+        assert_cors(&res);
+    }
+    let res = server.request(&with_origin(
+        "POST",
+        &format!("{PATH}?EIO=4&transport=polling"),
+        "4x",
+    ));
+    assert_eq!(res.status, 400);
+    assert_cors(&res);
+}
+
+#[test]
+fn an_origin_outside_the_allowlist_is_refused() {
+    let server = TestServer::start(
+        Config {
+            cors_origins: CorsOrigins::List(vec![ORIGIN.into()]),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let handshake = format!("{PATH}?EIO=4&transport=polling");
+    let res = server.request(&with_origin("GET", &handshake, ""));
+    assert_eq!(res.status, 200);
+    assert_cors(&res);
+    let res = server.request(&format!(
+        "GET {handshake} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\r\n"
+    ));
+    assert_eq!(res.status, 403);
+    assert_eq!(res.json()["code"], 4);
+    assert_eq!(res.header("access-control-allow-origin"), None);
+}
+
+// ---- limits and transport mix-ups ------------------------------------------------------------
+
+#[test]
+fn an_abandoned_parked_poll_is_not_a_duplicate() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let parked = start_get(&server, &poll_path(&sid));
+    settle();
+    drop(parked);
+    settle();
+    let mut again = start_get(&server, &poll_path(&sid));
+    settle();
+    assert_eq!(server.post(&poll_path(&sid), "4back").text(), "ok");
+    let res = again.response().expect("new poll answered");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "4back");
+}
+
+#[test]
+fn an_answered_poll_connection_serves_the_next_poll() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut conn = start_get(&server, &poll_path(&sid));
+    for word in ["4one", "4two"] {
+        settle();
+        assert_eq!(server.post(&poll_path(&sid), word).text(), "ok");
+        let res = conn.response().expect("poll answered");
+        assert_eq!(res.text(), word);
+        conn.send(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", poll_path(&sid)).as_bytes());
+    }
+}
+
+#[test]
+fn polling_on_a_websocket_session_gets_400() {
+    let server = calm();
+    let (mut ws, open) = server.open_websocket(PATH);
+    let sid = open["sid"].as_str().unwrap();
+    let res = server.get(&poll_path(sid));
+    assert_engine_error(&res, 3, "Bad request");
+    // The WebSocket session is unaffected.
+    send_text(&mut ws, "4still");
+    assert_eq!(recv_text(&mut ws), "4still");
+}
+
+#[test]
+fn polling_output_over_max_poll_buffer_closes_the_session() {
+    let server = TestServer::start(
+        Config {
+            max_poll_buffer: 100,
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let (sid, _) = server.open_polling(PATH);
+    let _ = server.post(&poll_path(&sid), &format!("4{}", "a".repeat(300)));
+    assert_engine_error(&server.get(&poll_path(&sid)), 1, "Session ID unknown");
+}
+
+#[test]
+fn an_unfinished_upgrade_times_out_and_polling_goes_on() {
+    let server = TestServer::start(
+        Config {
+            upgrade_timeout: Duration::from_millis(200),
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let (sid, _) = server.open_polling(PATH);
+    let mut ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    send_text(&mut ws, "2probe");
+    assert_eq!(recv_text(&mut ws), "3probe");
+    // Never `5`: the probe socket is dropped after the upgrade timeout.
+    let start = Instant::now();
+    assert!(ws_closed(&mut ws), "probe WebSocket never closed");
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    // Polling is back to normal: messages, not noops.
+    assert_eq!(server.post(&poll_path(&sid), "4polling").text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "4polling");
+}
