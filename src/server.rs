@@ -701,8 +701,23 @@ impl<H: Handler> Server<H> {
         }
         self.process_http(key);
         if eof {
-            // The peer is gone (or half-closed): answer nothing more.
-            self.close_conn(key);
+            self.on_http_eof(key);
+        }
+    }
+
+    /// The peer closed its side. Answers already produced are still written (a client may
+    /// half-close after its request); a parked poll or an idle connection ends at once.
+    fn on_http_eof(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        match &mut conn.state {
+            ConnState::Http(h) if h.parked.is_none() && !h.wbuf.is_empty() => {
+                h.close_after_write = true;
+                h.rbuf.clear();
+                self.mark_dirty(key);
+            }
+            _ => self.close_conn(key),
         }
     }
 

@@ -423,8 +423,6 @@ fn http_1_0_gets_an_answer_and_a_close() {
 }
 
 #[test]
-#[ignore = "server bug: on EOF, on_http_readable calls close_conn right after process_http, \
-            dropping the response still in wbuf"]
 fn a_request_followed_by_a_half_close_is_still_answered() {
     let server = server();
     let mut conn = HttpConn::new(server.connect());
