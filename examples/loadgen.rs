@@ -89,10 +89,14 @@ fn parse_options() -> Result<Options, String> {
         let bad = || format!("{flag}: bad value {value:?}");
         match flag.as_str() {
             "--url" => {
-                let v = value.trim_start_matches("http://").trim_start_matches("ws://");
+                let v = value
+                    .trim_start_matches("http://")
+                    .trim_start_matches("ws://");
                 let v = v.trim_end_matches('/');
                 let v = v.replace("localhost", "127.0.0.1");
-                o.target = v.parse().map_err(|_| format!("--url: bad value {value:?}"))?;
+                o.target = v
+                    .parse()
+                    .map_err(|_| format!("--url: bad value {value:?}"))?;
             }
             "--path" => o.path = value,
             "--sessions" => o.sessions = value.parse().map_err(|_| bad())?,
@@ -236,7 +240,10 @@ fn socket_connect(stream: std::net::TcpStream, target: SocketAddrV4) -> io::Resu
 /// Where a client is in its session setup.
 enum Phase {
     /// TCP connect in progress, then the upgrade request written and its answer read.
-    Upgrading { buf: Vec<u8>, written: usize },
+    Upgrading {
+        buf: Vec<u8>,
+        written: usize,
+    },
     /// WebSocket up, waiting for the Engine.IO open packet.
     Opening,
     /// `40` sent, waiting for the CONNECT answer.
@@ -245,6 +252,58 @@ enum Phase {
     Ready,
     Dead,
 }
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Upgrading { .. } => "upgrading",
+            Phase::Opening => "opening",
+            Phase::Connecting => "connecting",
+            Phase::Ready => "ready",
+            Phase::Dead => "dead",
+        }
+    }
+}
+
+/// Which sequence numbers of one sender one client has received: a bitmap, for the
+/// exactly-once check whatever order a server delivers in.
+#[derive(Default)]
+struct Seen {
+    bits: Vec<u64>,
+    count: u64,
+    next: u64,
+}
+
+enum Record {
+    InOrder,
+    Reordered,
+    Duplicate,
+}
+
+impl Seen {
+    fn record(&mut self, seq: u64) -> Record {
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & bit != 0 {
+            return Record::Duplicate;
+        }
+        self.bits[word] |= bit;
+        self.count += 1;
+        let in_order = seq == self.next;
+        self.next = self.next.max(seq + 1);
+        if in_order {
+            Record::InOrder
+        } else {
+            Record::Reordered
+        }
+    }
+}
+
+/// How long the chat setup (sessions, rooms) may take before the run goes on without the
+/// pairs that are not ready.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Client {
     phase: Phase,
@@ -257,8 +316,8 @@ struct Client {
     role: u8,
     /// Next sequence number to send, and to expect from self and from the partner.
     next_seq: u64,
-    expect_own: u64,
-    expect_peer: u64,
+    seen_own: Seen,
+    seen_peer: Seen,
     /// Outstanding acks in send order: (ack id, sent at).
     pending: VecDeque<(u64, Instant)>,
     next_ack: u64,
@@ -280,7 +339,9 @@ struct Stats {
     deliveries: u64,
     ack_lat: Vec<u32>,
     delivery_lat: Vec<u32>,
-    out_of_order: u64,
+    duplicates: u64,
+    reordered: u64,
+    acks_reordered: u64,
     ack_errors: u64,
     protocol_errors: u64,
     closed_by_server: usize,
@@ -309,7 +370,12 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 impl Gen {
     fn launch(&mut self, pair: usize, role: u8) -> io::Result<usize> {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (self.launched % self.o.sources as usize) as u8);
+        let source = Ipv4Addr::new(
+            127,
+            0,
+            0,
+            1 + (self.launched % self.o.sources as usize) as u8,
+        );
         self.launched += 1;
         let mut stream = connect_from(source, self.o.target)?;
         let entry = self.clients.vacant_entry();
@@ -337,8 +403,8 @@ impl Gen {
             pair,
             role,
             next_seq: 0,
-            expect_own: 0,
-            expect_peer: 0,
+            seen_own: Seen::default(),
+            seen_peer: Seen::default(),
             pending: VecDeque::new(),
             next_ack: 0,
         });
@@ -355,12 +421,18 @@ impl Gen {
             self.stats.connect_errors += 1;
             self.in_setup -= 1;
             if self.stats.connect_errors <= 5 {
-                eprintln!("loadgen: session failed during setup: {why}");
+                eprintln!(
+                    "loadgen: session failed during setup after {:?}: {why}",
+                    c.started.elapsed()
+                );
             }
         } else {
             self.stats.closed_by_server += 1;
             if self.stats.closed_by_server <= 5 {
-                eprintln!("loadgen: session closed: {why}");
+                eprintln!(
+                    "loadgen: session closed after {:?}: {why}",
+                    c.started.elapsed()
+                );
             }
         }
         c.phase = Phase::Dead;
@@ -395,8 +467,8 @@ impl Gen {
             };
             match msg {
                 Message::Text(t) => self.on_text(key, t.as_str()),
-                Message::Close(_) => {
-                    self.fail(key, "close frame");
+                Message::Close(frame) => {
+                    self.fail(key, &format!("close frame {frame:?}"));
                     return;
                 }
                 _ => {}
@@ -512,10 +584,32 @@ impl Gen {
         self.stats
             .connect_lat
             .push(c.started.elapsed().as_micros() as u32);
-        if self.o.mode == Mode::Chat && c.role == 0 {
-            // The creator asks for a room; ack id u64::MAX marks setup.
-            self.send(key, "420[\"createRoom\",{}]".into());
+        if self.o.mode == Mode::Chat {
+            if c.role == 0 {
+                self.send(key, "420[\"createRoom\",{}]".into());
+            } else {
+                let pair = c.pair;
+                self.try_join(pair);
+            }
         }
+    }
+
+    /// The joiner joins once it is connected and the creator has its code.
+    fn try_join(&mut self, pair: usize) {
+        let partner = self.pairs[pair].clients[1];
+        let Some(code) = self.pairs[pair].code.as_deref() else {
+            return;
+        };
+        if !self
+            .clients
+            .get(partner)
+            .is_some_and(|c| matches!(c.phase, Phase::Ready))
+        {
+            return;
+        }
+        let packet = format!("420[\"joinRoom\",{{\"code\":\"{code}\"}}]");
+        self.send(partner, packet);
+        self.flush(partner);
     }
 
     fn on_ack(&mut self, key: usize, text: &str) {
@@ -527,9 +621,13 @@ impl Gen {
         let body = &text[digits..];
         let c = &mut self.clients[key];
         if c.pair != usize::MAX && self.pairs[c.pair].joined {
-            // A sendMessage ack: acks come back in send order.
-            match c.pending.pop_front() {
-                Some((want, at)) if want == id => {
+            // A sendMessage ack (a server may answer concurrent events out of order).
+            match c.pending.iter().position(|&(want, _)| want == id) {
+                Some(i) => {
+                    let (_, at) = c.pending.remove(i).expect("position is in range");
+                    if i > 0 {
+                        self.stats.acks_reordered += 1;
+                    }
                     if !body.contains("\"success\":true") {
                         self.stats.ack_errors += 1;
                     }
@@ -538,7 +636,7 @@ impl Gen {
                         self.stats.ack_lat.push(at.elapsed().as_micros() as u32);
                     }
                 }
-                _ => self.stats.ack_errors += 1,
+                None => self.stats.ack_errors += 1,
             }
             return;
         }
@@ -552,14 +650,8 @@ impl Gen {
                 eprintln!("loadgen: createRoom failed: {body}");
                 return;
             };
-            let code = code.to_string();
-            let partner = self.pairs[pair].clients[1];
-            self.send(
-                partner,
-                format!("420[\"joinRoom\",{{\"code\":\"{code}\"}}]"),
-            );
-            self.flush(partner);
-            self.pairs[pair].code = Some(code);
+            self.pairs[pair].code = Some(code.to_string());
+            self.try_join(pair);
         } else if body.contains("\"success\":true") {
             self.pairs[pair].joined = true;
         } else {
@@ -573,25 +665,29 @@ impl Gen {
         if !text.starts_with("[\"newMessage\"") {
             return;
         }
-        let (Some(sender), Some(body)) = (json_str(text, "\"sender\":\""), json_str(text, "\"text\":\""))
-        else {
+        let (Some(sender), Some(body)) = (
+            json_str(text, "\"sender\":\""),
+            json_str(text, "\"text\":\""),
+        ) else {
             self.stats.protocol_errors += 1;
             return;
         };
         let mut parts = body.split(' ');
-        let seq: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        let Some(seq) = parts.next().and_then(|s| s.parse::<u64>().ok()) else {
+            self.stats.protocol_errors += 1;
+            return;
+        };
         let sent_us: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let c = &mut self.clients[key];
-        let expect = if sender == c.sid {
-            &mut c.expect_own
+        let seen = if sender == c.sid {
+            &mut c.seen_own
         } else {
-            &mut c.expect_peer
+            &mut c.seen_peer
         };
-        if seq == *expect {
-            *expect += 1;
-        } else {
-            self.stats.out_of_order += 1;
-            *expect = seq.saturating_add(1);
+        match seen.record(seq) {
+            Record::InOrder => {}
+            Record::Reordered => self.stats.reordered += 1,
+            Record::Duplicate => self.stats.duplicates += 1,
         }
         self.stats.deliveries += 1;
         if self.stats.measuring {
@@ -730,7 +826,11 @@ fn run(o: Options) -> io::Result<()> {
             let mut out = format!(
                 "{{\"mode\":\"{}\",\"sessions\":{},\"connected\":{},\"connect_errors\":{},\
                  \"elapsed_s\":{:.3},\"sessions_per_s\":{:.0},{}",
-                if g.o.mode == Mode::Connect { "connect" } else { "idle" },
+                if g.o.mode == Mode::Connect {
+                    "connect"
+                } else {
+                    "idle"
+                },
                 total,
                 g.stats.connected,
                 g.stats.connect_errors,
@@ -751,7 +851,10 @@ fn run(o: Options) -> io::Result<()> {
                 g.run_until(until, |_| false)?;
                 let rss_after = pid.and_then(server_rss_kib);
                 let alive = g.alive();
-                out += &format!(",\"held\":{alive},\"closed_by_server\":{}", g.stats.closed_by_server);
+                out += &format!(
+                    ",\"held\":{alive},\"closed_by_server\":{}",
+                    g.stats.closed_by_server
+                );
                 if let (Some(a), Some(b)) = (rss_before, rss_after) {
                     out += &format!(
                         ",\"server_rss_before_kib\":{a},\"server_rss_after_kib\":{b},\
@@ -778,7 +881,8 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         })
         .collect();
     let mut next_pair = 0;
-    g.run_until(hard_deadline, |g| {
+    let setup_deadline = (Instant::now() + SETUP_TIMEOUT).min(hard_deadline);
+    g.run_until(setup_deadline, |g| {
         while next_pair < pairs && g.in_setup + 2 <= g.o.concurrency {
             match (g.launch(next_pair, 0), g.launch(next_pair, 1)) {
                 (Ok(a), Ok(b)) => g.pairs[next_pair].clients = [a, b],
@@ -786,10 +890,34 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
             }
             next_pair += 1;
         }
-        next_pair == pairs && g.in_setup == 0 && g.pairs.iter().all(|p| p.joined)
-            || (g.stats.connect_errors > 0 || g.stats.ack_errors > 0) && g.in_setup == 0
+        // Done when every pair is in its room or has lost a member.
+        next_pair == pairs
+            && g.in_setup == 0
+            && g.pairs.iter().all(|p| {
+                p.joined
+                    || p.clients.iter().any(|&c| {
+                        g.clients
+                            .get(c)
+                            .is_none_or(|c| matches!(c.phase, Phase::Dead))
+                    })
+            })
     })?;
     let ready = g.pairs.iter().filter(|p| p.joined).count();
+    for (i, p) in g
+        .pairs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.joined)
+        .take(5)
+    {
+        let phase = |k: usize| g.clients.get(k).map(|c| c.phase.name()).unwrap_or("none");
+        eprintln!(
+            "loadgen: pair {i} not in its room: code {:?}, creator {}, joiner {}",
+            p.code,
+            phase(p.clients[0]),
+            phase(p.clients[1])
+        );
+    }
     eprintln!(
         "loadgen: {ready}/{pairs} pairs in rooms ({} connect errors)",
         g.stats.connect_errors
@@ -815,7 +943,12 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         let now = Instant::now();
         if window.is_none() && now >= warmup_end {
             g.stats.measuring = true;
-            window = Some((now, g.stats.deliveries, g.stats.acked, pid.and_then(server_cpu)));
+            window = Some((
+                now,
+                g.stats.deliveries,
+                g.stats.acked,
+                pid.and_then(server_cpu),
+            ));
         }
         if rate > 0.0 {
             let start = *paced_start.get_or_insert(now);
@@ -874,13 +1007,15 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
     for p in g.pairs.iter().filter(|p| p.joined) {
         let [a, b] = p.clients;
         let (ca, cb) = (&g.clients[a], &g.clients[b]);
-        lost += ca.next_seq.saturating_sub(ca.expect_own) + ca.next_seq.saturating_sub(cb.expect_peer);
-        lost += cb.next_seq.saturating_sub(cb.expect_own) + cb.next_seq.saturating_sub(ca.expect_peer);
+        lost += ca.next_seq.saturating_sub(ca.seen_own.count)
+            + ca.next_seq.saturating_sub(cb.seen_peer.count)
+            + cb.next_seq.saturating_sub(cb.seen_own.count)
+            + cb.next_seq.saturating_sub(ca.seen_peer.count);
     }
     let mut out = format!(
         "{{\"mode\":\"chat\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
          \"elapsed_s\":{:.3},\"sent\":{},\"acked\":{},\"deliveries\":{},\
-         \"deliveries_per_s\":{:.0},\"acks_per_s\":{:.0},\"lost\":{lost},\"out_of_order_or_dup\":{},\
+         \"deliveries_per_s\":{:.0},\"acks_per_s\":{:.0},\"lost\":{lost},\"duplicates\":{},\"reordered\":{},\"acks_reordered\":{},\
          \"ack_errors\":{},\"protocol_errors\":{},\"closed_by_server\":{},{},{}",
         elapsed.as_secs_f64(),
         g.stats.sent,
@@ -888,7 +1023,9 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         g.stats.deliveries,
         deliveries as f64 / elapsed.as_secs_f64(),
         acked as f64 / elapsed.as_secs_f64(),
-        g.stats.out_of_order,
+        g.stats.duplicates,
+        g.stats.reordered,
+        g.stats.acks_reordered,
         g.stats.ack_errors,
         g.stats.protocol_errors,
         g.stats.closed_by_server,
