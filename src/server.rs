@@ -569,12 +569,14 @@ impl<H: Handler> Server<H> {
             ConnState::Http(HttpConn {
                 parked: Some(p), ..
             }) => {
+                // A client that drops its pending poll is gone (as in the reference server).
                 if let Some(Session {
                     transport: Transport::Polling { parked, .. },
                     ..
                 }) = self.session_mut(p.session)
                 {
                     *parked = None;
+                    self.close_session(p.session, CloseReason::TransportClose);
                 }
             }
             ConnState::Ws(ws) => {

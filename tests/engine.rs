@@ -702,20 +702,30 @@ fn an_origin_outside_the_allowlist_is_refused() {
 
 // ---- limits and transport mix-ups ------------------------------------------------------------
 
+/// A client that drops its pending poll has gone away (the reference server and the official
+/// suite's "closes the session upon cancelled polling request"): the session ends.
 #[test]
-fn an_abandoned_parked_poll_is_not_a_duplicate() {
+fn a_cancelled_parked_poll_closes_the_session() {
     let server = calm();
     let (sid, _) = server.open_polling(PATH);
     let parked = start_get(&server, &poll_path(&sid));
     settle();
     drop(parked);
     settle();
-    let mut again = start_get(&server, &poll_path(&sid));
+    let res = server.get(&poll_path(&sid));
+    assert_eq!(res.status, 400);
+    assert_eq!(res.json()["code"], 1);
+}
+
+/// The same, with the next poll sent at once after the cancel (as the suite does).
+#[test]
+fn a_poll_right_after_a_cancelled_one_gets_400() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let parked = start_get(&server, &poll_path(&sid));
     settle();
-    assert_eq!(server.post(&poll_path(&sid), "4back").text(), "ok");
-    let res = again.response().expect("new poll answered");
-    assert_eq!(res.status, 200);
-    assert_eq!(res.text(), "4back");
+    drop(parked);
+    assert_eq!(server.get(&poll_path(&sid)).status, 400);
 }
 
 #[test]
