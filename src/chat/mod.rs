@@ -14,16 +14,19 @@
 //! members are all gone is deleted at once. This module parses payloads and decides; the room
 //! table (`rooms`) holds the state; the Socket.IO layer does the wire.
 
+mod args;
 pub mod rooms;
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::sio::packet::write_json_string;
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use crate::timer::Millis;
+use args::Fields;
 use rooms::{JoinError, Joined, Member, RoomCode, Rooms, SendError};
 
 /// Error texts sent in `{"error":…}` acks.
@@ -122,7 +125,7 @@ impl Chat {
         &mut self,
         socket: SocketRef,
         io: &mut Io<'_, '_>,
-    ) -> Result<String, &'static str> {
+    ) -> Result<Reply, &'static str> {
         let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
         self.leave(socket, io);
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
@@ -130,7 +133,7 @@ impl Chat {
         let at = io.now() + self.config.room_ttl.as_millis() as Millis;
         let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
-        Ok(format!("{{\"code\":\"{code}\"}}"))
+        Ok(format!("{{\"code\":\"{code}\"}}").into())
     }
 
     fn join_room(
@@ -138,9 +141,8 @@ impl Chat {
         socket: SocketRef,
         args: &[&RawValue],
         io: &mut Io<'_, '_>,
-    ) -> Result<String, &'static str> {
-        let payload = object(args);
-        let code = room_code(payload.as_ref())?;
+    ) -> Result<Reply, &'static str> {
+        let code = Fields::of(args).code()?;
         let member = member(socket, io).ok_or(errors::ROOM_NOT_FOUND)?;
         if self.rooms.room_of(socket).is_some_and(|c| c != code) {
             // Check first so a failed join does not cost the current room.
@@ -166,7 +168,7 @@ impl Chat {
             .rooms
             .get(code)
             .map_or_else(|| "[]".into(), |r| r.history_json());
-        Ok(format!("{{\"success\":true,\"messages\":{history}}}"))
+        Ok(format!("{{\"success\":true,\"messages\":{history}}}").into())
     }
 
     fn send_message(
@@ -174,13 +176,10 @@ impl Chat {
         socket: SocketRef,
         args: &[&RawValue],
         io: &mut Io<'_, '_>,
-    ) -> Result<String, &'static str> {
-        let payload = object(args);
-        let code = room_code(payload.as_ref())?;
-        let text = match payload.as_ref().and_then(|p| p.get("text")) {
-            Some(Value::String(s)) => s.as_str(),
-            _ => return Err(errors::TEXT_REQUIRED),
-        };
+    ) -> Result<Reply, &'static str> {
+        let fields = Fields::of(args);
+        let code = fields.code()?;
+        let (text, raw_text) = fields.text()?;
         if text.trim().is_empty() {
             return Err(errors::TEXT_EMPTY);
         }
@@ -188,14 +187,7 @@ impl Chat {
             return Err(errors::TEXT_TOO_LONG);
         }
         let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
-        let mut message = String::with_capacity(text.len() + 64);
-        message.push_str("{\"sender\":\"");
-        message.push_str(sender.as_str());
-        message.push_str("\",\"text\":");
-        write_json_string(&mut message, text);
-        message.push_str(",\"timestamp\":");
-        message.push_str(&crate::http::unix_millis().to_string());
-        message.push('}');
+        let message = message_json(sender.as_str(), raw_text, crate::http::unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
         let members = self
             .rooms
@@ -215,9 +207,8 @@ impl Chat {
         socket: SocketRef,
         args: &[&RawValue],
         io: &mut Io<'_, '_>,
-    ) -> Result<String, &'static str> {
-        let payload = object(args);
-        let code = room_code(payload.as_ref())?;
+    ) -> Result<Reply, &'static str> {
+        let code = Fields::of(args).code()?;
         if self.rooms.room_of(socket) != Some(code) {
             return Err(if self.rooms.get(code).is_some() {
                 errors::NOT_MEMBER
@@ -278,23 +269,27 @@ fn member(socket: SocketRef, io: &Io<'_, '_>) -> Option<Member> {
     io.socket_id(socket).map(|id| Member { socket, id })
 }
 
-/// The first argument, when it is a JSON object.
-fn object(args: &[&RawValue]) -> Option<serde_json::Map<String, Value>> {
-    serde_json::from_str(args.first()?.get()).ok()
+/// `{"sender":…,"text":…,"timestamp":…}` in a buffer of exactly its size (it is kept as
+/// history as is). `raw_text` is the client's JSON string, valid JSON already.
+fn message_json(sender: &str, raw_text: &str, timestamp: u64) -> String {
+    const PARTS: [&str; 4] = ["{\"sender\":\"", "\",\"text\":", ",\"timestamp\":", "}"];
+    let digits = timestamp.checked_ilog10().unwrap_or(0) as usize + 1;
+    let len = PARTS.iter().map(|p| p.len()).sum::<usize>() + sender.len() + raw_text.len() + digits;
+    let mut out = String::with_capacity(len);
+    out.push_str(PARTS[0]);
+    out.push_str(sender);
+    out.push_str(PARTS[1]);
+    out.push_str(raw_text);
+    out.push_str(PARTS[2]);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{timestamp}");
+    out.push_str(PARTS[3]);
+    debug_assert_eq!(out.len(), len);
+    out
 }
 
-/// The `code` field: six digits as a string, or the number itself.
-fn room_code(payload: Option<&serde_json::Map<String, Value>>) -> Result<RoomCode, &'static str> {
-    let code = match payload.and_then(|p| p.get("code")) {
-        Some(Value::String(s)) => RoomCode::parse(s),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .and_then(RoomCode::new),
-        _ => None,
-    };
-    code.ok_or(errors::INVALID_CODE)
-}
+/// What an event's ack carries when it succeeds: mostly a constant.
+type Reply = Cow<'static, str>;
 
 fn user_json(member: &Member) -> String {
     format!("{{\"userId\":\"{}\"}}", member.id)

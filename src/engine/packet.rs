@@ -92,7 +92,12 @@ pub enum Outgoing {
 impl Outgoing {
     /// A message packet (`4` + what `write` appends).
     pub fn message(write: impl FnOnce(&mut String)) -> Self {
-        let mut s = String::with_capacity(64);
+        Outgoing::message_with_capacity(64, write)
+    }
+
+    /// A message packet (`4` + what `write` appends), its buffer sized for `capacity` bytes.
+    pub fn message_with_capacity(capacity: usize, write: impl FnOnce(&mut String)) -> Self {
+        let mut s = String::with_capacity(capacity + 1);
         s.push(MESSAGE as char);
         write(&mut s);
         Outgoing::Text(s.into())
@@ -100,7 +105,7 @@ impl Outgoing {
 
     /// A message packet with this text.
     pub fn message_str(text: &str) -> Self {
-        Outgoing::message(|s| s.push_str(text))
+        Outgoing::message_with_capacity(text.len(), |s| s.push_str(text))
     }
 
     /// A binary message.

@@ -523,23 +523,28 @@ impl<T> SioIo<'_, '_, T> {
         args: &str,
         attachments: &[Bytes],
     ) -> Vec<Outgoing> {
-        let mut data = String::with_capacity(event.len() + args.len() + 8);
-        packet::write_event_data(&mut data, event, args);
         let kind = if attachments.is_empty() {
             PacketType::Event
         } else {
             PacketType::BinaryEvent
         };
-        self.packet(kind, nsp, None, &data, attachments)
+        // `["event",args]`, with room for escapes in the name.
+        let data_len = event.len() * 2 + args.len() + 8;
+        self.packet(kind, nsp, None, attachments, data_len, |s| {
+            packet::write_event_data(s, event, args)
+        })
     }
 
+    /// A packet built in one buffer: head, then what `write_data` appends (about `data_len`
+    /// bytes), then the attachments.
     fn packet(
         &self,
         kind: PacketType,
         nsp: Nsp,
         id: Option<u64>,
-        data: &str,
         attachments: &[Bytes],
+        data_len: usize,
+        write_data: impl FnOnce(&mut String),
     ) -> Vec<Outgoing> {
         let name = self
             .tables
@@ -547,9 +552,13 @@ impl<T> SioIo<'_, '_, T> {
             .get(nsp.0 as usize)
             .map_or("/", String::as_str);
         let mut out = Vec::with_capacity(1 + attachments.len());
-        out.push(Outgoing::message(|s| {
-            packet::encode(s, kind, name, attachments.len(), id, Some(data))
-        }));
+        out.push(Outgoing::message_with_capacity(
+            packet::head_len(name) + data_len,
+            |s| {
+                packet::encode_head(s, kind, name, attachments.len(), id);
+                write_data(s);
+            },
+        ));
         out.extend(attachments.iter().map(|a| Outgoing::Binary(a.clone())));
         out
     }
@@ -599,16 +608,16 @@ impl<T> SioIo<'_, '_, T> {
         let Some(nsp) = self.tables.socket(socket).map(|s| s.nsp) else {
             return;
         };
-        let mut data = String::with_capacity(args.len() + 2);
-        data.push('[');
-        data.push_str(args);
-        data.push(']');
         let kind = if attachments.is_empty() {
             PacketType::Ack
         } else {
             PacketType::BinaryAck
         };
-        let packets = self.packet(kind, nsp, Some(id), &data, attachments);
+        let packets = self.packet(kind, nsp, Some(id), attachments, args.len() + 2, |s| {
+            s.push('[');
+            s.push_str(args);
+            s.push(']');
+        });
         self.send_to(socket, &packets);
     }
 

@@ -4,6 +4,7 @@
 //! `451-/admin,1["up",{"_placeholder":true,"num":0}]`. Decoding borrows from the input: the
 //! data stays raw JSON (`&str`) until the layer above parses what it needs.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::value::RawValue;
@@ -159,14 +160,17 @@ pub fn split_args(data: &str) -> Result<Vec<&RawValue>, SioError> {
     serde_json::from_str::<Vec<&RawValue>>(data).map_err(|_| SioError::BadPayload)
 }
 
-/// Splits an event's data into its name and raw arguments.
-pub fn split_event(data: &str) -> Result<(String, Vec<&RawValue>), SioError> {
+/// Splits an event's data into its name (borrowed unless it has escapes) and raw arguments.
+pub fn split_event(data: &str) -> Result<(Cow<'_, str>, Vec<&RawValue>), SioError> {
     let mut args = split_args(data)?;
     if args.is_empty() {
         return Err(SioError::BadPayload);
     }
-    let name: String =
-        serde_json::from_str(args.remove(0).get()).map_err(|_| SioError::BadPayload)?;
+    let raw = args.remove(0).get();
+    let name = match serde_json::from_str::<&str>(raw) {
+        Ok(name) => Cow::Borrowed(name),
+        Err(_) => Cow::Owned(serde_json::from_str(raw).map_err(|_| SioError::BadPayload)?),
+    };
     Ok((name, args))
 }
 
@@ -179,6 +183,26 @@ pub fn encode(
     id: Option<u64>,
     data: Option<&str>,
 ) {
+    encode_head(out, kind, nsp, attachments, id);
+    if let Some(data) = data {
+        out.push_str(data);
+    }
+}
+
+/// Upper bound of what `encode_head` appends for this namespace.
+pub fn head_len(nsp: &str) -> usize {
+    // Type digit, attachment count and dash, namespace and comma, ack id.
+    1 + 21 + nsp.len() + 1 + 20
+}
+
+/// Appends a packet's head (type, attachment count, namespace, ack id): the data follows.
+pub fn encode_head(
+    out: &mut String,
+    kind: PacketType,
+    nsp: &str,
+    attachments: usize,
+    id: Option<u64>,
+) {
     out.push(kind.digit());
     if kind.is_binary() {
         // Writing to a String cannot fail.
@@ -190,9 +214,6 @@ pub fn encode(
     }
     if let Some(id) = id {
         let _ = write!(out, "{id}");
-    }
-    if let Some(data) = data {
-        out.push_str(data);
     }
 }
 
