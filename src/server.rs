@@ -73,6 +73,9 @@ struct Conn {
     timer: Option<TimerId>,
     /// Queued on `dirty` for a flush this turn.
     dirty: bool,
+    /// The peer has shut its write side (EPOLLRDHUP seen): read to EOF, never stop at a short
+    /// read (see `UntilDrained`).
+    peer_closed: bool,
 }
 
 // Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
@@ -183,6 +186,8 @@ pub struct Server<H: Handler> {
     timers: TimerWheel<Timeout<H::Timer>>,
     handler: H,
     commands: Vec<Command>,
+    /// The other half of the command double buffer (see `dispatch`).
+    spare_commands: Vec<Command>,
     rng: rand::rngs::StdRng,
     clock: Instant,
     next_gen: u32,
@@ -232,6 +237,7 @@ impl<H: Handler> Server<H> {
             timers: TimerWheel::new(0),
             handler,
             commands: Vec::new(),
+            spare_commands: Vec::new(),
             rng: rand::make_rng(),
             clock: Instant::now(),
             next_gen: 0,
@@ -328,6 +334,9 @@ impl<H: Handler> Server<H> {
                             self.flush(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if event.is_read_closed() || event.is_error() {
+                                self.conns[idx].peer_closed = true;
+                            }
                             self.on_readable(key);
                         }
                     }
@@ -499,6 +508,7 @@ impl<H: Handler> Server<H> {
             state: ConnState::Http(HttpConn::default()),
             timer: Some(timer),
             dirty: false,
+            peer_closed: false,
         });
     }
 
@@ -674,6 +684,7 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
+        let read_to_eof = conn.peer_closed;
         let ConnState::Http(h) = &mut conn.state else {
             return;
         };
@@ -689,6 +700,9 @@ impl<H: Handler> Server<H> {
                 Ok(n) => {
                     h.rbuf.extend_from_slice(&chunk[..n]);
                     budget = budget.saturating_sub(n);
+                    if n < chunk.len() && !read_to_eof {
+                        break; // drained: see `UntilDrained`
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1102,6 +1116,8 @@ impl<H: Handler> Server<H> {
     }
 
     fn on_ws_readable(&mut self, key: ConnKey) {
+        let mut drained = false;
+        let read_to_eof = self.conn_mut(key).is_some_and(|c| c.peer_closed);
         for _ in 0..MESSAGE_BUDGET {
             let Some(conn) = self.conn_mut(key) else {
                 return;
@@ -1110,7 +1126,12 @@ impl<H: Handler> Server<H> {
                 return;
             };
             let session = w.session;
-            match w.ctx.read(&mut conn.stream) {
+            let mut stream = UntilDrained {
+                stream: &mut conn.stream,
+                drained: &mut drained,
+                read_to_eof,
+            };
+            match w.ctx.read(&mut stream) {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
                 Ok(Message::Binary(data)) => {
                     if self.is_active_ws(key, session) {
@@ -1459,12 +1480,19 @@ impl<H: Handler> Server<H> {
             rng: &mut self.rng,
         };
         self.handler.handle(event, &mut io);
+        // Carrying out a command can dispatch again (a close), which queues more: work on a
+        // batch at a time and keep both buffers' capacity.
         while !self.commands.is_empty() {
-            for command in std::mem::take(&mut self.commands) {
+            let spare = std::mem::take(&mut self.spare_commands);
+            let mut batch = std::mem::replace(&mut self.commands, spare);
+            for command in batch.drain(..) {
                 match command {
                     Command::Send(id, p) => self.send(id, p),
                     Command::Close(id) => self.close_session(id, CloseReason::ServerClose),
                 }
+            }
+            if self.spare_commands.capacity() < batch.capacity() {
+                self.spare_commands = batch;
             }
         }
     }
@@ -1496,6 +1524,43 @@ fn outgoing_to_ws(p: Outgoing) -> Message {
     match p {
         Outgoing::Text(t) => Message::Text(t),
         Outgoing::Binary(b) => Message::Binary(b),
+    }
+}
+
+/// A socket that reports `WouldBlock` after a short read instead of asking the kernel again.
+///
+/// A read that returns fewer bytes than asked for has emptied the receive queue; data that
+/// arrives later raises a new edge-triggered readiness event. Skipping the read that would
+/// only say `EAGAIN` saves a system call per readable event.
+///
+/// Not when the peer has half-closed: its FIN raised the one event there will be, so reads go
+/// on until they return 0.
+struct UntilDrained<'a> {
+    stream: &'a mut TcpStream,
+    drained: &'a mut bool,
+    read_to_eof: bool,
+}
+
+impl Read for UntilDrained<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.stream.read(buf)?;
+        if n < buf.len() && n > 0 && !self.read_to_eof {
+            *self.drained = true;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for UntilDrained<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 

@@ -536,6 +536,23 @@ fn close_packet_over_websocket_closes_it_at_once() {
     assert!(ws_closed(&mut ws), "WebSocket open after `1`");
 }
 
+/// A message followed at once by the client's FIN (one readiness event for both): the server
+/// still sees the end of the stream and closes, instead of waiting for the ping timeout.
+#[test]
+fn a_message_then_a_half_close_over_websocket_ends_the_connection() {
+    let server = calm();
+    for _ in 0..20 {
+        let (mut ws, _) = server.open_websocket(PATH);
+        read_timeout(&ws, Duration::from_secs(1));
+        send_text(&mut ws, "4bye");
+        ws.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            ws_closed(&mut ws),
+            "WebSocket still open after the client's FIN"
+        );
+    }
+}
+
 // ---- invalid packets -------------------------------------------------------------------------
 
 #[test]
