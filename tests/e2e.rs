@@ -6,25 +6,16 @@
 //! `CI` is set: then it fails. The npm packages are installed with `npm ci` only when
 //! `tests/e2e/node_modules` is missing or older than `package-lock.json`.
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+#[path = "e2e/harness.rs"]
+mod harness;
+
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
+use harness::Server;
 
-/// How long a server may take to print its `listening on` line.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long `npm ci` may take.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+const SUITE: &str = "the Node end-to-end suite (tests/e2e/chat.test.mjs)";
 /// How long the whole Node suite may take (it normally needs well under 30 s).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long a server may take to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Flags of the second server (`PAIRCHAT_EXPIRY_URL`).
 const EXPIRY_FLAGS: [&str; 6] = [
     "--room-ttl",
@@ -34,26 +25,13 @@ const EXPIRY_FLAGS: [&str; 6] = [
     "--ping-timeout",
     "1s",
 ];
-/// The oldest Node whose test runner the suite is written for.
-const MIN_NODE_MAJOR: u32 = 20;
 
 #[test]
 fn socket_io_client_end_to_end() {
-    let Some((node, npm)) = node_and_npm() else {
+    let Some((node, npm)) = harness::node_and_npm(SUITE) else {
         return;
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("e2e");
-
-    // Serialises installs across concurrent `cargo test` runs sharing this checkout; held
-    // shared while the suite runs so no install replaces `node_modules` under it.
-    let lock = File::create(dir.join(".npm-ci.lock")).expect("create tests/e2e/.npm-ci.lock");
-    lock.lock().expect("lock tests/e2e/.npm-ci.lock");
-    install(&npm, &dir);
-    lock.unlock().expect("unlock tests/e2e/.npm-ci.lock");
-    lock.lock_shared()
-        .expect("lock tests/e2e/.npm-ci.lock shared");
+    let _installed = harness::install(&npm);
 
     let mut main = Server::start(&[]);
     let mut expiry = Server::start(&EXPIRY_FLAGS);
@@ -65,15 +43,10 @@ fn socket_io_client_end_to_end() {
     );
 
     let started = Instant::now();
-    let mut cmd = Command::new(&node);
-    cmd.args(["--test", "--test-reporter=spec", "chat.test.mjs"])
-        .current_dir(&dir)
-        .env("PAIRCHAT_URL", &main.url)
-        .env("PAIRCHAT_EXPIRY_URL", &expiry.url)
-        .env("NO_COLOR", "1")
-        .env_remove("NODE_OPTIONS")
-        .env_remove("NODE_TEST_CONTEXT");
-    let run = run(cmd, SUITE_TIMEOUT);
+    let mut cmd = harness::node_test(&node, "chat.test.mjs");
+    cmd.env("PAIRCHAT_URL", &main.url)
+        .env("PAIRCHAT_EXPIRY_URL", &expiry.url);
+    let run = harness::run(cmd, SUITE_TIMEOUT);
     let elapsed = started.elapsed();
 
     eprintln!("---- node --test output ----\n{}", run.output);
@@ -86,263 +59,5 @@ fn socket_io_client_end_to_end() {
             "the Node end-to-end suite failed ({}); its output is above",
             run.describe()
         );
-    }
-}
-
-/// `node` and `npm`, or `None` after printing why the suite is skipped (panics under CI).
-fn node_and_npm() -> Option<(PathBuf, PathBuf)> {
-    let skip = |why: String| {
-        let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-        if ci {
-            panic!("the end-to-end suite cannot run under CI: {why}");
-        }
-        let banner = format!(
-            "\n{stars}\nSKIPPED: {why}\n         the socket.io-client end-to-end suite (tests/e2e) did \
-             NOT run;\n         install Node {MIN_NODE_MAJOR}+ and npm to run it (set CI to make \
-             this fatal)\n{stars}\n\n",
-            stars = "*".repeat(72)
-        );
-        // Straight to the process's stderr: the test harness captures `eprintln!` of passing
-        // tests, and this must be seen.
-        let _ = std::io::stderr().write_all(banner.as_bytes());
-    };
-    let (Some(node), Some(npm)) = (find_program("node"), find_program("npm")) else {
-        skip("node/npm not found on PATH".into());
-        return None;
-    };
-    let version = Command::new(&node)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let major = version
-        .strip_prefix('v')
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u32>().ok());
-    match major {
-        Some(m) if m >= MIN_NODE_MAJOR => Some((node, npm)),
-        _ => {
-            skip(format!(
-                "node {version:?} at {} is not Node {MIN_NODE_MAJOR}+",
-                node.display()
-            ));
-            None
-        }
-    }
-}
-
-/// The first executable called `name` on `PATH`.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let names: Vec<String> = if cfg!(windows) {
-        ["exe", "cmd", "bat"]
-            .iter()
-            .map(|ext| format!("{name}.{ext}"))
-            .collect()
-    } else {
-        vec![name.to_string()]
-    };
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| is_executable(p))
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
-    path.is_file()
-}
-
-/// Runs `npm ci` unless `node_modules` is at least as new as `package-lock.json`.
-fn install(npm: &Path, dir: &Path) {
-    let modified = |p: PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let lockfile = modified(dir.join("package-lock.json")).expect("tests/e2e/package-lock.json");
-    let installed = modified(dir.join("node_modules").join(".package-lock.json"));
-    if installed.is_some_and(|t| t >= lockfile) {
-        return;
-    }
-    eprintln!("e2e: npm ci in {}", dir.display());
-    let mut cmd = Command::new(npm);
-    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
-    let run = run(cmd, INSTALL_TIMEOUT);
-    assert!(
-        run.succeeded(),
-        "npm ci failed ({}):\n{}",
-        run.describe(),
-        run.output
-    );
-}
-
-/// A finished (or timed-out) child process and everything it wrote.
-struct Run {
-    status: Option<ExitStatus>,
-    timed_out: Option<Duration>,
-    output: String,
-}
-
-impl Run {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn describe(&self) -> String {
-        match (self.timed_out, self.status) {
-            (Some(t), _) => format!("killed after the {t:?} timeout"),
-            (None, Some(s)) => s.to_string(),
-            (None, None) => "no exit status".into(),
-        }
-    }
-}
-
-/// Runs `cmd` with stdout and stderr captured (stderr after stdout), killing it after `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> Run {
-    let program = format!("{:?}", cmd.get_program());
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let out = drain(child.stdout.take().expect("piped stdout"));
-    let err = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = None;
-    let status = loop {
-        match child.try_wait().expect("wait for a child") {
-            Some(status) => break Some(status),
-            None if Instant::now() >= deadline => {
-                timed_out = Some(timeout);
-                let _ = child.kill();
-                break child.wait().ok();
-            }
-            None => thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let mut output = out.join().expect("stdout reader");
-    let err = err.join().expect("stderr reader");
-    if !err.is_empty() {
-        output.push_str("\n---- stderr ----\n");
-        output.push_str(&err);
-    }
-    Run {
-        status,
-        timed_out,
-        output,
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// A `pairchat` process on 127.0.0.1 and a free port; stopped (SIGTERM, then kill) on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--host", "127.0.0.1", "--port", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Only the flags given here configure the server, whatever the environment says.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("PAIRCHAT_")) || key == "PORT" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading to the end so the server never blocks on a full pipe; the first
-        // `listening on` line is sent back.
-        let reader = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = line.split(" listening on ").nth(1)
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            })
-        };
-        let mut server = Server {
-            child,
-            url: String::new(),
-            log,
-            reader: Some(reader),
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.url = format!("http://{addr}"),
-            Err(e) => {
-                let log = server.stop_and_log();
-                panic!("{BIN} {extra:?} printed no `listening on` line ({e}); its stderr:\n{log}");
-            }
-        }
-        server
-    }
-
-    /// Stops the server (idempotent) and returns everything it wrote to stderr.
-    fn stop_and_log(&mut self) -> String {
-        self.stop();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if cfg!(unix) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_and_log();
     }
 }

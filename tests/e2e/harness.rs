@@ -1,0 +1,321 @@
+//! What the Node-driven suites share (`#[path = "e2e/harness.rs"] mod harness;`): finding Node,
+//! the loud skip, `npm ci` under a lock, running a child with a timeout, and `pairchat`
+//! binaries on 127.0.0.1 and a free port.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
+
+/// How long a server may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `npm ci` may take.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The oldest Node whose test runner the suites are written for.
+pub const MIN_NODE_MAJOR: u32 = 20;
+
+/// `tests/e2e`: the Node suites, their `package.json` and `node_modules`.
+pub fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("e2e")
+}
+
+/// Prints a banner saying `suite` did not run because of `why` (with `fix`, what to install),
+/// straight to the process's stderr; panics instead when `CI` is set.
+pub fn skip(suite: &str, why: &str, fix: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if ci {
+        panic!("{suite} cannot run under CI: {why}");
+    }
+    let banner = format!(
+        "\n{stars}\nSKIPPED: {why}\n         {suite} did NOT run;\n         {fix} to run it \
+         (set CI to make this fatal)\n{stars}\n\n",
+        stars = "*".repeat(72)
+    );
+    // Not `eprintln!`: the test harness captures that for passing tests, and this must be seen.
+    let _ = std::io::stderr().write_all(banner.as_bytes());
+}
+
+/// `node` (at least [`MIN_NODE_MAJOR`]) and `npm` from `PATH`, or `None` after [`skip`].
+pub fn node_and_npm(suite: &str) -> Option<(PathBuf, PathBuf)> {
+    let fix = format!("install Node {MIN_NODE_MAJOR}+ and npm");
+    let (Some(node), Some(npm)) = (find_program("node"), find_program("npm")) else {
+        skip(suite, "node/npm not found on PATH", &fix);
+        return None;
+    };
+    let version = Command::new(&node)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let major = version
+        .strip_prefix('v')
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= MIN_NODE_MAJOR => Some((node, npm)),
+        _ => {
+            let why = format!(
+                "node {version:?} at {} is not Node {MIN_NODE_MAJOR}+",
+                node.display()
+            );
+            skip(suite, &why, &fix);
+            None
+        }
+    }
+}
+
+/// The first executable called `name` on `PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let names: Vec<String> = if cfg!(windows) {
+        ["exe", "cmd", "bat"]
+            .iter()
+            .map(|ext| format!("{name}.{ext}"))
+            .collect()
+    } else {
+        vec![name.to_string()]
+    };
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| is_executable(p))
+}
+
+/// Whether `path` is a file this user may run.
+#[cfg(unix)]
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `path` is a file this user may run.
+#[cfg(not(unix))]
+pub fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Installs the suites' npm packages if needed and returns the lock file held shared: keep it
+/// while a suite runs, so no concurrent `cargo test` replaces `node_modules` under it.
+pub fn install(npm: &Path) -> File {
+    let dir = suite_dir();
+    // Serialises installs across concurrent `cargo test` runs sharing this checkout.
+    let lock = File::create(dir.join(".npm-ci.lock")).expect("create tests/e2e/.npm-ci.lock");
+    lock.lock().expect("lock tests/e2e/.npm-ci.lock");
+    npm_ci_if_stale(npm, &dir);
+    lock.unlock().expect("unlock tests/e2e/.npm-ci.lock");
+    lock.lock_shared()
+        .expect("lock tests/e2e/.npm-ci.lock shared");
+    lock
+}
+
+/// Runs `npm ci` unless `node_modules` is at least as new as `package-lock.json`.
+fn npm_ci_if_stale(npm: &Path, dir: &Path) {
+    let modified = |p: PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lockfile = modified(dir.join("package-lock.json")).expect("tests/e2e/package-lock.json");
+    let installed = modified(dir.join("node_modules").join(".package-lock.json"));
+    if installed.is_some_and(|t| t >= lockfile) {
+        return;
+    }
+    eprintln!("e2e: npm ci in {}", dir.display());
+    let mut cmd = Command::new(npm);
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let run = run(cmd, INSTALL_TIMEOUT);
+    assert!(
+        run.succeeded(),
+        "npm ci failed ({}):\n{}",
+        run.describe(),
+        run.output
+    );
+}
+
+/// `node --test` on `file` in `tests/e2e`, with Node's own test settings cleared.
+pub fn node_test(node: &Path, file: &str) -> Command {
+    let mut cmd = Command::new(node);
+    cmd.args(["--test", "--test-reporter=spec", file])
+        .current_dir(suite_dir())
+        .env("NO_COLOR", "1")
+        .env_remove("NODE_OPTIONS")
+        .env_remove("NODE_TEST_CONTEXT");
+    cmd
+}
+
+/// A finished (or timed-out) child process and everything it wrote.
+pub struct Run {
+    status: Option<ExitStatus>,
+    timed_out: Option<Duration>,
+    /// stdout, then stderr under a `---- stderr ----` line.
+    pub output: String,
+}
+
+impl Run {
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.timed_out, self.status) {
+            (Some(t), _) => format!("killed after the {t:?} timeout"),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => "no exit status".into(),
+        }
+    }
+}
+
+/// Runs `cmd` with stdout and stderr captured (stderr after stdout), killing it after `timeout`.
+pub fn run(mut cmd: Command, timeout: Duration) -> Run {
+    let program = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = None;
+    let status = loop {
+        match child.try_wait().expect("wait for a child") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                timed_out = Some(timeout);
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut output = out.join().expect("stdout reader");
+    let err = err.join().expect("stderr reader");
+    if !err.is_empty() {
+        output.push_str("\n---- stderr ----\n");
+        output.push_str(&err);
+    }
+    Run {
+        status,
+        timed_out,
+        output,
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A `pairchat` process on 127.0.0.1 and a free port; stopped (SIGTERM, then kill) on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts the binary with `extra` flags (and no `PAIRCHAT_*`/`PORT` from the environment).
+    pub fn start(extra: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Only the flags given here configure the server, whatever the environment says.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("PAIRCHAT_")) || key == "PORT" {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        // Keeps reading to the end so the server never blocks on a full pipe; the first
+        // `listening on` line is sent back.
+        let reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line.split(" listening on ").nth(1)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        let mut server = Server {
+            child,
+            url: String::new(),
+            log,
+            reader: Some(reader),
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => server.url = format!("http://{addr}"),
+            Err(e) => {
+                let log = server.stop_and_log();
+                panic!("{BIN} {extra:?} printed no `listening on` line ({e}); its stderr:\n{log}");
+            }
+        }
+        server
+    }
+
+    /// Stops the server (idempotent) and returns everything it wrote to stderr.
+    pub fn stop_and_log(&mut self) -> String {
+        self.stop();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if cfg!(unix) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_log();
+    }
+}
