@@ -5,6 +5,7 @@
 //! module does no I/O.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Which `Origin`s may use the server from a browser.
@@ -70,8 +71,21 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long an idle keep-alive HTTP connection is kept. Defaults to 60 s.
     pub keep_alive_timeout: Duration,
-    /// Most simultaneous TCP connections; new ones wait in the backlog past it. Defaults to 10 000.
+    /// Most simultaneous TCP connections: at the cap the server stops accepting (new clients
+    /// wait in the backlog) and resumes below 90 %; meanwhile new sessions on open connections
+    /// get 503. Defaults to the file-descriptor limit less a reserve (see `default_max_connections`).
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address; 0 (the default) is no limit.
+    /// Behind a reverse proxy every client has the proxy's address: set `trust_proxy` too.
+    pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers name the client. Empty by default.
+    pub trust_proxy: Vec<IpAddr>,
+    /// Serve `GET /metrics` (Prometheus text). Defaults to on.
+    pub metrics: bool,
+    /// Serve `/metrics` on this port only (same host), instead of the main port.
+    pub metrics_port: Option<u16>,
+    /// How long a stopping server waits for output to leave. Defaults to 5 s.
+    pub shutdown_timeout: Duration,
     /// Largest polling output buffered for one session before it is closed. Defaults to 4 MB.
     pub max_poll_buffer: usize,
     /// Largest WebSocket output buffered for one connection before it is closed. Defaults to 4 MB.
@@ -91,7 +105,12 @@ impl Default for Config {
             upgrade_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: 0,
+            trust_proxy: Vec::new(),
+            metrics: true,
+            metrics_port: None,
+            shutdown_timeout: Duration::from_secs(5),
             max_poll_buffer: 4 << 20,
             max_ws_buffer: 4 << 20,
         }
@@ -108,6 +127,21 @@ impl Config {
             format!("/{trimmed}/")
         }
     }
+}
+
+/// The default connection cap: the soft file-descriptor limit less 64 for the listener, logs
+/// and the like (at least 64); 10 000 where the limit is unknown.
+pub fn default_max_connections() -> usize {
+    crate::sys::fd_limit().map_or(10_000, |n| n.saturating_sub(64).max(64))
+}
+
+/// Parses a comma-separated list of IP addresses (`--trust-proxy`).
+pub fn parse_addresses(s: &str) -> Result<Vec<IpAddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().map_err(|_| format!("`{a}` is not an IP address")))
+        .collect()
 }
 
 /// A malformed duration such as `12parsecs`.

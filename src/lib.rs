@@ -16,6 +16,8 @@ pub mod config;
 pub mod conformance;
 pub mod engine;
 pub mod http;
+pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod sio;
 mod sys;

@@ -7,8 +7,10 @@
 
 use std::process::ExitCode;
 
+use pairchat::chat::limits::Rate;
 use pairchat::chat::{Chat, ChatConfig};
-use pairchat::config::{CorsOrigins, parse_duration};
+use pairchat::config::{CorsOrigins, parse_addresses, parse_duration};
+use pairchat::log::{self, Level};
 use pairchat::sio::{SioConfig, SocketIo};
 use pairchat::{Config, Server};
 
@@ -18,6 +20,23 @@ struct Settings {
     server: Config,
     chat: ChatConfig,
     sio: SioConfig,
+    log: LogSettings,
+}
+
+/// `--log-level` and `--log-format`.
+#[derive(Debug)]
+struct LogSettings {
+    level: Option<Level>,
+    json: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: Some(Level::Info),
+            json: false,
+        }
+    }
 }
 
 type Setter = fn(&mut Settings, &str) -> Result<(), String>;
@@ -120,10 +139,159 @@ const OPTIONS: &[Opt] = &[
     Opt {
         name: "max-connections",
         value: "N",
-        help: "most simultaneous TCP connections",
-        default: "10000",
+        help: "most simultaneous TCP connections (503 for new sessions at the cap)",
+        default: "file-descriptor limit - 64",
         set: |s, v| {
             s.server.max_connections = positive(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "max-connections-per-ip",
+        value: "N",
+        help: "most connections from one client address (0: no limit)",
+        default: "0",
+        set: |s, v| {
+            s.server.max_connections_per_ip = whole(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "trust-proxy",
+        value: "ADDRS",
+        help: "comma-separated proxy addresses whose X-Forwarded-For/Forwarded name the client",
+        default: "none",
+        set: |s, v| {
+            s.server.trust_proxy = parse_addresses(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "header-timeout",
+        value: "DURATION",
+        help: "how long a client may take to send request headers",
+        default: "10s",
+        set: |s, v| {
+            s.server.header_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "keep-alive-timeout",
+        value: "DURATION",
+        help: "how long an idle keep-alive HTTP connection is kept",
+        default: "60s",
+        set: |s, v| {
+            s.server.keep_alive_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "upgrade-timeout",
+        value: "DURATION",
+        help: "how long a WebSocket upgrade may take",
+        default: "10s",
+        set: |s, v| {
+            s.server.upgrade_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "max-buffer",
+        value: "BYTES",
+        help: "output buffered for a client that does not read before it is dropped",
+        default: "4194304",
+        set: |s, v| {
+            let n = positive(v)?;
+            s.server.max_poll_buffer = n;
+            s.server.max_ws_buffer = n;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "join-failures",
+        value: "RATE",
+        help: "failed joinRoom per socket and client address (e.g. 10/m; 0: no limit)",
+        default: "10/m",
+        set: |s, v| {
+            s.chat.join_failures = Rate::parse(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "message-rate",
+        value: "RATE",
+        help: "sendMessage per socket, bursts of twice that (e.g. 20/s; 0: no limit)",
+        default: "20/s",
+        set: |s, v| {
+            s.chat.message_rate = Rate::parse(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "max-rooms",
+        value: "N",
+        help: "most live rooms (createRoom then answers Server busy)",
+        default: "100000",
+        set: |s, v| {
+            s.chat.max_rooms = positive(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "metrics",
+        value: "on|off",
+        help: "serve GET /metrics (Prometheus text)",
+        default: "on",
+        set: |s, v| {
+            s.server.metrics = on_off(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "metrics-port",
+        value: "PORT",
+        help: "serve /metrics on this port only (same host)",
+        default: "none",
+        set: |s, v| {
+            s.server.metrics_port = Some(
+                v.parse()
+                    .map_err(|_| "expected a port number 0-65535".to_string())?,
+            );
+            Ok(())
+        },
+    },
+    Opt {
+        name: "shutdown-timeout",
+        value: "DURATION",
+        help: "how long a stopping server waits for output to leave",
+        default: "5s",
+        set: |s, v| {
+            s.server.shutdown_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "log-level",
+        value: "LEVEL",
+        help: "off, error, warn, info or debug (also $PAIRCHAT_LOG)",
+        default: "info",
+        set: |s, v| {
+            s.log.level = Level::parse(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "log-format",
+        value: "FORMAT",
+        help: "plain or json",
+        default: "plain",
+        set: |s, v| {
+            s.log.json = match v {
+                "plain" => false,
+                "json" => true,
+                _ => return Err("expected plain or json".into()),
+            };
             Ok(())
         },
     },
@@ -161,6 +329,18 @@ const OPTIONS: &[Opt] = &[
     },
 ];
 
+fn whole(v: &str) -> Result<usize, String> {
+    v.parse().map_err(|_| "expected a whole number".to_string())
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
 fn positive(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -189,6 +369,9 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comman
     let mut settings = Settings::default();
     if let Some(port) = env("PORT") {
         apply(&mut settings, "port", &port).map_err(|e| format!("PORT: {e}"))?;
+    }
+    if let Some(level) = env("PAIRCHAT_LOG") {
+        apply(&mut settings, "log-level", &level).map_err(|e| format!("PAIRCHAT_LOG: {e}"))?;
     }
     for opt in OPTIONS {
         let var = env_name(opt.name);
@@ -275,31 +458,39 @@ fn main() -> ExitCode {
         server: config,
         chat,
         sio,
+        log: log_settings,
     } = *settings;
+    log::set_level(log_settings.level);
+    log::set_json(log_settings.json);
     let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
     let mut server = match Server::bind(config.clone(), app) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "pairchat: cannot listen on {}:{}: {e}",
-                config.host, config.port
-            );
+            let addr = format!("{}:{}", config.host, config.port);
+            log::error("cannot listen", &[("addr", &addr), ("error", &e)]);
             return ExitCode::FAILURE;
         }
     };
     server.stop_on_signals();
-    eprintln!(
-        "pairchat {} listening on {}",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr()
+    if let Some(addr) = server.metrics_addr() {
+        log::info(&format!("metrics on {addr}"), &[]);
+    }
+    // The address ends the line: scripts and tests read it from there.
+    log::info(
+        &format!(
+            "pairchat {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            server.local_addr()
+        ),
+        &[],
     );
     match server.run() {
         Ok(()) => {
-            eprintln!("pairchat stopped");
+            log::info("pairchat stopped", &[]);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pairchat: event loop failed: {e}");
+            log::error("event loop failed", &[("error", &e)]);
             ExitCode::FAILURE
         }
     }

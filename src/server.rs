@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,11 +28,14 @@ use crate::engine::{
     CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
 };
 use crate::http::{self, Cors, HttpError, Method, Parsed, Request, Response};
+use crate::log;
+use crate::metrics::{Gauges, Metrics, Rejected};
 use crate::timer::{Millis, TimerId, TimerWheel};
 use crate::{sys, ws};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
+const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 /// Bytes read from one HTTP connection per readiness event before yielding to others.
 const READ_BUDGET: usize = 64 * 1024;
 /// WebSocket messages handled per connection per readiness event before yielding.
@@ -76,6 +79,16 @@ struct Conn {
     /// The peer has shut its write side (EPOLLRDHUP seen): read to EOF, never stop at a short
     /// read (see `UntilDrained`).
     peer_closed: bool,
+    /// The TCP peer's address.
+    peer: IpAddr,
+    /// The client's address when it can be trusted (see `Server::client_of`).
+    client: Option<IpAddr>,
+    /// The address this connection counts against in `per_ip`, once counted.
+    counted_ip: Option<IpAddr>,
+    /// Over `max_connections_per_ip`: its first request is answered 503 and it closes.
+    refused: bool,
+    /// Accepted on the metrics port: only `/metrics` and `/health` are served.
+    metrics_only: bool,
 }
 
 // Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
@@ -144,6 +157,8 @@ struct Session {
     upgrade_timer: Option<TimerId>,
     /// Queued on `poll_ready` to answer the parked GET this turn.
     poll_ready: bool,
+    /// The client's address, when trustworthy (see `Server::client_of`).
+    client: Option<IpAddr>,
 }
 
 /// How handling a request leaves the connection.
@@ -196,6 +211,11 @@ pub struct Server<H: Handler> {
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
     accepting: bool,
+    /// The optional second listener (`metrics_port`).
+    metrics_listener: Option<TcpListener>,
+    /// Open connections per client address (only with `max_connections_per_ip`).
+    per_ip: HashMap<IpAddr, u32>,
+    metrics: Metrics,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     use_signals: bool,
@@ -224,6 +244,15 @@ impl<H: Handler> Server<H> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics_listener = match config.metrics_port.filter(|_| config.metrics) {
+            Some(port) => {
+                let mut l = TcpListener::bind(SocketAddr::new(addr.ip(), port))?;
+                poll.registry()
+                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
         Ok(Server {
@@ -245,6 +274,9 @@ impl<H: Handler> Server<H> {
             poll_ready: Vec::new(),
             deferred: Vec::new(),
             accepting: true,
+            metrics_listener,
+            per_ip: HashMap::new(),
+            metrics: Metrics::default(),
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             use_signals: false,
@@ -254,6 +286,18 @@ impl<H: Handler> Server<H> {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics listener's address, when `metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The loop's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// A handle that stops the loop from another thread.
@@ -314,13 +358,16 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            self.expire_timers(&mut fired);
+            let turn_started = Instant::now();
+            self.metrics.loop_iterations += 1;
+            self.guarded(None, |s| s.expire_timers(&mut fired));
             for key in std::mem::take(&mut self.deferred) {
-                self.on_readable(key);
+                self.guarded(Some(key), |s| s.on_readable(key));
             }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
+                    METRICS_LISTENER => self.accept_metrics(),
                     WAKER => {}
                     Token(idx) => {
                         let Some(conn) = self.conns.get(idx) else {
@@ -330,25 +377,61 @@ impl<H: Handler> Server<H> {
                             idx,
                             generation: conn.generation,
                         };
-                        if event.is_writable() {
-                            self.flush(key);
+                        if event.is_read_closed() || event.is_error() {
+                            self.conns[idx].peer_closed = true;
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if event.is_read_closed() || event.is_error() {
-                                self.conns[idx].peer_closed = true;
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable = event.is_writable();
+                        self.guarded(Some(key), |s| {
+                            if writable {
+                                s.flush(key);
                             }
-                            self.on_readable(key);
-                        }
+                            if readable {
+                                s.on_readable(key);
+                            }
+                        });
                     }
                 }
             }
-            self.end_turn();
+            self.guarded(None, Self::end_turn);
+            let took = turn_started.elapsed().as_micros() as u64;
+            self.metrics.loop_max_us = self.metrics.loop_max_us.max(took);
         }
         self.shutdown();
         Ok(())
     }
 
     /// Answers ready long-polls and flushes every connection with queued output.
+    /// Runs one piece of event handling; a panic in it is caught here, counted and logged, and
+    /// closes only the connection being served (with its session), so the loop goes on.
+    fn guarded(&mut self, key: Option<ConnKey>, f: impl FnOnce(&mut Self)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if result.is_err() {
+            self.metrics.panics += 1;
+            log::error(
+                "panic while handling a connection; closed it",
+                &[("panics", &self.metrics.panics)],
+            );
+            if let Some(key) = key {
+                let session = match self.conn_mut(key).map(|c| &c.state) {
+                    Some(ConnState::Ws(w)) => Some(w.session),
+                    Some(ConnState::Http(HttpConn {
+                        parked: Some(p), ..
+                    })) => Some(p.session),
+                    _ => None,
+                };
+                // Cleaning up may meet the same broken state: contain that too.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.close_conn(key);
+                    if let Some(id) = session {
+                        self.close_session(id, CloseReason::TransportError);
+                    }
+                }));
+            }
+        }
+    }
+
     fn end_turn(&mut self) {
         for id in std::mem::take(&mut self.poll_ready) {
             self.answer_ready_poll(id);
@@ -380,6 +463,7 @@ impl<H: Handler> Server<H> {
                         if let Upgrade::Probing(c) | Upgrade::Probed(c) =
                             std::mem::replace(&mut s.upgrade, Upgrade::None)
                         {
+                            self.metrics.upgrades_failed += 1;
                             self.close_conn(c);
                         }
                     }
@@ -391,6 +475,13 @@ impl<H: Handler> Server<H> {
 
     fn shutdown(&mut self) {
         let _ = self.poll.registry().deregister(&mut self.listener);
+        log::info(
+            "stopping",
+            &[
+                ("sessions", &self.sessions.len()),
+                ("connections", &self.conns.len()),
+            ],
+        );
         let ids: Vec<SessionId> = self
             .sessions
             .iter()
@@ -421,7 +512,7 @@ impl<H: Handler> Server<H> {
         self.end_turn();
         self.drop_closing();
         // Give queued output a bounded time to leave.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + self.config.shutdown_timeout;
         let mut events = Events::with_capacity(256);
         while !self.conns.is_empty() && Instant::now() < deadline {
             if self
@@ -472,7 +563,7 @@ impl<H: Handler> Server<H> {
                 break;
             }
             match self.listener.accept() {
-                Ok((stream, _addr)) => self.add_conn(stream),
+                Ok((stream, addr)) => self.add_conn(stream, addr.ip(), false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break, // e.g. EMFILE: try again on the next readiness event
@@ -480,10 +571,33 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream) {
+    /// Accepts on the metrics port (not counted against `max_connections`).
+    fn accept_metrics(&mut self) {
+        loop {
+            let Some(listener) = &self.metrics_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.add_conn(stream, addr.ip(), true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: IpAddr, metrics_only: bool) {
         let _ = stream.set_nodelay(true);
+        self.metrics.connections_accepted += 1;
+        let trusted_proxy = self.config.trust_proxy.contains(&peer);
+        // A direct client counts against its own address now; a proxied one once its first
+        // request names it.
+        let counted_ip =
+            (self.config.max_connections_per_ip > 0 && !trusted_proxy && !metrics_only)
+                .then_some(peer);
+        let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
         let generation = self.bump_gen();
         let at = self.now() + ms(self.config.header_timeout);
+        let client = self.client_of(peer, None);
         let entry = self.conns.vacant_entry();
         let key = ConnKey {
             idx: entry.key(),
@@ -509,7 +623,30 @@ impl<H: Handler> Server<H> {
             timer: Some(timer),
             dirty: false,
             peer_closed: false,
+            peer,
+            client,
+            counted_ip,
+            refused,
+            metrics_only,
         });
+    }
+
+    /// Counts one more connection from `ip`; true when that is over the per-address limit.
+    fn count_ip(&mut self, ip: IpAddr) -> bool {
+        let n = self.per_ip.entry(ip).or_insert(0);
+        *n += 1;
+        *n as usize > self.config.max_connections_per_ip
+    }
+
+    /// The client's address, when it can be trusted for per-address limits: a trusted proxy's
+    /// forwarded address, a direct peer's own — but not a loopback peer without `trust_proxy`
+    /// (most likely a reverse proxy on the same host, whose clients would all share it).
+    fn client_of(&self, peer: IpAddr, req: Option<&Request<'_>>) -> Option<IpAddr> {
+        let trusted = &self.config.trust_proxy;
+        if trusted.contains(&peer) {
+            return req.and_then(|r| http::request::forwarded_client(&r.headers, trusted));
+        }
+        (!peer.is_loopback() || !trusted.is_empty()).then_some(peer)
     }
 
     fn bump_gen(&mut self) -> u32 {
@@ -560,7 +697,13 @@ impl<H: Handler> Server<H> {
         conn.timer = None;
         match &conn.state {
             // A parked poll has no timer; an idle or slow HTTP connection, or a lingering one, ends.
-            ConnState::Http(_) | ConnState::Closing => self.close_conn(key),
+            ConnState::Http(h) => {
+                if !h.rbuf.is_empty() {
+                    self.metrics.reject(Rejected::HeaderTimeout);
+                }
+                self.close_conn(key)
+            }
+            ConnState::Closing => self.close_conn(key),
             ConnState::Ws(_) => {}
         }
     }
@@ -572,6 +715,14 @@ impl<H: Handler> Server<H> {
         }
         let mut conn = self.conns.remove(key.idx);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(ip) = conn.counted_ip
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
         if let Some(t) = conn.timer.take() {
             self.timers.cancel(t);
         }
@@ -601,6 +752,7 @@ impl<H: Handler> Server<H> {
                             if let Some(t) = s.upgrade_timer.take() {
                                 self.timers.cancel(t);
                             }
+                            self.metrics.upgrades_failed += 1;
                         }
                         _ => {}
                     }
@@ -648,20 +800,27 @@ impl<H: Handler> Server<H> {
 
     /// Writes queued output; closes or lingers when the connection asked for it.
     fn flush(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
             return;
         };
-        let stream = &mut conn.stream;
+        let mut stream = Counted {
+            stream: &mut conn.stream,
+            bytes: &mut self.metrics.bytes_out,
+        };
         let outcome = match &mut conn.state {
-            ConnState::Http(h) => match write_all_nonblocking(stream, &mut h.wbuf) {
+            ConnState::Http(h) => match write_all_nonblocking(&mut stream, &mut h.wbuf) {
                 Ok(true) if h.close_after_write => Some(true),
                 Ok(_) => None,
                 Err(_) => Some(false),
             },
-            ConnState::Ws(w) => match write_all_nonblocking(stream, &mut w.head) {
+            ConnState::Ws(w) => match write_all_nonblocking(&mut stream, &mut w.head) {
                 Ok(false) => None,
                 Err(_) => Some(false),
-                Ok(true) => match w.ctx.flush(stream) {
+                Ok(true) => match w.ctx.flush(&mut stream) {
                     Ok(()) if w.close_after_write => Some(true),
                     Ok(()) => None,
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -690,6 +849,7 @@ impl<H: Handler> Server<H> {
         };
         let mut budget = READ_BUDGET;
         let mut eof = false;
+        let mut read = 0u64;
         let mut chunk = [0u8; 4096];
         while budget > 0 {
             match conn.stream.read(&mut chunk) {
@@ -699,6 +859,7 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(n) => {
                     h.rbuf.extend_from_slice(&chunk[..n]);
+                    read += n as u64;
                     budget = budget.saturating_sub(n);
                     if n < chunk.len() && !read_to_eof {
                         break; // drained: see `UntilDrained`
@@ -712,6 +873,7 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+        self.metrics.bytes_in += read;
         if budget == 0 {
             self.deferred.push(key);
         }
@@ -811,10 +973,43 @@ impl<H: Handler> Server<H> {
     }
 
     fn respond_http_error(&mut self, key: ConnKey, e: HttpError) {
+        self.metrics.reject(match e {
+            HttpError::HeadersTooLarge => Rejected::HeadersTooLarge,
+            HttpError::PayloadTooLarge => Rejected::PayloadTooLarge,
+            _ => Rejected::Malformed,
+        });
         let body = e.to_string();
         let mut r = Response::text(e.status(), &body);
         r.close = true;
         self.respond(key, r);
+    }
+
+    /// 503 with `Retry-After`, closing the connection.
+    fn respond_unavailable(&mut self, key: ConnKey, cors: Cors<'_>) {
+        let mut r = Response::text(503, "Service Unavailable").cors(cors);
+        r.extra = "Retry-After: 1\r\n";
+        r.close = true;
+        self.respond(key, r);
+    }
+
+    fn render_metrics(&mut self) -> String {
+        let mut g = Gauges::default();
+        for (_, c) in &self.conns {
+            match c.state {
+                ConnState::Ws(_) => g.websocket_connections += 1,
+                _ => g.http_connections += 1,
+            }
+        }
+        for (_, s) in &self.sessions {
+            match s.transport {
+                Transport::WebSocket(_) => g.websocket_sessions += 1,
+                Transport::Polling { .. } => g.polling_sessions += 1,
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        self.metrics.render(&mut out, &g);
+        self.handler.metrics(&mut out);
+        out
     }
 
     fn respond_engine_error(&mut self, key: ConnKey, cors: Cors<'_>, e: EngineError) -> Flow {
@@ -827,7 +1022,52 @@ impl<H: Handler> Server<H> {
     }
 
     fn on_request(&mut self, key: ConnKey, req: &Request<'_>, rest: &[u8]) -> Flow {
-        let flow = if req.path == "/health" {
+        let Some(conn) = self.conn_mut(key) else {
+            return Flow::Close;
+        };
+        let (peer, counted, metrics_only) =
+            (conn.peer, conn.counted_ip.is_some(), conn.metrics_only);
+        if self.config.trust_proxy.contains(&peer) {
+            let client = self.client_of(peer, Some(req));
+            let limit = self.config.max_connections_per_ip > 0;
+            let refused = match client {
+                Some(ip) if limit && !counted => self.count_ip(ip),
+                _ => false,
+            };
+            if let Some(conn) = self.conn_mut(key) {
+                conn.client = client;
+                if limit
+                    && !counted
+                    && let Some(ip) = client
+                {
+                    conn.counted_ip = Some(ip);
+                    conn.refused = refused;
+                }
+            }
+        }
+        if self.conn_mut(key).is_some_and(|c| c.refused) {
+            self.metrics.reject(Rejected::PerIpLimit);
+            log::warn("connection limit per address reached", &[("client", &peer)]);
+            self.respond_unavailable(key, Cors::none());
+            return Flow::Close;
+        }
+        let serve_metrics =
+            self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
+        let flow = if req.path == "/metrics" && serve_metrics {
+            if req.method == Method::Get {
+                let body = self.render_metrics();
+                let r = Response::new(200, "text/plain; version=0.0.4", body.as_bytes());
+                self.respond(key, r);
+            } else {
+                let mut r = Response::text(405, "Method Not Allowed");
+                r.extra = "Allow: GET\r\n";
+                self.respond(key, r);
+            }
+            Flow::Continue
+        } else if metrics_only && req.path != "/health" {
+            self.respond(key, Response::text(404, "Not Found"));
+            Flow::Continue
+        } else if req.path == "/health" {
             match req.method {
                 Method::Get => {
                     let body = http::health_body();
@@ -880,13 +1120,23 @@ impl<H: Handler> Server<H> {
             if req.method != Method::Get {
                 return self.respond_engine_error(key, cors, EngineError::BadHandshakeMethod);
             }
+            if !self.accepting {
+                // At `max_connections`: no new sessions until below 90 %.
+                self.metrics.reject(Rejected::OverCapacity);
+                self.respond_unavailable(key, cors);
+                return Flow::Close;
+            }
             return match transport {
                 TransportKind::Polling => {
-                    let id = self.open_session(Transport::Polling {
-                        parked: None,
-                        queue: Vec::new(),
-                        queued_bytes: 0,
-                    });
+                    let client = self.conn_mut(key).and_then(|c| c.client);
+                    let id = self.open_session(
+                        Transport::Polling {
+                            parked: None,
+                            queue: Vec::new(),
+                            queued_bytes: 0,
+                        },
+                        client,
+                    );
                     let open = self.open_packet(id, TransportKind::Polling);
                     self.respond(key, Response::text(200, &open).cors(cors));
                     self.dispatch_open(id, TransportKind::Polling);
@@ -1083,7 +1333,10 @@ impl<H: Handler> Server<H> {
                 }
                 id
             }
-            None => self.open_session(Transport::WebSocket(key)),
+            None => {
+                let client = self.conn_mut(key).and_then(|c| c.client);
+                self.open_session(Transport::WebSocket(key), client)
+            }
         };
         self.set_conn_timer(key, None);
         if let Some(conn) = self.conn_mut(key) {
@@ -1119,7 +1372,11 @@ impl<H: Handler> Server<H> {
         let mut drained = false;
         let read_to_eof = self.conn_mut(key).is_some_and(|c| c.peer_closed);
         for _ in 0..MESSAGE_BUDGET {
-            let Some(conn) = self.conn_mut(key) else {
+            let Some(conn) = self
+                .conns
+                .get_mut(key.idx)
+                .filter(|c| c.generation == key.generation)
+            else {
                 return;
             };
             let ConnState::Ws(w) = &mut conn.state else {
@@ -1130,6 +1387,7 @@ impl<H: Handler> Server<H> {
                 stream: &mut conn.stream,
                 drained: &mut drained,
                 read_to_eof,
+                bytes: &mut self.metrics.bytes_in,
             };
             match w.ctx.read(&mut stream) {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
@@ -1148,6 +1406,7 @@ impl<H: Handler> Server<H> {
                 Ok(_) => self.mark_dirty(key), // ping: tungstenite queued the pong
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(tungstenite::Error::Capacity(_)) => {
+                    self.metrics.reject(Rejected::MessageTooBig);
                     return self.ws_fail(key, CloseCode::Size, "message too big");
                 }
                 Err(tungstenite::Error::Protocol(_)) => {
@@ -1190,6 +1449,7 @@ impl<H: Handler> Server<H> {
 
     /// The client sent `5`: the session moves to this WebSocket with everything still queued.
     fn complete_upgrade(&mut self, key: ConnKey, id: SessionId) {
+        self.metrics.upgrades_ok += 1;
         self.release_parked_poll(id, "6");
         let Some(session) = self.session_mut(id) else {
             return;
@@ -1222,6 +1482,7 @@ impl<H: Handler> Server<H> {
             Err(tungstenite::Error::WriteBufferFull(_)) => {
                 // A reader that stopped reading: drop it rather than buffer without bound.
                 let id = w.session;
+                self.metrics.reject(Rejected::SlowConsumer);
                 self.close_conn(key);
                 self.close_session(id, CloseReason::TransportError);
             }
@@ -1259,7 +1520,8 @@ impl<H: Handler> Server<H> {
 
     // ---- sessions ----------------------------------------------------------------------
 
-    fn open_session(&mut self, transport: Transport) -> SessionId {
+    fn open_session(&mut self, transport: Transport, client: Option<IpAddr>) -> SessionId {
+        self.metrics.sessions_opened += 1;
         let generation = self.bump_gen();
         let sid = loop {
             let sid = Sid::random(&mut self.rng);
@@ -1278,6 +1540,7 @@ impl<H: Handler> Server<H> {
             pong_deadline: None,
             upgrade_timer: None,
             poll_ready: false,
+            client,
         });
         let id = SessionId {
             idx: idx as u32,
@@ -1292,11 +1555,12 @@ impl<H: Handler> Server<H> {
     }
 
     fn dispatch_open(&mut self, id: SessionId, transport: TransportKind) {
-        if let Some(sid) = self.session_mut(id).map(|s| s.sid) {
+        if let Some((sid, client)) = self.session_mut(id).map(|s| (s.sid, s.client)) {
             self.dispatch(Event::Open {
                 session: id,
                 sid,
                 transport,
+                client,
             });
         }
     }
@@ -1355,6 +1619,7 @@ impl<H: Handler> Server<H> {
                 *queued_bytes += p.len() + 1;
                 queue.push(p);
                 if *queued_bytes > max {
+                    self.metrics.reject(Rejected::SlowConsumer);
                     self.close_session(id, CloseReason::TransportError);
                 } else if parked.is_some() && !s.poll_ready {
                     s.poll_ready = true;
@@ -1439,6 +1704,10 @@ impl<H: Handler> Server<H> {
             "1"
         };
         self.release_parked_poll(id, last);
+        self.metrics.session_closed(reason);
+        if reason == CloseReason::ParseError {
+            self.metrics.reject(Rejected::Malformed);
+        }
         let s = self.sessions.remove(id.idx as usize);
         self.sids.remove(&s.sid);
         for t in [s.heartbeat, s.upgrade_timer].into_iter().flatten() {
@@ -1539,6 +1808,7 @@ struct UntilDrained<'a> {
     stream: &'a mut TcpStream,
     drained: &'a mut bool,
     read_to_eof: bool,
+    bytes: &'a mut u64,
 }
 
 impl Read for UntilDrained<'_> {
@@ -1547,6 +1817,7 @@ impl Read for UntilDrained<'_> {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = self.stream.read(buf)?;
+        *self.bytes += n as u64;
         if n < buf.len() && n > 0 && !self.read_to_eof {
             *self.drained = true;
         }
@@ -1565,7 +1836,31 @@ impl Write for UntilDrained<'_> {
 }
 
 /// Writes as much of `buf` as the socket takes. `Ok(true)` when all of it left.
-fn write_all_nonblocking(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// A stream that counts the bytes written through it.
+struct Counted<'a> {
+    stream: &'a mut TcpStream,
+    bytes: &'a mut u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        *self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+fn write_all_nonblocking(stream: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<bool> {
     let mut written = 0;
     let result = loop {
         if written == buf.len() {

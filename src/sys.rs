@@ -1,5 +1,6 @@
-//! The two libc calls std does not expose: a larger listen backlog and a signal flag.
-//! Both are declared here by hand (libc is linked by std anyway) and used once at start-up.
+//! The libc calls std does not expose: a larger listen backlog, a signal flag and the
+//! file-descriptor limit. They are declared here by hand (libc is linked by std anyway) and
+//! used once at start-up.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -8,6 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 unsafe extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
     fn signal(signum: i32, handler: usize) -> usize;
+    fn getrlimit(resource: i32, rlim: *mut [u64; 2]) -> i32;
+}
+
+/// The soft limit on open file descriptors (`RLIMIT_NOFILE`), if known and finite.
+pub fn fd_limit() -> Option<usize> {
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = [0u64; 2];
+    // SAFETY: `getrlimit` writes two `rlim_t` (u64 on Linux) into the array it is given.
+    let rc = unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit[0] != u64::MAX).then(|| usize::try_from(limit[0]).unwrap_or(usize::MAX))
 }
 
 /// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which

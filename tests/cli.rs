@@ -53,8 +53,8 @@ fn serves_health_then_stops_cleanly_on_sigterm() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(
-        line.starts_with(&format!(
-            "pairchat {} listening on ",
+        line.contains(&format!(
+            " INFO  pairchat {} listening on ",
             env!("CARGO_PKG_VERSION")
         )),
         "{line}"

@@ -16,6 +16,9 @@ use harness::Server;
 const SUITE: &str = "the Node end-to-end suite (tests/e2e/chat.test.mjs)";
 /// How long the whole Node suite may take (it normally needs well under 30 s).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Flags of the main server: limits raised above what the suite's bursts need (17 invalid
+/// codes and 50 messages from one socket); the limits themselves are tested in `tests/limits.rs`.
+const MAIN_FLAGS: [&str; 4] = ["--join-failures", "60/m", "--message-rate", "100/s"];
 /// Flags of the second server (`PAIRCHAT_EXPIRY_URL`).
 const EXPIRY_FLAGS: [&str; 6] = [
     "--room-ttl",
@@ -33,11 +36,12 @@ fn socket_io_client_end_to_end() {
     };
     let _installed = harness::install(&npm);
 
-    let mut main = Server::start(&[]);
+    let mut main = Server::start(&MAIN_FLAGS);
     let mut expiry = Server::start(&EXPIRY_FLAGS);
     eprintln!(
-        "e2e: servers at {} and {} ({})",
+        "e2e: servers at {} ({}) and {} ({})",
         main.url,
+        MAIN_FLAGS.join(" "),
         expiry.url,
         EXPIRY_FLAGS.join(" ")
     );

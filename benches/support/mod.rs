@@ -29,11 +29,13 @@ impl ChatServer {
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let app = SocketIo::new(
-                Chat::new(ChatConfig::default()),
-                SioConfig::default(),
-                config.max_payload,
-            );
+            // Benchmarks measure the server, not its abuse limits (`--message-rate 0`).
+            let chat = ChatConfig {
+                message_rate: None,
+                join_failures: None,
+                ..ChatConfig::default()
+            };
+            let app = SocketIo::new(Chat::new(chat), SioConfig::default(), config.max_payload);
             let mut server = Server::bind(config, app).expect("bind");
             tx.send((server.local_addr(), server.stop_handle()))
                 .expect("report address");

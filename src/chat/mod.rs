@@ -15,10 +15,13 @@
 //! table (`rooms`) holds the state; the Socket.IO layer does the wire.
 
 mod args;
+pub mod limits;
 pub mod rooms;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -27,6 +30,7 @@ use crate::sio::packet::write_json_string;
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use crate::timer::Millis;
 use args::Fields;
+use limits::{Bucket, Failures, Rate};
 use rooms::{JoinError, Joined, Member, RoomCode, Rooms, SendError};
 
 /// Error texts sent in `{"error":…}` acks.
@@ -49,6 +53,10 @@ pub mod errors {
     pub const SERVER_BUSY: &str = "Server busy";
     /// The event name is not one of the chat's.
     pub const UNKNOWN_EVENT: &str = "Unknown event";
+    /// Too many failed joins lately (per socket or per client address).
+    pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts, retry later";
+    /// Messages sent faster than `--message-rate`.
+    pub const RATE_LIMITED: &str = "Rate limited";
 }
 
 /// Settings of the chat.
@@ -60,6 +68,14 @@ pub struct ChatConfig {
     pub max_message_chars: usize,
     /// Messages kept per room (oldest dropped first). Defaults to 500.
     pub max_history: usize,
+    /// Failed `joinRoom`s allowed per socket (and per trustworthy client address) per period;
+    /// `None`: no limit. Defaults to 10 per minute.
+    pub join_failures: Option<Rate>,
+    /// `sendMessage`s per socket (token bucket, bursts of twice the rate); `None`: no limit.
+    /// Defaults to 20 per second.
+    pub message_rate: Option<Rate>,
+    /// Most live rooms; `createRoom` answers `Server busy` past it. Defaults to 100 000.
+    pub max_rooms: usize,
 }
 
 impl Default for ChatConfig {
@@ -68,6 +84,15 @@ impl Default for ChatConfig {
             room_ttl: Duration::from_secs(20 * 60),
             max_message_chars: 2000,
             max_history: 500,
+            join_failures: Some(Rate {
+                count: 10,
+                per: Duration::from_secs(60),
+            }),
+            message_rate: Some(Rate {
+                count: 20,
+                per: Duration::from_secs(1),
+            }),
+            max_rooms: 100_000,
         }
     }
 }
@@ -89,6 +114,21 @@ pub enum ChatTimer {
 pub struct Chat {
     config: ChatConfig,
     rooms: Rooms,
+    join_failures: Option<(Failures<SocketRef>, Failures<IpAddr>)>,
+    buckets: HashMap<SocketRef, Bucket>,
+    stats: Stats,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Stats {
+    rooms_created: u64,
+    rooms_expired: u64,
+    messages: u64,
+    joins: u64,
+    limited_joins: u64,
+    limited_messages: u64,
+    busy: u64,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ChatTimer>;
@@ -97,7 +137,16 @@ impl Chat {
     /// A chat with no rooms.
     pub fn new(config: ChatConfig) -> Self {
         let rooms = Rooms::new(config.max_history);
-        Chat { config, rooms }
+        let join_failures = config
+            .join_failures
+            .map(|r| (Failures::new(r), Failures::new(r)));
+        Chat {
+            config,
+            rooms,
+            join_failures,
+            buckets: HashMap::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// The room table.
@@ -108,7 +157,7 @@ impl Chat {
     fn on_event(&mut self, e: EventData<'_>, io: &mut Io<'_, '_>) {
         let reply = match e.name {
             "createRoom" => self.create_room(e.socket, io),
-            "joinRoom" => self.join_room(e.socket, e.args, io),
+            "joinRoom" => self.join_room_limited(e.socket, e.args, io),
             "sendMessage" => self.send_message(e.socket, e.args, io),
             "leaveRoom" => self.leave_room(e.socket, e.args, io),
             _ => Err(errors::UNKNOWN_EVENT),
@@ -128,12 +177,51 @@ impl Chat {
     ) -> Result<Reply, &'static str> {
         let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
         self.leave(socket, io);
+        if self.rooms.len() >= self.config.max_rooms {
+            self.stats.busy += 1;
+            crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
+            return Err(errors::SERVER_BUSY);
+        }
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
+        self.stats.rooms_created += 1;
         let generation = self.rooms.create(code, member);
         let at = io.now() + self.config.room_ttl.as_millis() as Millis;
         let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
         Ok(format!("{{\"code\":\"{code}\"}}").into())
+    }
+
+    /// `joinRoom` behind the failed-join limits: a socket (or client address) that failed too
+    /// often lately is answered `Too many attempts` without looking the code up.
+    fn join_room_limited(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        io: &mut Io<'_, '_>,
+    ) -> Result<Reply, &'static str> {
+        let now = io.now();
+        let addr = io.client_addr(socket);
+        if let Some((per_socket, per_addr)) = &self.join_failures
+            && (per_socket.exhausted(socket, now)
+                || addr.is_some_and(|a| per_addr.exhausted(a, now)))
+        {
+            self.stats.limited_joins += 1;
+            return Err(errors::TOO_MANY_ATTEMPTS);
+        }
+        let result = self.join_room(socket, args, io);
+        if result.is_err()
+            && let Some((per_socket, per_addr)) = &mut self.join_failures
+        {
+            let used_up =
+                per_socket.fail(socket, now) | addr.is_some_and(|a| per_addr.fail(a, now));
+            if used_up {
+                let client = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+                crate::log::warn("failed-join limit reached", &[("client", &client)]);
+            }
+        } else if result.is_ok() {
+            self.stats.joins += 1;
+        }
+        result
     }
 
     fn join_room(
@@ -186,6 +274,17 @@ impl Chat {
         if text.chars().count() > self.config.max_message_chars {
             return Err(errors::TEXT_TOO_LONG);
         }
+        if let Some(rate) = self.config.message_rate {
+            let now = io.now();
+            let bucket = self
+                .buckets
+                .entry(socket)
+                .or_insert_with(|| Bucket::full(rate, now));
+            if !bucket.take(rate, now) {
+                self.stats.limited_messages += 1;
+                return Err(errors::RATE_LIMITED);
+            }
+        }
         let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
         let message = message_json(sender.as_str(), raw_text, crate::http::unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
@@ -199,6 +298,7 @@ impl Chat {
         for m in members {
             io.send_to(m.socket, &packets);
         }
+        self.stats.messages += 1;
         Ok(SUCCESS.into())
     }
 
@@ -242,6 +342,7 @@ impl Chat {
         let Some(room) = self.rooms.expire(code, generation) else {
             return;
         };
+        self.stats.rooms_expired += 1;
         for m in &room.members {
             io.emit(m.socket, "roomExpired", "{}");
         }
@@ -251,11 +352,62 @@ impl Chat {
 impl App for Chat {
     type Timer = ChatTimer;
 
+    fn metrics(&self, out: &mut String) {
+        use crate::metrics::{counter, gauge};
+        let s = &self.stats;
+        gauge(
+            out,
+            "pairchat_rooms",
+            "Live chat rooms.",
+            &[("", self.rooms.len() as u64)],
+        );
+        counter(
+            out,
+            "pairchat_rooms_created_total",
+            "Rooms created.",
+            &[("", s.rooms_created)],
+        );
+        counter(
+            out,
+            "pairchat_rooms_expired_total",
+            "Rooms expired.",
+            &[("", s.rooms_expired)],
+        );
+        counter(
+            out,
+            "pairchat_joins_total",
+            "Successful joinRoom.",
+            &[("", s.joins)],
+        );
+        counter(
+            out,
+            "pairchat_messages_total",
+            "Messages sent.",
+            &[("", s.messages)],
+        );
+        counter(
+            out,
+            "pairchat_limited_total",
+            "Chat requests refused by a limit, by limit.",
+            &[
+                ("limit=\"join_failures\"", s.limited_joins),
+                ("limit=\"message_rate\"", s.limited_messages),
+                ("limit=\"max_rooms\"", s.busy),
+            ],
+        );
+    }
+
     fn handle(&mut self, event: SioEvent<'_, ChatTimer>, io: &mut Io<'_, '_>) {
         match event {
             SioEvent::Connect { .. } => {}
             SioEvent::Event(e) => self.on_event(e, io),
-            SioEvent::Disconnect { socket, .. } => self.leave(socket, io),
+            SioEvent::Disconnect { socket, .. } => {
+                self.leave(socket, io);
+                self.buckets.remove(&socket);
+                if let Some((per_socket, _)) = &mut self.join_failures {
+                    per_socket.forget(socket);
+                }
+            }
             SioEvent::Timer(ChatTimer::Expire { code, generation }) => {
                 self.on_expire(code, generation, io)
             }

@@ -84,6 +84,9 @@ pub enum Event<'a, T> {
         sid: Sid,
         /// The transport it opened on.
         transport: TransportKind,
+        /// The client's address, when it can be trusted for per-address limits: a direct
+        /// peer's, or what a trusted proxy forwarded (`Config::trust_proxy`).
+        client: Option<std::net::IpAddr>,
     },
     /// A text message (`4…`), without the type digit.
     Message {
@@ -162,4 +165,7 @@ pub trait Handler {
 
     /// Handles one event.
     fn handle(&mut self, event: Event<'_, Self::Timer>, io: &mut Io<'_, Self::Timer>);
+
+    /// Appends the handler's own metrics (Prometheus text) to a `/metrics` answer.
+    fn metrics(&self, _out: &mut String) {}
 }

@@ -40,6 +40,10 @@ pub struct Headers<'a> {
     pub acr_headers: Option<&'a str>,
     /// `Content-Type`
     pub content_type: Option<&'a str>,
+    /// `X-Forwarded-For` (the last one, if repeated)
+    pub forwarded_for: Option<&'a str>,
+    /// `Forwarded` (RFC 7239; the last one, if repeated)
+    pub forwarded: Option<&'a str>,
 }
 
 /// A complete request.
@@ -83,6 +87,8 @@ pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The outcome of looking at a read buffer.
+// Returned by value once per request and matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed<'a> {
     /// More bytes are needed.
@@ -148,6 +154,10 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
             }
         } else if name.eq_ignore_ascii_case("origin") {
             headers.origin = Some(value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            headers.forwarded_for = Some(value);
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            headers.forwarded = Some(value);
         } else if name.eq_ignore_ascii_case("upgrade") {
             headers.upgrade = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
@@ -259,5 +269,81 @@ mod tests {
         );
         let up = complete(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").0;
         assert!(up.is_websocket_upgrade());
+    }
+}
+
+/// The client's address as a chain of trusted proxies reports it: the right-most address in
+/// `X-Forwarded-For` (or `for=` of `Forwarded`) that is not itself a trusted proxy. `None`
+/// when the headers name no such address; the caller then uses the proxy's own address.
+pub fn forwarded_client(
+    headers: &Headers<'_>,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let from_xff = headers.forwarded_for.map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    let from_forwarded = || {
+        headers.forwarded.map(|v| {
+            v.split(',')
+                .flat_map(|element| element.split(';'))
+                .filter_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then(|| {
+                        let v = v.trim().trim_matches('"');
+                        // `[2001:db8::1]:4711` or `192.0.2.1:4711` or a bare address.
+                        let v = match v.strip_prefix('[') {
+                            Some(rest) => rest.split(']').next().unwrap_or(""),
+                            None if v.matches(':').count() == 1 => {
+                                v.split(':').next().unwrap_or("")
+                            }
+                            None => v,
+                        };
+                        v.to_string()
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let chain = from_xff.or_else(from_forwarded)?;
+    chain
+        .iter()
+        .rev()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn headers<'a>(xff: Option<&'a str>, fwd: Option<&'a str>) -> Headers<'a> {
+        Headers {
+            forwarded_for: xff,
+            forwarded: fwd,
+            ..Headers::default()
+        }
+    }
+
+    #[test]
+    fn right_most_untrusted_address_wins() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let h = headers(Some("203.0.113.9, 198.51.100.7, 10.0.0.1"), None);
+        assert_eq!(forwarded_client(&h, &[proxy]), "198.51.100.7".parse().ok());
+        let h = headers(
+            None,
+            Some("for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""),
+        );
+        assert_eq!(forwarded_client(&h, &[proxy]), "2001:db8::1".parse().ok());
+        let h = headers(None, Some("for=192.0.2.43:1234"));
+        assert_eq!(forwarded_client(&h, &[proxy]), "192.0.2.43".parse().ok());
+        assert_eq!(forwarded_client(&headers(None, None), &[proxy]), None);
+        assert_eq!(
+            forwarded_client(&headers(Some("garbage"), None), &[proxy]),
+            None
+        );
     }
 }

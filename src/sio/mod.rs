@@ -11,6 +11,7 @@ mod error;
 pub mod packet;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use serde_json::value::RawValue;
 use slab::Slab;
@@ -93,6 +94,9 @@ pub trait App {
 
     /// Handles one event.
     fn handle(&mut self, event: SioEvent<'_, Self::Timer>, io: &mut SioIo<'_, '_, Self::Timer>);
+
+    /// Appends the application's metrics (Prometheus text) to a `/metrics` answer.
+    fn metrics(&self, _out: &mut String) {}
 }
 
 /// Timers of the Socket.IO layer.
@@ -124,6 +128,8 @@ impl Default for SioConfig {
 
 struct Socket {
     id: Sid,
+    /// The client's address, when trustworthy.
+    addr: Option<IpAddr>,
     generation: u32,
     session: SessionId,
     nsp: Nsp,
@@ -132,6 +138,8 @@ struct Socket {
 
 #[derive(Default)]
 struct Client {
+    /// The client's address, when trustworthy (`engine::Event::Open`).
+    addr: Option<IpAddr>,
     sockets: Vec<SocketRef>,
     connect_timer: Option<TimerId>,
     /// A binary packet waiting for its attachments.
@@ -337,11 +345,13 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         let id = Sid::random(io.rng());
+        let addr = self.clients.get(&session).and_then(|c| c.addr);
         let t = &mut self.tables;
         t.next_generation = t.next_generation.wrapping_add(1);
         let generation = t.next_generation;
         let idx = t.sockets.insert(Socket {
             id,
+            addr,
             generation,
             session,
             nsp,
@@ -393,12 +403,15 @@ impl<A: App> Handler for SocketIo<A> {
 
     fn handle(&mut self, event: Event<'_, Self::Timer>, io: &mut Io<'_, Self::Timer>) {
         match event {
-            Event::Open { session, .. } => {
+            Event::Open {
+                session, client, ..
+            } => {
                 let at = io.now + self.config.connect_timeout.as_millis() as Millis;
                 let timer = io.set_timer(at, SioTimer::ConnectTimeout(session));
                 self.clients.insert(
                     session,
                     Client {
+                        addr: client,
                         connect_timer: Some(timer),
                         ..Client::default()
                     },
@@ -436,6 +449,16 @@ impl<A: App> Handler for SocketIo<A> {
             }
             Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
         }
+    }
+
+    fn metrics(&self, out: &mut String) {
+        crate::metrics::gauge(
+            out,
+            "pairchat_sio_sockets",
+            "Connected Socket.IO sockets (all namespaces).",
+            &[("", self.tables.sockets.len() as u64)],
+        );
+        self.app.metrics(out);
     }
 }
 
@@ -508,6 +531,12 @@ impl<T> SioIo<'_, '_, T> {
     /// Cancels an application timer.
     pub fn cancel_timer(&mut self, id: TimerId) {
         self.io.cancel_timer(id);
+    }
+
+    /// The client's address, when it can be trusted for per-address limits (a direct peer,
+    /// or what a trusted proxy forwarded); `None` behind an unconfigured proxy.
+    pub fn client_addr(&self, socket: SocketRef) -> Option<IpAddr> {
+        self.tables.socket(socket).and_then(|s| s.addr)
     }
 
     /// The socket's id (what clients see as `socket.id`), if it is still connected.
