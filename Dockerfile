@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# pairchat in a container: the release binary (it needs only glibc) on debian:bookworm-slim,
+# pairchat in a container: the static release binary (see .cargo/config.toml) on debian:bookworm-slim,
 # run as a non-root user. Build and run:
 #   docker build -t pairchat .
 #   docker run --rm -p 3000:3000 pairchat
@@ -12,7 +12,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin pairchat \
-    && install -m 0755 target/release/pairchat /usr/local/bin/pairchat
+    && install -m 0755 target/*/release/pairchat /usr/local/bin/pairchat
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin pairchat
