@@ -1,0 +1,916 @@
+//! The operations features of the `pairchat` binary, tested against the real process:
+//! `/metrics` (Prometheus text, counters that follow a chat), `--metrics off`,
+//! `--metrics-port`, `/health`, log formats and levels (and that message texts are never
+//! logged), and the graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM
+//! exits at once).
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::{Message, WebSocket};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
+/// How long any single read may take before a test fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const EIO_WS: &str = "/socket.io/?EIO=4&transport=websocket";
+const EIO_POLLING: &str = "/socket.io/?EIO=4&transport=polling";
+
+// ---- the process ---------------------------------------------------------------------------
+
+/// A `pairchat` process on 127.0.0.1; killed on drop if still running.
+struct Proc {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    addr: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Proc {
+    /// Starts the binary on port 0 and waits for its `listening on` line (plain or JSON).
+    fn start(args: &[&str]) -> Proc {
+        Proc::spawn("0", args, &[], true)
+    }
+
+    /// Starts the binary on `port` with `env` set, and waits until the port accepts (for log
+    /// levels that hide the start line).
+    fn start_quiet(port: u16, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn(&port.to_string(), args, env, false)
+    }
+
+    fn spawn(port: &str, args: &[&str], env: &[(&str, &str)], wait_line: bool) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--host", "127.0.0.1", "--port", port])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Only what the test gives configures the server, whatever this environment says.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("PAIRCHAT_")) || key == "PORT" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.spawn().expect("start pairchat");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    {
+                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                    if let Some(rest) = line.split("listening on ").nth(1)
+                        && let Some(tx) = tx.take()
+                    {
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| *c != '"' && !c.is_whitespace())
+                            .collect();
+                        let _ = tx.send(addr);
+                    }
+                }
+            })
+        };
+        let mut proc = Proc {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            log,
+            reader: Some(reader),
+        };
+        if wait_line {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(addr) => proc.addr = addr,
+                Err(e) => panic!(
+                    "no `listening on` line ({e}); stderr:\n{}",
+                    proc.stop_and_log()
+                ),
+            }
+        } else {
+            let deadline = Instant::now() + START_TIMEOUT;
+            while TcpStream::connect(&proc.addr).is_err() {
+                if proc.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let addr = proc.addr.clone();
+                    panic!(
+                        "server never accepted on {addr}; stderr:\n{}",
+                        proc.stop_and_log()
+                    );
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        proc
+    }
+
+    /// Sends SIGTERM.
+    fn term(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// The exit status, if the process ends within `within`.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// What the process wrote to stderr so far.
+    fn log_so_far(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits for the process to end (it must have been told to), then everything it wrote.
+    fn log_after_exit(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log_so_far()
+    }
+
+    /// SIGTERM (kill after 5 s), then everything the process wrote.
+    fn stop_and_log(&mut self) -> String {
+        if self.running() {
+            self.term();
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        self.log_after_exit()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads one `Content-Length`-framed response.
+fn read_response(r: &mut BufReader<TcpStream>) -> io::Result<Resp> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line.split_once(':').expect("header line");
+        headers.push((n.to_string(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse::<usize>().expect("Content-Length"));
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    })
+}
+
+/// Sends `raw` on a fresh connection and reads one response.
+fn request(addr: &str, raw: &str) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(s)).expect("response")
+}
+
+fn get(addr: &str, path: &str) -> Resp {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn post(addr: &str, path: &str, body: &str) -> Resp {
+    request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// `/health` answers `{"status":"ok","timestamp":<ms>}` with a current timestamp.
+fn assert_healthy(addr: &str) {
+    let res = get(addr, "/health");
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let v: Value = serde_json::from_str(&res.body).expect("health JSON");
+    assert_eq!(v["status"], "ok", "{v}");
+    let ts = v["timestamp"].as_u64().expect("numeric timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ts.abs_diff(now) < 60_000, "timestamp {ts} vs now {now}");
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        2,
+        "only status and timestamp: {v}"
+    );
+}
+
+// ---- metrics -------------------------------------------------------------------------------
+
+/// One scrape: `name{labels}` → value.
+struct Scrape(BTreeMap<String, f64>);
+
+impl Scrape {
+    fn get(&self, key: &str) -> f64 {
+        match self.0.get(key) {
+            Some(v) => *v,
+            None => panic!("{key} missing from /metrics: {:?}", self.0.keys()),
+        }
+    }
+
+    /// The sum over every label set of `name`.
+    fn sum(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Whether `key` is `name` or `name{label="value",…}` in the Prometheus text syntax.
+fn valid_series(key: &str) -> bool {
+    let (name, labels) = match key.split_once('{') {
+        Some((n, rest)) => match rest.strip_suffix('}') {
+            Some(l) => (n, Some(l)),
+            None => return false,
+        },
+        None => (key, None),
+    };
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    if !ident(name) {
+        return false;
+    }
+    let Some(labels) = labels else { return true };
+    // Values here hold no quotes, commas or braces, so a plain split is exact.
+    labels.split(',').all(|pair| {
+        pair.split_once('=').is_some_and(|(k, v)| {
+            ident(k) && v.len() >= 2 && v.starts_with('"') && v.ends_with('"')
+        })
+    })
+}
+
+/// Scrapes `/metrics` at `addr`, checking the format of every line.
+fn scrape(addr: &str) -> Scrape {
+    let res = get(addr, "/metrics");
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    let mut out = BTreeMap::new();
+    for line in res.body.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            assert!(
+                comment.starts_with(" HELP pairchat_") || comment.starts_with(" TYPE pairchat_"),
+                "{line}"
+            );
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        assert!(valid_series(key), "bad series {key:?}");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("non-numeric value: {line:?}"));
+        assert!(out.insert(key.to_string(), value).is_none(), "twice: {key}");
+    }
+    assert!(!out.is_empty(), "empty /metrics");
+    Scrape(out)
+}
+
+/// Scrapes until `ok` holds (5 s at most).
+fn scrape_until(addr: &str, what: &str, ok: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let m = scrape(addr);
+        if ok(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "never: {what}; last {:?}", m.0);
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---- Socket.IO clients ---------------------------------------------------------------------
+
+/// A Socket.IO client on a WebSocket, connected to the main namespace.
+struct Sio {
+    ws: WebSocket<TcpStream>,
+    next_ack: u64,
+}
+
+fn websocket(addr: &str, path_and_query: &str) -> WebSocket<TcpStream> {
+    let (ws, res) =
+        tungstenite::client(format!("ws://{addr}{path_and_query}"), connect(addr)).expect("ws");
+    assert_eq!(res.status(), 101);
+    ws
+}
+
+impl Sio {
+    fn connect(addr: &str) -> Sio {
+        let mut sio = Sio {
+            ws: websocket(addr, EIO_WS),
+            next_ack: 0,
+        };
+        let open = sio.recv();
+        assert!(open.starts_with("0{"), "{open}");
+        sio.send("40");
+        let connected = sio.recv();
+        assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+        sio
+    }
+
+    /// A client that took over a polling session by upgrading (probe, then `5`).
+    fn upgrade(addr: &str, sid: &str) -> Sio {
+        let mut sio = Sio {
+            ws: websocket(addr, &format!("{EIO_WS}&sid={sid}")),
+            next_ack: 0,
+        };
+        sio.send("2probe");
+        assert_eq!(sio.recv(), "3probe");
+        sio.send("5");
+        sio
+    }
+
+    fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("websocket send");
+    }
+
+    /// The next text message, answering Engine.IO pings.
+    fn recv(&mut self) -> String {
+        loop {
+            match self.ws.read().expect("websocket read") {
+                Message::Text(t) if t.as_str() == "2" => self.send("3"),
+                Message::Text(t) => return t.to_string(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    /// Emits `event` with `arg` (JSON) asking for an ack; the ack's first argument.
+    fn emit(&mut self, event: &str, arg: &str) -> Value {
+        self.next_ack += 1;
+        let id = self.next_ack;
+        self.send(&format!("42{id}[\"{event}\",{arg}]"));
+        let prefix = format!("43{id}");
+        loop {
+            let text = self.recv();
+            if let Some(rest) = text.strip_prefix(&prefix)
+                && rest.starts_with('[')
+            {
+                let args: Value = serde_json::from_str(rest).expect("ack JSON");
+                return args[0].clone();
+            }
+        }
+    }
+
+    /// The payload of the next `event` received (other packets skipped).
+    fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let text = self.recv();
+            if let Some(rest) = text.strip_prefix("42") {
+                let v: Value = serde_json::from_str(rest).expect("event JSON");
+                if v[0] == event {
+                    return v[1].clone();
+                }
+            }
+        }
+    }
+
+    fn create_room(&mut self) -> String {
+        let ack = self.emit("createRoom", "{}");
+        ack["code"].as_str().expect("room code").to_string()
+    }
+}
+
+/// Opens a polling session and connects Socket.IO on it; the sid.
+fn polling_connect(addr: &str) -> String {
+    let res = get(addr, EIO_POLLING);
+    assert_eq!(res.status, 200, "{res:?}");
+    let open: Value =
+        serde_json::from_str(res.body.strip_prefix('0').expect("open packet")).expect("open JSON");
+    let sid = open["sid"].as_str().unwrap().to_string();
+    let path = format!("{EIO_POLLING}&sid={sid}");
+    let res = post(addr, &path, "40");
+    assert_eq!((res.status, res.body.as_str()), (200, "ok"));
+    let res = get(addr, &path);
+    assert!(res.body.starts_with("40{\"sid\":"), "{res:?}");
+    sid
+}
+
+/// Sends a long-poll GET for `sid` and returns the connection, its answer still to come.
+/// The poll is parked at the server once this returns.
+fn park_poll(addr: &str, sid: &str) -> BufReader<TcpStream> {
+    let mut s = connect(addr);
+    write!(
+        s,
+        "GET {EIO_POLLING}&sid={sid} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    // The GET's bytes are queued at the server before this request's: once this is answered,
+    // the loop has read the GET (the same turn at the latest).
+    assert_eq!(get(addr, "/health").status, 200);
+    thread::sleep(Duration::from_millis(50));
+    BufReader::new(s)
+}
+
+// ---- /metrics ------------------------------------------------------------------------------
+
+#[test]
+fn metrics_are_prometheus_text_and_follow_a_chat() {
+    let server = Proc::start(&["--max-payload", "10000"]);
+    let addr = server.addr.as_str();
+    let m0 = scrape(addr);
+    for key in [
+        "pairchat_connections{kind=\"http\"}",
+        "pairchat_connections{kind=\"websocket\"}",
+        "pairchat_sessions{transport=\"polling\"}",
+        "pairchat_sessions{transport=\"websocket\"}",
+        "pairchat_sessions_opened_total",
+        "pairchat_upgrades_total{result=\"ok\"}",
+        "pairchat_upgrades_total{result=\"failed\"}",
+        "pairchat_rejected_total{reason=\"payload_too_large\"}",
+        "pairchat_bytes_in_total",
+        "pairchat_bytes_out_total",
+        "pairchat_loop_max_latency_seconds",
+        "pairchat_sio_sockets",
+        "pairchat_rooms",
+        "pairchat_rooms_created_total",
+        "pairchat_joins_total",
+        "pairchat_messages_total",
+        "pairchat_limited_total{limit=\"max_rooms\"}",
+    ] {
+        m0.get(key);
+    }
+    assert_eq!(m0.get("pairchat_sessions_opened_total"), 0.0);
+    assert_eq!(m0.get("pairchat_rooms_created_total"), 0.0);
+    assert_eq!(m0.get("pairchat_connections{kind=\"websocket\"}"), 0.0);
+
+    // A chat: A creates a room, B joins, A sends a 1000-character message.
+    let mut a = Sio::connect(addr);
+    let mut b = Sio::connect(addr);
+    let code = a.create_room();
+    let joined = b.emit("joinRoom", &format!("{{\"code\":\"{code}\"}}"));
+    assert_eq!(joined["success"], true, "{joined}");
+    let text = "x".repeat(1000);
+    let sent = a.emit(
+        "sendMessage",
+        &format!("{{\"code\":\"{code}\",\"text\":\"{text}\"}}"),
+    );
+    assert_eq!(sent, serde_json::json!({"success": true}));
+    assert_eq!(b.expect_event("newMessage")["text"], text.as_str());
+
+    let m1 = scrape(addr);
+    assert_eq!(m1.get("pairchat_sessions_opened_total"), 2.0);
+    assert_eq!(m1.get("pairchat_connections{kind=\"websocket\"}"), 2.0);
+    assert_eq!(m1.get("pairchat_sessions{transport=\"websocket\"}"), 2.0);
+    assert_eq!(m1.get("pairchat_sio_sockets"), 2.0);
+    assert_eq!(m1.get("pairchat_rooms_created_total"), 1.0);
+    assert_eq!(m1.get("pairchat_rooms"), 1.0);
+    assert_eq!(m1.get("pairchat_joins_total"), 1.0);
+    assert_eq!(m1.get("pairchat_messages_total"), 1.0);
+    let bytes_in = m1.get("pairchat_bytes_in_total") - m0.get("pairchat_bytes_in_total");
+    let bytes_out = m1.get("pairchat_bytes_out_total") - m0.get("pairchat_bytes_out_total");
+    assert!(bytes_in >= 1000.0, "bytes in grew by {bytes_in}");
+    // The message went out to both members.
+    assert!(bytes_out >= 2000.0, "bytes out grew by {bytes_out}");
+
+    // Gone clients leave the gauges; their empty room is deleted.
+    drop(a);
+    drop(b);
+    scrape_until(addr, "both WebSocket sessions closed", |m| {
+        m.get("pairchat_connections{kind=\"websocket\"}") == 0.0
+            && m.get("pairchat_sio_sockets") == 0.0
+            && m.get("pairchat_rooms") == 0.0
+            && m.sum("pairchat_sessions_closed_total") == 2.0
+    });
+
+    // An upgrade from polling counts as ok.
+    let sid = polling_connect(addr);
+    let m = scrape(addr);
+    assert_eq!(m.get("pairchat_sessions{transport=\"polling\"}"), 1.0);
+    assert_eq!(m.get("pairchat_sessions_opened_total"), 3.0);
+    let mut c = Sio::upgrade(addr, &sid);
+    // Answered on the upgraded socket: the `5` was handled before.
+    c.create_room();
+    let m = scrape(addr);
+    assert_eq!(m.get("pairchat_upgrades_total{result=\"ok\"}"), 1.0);
+    assert_eq!(m.get("pairchat_upgrades_total{result=\"failed\"}"), 0.0);
+    assert_eq!(m.get("pairchat_sessions{transport=\"polling\"}"), 0.0);
+    assert_eq!(m.get("pairchat_sessions{transport=\"websocket\"}"), 1.0);
+    assert_eq!(m.get("pairchat_rooms_created_total"), 2.0);
+
+    // A polling body over --max-payload is refused with 413 and counted.
+    let res = post(
+        addr,
+        &format!("{EIO_POLLING}&sid={sid}"),
+        &"4".repeat(20_000),
+    );
+    assert_eq!(res.status, 413, "{res:?}");
+    let m = scrape(addr);
+    assert_eq!(
+        m.get("pairchat_rejected_total{reason=\"payload_too_large\"}"),
+        1.0
+    );
+    assert_eq!(m.get("pairchat_sessions_opened_total"), 3.0);
+}
+
+#[test]
+fn metrics_off_answers_404() {
+    let server = Proc::start(&["--metrics", "off"]);
+    let res = get(&server.addr, "/metrics");
+    assert_eq!(res.status, 404, "{res:?}");
+    assert!(!res.body.contains("pairchat_"), "{}", res.body);
+    assert_healthy(&server.addr);
+
+    // Off wins over a metrics port: nothing listens there.
+    let port = free_port();
+    let server = Proc::start(&["--metrics", "off", "--metrics-port", &port.to_string()]);
+    assert_eq!(get(&server.addr, "/metrics").status, 404);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(!server.log_so_far().contains("metrics on"));
+}
+
+#[test]
+fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
+    let port = free_port();
+    let server = Proc::start(&["--metrics-port", &port.to_string()]);
+    let metrics_addr = format!("127.0.0.1:{port}");
+    assert!(
+        server
+            .log_so_far()
+            .contains(&format!("metrics on {metrics_addr}")),
+        "{}",
+        server.log_so_far()
+    );
+    // The main port: no /metrics, but /health and Socket.IO.
+    let res = get(&server.addr, "/metrics");
+    assert_eq!(res.status, 404, "{res:?}");
+    assert_healthy(&server.addr);
+    let mut a = Sio::connect(&server.addr);
+    a.create_room();
+    // The metrics port: /metrics (seeing the main port's traffic) and /health, nothing else.
+    let m = scrape(&metrics_addr);
+    assert_eq!(m.get("pairchat_connections{kind=\"websocket\"}"), 1.0);
+    assert_eq!(m.get("pairchat_rooms_created_total"), 1.0);
+    assert_healthy(&metrics_addr);
+    let res = get(&metrics_addr, EIO_POLLING);
+    assert_eq!(res.status, 404, "{res:?}");
+    assert_eq!(
+        scrape(&metrics_addr).get("pairchat_sessions_opened_total"),
+        1.0
+    );
+}
+
+#[test]
+fn health_is_ok_when_idle() {
+    let server = Proc::start(&[]);
+    assert_healthy(&server.addr);
+    assert_healthy(&server.addr);
+}
+
+// ---- logs ----------------------------------------------------------------------------------
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut server = Proc::start(&["--log-format", "json"]);
+    assert_healthy(&server.addr);
+    let mut a = Sio::connect(&server.addr);
+    a.create_room();
+    server.term();
+    assert!(server.wait_exit(READ_TIMEOUT).is_some_and(|s| s.success()));
+    let log = server.log_after_exit();
+    let mut msgs = Vec::new();
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let ts = v["ts"].as_str().unwrap_or_else(|| panic!("ts: {line}"));
+        assert!(ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T');
+        let level = v["level"]
+            .as_str()
+            .unwrap_or_else(|| panic!("level: {line}"));
+        assert!(
+            ["error", "warn", "info", "debug"].contains(&level),
+            "{line}"
+        );
+        msgs.push(v["msg"].as_str().expect("msg").to_string());
+    }
+    let start = msgs.first().expect("a start line");
+    assert!(
+        start.contains("listening on ") && start.ends_with(&server.addr),
+        "{start}"
+    );
+    assert!(msgs.iter().any(|m| m == "stopping"), "{log}");
+    assert_eq!(msgs.last().map(String::as_str), Some("pairchat stopped"));
+}
+
+/// Two sockets try to create a room where one may exist: the second is refused.
+fn hit_room_limit(addr: &str) {
+    let mut a = Sio::connect(addr);
+    let mut b = Sio::connect(addr);
+    a.create_room();
+    assert_eq!(
+        b.emit("createRoom", "{}"),
+        serde_json::json!({"error": "Server busy"})
+    );
+}
+
+#[test]
+fn log_level_warn_hides_info_but_shows_limits() {
+    // The flag wins over $PAIRCHAT_LOG.
+    let mut server = Proc::start_quiet(
+        free_port(),
+        &["--log-level", "warn", "--max-rooms", "1"],
+        &[("PAIRCHAT_LOG", "debug")],
+    );
+    hit_room_limit(&server.addr);
+    assert_eq!(
+        scrape(&server.addr).get("pairchat_limited_total{limit=\"max_rooms\"}"),
+        1.0
+    );
+    let log = server.stop_and_log();
+    assert!(!log.contains("INFO"), "{log}");
+    assert!(!log.contains("listening on"), "{log}");
+    assert!(!log.contains("pairchat stopped"), "{log}");
+    let warns: Vec<&str> = log.lines().collect();
+    assert_eq!(warns.len(), 1, "{log}");
+    assert!(
+        warns[0].contains(" WARN  room limit reached rooms=1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn pairchat_log_env_sets_the_level() {
+    let mut server = Proc::start_quiet(
+        free_port(),
+        &["--max-rooms", "1", "--log-format", "json"],
+        &[("PAIRCHAT_LOG", "warn")],
+    );
+    hit_room_limit(&server.addr);
+    let log = server.stop_and_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(lines[0]["level"], "warn");
+    assert_eq!(lines[0]["msg"], "room limit reached");
+    assert_eq!(lines[0]["rooms"], "1");
+}
+
+#[test]
+fn message_texts_are_never_logged() {
+    let mut server = Proc::start(&["--log-level", "debug"]);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let marker = format!("opsmarker{nanos}");
+    let mut a = Sio::connect(&server.addr);
+    let mut b = Sio::connect(&server.addr);
+    let code = a.create_room();
+    b.emit("joinRoom", &format!("{{\"code\":\"{code}\"}}"));
+    let ack = a.emit(
+        "sendMessage",
+        &format!("{{\"code\":\"{code}\",\"text\":\"{marker}\"}}"),
+    );
+    assert_eq!(ack["success"], true, "{ack}");
+    assert_eq!(b.expect_event("newMessage")["text"], marker.as_str());
+    // Refused texts are not logged either.
+    let ack = b.emit(
+        "sendMessage",
+        &format!("{{\"code\":\"000000\",\"text\":\"{marker}\"}}"),
+    );
+    assert!(ack["error"].is_string(), "{ack}");
+    drop((a, b));
+    let log = server.stop_and_log();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(log.contains("pairchat stopped"), "{log}");
+    assert!(!log.contains(&marker), "a message text was logged:\n{log}");
+}
+
+// ---- stopping ------------------------------------------------------------------------------
+
+#[test]
+fn sigterm_tells_every_client_and_exits_0() {
+    let mut server = Proc::start(&["--shutdown-timeout", "2s"]);
+    let addr = server.addr.clone();
+    let mut ws = Sio::connect(&addr);
+    ws.create_room();
+    let sid = polling_connect(&addr);
+    let mut parked = park_poll(&addr, &sid);
+
+    let stop = Instant::now();
+    server.term();
+    // The WebSocket client: the Engine.IO close packet, then a close frame (going away).
+    assert_eq!(ws.recv(), "1");
+    match ws.ws.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!(
+                frame.code,
+                tungstenite::protocol::frame::coding::CloseCode::Away
+            )
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // The parked poll: answered with the close packet.
+    let res = read_response(&mut parked).expect("the parked poll answered");
+    assert_eq!((res.status, res.body.as_str()), (200, "1"));
+
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("exited within the shutdown timeout");
+    assert!(status.success(), "{status:?}");
+    assert!(stop.elapsed() < Duration::from_secs(3));
+    let log = server.log_after_exit();
+    assert!(log.contains("stopping sessions=2"), "{log}");
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.ends_with("INFO  pairchat stopped")),
+        "{log}"
+    );
+    // Nothing listens any more.
+    assert!(TcpStream::connect(&addr).is_err());
+}
+
+/// A WebSocket client that reads nothing while about 14 MB are sent to it: the server keeps
+/// most of that queued (the kernel buffers hold a few MB at most). The client must be kept.
+fn stuck_client(addr: &str) -> Sio {
+    let mut stuck = Sio::connect(addr);
+    let mut sender = Sio::connect(addr);
+    let code = stuck.create_room();
+    let joined = sender.emit("joinRoom", &format!("{{\"code\":\"{code}\"}}"));
+    assert_eq!(joined["success"], true);
+    let text = "y".repeat(900_000);
+    let packet = format!("{{\"code\":\"{code}\",\"text\":\"{text}\"}}");
+    for _ in 0..16 {
+        assert_eq!(sender.emit("sendMessage", &packet)["success"], true);
+    }
+    stuck
+}
+
+/// Flags for [`stuck_client`]: big messages, no rate limit or history, no slow-consumer drop.
+const STUCK_FLAGS: [&str; 10] = [
+    "--max-payload",
+    "2000000",
+    "--max-message-chars",
+    "1000000",
+    "--message-rate",
+    "0",
+    "--max-history",
+    "0",
+    "--max-buffer",
+    "100000000",
+];
+
+#[test]
+fn shutdown_timeout_bounds_the_flush() {
+    let mut server = Proc::start(&[&STUCK_FLAGS[..], &["--shutdown-timeout", "1s"]].concat());
+    let _stuck = stuck_client(&server.addr);
+    let stop = Instant::now();
+    server.term();
+    thread::sleep(Duration::from_millis(500));
+    assert!(server.running(), "did not wait for queued output");
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("exited after the shutdown timeout");
+    let took = stop.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "stopped after {took:?} with a 1 s shutdown timeout"
+    );
+    let log = server.log_after_exit();
+    assert!(log.contains("pairchat stopped"), "{log}");
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once_with_status_1() {
+    let mut server = Proc::start(&[&STUCK_FLAGS[..], &["--shutdown-timeout", "30s"]].concat());
+    let _stuck = stuck_client(&server.addr);
+    server.term();
+    thread::sleep(Duration::from_millis(300));
+    assert!(server.running(), "did not wait for queued output");
+    let again = Instant::now();
+    server.term();
+    let status = server
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited at the second SIGTERM");
+    assert!(again.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let log = server.log_after_exit();
+    assert!(log.contains("stopping"), "{log}");
+    assert!(!log.contains("pairchat stopped"), "{log}");
+}
+
+#[test]
+fn two_quick_sigterms_stop_an_idle_server_promptly() {
+    let mut server = Proc::start(&[]);
+    assert_healthy(&server.addr);
+    server.term();
+    server.term();
+    let status = server
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited promptly");
+    assert!(matches!(status.code(), Some(0 | 1)), "{status:?}");
+}
