@@ -106,6 +106,8 @@ struct HttpConn {
     wbuf: Vec<u8>,
     /// Close once `wbuf` is written.
     close_after_write: bool,
+    /// Waiting for a next request under the keep-alive timeout.
+    keep_alive_idle: bool,
     /// A long-poll GET held open for a session.
     parked: Option<Parked>,
 }
@@ -571,7 +573,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Accepts on the metrics port (not counted against `max_connections`).
+    /// Accepts on the metrics port (its connections count towards `max_connections` too; the
+    /// port is meant for the operator's scraper only).
     fn accept_metrics(&mut self) {
         loop {
             let Some(listener) = &self.metrics_listener else {
@@ -847,6 +850,9 @@ impl<H: Handler> Server<H> {
         let ConnState::Http(h) = &mut conn.state else {
             return;
         };
+        // Bytes arriving on an idle keep-alive connection start a request: from now on it has
+        // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
+        let was_idle = h.keep_alive_idle && h.rbuf.is_empty();
         let mut budget = READ_BUDGET;
         let mut eof = false;
         let mut read = 0u64;
@@ -873,7 +879,13 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+        if was_idle && read > 0 {
+            h.keep_alive_idle = false;
+        }
         self.metrics.bytes_in += read;
+        if was_idle && read > 0 {
+            self.set_conn_timer(key, Some(self.config.header_timeout));
+        }
         if budget == 0 {
             self.deferred.push(key);
         }
@@ -940,7 +952,11 @@ impl<H: Handler> Server<H> {
                     if matches!(flow, Flow::Parked) {
                         return;
                     }
-                    let idle = if self.http_rbuf_empty(key) {
+                    let keep_alive_idle = self.http_rbuf_empty(key);
+                    if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                        h.keep_alive_idle = keep_alive_idle;
+                    }
+                    let idle = if keep_alive_idle {
                         self.config.keep_alive_timeout
                     } else {
                         self.config.header_timeout
@@ -1045,9 +1061,13 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        if self.conn_mut(key).is_some_and(|c| c.refused) {
+        if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
+            let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);
-            log::warn("connection limit per address reached", &[("client", &peer)]);
+            log::warn(
+                "connection limit per address reached",
+                &[("client", &client)],
+            );
             self.respond_unavailable(key, Cors::none());
             return Flow::Close;
         }

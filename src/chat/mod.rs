@@ -286,6 +286,17 @@ impl Chat {
             }
         }
         let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
+        // The client's JSON string goes out as it came, unless it used escapes: then it is
+        // re-encoded compactly (`\u0061` is six bytes for one character).
+        let compact;
+        let raw_text = if raw_text.contains('\\') {
+            let mut s = String::with_capacity(text.len() + 2);
+            write_json_string(&mut s, &text);
+            compact = s;
+            compact.as_str()
+        } else {
+            raw_text
+        };
         let message = message_json(sender.as_str(), raw_text, crate::http::unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
         let members = self

@@ -63,6 +63,10 @@ pub struct Member {
     pub id: Sid,
 }
 
+/// Most bytes of history kept per room, whatever `max_history` says: the joinRoom answer that
+/// carries it must stay well under the per-client output cap (`--max-buffer`, 4 MB).
+pub const MAX_HISTORY_BYTES: usize = 1 << 20;
+
 /// A live room.
 #[derive(Debug)]
 pub struct Room {
@@ -70,6 +74,8 @@ pub struct Room {
     pub members: Vec<Member>,
     /// Messages as wire JSON objects, oldest first.
     history: VecDeque<Box<str>>,
+    /// Their total length in bytes (bounded by `MAX_HISTORY_BYTES`).
+    history_bytes: usize,
     /// The expiry timer, cancelled when the room is deleted early.
     pub expiry: Option<TimerId>,
     /// Distinguishes this room from earlier rooms with the same code.
@@ -204,6 +210,7 @@ impl Rooms {
         let room = Room {
             members: vec![creator],
             history: VecDeque::new(),
+            history_bytes: 0,
             expiry: None,
             generation,
         };
@@ -264,10 +271,16 @@ impl Rooms {
             return Err(SendError::NotMember);
         }
         if self.max_history > 0 {
-            if room.history.len() >= self.max_history {
-                room.history.pop_front();
-            }
+            room.history_bytes += message.len() + 1;
             room.history.push_back(message);
+            // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
+            // buffer (a reader's output cap is 4 MB by default).
+            while room.history.len() > self.max_history || room.history_bytes > MAX_HISTORY_BYTES {
+                match room.history.pop_front() {
+                    Some(old) => room.history_bytes -= old.len() + 1,
+                    None => break,
+                }
+            }
         }
         Ok(&room.members)
     }
