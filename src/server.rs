@@ -404,7 +404,6 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
-    /// Answers ready long-polls and flushes every connection with queued output.
     /// Runs one piece of event handling; a panic in it is caught here, counted and logged, and
     /// closes only the connection being served (with its session), so the loop goes on.
     fn guarded(&mut self, key: Option<ConnKey>, f: impl FnOnce(&mut Self)) {
@@ -434,6 +433,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Answers ready long-polls and flushes every connection with queued output.
     fn end_turn(&mut self) {
         for id in std::mem::take(&mut self.poll_ready) {
             self.answer_ready_poll(id);

@@ -174,7 +174,9 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
     if body_len > max_body {
         return Err(HttpError::PayloadTooLarge);
     }
-    let total = head_len + body_len;
+    let total = head_len
+        .checked_add(body_len)
+        .ok_or(HttpError::PayloadTooLarge)?;
     if buf.len() < total {
         return Ok(Parsed::Partial);
     }
@@ -198,6 +200,15 @@ mod tests {
             Parsed::Complete(r, n) => (r, n),
             Parsed::Partial => panic!("partial"),
         }
+    }
+
+    #[test]
+    fn a_content_length_near_the_limit_of_usize_is_refused_not_overflowed() {
+        let req = b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert!(matches!(
+            parse(req, usize::MAX),
+            Err(HttpError::PayloadTooLarge)
+        ));
     }
 
     #[test]

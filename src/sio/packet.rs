@@ -142,11 +142,9 @@ fn validate(p: &Packet<'_>) -> Result<(), SioError> {
             Ok(())
         }
         (PacketType::Event | PacketType::BinaryEvent, Some(Some(b'['))) => {
-            let args = split_args(p.data.unwrap_or(""))?;
-            match args.first() {
-                Some(name) if name.get().starts_with('"') => Ok(()),
-                _ => Err(SioError::BadPayload),
-            }
+            // The same check `split_event` makes: the name must decode as a string (a lone
+            // surrogate escape is valid raw JSON but not a string).
+            split_event(p.data.unwrap_or("")).map(|_| ())
         }
         (PacketType::Ack | PacketType::BinaryAck, Some(Some(b'['))) => {
             split_args(p.data.unwrap_or("")).map(|_| ())
@@ -285,6 +283,12 @@ mod tests {
         let mut s = String::new();
         encode(&mut s, kind, nsp, att, id, data);
         s
+    }
+
+    #[test]
+    fn an_event_name_that_is_not_a_string_is_refused_at_decode() {
+        assert!(decode("2[\"\\udd80\"]").is_err());
+        assert!(decode("2[\"\\u0061\"]").is_ok());
     }
 
     #[test]
