@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs one load-generator mode against one server, the server pinned to core 1 and the load
+# generator to core 0, and prints the load generator's JSON line tagged with the server's name.
+# The server is started fresh for the run and stopped after it.
+#
+#   MODE=connect|chat|paced|idle benches/side_by_side.sh <name> <port> <server command...>
+#
+# e.g. MODE=chat benches/side_by_side.sh pairchat 3701 \
+#        target/x86_64-unknown-linux-gnu/release/pairchat --port 3701 --message-rate 0 --join-failures 0
+# Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s).
+set -u
+cd "$(dirname "$0")/.."
+LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}
+[ -x "$LG" ] || { echo "build the load generator first: cargo build --release --example loadgen" >&2; exit 1; }
+name=$1
+port=$2
+shift 2
+taskset -c 1 "$@" >"/tmp/side-by-side-$name.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.5
+common=(--url "127.0.0.1:$port" --server-pid "$pid" --sources 4)
+case ${MODE:?set MODE} in
+    connect) taskset -c 0 "$LG" connect "${common[@]}" --sessions "${N:-10000}" --concurrency 500 ;;
+    chat) taskset -c 0 "$LG" chat "${common[@]}" --pairs 1000 --in-flight 8 --duration "${D:-10s}" ;;
+    paced) taskset -c 0 "$LG" chat "${common[@]}" --pairs 1000 --rate 10000 --duration "${D:-10s}" ;;
+    idle) taskset -c 0 "$LG" idle "${common[@]}" --sessions "${N:-10000}" --concurrency 500 --duration 5s ;;
+    *) echo "unknown MODE $MODE" >&2 ;;
+esac 2>/dev/null | sed "s/^{/{\"server\":\"$name\",/"
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+exit 0
