@@ -222,7 +222,7 @@ impl<A: App> SocketIo<A> {
         if client.pending.is_some() {
             return Err(SioError::BadAttachments); // text where an attachment was due
         }
-        let p = packet::decode(text)?;
+        let (p, parts) = packet::decode_parts(text)?;
         if p.kind.is_binary() {
             if let Some(data) = p.data {
                 packet::check_placeholders(data, p.attachments)?;
@@ -237,7 +237,7 @@ impl<A: App> SocketIo<A> {
                 return Ok(());
             }
         }
-        self.on_packet(session, p, &[], io)
+        self.on_packet(session, p, parts, &[], io)
     }
 
     fn on_binary(
@@ -262,14 +262,15 @@ impl<A: App> SocketIo<A> {
         let PendingBinary {
             text, attachments, ..
         } = client.pending.take().ok_or(SioError::BadAttachments)?;
-        let p = packet::decode(&text)?;
-        self.on_packet(session, p, &attachments, io)
+        let (p, parts) = packet::decode_parts(&text)?;
+        self.on_packet(session, p, parts, &attachments, io)
     }
 
     fn on_packet(
         &mut self,
         session: SessionId,
         p: packet::Packet<'_>,
+        parts: Option<packet::EventParts<'_>>,
         attachments: &[Bytes],
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
@@ -311,7 +312,10 @@ impl<A: App> SocketIo<A> {
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(socket) = socket else { return Ok(()) };
-                let (name, args) = packet::split_event(p.data.unwrap_or(""))?;
+                let (name, args) = match parts {
+                    Some(parts) => parts,
+                    None => packet::split_event(p.data.unwrap_or(""))?,
+                };
                 let data = EventData {
                     socket,
                     name: &name,

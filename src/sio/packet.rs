@@ -84,6 +84,14 @@ pub struct Packet<'a> {
 /// CONNECT, nothing for DISCONNECT, a non-empty array starting with a string for events, an
 /// array for acks. Clients never send CONNECT_ERROR.
 pub fn decode(s: &str) -> Result<Packet<'_>, SioError> {
+    decode_parts(s).map(|(p, _)| p)
+}
+
+/// An event's name and raw arguments.
+pub type EventParts<'a> = (Cow<'a, str>, Vec<&'a RawValue>);
+
+/// Like `decode`, and for events also the name and arguments, split once while validating.
+pub fn decode_parts(s: &str) -> Result<(Packet<'_>, Option<EventParts<'_>>), SioError> {
     let bytes = s.as_bytes();
     let kind = bytes
         .first()
@@ -128,26 +136,26 @@ pub fn decode(s: &str) -> Result<Packet<'_>, SioError> {
         id,
         data,
     };
-    validate(&packet)?;
-    Ok(packet)
+    let parts = validate(&packet)?;
+    Ok((packet, parts))
 }
 
-fn validate(p: &Packet<'_>) -> Result<(), SioError> {
+fn validate<'a>(p: &Packet<'a>) -> Result<Option<EventParts<'a>>, SioError> {
     let first = p.data.map(|d| d.trim_start().as_bytes().first().copied());
     match (p.kind, first) {
-        (PacketType::Connect, None) | (PacketType::Disconnect, None) => Ok(()),
+        (PacketType::Connect, None) | (PacketType::Disconnect, None) => Ok(None),
         (PacketType::Connect, Some(Some(b'{'))) => {
             serde_json::from_str::<&RawValue>(p.data.unwrap_or(""))
                 .map_err(|_| SioError::BadPayload)?;
-            Ok(())
+            Ok(None)
         }
+        // The name must decode as a string (a lone surrogate escape is valid raw JSON but not
+        // a string): `split_event` checks that.
         (PacketType::Event | PacketType::BinaryEvent, Some(Some(b'['))) => {
-            // The same check `split_event` makes: the name must decode as a string (a lone
-            // surrogate escape is valid raw JSON but not a string).
-            split_event(p.data.unwrap_or("")).map(|_| ())
+            split_event(p.data.unwrap_or("")).map(Some)
         }
         (PacketType::Ack | PacketType::BinaryAck, Some(Some(b'['))) => {
-            split_args(p.data.unwrap_or("")).map(|_| ())
+            split_args(p.data.unwrap_or("")).map(|_| None)
         }
         _ => Err(SioError::BadPayload),
     }
