@@ -146,6 +146,43 @@ struct Client {
     pending: Option<PendingBinary>,
 }
 
+/// Per-session state, indexed by the session's slot (sessions live in the loop's slab, so
+/// slots are small and dense): a lookup per packet without hashing.
+#[derive(Default)]
+struct Clients(Vec<Option<(u32, Client)>>);
+
+impl Clients {
+    fn get(&self, id: &SessionId) -> Option<&Client> {
+        match self.0.get(id.idx as usize) {
+            Some(Some((generation, c))) if *generation == id.generation => Some(c),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: &SessionId) -> Option<&mut Client> {
+        match self.0.get_mut(id.idx as usize) {
+            Some(Some((generation, c))) if *generation == id.generation => Some(c),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, id: SessionId, client: Client) {
+        let idx = id.idx as usize;
+        if self.0.len() <= idx {
+            self.0.resize_with(idx + 1, || None);
+        }
+        self.0[idx] = Some((id.generation, client));
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Client> {
+        let slot = self.0.get_mut(id.idx as usize)?;
+        match slot {
+            Some((generation, _)) if *generation == id.generation => slot.take().map(|(_, c)| c),
+            _ => None,
+        }
+    }
+}
+
 struct PendingBinary {
     text: String,
     expected: usize,
@@ -168,7 +205,7 @@ pub struct SocketIo<A: App> {
     app: A,
     config: SioConfig,
     max_payload: usize,
-    clients: HashMap<SessionId, Client>,
+    clients: Clients,
     tables: Tables,
 }
 
@@ -182,7 +219,7 @@ impl<A: App> SocketIo<A> {
             app,
             config,
             max_payload,
-            clients: HashMap::new(),
+            clients: Clients::default(),
             tables: Tables {
                 namespaces,
                 rooms,
@@ -510,6 +547,27 @@ fn remove_member(rooms: &mut HashMap<Box<str>, Vec<SocketRef>>, room: &str, sock
     }
 }
 
+/// The Engine.IO messages of one Socket.IO packet (the text, then any attachments), built once
+/// and sent to any number of sockets. Derefs to a slice; the common case needs no `Vec`.
+#[derive(Debug)]
+pub enum Packets {
+    /// A packet without attachments.
+    One([Outgoing; 1]),
+    /// A packet with binary attachments.
+    Many(Vec<Outgoing>),
+}
+
+impl std::ops::Deref for Packets {
+    type Target = [Outgoing];
+
+    fn deref(&self) -> &[Outgoing] {
+        match self {
+            Packets::One(one) => one,
+            Packets::Many(many) => many,
+        }
+    }
+}
+
 /// The application's handle on the Socket.IO layer while it handles an event.
 pub struct SioIo<'a, 'b, T> {
     io: &'a mut Io<'b, SioTimer<T>>,
@@ -555,7 +613,7 @@ impl<T> SioIo<'_, '_, T> {
         event: &str,
         args: &str,
         attachments: &[Bytes],
-    ) -> Vec<Outgoing> {
+    ) -> Packets {
         let kind = if attachments.is_empty() {
             PacketType::Event
         } else {
@@ -578,22 +636,23 @@ impl<T> SioIo<'_, '_, T> {
         attachments: &[Bytes],
         data_len: usize,
         write_data: impl FnOnce(&mut String),
-    ) -> Vec<Outgoing> {
+    ) -> Packets {
         let name = self
             .tables
             .namespaces
             .get(nsp.0 as usize)
             .map_or("/", String::as_str);
+        let text = Outgoing::message_with_capacity(packet::head_len(name) + data_len, |s| {
+            packet::encode_head(s, kind, name, attachments.len(), id);
+            write_data(s);
+        });
+        if attachments.is_empty() {
+            return Packets::One([text]);
+        }
         let mut out = Vec::with_capacity(1 + attachments.len());
-        out.push(Outgoing::message_with_capacity(
-            packet::head_len(name) + data_len,
-            |s| {
-                packet::encode_head(s, kind, name, attachments.len(), id);
-                write_data(s);
-            },
-        ));
+        out.push(text);
         out.extend(attachments.iter().map(|a| Outgoing::Binary(a.clone())));
-        out
+        Packets::Many(out)
     }
 
     /// Sends packets built by `event_packet` to a socket.
