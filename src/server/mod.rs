@@ -1,0 +1,912 @@
+//! The event loop: one `mio::Poll`, the listener, a `Slab` of connections, the Engine.IO
+//! sessions, and one timer wheel for every deadline.
+//!
+//! Single-threaded, no locks, no async runtime. Sockets are registered once, edge-triggered;
+//! reads drain to `WouldBlock` within a per-event budget (a connection over budget is put back
+//! on a ready list, so one client cannot starve the rest); writes are queued per connection
+//! and flushed once per loop turn. Protocol decoding happens in `http`, `engine::packet` and
+//! `ws`; this module moves bytes and drives the session state machines (see LIFECYCLE.md).
+//!
+//! Here: the types, the loop itself, connections (accept, limits, flush, close) and dispatch to
+//! the handler. The rest of `Server`'s methods live beside it by concern: `requests` (HTTP
+//! routing, polling, the upgrade request), `websocket` (frames, probe and upgrade), `session`
+//! (heartbeat, output queues, closing) and `stream` (read/write adapters).
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tungstenite::Message;
+use tungstenite::protocol::WebSocketContext;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::Config;
+use crate::engine::packet::{self, Packet};
+use crate::engine::{
+    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
+};
+use crate::http::{self, Cors, HttpError, Method, Parsed, Request, Response};
+use crate::log;
+use crate::metrics::{Gauges, Metrics, Rejected};
+use crate::timer::{Millis, TimerId, TimerWheel};
+use crate::{sys, ws};
+
+mod requests;
+mod session;
+mod stream;
+mod websocket;
+
+use self::stream::{Counted, UntilDrained, write_all_nonblocking};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const METRICS_LISTENER: Token = Token(usize::MAX - 2);
+/// Bytes read from one HTTP connection per readiness event before yielding to others.
+const READ_BUDGET: usize = 64 * 1024;
+/// WebSocket messages handled per connection per readiness event before yielding.
+const MESSAGE_BUDGET: usize = 64;
+/// How long a closing connection may linger to drain the peer's last bytes.
+const LINGER: Duration = Duration::from_secs(2);
+/// Longest poll wait: bounds how late a stop request is noticed without a signal.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+/// Listen backlog (mio's default of 128 makes bursts of clients wait for SYN retries).
+const BACKLOG: i32 = 1024;
+
+/// A connection: its slab index plus a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnKey {
+    idx: usize,
+    generation: u32,
+}
+
+/// What a timer on the wheel is for.
+#[derive(Debug)]
+pub(crate) enum Timeout<T> {
+    /// Header-read / keep-alive / linger deadline of a connection.
+    Conn(ConnKey),
+    /// Heartbeat of a session: send the next ping.
+    Ping(SessionId),
+    /// Heartbeat of a session: the pong did not come.
+    Pong(SessionId),
+    /// A WebSocket upgrade that never completed.
+    Upgrade(SessionId),
+    /// The application's own timer.
+    App(T),
+}
+
+struct Conn {
+    stream: TcpStream,
+    generation: u32,
+    state: ConnState,
+    timer: Option<TimerId>,
+    /// Queued on `dirty` for a flush this turn.
+    dirty: bool,
+    /// The peer has shut its write side (EPOLLRDHUP seen): read to EOF, never stop at a short
+    /// read (see `UntilDrained`).
+    peer_closed: bool,
+    /// The TCP peer's address.
+    peer: IpAddr,
+    /// The client's address when it can be trusted (see `Server::client_of`).
+    client: Option<IpAddr>,
+    /// The address this connection counts against in `per_ip`, once counted.
+    counted_ip: Option<IpAddr>,
+    /// Over `max_connections_per_ip`: its first request is answered 503 and it closes.
+    refused: bool,
+    /// Accepted on the metrics port: only `/metrics` and `/health` are served.
+    metrics_only: bool,
+}
+
+// Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum ConnState {
+    Http(HttpConn),
+    Ws(WsConn),
+    /// Output flushed or abandoned, write side shut: drain the peer until EOF or the linger timer.
+    Closing,
+}
+
+#[derive(Default)]
+struct HttpConn {
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    /// Close once `wbuf` is written.
+    close_after_write: bool,
+    /// Waiting for a next request under the keep-alive timeout.
+    keep_alive_idle: bool,
+    /// A long-poll GET held open for a session.
+    parked: Option<Parked>,
+}
+
+struct Parked {
+    session: SessionId,
+    origin: Option<Box<str>>,
+    keep_alive: bool,
+}
+
+struct WsConn {
+    ctx: WebSocketContext,
+    /// The `101` answer, until it is written.
+    head: Vec<u8>,
+    session: SessionId,
+    close_after_write: bool,
+}
+
+enum Transport {
+    Polling {
+        /// The connection holding this session's long-poll GET.
+        parked: Option<ConnKey>,
+        queue: Vec<Outgoing>,
+        queued_bytes: usize,
+    },
+    WebSocket(ConnKey),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    /// A WebSocket with this sid is open; `2probe` not seen yet.
+    Probing(ConnKey),
+    /// `3probe` sent; polling is answered with noops until `5`.
+    Probed(ConnKey),
+}
+
+struct Session {
+    sid: Sid,
+    generation: u32,
+    transport: Transport,
+    upgrade: Upgrade,
+    /// The ping or pong-timeout timer.
+    heartbeat: Option<TimerId>,
+    /// When the next ping is due.
+    next_ping: Millis,
+    /// Set while a ping awaits its pong.
+    pong_deadline: Option<Millis>,
+    upgrade_timer: Option<TimerId>,
+    /// Queued on `poll_ready` to answer the parked GET this turn.
+    poll_ready: bool,
+    /// The client's address, when trustworthy (see `Server::client_of`).
+    client: Option<IpAddr>,
+}
+
+/// How handling a request leaves the connection.
+enum Flow {
+    /// Handle the next pipelined request.
+    Continue,
+    /// A long-poll GET is parked: wait.
+    Parked,
+    /// The connection is now a WebSocket.
+    Upgraded,
+    /// Stop reading; close once the response is written.
+    Close,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to stop (graceful: sessions are closed and output flushed).
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // A failed wake only delays the stop to the next poll timeout.
+        let _ = self.waker.wake();
+    }
+}
+
+/// The server: listener, connections, sessions, timers and the application handler.
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    conns: Slab<Conn>,
+    sessions: Slab<Session>,
+    sids: HashMap<Sid, SessionId>,
+    timers: TimerWheel<Timeout<H::Timer>>,
+    handler: H,
+    commands: Vec<Command>,
+    /// The other half of the command double buffer (see `dispatch`).
+    spare_commands: Vec<Command>,
+    rng: rand::rngs::StdRng,
+    clock: Instant,
+    next_gen: u32,
+    dirty: Vec<ConnKey>,
+    poll_ready: Vec<SessionId>,
+    /// Connections whose read budget ran out: served again next turn.
+    deferred: Vec<ConnKey>,
+    accepting: bool,
+    /// The optional second listener (`metrics_port`).
+    metrics_listener: Option<TcpListener>,
+    /// Open connections per client address (only with `max_connections_per_ip`).
+    per_ip: HashMap<IpAddr, u32>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    use_signals: bool,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listener (port 0 picks a free port).
+    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        let addr: SocketAddr =
+            format!("{}:{}", config.host, config.port)
+                .parse()
+                .or_else(|_| {
+                    std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))?
+                        .next()
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "host resolves to no address",
+                            )
+                        })
+                })?;
+        let mut listener = TcpListener::bind(addr)?;
+        sys::set_backlog(&listener, BACKLOG)?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics_listener = match config.metrics_port.filter(|_| config.metrics) {
+            Some(port) => {
+                let mut l = TcpListener::bind(SocketAddr::new(addr.ip(), port))?;
+                poll.registry()
+                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let mut config = config;
+        config.path = Config::normalized_path(&config.path);
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            config,
+            conns: Slab::new(),
+            sessions: Slab::new(),
+            sids: HashMap::new(),
+            timers: TimerWheel::new(0),
+            handler,
+            commands: Vec::new(),
+            spare_commands: Vec::new(),
+            rng: rand::make_rng(),
+            clock: Instant::now(),
+            next_gen: 0,
+            dirty: Vec::new(),
+            poll_ready: Vec::new(),
+            deferred: Vec::new(),
+            accepting: true,
+            metrics_listener,
+            per_ip: HashMap::new(),
+            metrics: Metrics::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            use_signals: false,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics listener's address, when `metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The loop's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A handle that stops the loop from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Also stop on SIGINT/SIGTERM (for the binary).
+    pub fn stop_on_signals(&mut self) {
+        sys::install_stop_signals();
+        self.use_signals = true;
+    }
+
+    /// The application handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Number of open TCP connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of open Engine.IO sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.elapsed().as_millis() as Millis
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+            || (self.use_signals && sys::STOP_SIGNAL.load(Ordering::Relaxed))
+    }
+
+    /// Runs the loop until stopped, then closes every session and flushes (bounded time).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut fired = Vec::new();
+        while !self.stop_requested() {
+            let timeout = if self.deferred.is_empty() {
+                let now = self.now();
+                let wait = self
+                    .timers
+                    .next_deadline()
+                    .map_or(MAX_WAIT, |d| Duration::from_millis(d.saturating_sub(now)));
+                wait.min(MAX_WAIT)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let turn_started = Instant::now();
+            self.metrics.loop_iterations += 1;
+            self.guarded(None, |s| s.expire_timers(&mut fired));
+            for key in std::mem::take(&mut self.deferred) {
+                self.guarded(Some(key), |s| s.on_readable(key));
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    METRICS_LISTENER => self.accept_metrics(),
+                    WAKER => {}
+                    Token(idx) => {
+                        let Some(conn) = self.conns.get(idx) else {
+                            continue;
+                        };
+                        let key = ConnKey {
+                            idx,
+                            generation: conn.generation,
+                        };
+                        if event.is_read_closed() || event.is_error() {
+                            self.conns[idx].peer_closed = true;
+                        }
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable = event.is_writable();
+                        self.guarded(Some(key), |s| {
+                            if writable {
+                                s.flush(key);
+                            }
+                            if readable {
+                                s.on_readable(key);
+                            }
+                        });
+                    }
+                }
+            }
+            self.guarded(None, Self::end_turn);
+            let took = turn_started.elapsed().as_micros() as u64;
+            self.metrics.loop_max_us = self.metrics.loop_max_us.max(took);
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Runs one piece of event handling; a panic in it is caught here, counted and logged, and
+    /// closes only the connection being served (with its session), so the loop goes on.
+    fn guarded(&mut self, key: Option<ConnKey>, f: impl FnOnce(&mut Self)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if result.is_err() {
+            self.metrics.panics += 1;
+            log::error(
+                "panic while handling a connection; closed it",
+                &[("panics", &self.metrics.panics)],
+            );
+            if let Some(key) = key {
+                let session = match self.conn_mut(key).map(|c| &c.state) {
+                    Some(ConnState::Ws(w)) => Some(w.session),
+                    Some(ConnState::Http(HttpConn {
+                        parked: Some(p), ..
+                    })) => Some(p.session),
+                    _ => None,
+                };
+                // Cleaning up may meet the same broken state: contain that too.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.close_conn(key);
+                    if let Some(id) = session {
+                        self.close_session(id, CloseReason::TransportError);
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Answers ready long-polls and flushes every connection with queued output.
+    fn end_turn(&mut self) {
+        for id in std::mem::take(&mut self.poll_ready) {
+            self.answer_ready_poll(id);
+        }
+        while let Some(key) = self.dirty.pop() {
+            if let Some(conn) = self.conn_mut(key) {
+                conn.dirty = false;
+                self.flush(key);
+            }
+        }
+    }
+
+    fn expire_timers(&mut self, fired: &mut Vec<Timeout<H::Timer>>) {
+        let now = self.now();
+        self.timers.poll_to(now, fired);
+        for t in fired.drain(..) {
+            match t {
+                Timeout::Conn(key) => self.on_conn_timeout(key),
+                Timeout::Ping(id) => self.on_ping_due(id),
+                Timeout::Pong(id) => {
+                    if let Some(s) = self.session_mut(id) {
+                        s.heartbeat = None;
+                        self.close_session(id, CloseReason::PingTimeout);
+                    }
+                }
+                Timeout::Upgrade(id) => {
+                    if let Some(s) = self.session_mut(id) {
+                        s.upgrade_timer = None;
+                        if let Upgrade::Probing(c) | Upgrade::Probed(c) =
+                            std::mem::replace(&mut s.upgrade, Upgrade::None)
+                        {
+                            self.metrics.upgrades_failed += 1;
+                            self.close_conn(c);
+                        }
+                    }
+                }
+                Timeout::App(t) => self.dispatch(Event::Timer(t)),
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        log::info(
+            "stopping",
+            &[
+                ("sessions", &self.sessions.len()),
+                ("connections", &self.conns.len()),
+            ],
+        );
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .map(|(idx, s)| SessionId {
+                idx: idx as u32,
+                generation: s.generation,
+            })
+            .collect();
+        for id in ids {
+            self.close_session(id, CloseReason::ServerShutdown);
+        }
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .map(|(idx, c)| ConnKey {
+                idx,
+                generation: c.generation,
+            })
+            .collect();
+        for key in keys {
+            if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                h.close_after_write = true;
+                if h.wbuf.is_empty() {
+                    self.close_conn(key);
+                }
+            }
+        }
+        self.end_turn();
+        self.drop_closing();
+        // Give queued output a bounded time to leave.
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        let mut events = Events::with_capacity(256);
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            if self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(50)))
+                .is_err()
+            {
+                break;
+            }
+            for event in events.iter() {
+                let Token(idx) = event.token();
+                if let Some(conn) = self.conns.get(idx) {
+                    let key = ConnKey {
+                        idx,
+                        generation: conn.generation,
+                    };
+                    self.flush(key);
+                    self.on_readable(key);
+                }
+            }
+            self.end_turn();
+            self.drop_closing();
+        }
+    }
+
+    /// At shutdown, connections with nothing left to send need not wait for the peer's EOF.
+    fn drop_closing(&mut self) {
+        let keys: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Closing))
+            .map(|(idx, c)| ConnKey {
+                idx,
+                generation: c.generation,
+            })
+            .collect();
+        for key in keys {
+            self.close_conn(key);
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        while self.accepting {
+            if self.conns.len() >= self.config.max_connections {
+                self.accepting = false;
+                break;
+            }
+            match self.listener.accept() {
+                Ok((stream, addr)) => self.add_conn(stream, addr.ip(), false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // e.g. EMFILE: try again on the next readiness event
+            }
+        }
+    }
+
+    /// Accepts on the metrics port (its connections count towards `max_connections` too; the
+    /// port is meant for the operator's scraper only).
+    fn accept_metrics(&mut self) {
+        loop {
+            let Some(listener) = &self.metrics_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.add_conn(stream, addr.ip(), true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: IpAddr, metrics_only: bool) {
+        let _ = stream.set_nodelay(true);
+        self.metrics.connections_accepted += 1;
+        let trusted_proxy = self.config.trust_proxy.contains(&peer);
+        // A direct client counts against its own address now; a proxied one once its first
+        // request names it.
+        let counted_ip =
+            (self.config.max_connections_per_ip > 0 && !trusted_proxy && !metrics_only)
+                .then_some(peer);
+        let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
+        let generation = self.bump_gen();
+        let at = self.now() + ms(self.config.header_timeout);
+        let client = self.client_of(peer, None);
+        let entry = self.conns.vacant_entry();
+        let key = ConnKey {
+            idx: entry.key(),
+            generation,
+        };
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(key.idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let timer = self.timers.insert(at, Timeout::Conn(key));
+        entry.insert(Conn {
+            stream,
+            generation,
+            state: ConnState::Http(HttpConn::default()),
+            timer: Some(timer),
+            dirty: false,
+            peer_closed: false,
+            peer,
+            client,
+            counted_ip,
+            refused,
+            metrics_only,
+        });
+    }
+
+    /// Counts one more connection from `ip`; true when that is over the per-address limit.
+    fn count_ip(&mut self, ip: IpAddr) -> bool {
+        let n = self.per_ip.entry(ip).or_insert(0);
+        *n += 1;
+        *n as usize > self.config.max_connections_per_ip
+    }
+
+    /// The client's address, when it can be trusted for per-address limits: a trusted proxy's
+    /// forwarded address, a direct peer's own — but not a loopback peer without `trust_proxy`
+    /// (most likely a reverse proxy on the same host, whose clients would all share it).
+    fn client_of(&self, peer: IpAddr, req: Option<&Request<'_>>) -> Option<IpAddr> {
+        let trusted = &self.config.trust_proxy;
+        if trusted.contains(&peer) {
+            return req.and_then(|r| http::request::forwarded_client(&r.headers, trusted));
+        }
+        (!peer.is_loopback() || !trusted.is_empty()).then_some(peer)
+    }
+
+    fn bump_gen(&mut self) -> u32 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_gen
+    }
+
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+    }
+
+    fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        session_in(&mut self.sessions, id)
+    }
+
+    fn mark_dirty(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conn_mut(key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn set_conn_timer(&mut self, key: ConnKey, after: Option<Duration>) {
+        let at = after.map(|d| self.now() + ms(d));
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
+            return;
+        };
+        if let Some(old) = conn.timer.take() {
+            self.timers.cancel(old);
+        }
+        if let Some(at) = at {
+            conn.timer = Some(self.timers.insert(at, Timeout::Conn(key)));
+        }
+    }
+
+    fn on_conn_timeout(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        conn.timer = None;
+        match &conn.state {
+            // A parked poll has no timer; an idle or slow HTTP connection, or a lingering one, ends.
+            ConnState::Http(h) => {
+                if !h.rbuf.is_empty() {
+                    self.metrics.reject(Rejected::HeaderTimeout);
+                }
+                self.close_conn(key)
+            }
+            ConnState::Closing => self.close_conn(key),
+            ConnState::Ws(_) => {}
+        }
+    }
+
+    /// Removes a connection at once and detaches it from its session.
+    fn close_conn(&mut self, key: ConnKey) {
+        if self.conn_mut(key).is_none() {
+            return;
+        }
+        let mut conn = self.conns.remove(key.idx);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(ip) = conn.counted_ip
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        if let Some(t) = conn.timer.take() {
+            self.timers.cancel(t);
+        }
+        match conn.state {
+            ConnState::Http(HttpConn {
+                parked: Some(p), ..
+            }) => {
+                // A client that drops its pending poll is gone (as in the reference server).
+                if let Some(Session {
+                    transport: Transport::Polling { parked, .. },
+                    ..
+                }) = self.session_mut(p.session)
+                {
+                    *parked = None;
+                    self.close_session(p.session, CloseReason::TransportClose);
+                }
+            }
+            ConnState::Ws(ws) => {
+                let id = ws.session;
+                if let Some(s) = self.session_mut(id) {
+                    match (&s.transport, s.upgrade) {
+                        (Transport::WebSocket(c), _) if *c == key => {
+                            self.close_session(id, CloseReason::TransportClose)
+                        }
+                        (_, Upgrade::Probing(c) | Upgrade::Probed(c)) if c == key => {
+                            s.upgrade = Upgrade::None;
+                            if let Some(t) = s.upgrade_timer.take() {
+                                self.timers.cancel(t);
+                            }
+                            self.metrics.upgrades_failed += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        if !self.accepting && self.conns.len() < self.config.max_connections * 9 / 10 {
+            self.accepting = true;
+            self.accept();
+        }
+    }
+
+    /// Shuts the write side after queued output and lingers to drain the peer.
+    fn begin_closing(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let _ = conn.stream.shutdown(Shutdown::Write);
+        conn.state = ConnState::Closing;
+        self.set_conn_timer(key, Some(LINGER));
+    }
+
+    fn on_readable(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        match conn.state {
+            ConnState::Http(_) => self.on_http_readable(key),
+            ConnState::Ws(_) => self.on_ws_readable(key),
+            ConnState::Closing => {
+                let mut scratch = [0u8; 1024];
+                loop {
+                    match conn.stream.read(&mut scratch) {
+                        Ok(0) => break self.close_conn(key),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break self.close_conn(key),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes queued output; closes or lingers when the connection asked for it.
+    fn flush(&mut self, key: ConnKey) {
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
+            return;
+        };
+        let mut stream = Counted {
+            stream: &mut conn.stream,
+            bytes: &mut self.metrics.bytes_out,
+        };
+        let outcome = match &mut conn.state {
+            ConnState::Http(h) => match write_all_nonblocking(&mut stream, &mut h.wbuf) {
+                Ok(true) if h.close_after_write => Some(true),
+                Ok(_) => None,
+                Err(_) => Some(false),
+            },
+            ConnState::Ws(w) => match write_all_nonblocking(&mut stream, &mut w.head) {
+                Ok(false) => None,
+                Err(_) => Some(false),
+                Ok(true) => match w.ctx.flush(&mut stream) {
+                    Ok(()) if w.close_after_write => Some(true),
+                    Ok(()) => None,
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(tungstenite::Error::ConnectionClosed) => Some(true),
+                    Err(_) => Some(false),
+                },
+            },
+            ConnState::Closing => None,
+        };
+        match outcome {
+            Some(true) => self.begin_closing(key),
+            Some(false) => self.close_conn(key),
+            None => {}
+        }
+    }
+
+    // ---- the handler -------------------------------------------------------------------
+
+    /// Hands an event to the handler and carries out what it asked for.
+    fn dispatch(&mut self, event: Event<'_, H::Timer>) {
+        let now = self.now();
+        let mut io = Io {
+            now,
+            commands: &mut self.commands,
+            timers: &mut self.timers,
+            rng: &mut self.rng,
+        };
+        self.handler.handle(event, &mut io);
+        // Carrying out a command can dispatch again (a close), which queues more: work on a
+        // batch at a time and keep both buffers' capacity.
+        while !self.commands.is_empty() {
+            let spare = std::mem::take(&mut self.spare_commands);
+            let mut batch = std::mem::replace(&mut self.commands, spare);
+            for command in batch.drain(..) {
+                match command {
+                    Command::Send(id, p) => self.send(id, p),
+                    Command::Close(id) => self.close_session(id, CloseReason::ServerClose),
+                }
+            }
+            if self.spare_commands.capacity() < batch.capacity() {
+                self.spare_commands = batch;
+            }
+        }
+    }
+}
+
+fn session_in(sessions: &mut Slab<Session>, id: SessionId) -> Option<&mut Session> {
+    sessions
+        .get_mut(id.idx as usize)
+        .filter(|s| s.generation == id.generation)
+}
+
+fn ms(d: Duration) -> Millis {
+    d.as_millis() as Millis
+}
+
+fn cors_origin(cors: Cors<'_>) -> Option<Box<str>> {
+    cors.origin().map(Box::from)
+}
+
+fn encode_payload(queue: &mut Vec<Outgoing>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(queue.iter().map(|p| p.len() + 1).sum());
+    for p in queue.drain(..) {
+        p.append_to_payload(&mut body);
+    }
+    body
+}
+
+fn outgoing_to_ws(p: Outgoing) -> Message {
+    match p {
+        Outgoing::Text(t) => Message::Text(t),
+        Outgoing::Binary(b) => Message::Binary(b),
+    }
+}

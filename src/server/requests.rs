@@ -1,0 +1,507 @@
+//! HTTP on the loop: reading requests off a connection, routing them (`/health`, `/metrics`,
+//! the Engine.IO endpoint), the polling transport's GET/POST, and the WebSocket upgrade request.
+
+use super::*;
+
+impl<H: Handler> Server<H> {
+    pub(super) fn on_http_readable(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let read_to_eof = conn.peer_closed;
+        let ConnState::Http(h) = &mut conn.state else {
+            return;
+        };
+        // Bytes arriving on an idle keep-alive connection start a request: from now on it has
+        // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
+        let was_idle = h.keep_alive_idle && h.rbuf.is_empty();
+        let mut budget = READ_BUDGET;
+        let mut eof = false;
+        let mut read = 0u64;
+        let mut chunk = [0u8; 4096];
+        while budget > 0 {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    h.rbuf.extend_from_slice(&chunk[..n]);
+                    read += n as u64;
+                    budget = budget.saturating_sub(n);
+                    if n < chunk.len() && !read_to_eof {
+                        break; // drained: see `UntilDrained`
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if was_idle && read > 0 {
+            h.keep_alive_idle = false;
+        }
+        self.metrics.bytes_in += read;
+        if was_idle && read > 0 {
+            self.set_conn_timer(key, Some(self.config.header_timeout));
+        }
+        if budget == 0 {
+            self.deferred.push(key);
+        }
+        self.process_http(key);
+        if eof {
+            self.on_http_eof(key);
+        }
+    }
+
+    /// The peer closed its side. Answers already produced are still written (a client may
+    /// half-close after its request); a parked poll or an idle connection ends at once.
+    pub(super) fn on_http_eof(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        match &mut conn.state {
+            ConnState::Http(h) if h.parked.is_none() && !h.wbuf.is_empty() => {
+                h.close_after_write = true;
+                h.rbuf.clear();
+                self.mark_dirty(key);
+            }
+            _ => self.close_conn(key),
+        }
+    }
+
+    /// Handles every complete request in the read buffer, in order, until one parks or closes.
+    pub(super) fn process_http(&mut self, key: ConnKey) {
+        loop {
+            let Some(conn) = self.conn_mut(key) else {
+                return;
+            };
+            let ConnState::Http(h) = &mut conn.state else {
+                return;
+            };
+            if h.parked.is_some() || h.close_after_write || h.rbuf.is_empty() {
+                return;
+            }
+            let rbuf = std::mem::take(&mut h.rbuf);
+            let (flow, consumed) = match http::request::parse(&rbuf, self.config.max_payload) {
+                Ok(Parsed::Partial) => {
+                    self.put_back_rbuf(key, rbuf, 0);
+                    return;
+                }
+                Ok(Parsed::Complete(req, used)) => {
+                    (self.on_request(key, &req, &rbuf[used..]), used)
+                }
+                Err(e) => {
+                    self.respond_http_error(key, e);
+                    (Flow::Close, rbuf.len())
+                }
+            };
+            match flow {
+                Flow::Upgraded => return,
+                Flow::Close => {
+                    if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                        h.close_after_write = true;
+                    }
+                    self.mark_dirty(key);
+                    return;
+                }
+                Flow::Parked | Flow::Continue => {
+                    self.put_back_rbuf(key, rbuf, consumed);
+                    self.mark_dirty(key);
+                    if matches!(flow, Flow::Parked) {
+                        return;
+                    }
+                    let keep_alive_idle = self.http_rbuf_empty(key);
+                    if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                        h.keep_alive_idle = keep_alive_idle;
+                    }
+                    let idle = if keep_alive_idle {
+                        self.config.keep_alive_timeout
+                    } else {
+                        self.config.header_timeout
+                    };
+                    self.set_conn_timer(key, Some(idle));
+                }
+            }
+        }
+    }
+
+    pub(super) fn http_rbuf_empty(&mut self, key: ConnKey) -> bool {
+        matches!(self.conn_mut(key).map(|c| &c.state), Some(ConnState::Http(h)) if h.rbuf.is_empty())
+    }
+
+    pub(super) fn put_back_rbuf(&mut self, key: ConnKey, mut rbuf: Vec<u8>, consumed: usize) {
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            rbuf.drain(..consumed);
+            if rbuf.is_empty() && rbuf.capacity() > 16 * 1024 {
+                rbuf = Vec::new(); // do not keep a large body's buffer on an idle connection
+            }
+            h.rbuf = rbuf;
+        }
+    }
+
+    pub(super) fn respond(&mut self, key: ConnKey, response: Response<'_>) {
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            response.write_to(&mut h.wbuf);
+            self.mark_dirty(key);
+        }
+    }
+
+    pub(super) fn respond_http_error(&mut self, key: ConnKey, e: HttpError) {
+        self.metrics.reject(match e {
+            HttpError::HeadersTooLarge => Rejected::HeadersTooLarge,
+            HttpError::PayloadTooLarge => Rejected::PayloadTooLarge,
+            _ => Rejected::Malformed,
+        });
+        let body = e.to_string();
+        let mut r = Response::text(e.status(), &body);
+        r.close = true;
+        self.respond(key, r);
+    }
+
+    /// 503 with `Retry-After`, closing the connection.
+    pub(super) fn respond_unavailable(&mut self, key: ConnKey, cors: Cors<'_>) {
+        let mut r = Response::text(503, "Service Unavailable").cors(cors);
+        r.extra = "Retry-After: 1\r\n";
+        r.close = true;
+        self.respond(key, r);
+    }
+
+    pub(super) fn render_metrics(&mut self) -> String {
+        let mut g = Gauges::default();
+        for (_, c) in &self.conns {
+            match c.state {
+                ConnState::Ws(_) => g.websocket_connections += 1,
+                _ => g.http_connections += 1,
+            }
+        }
+        for (_, s) in &self.sessions {
+            match s.transport {
+                Transport::WebSocket(_) => g.websocket_sessions += 1,
+                Transport::Polling { .. } => g.polling_sessions += 1,
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        self.metrics.render(&mut out, &g);
+        self.handler.metrics(&mut out);
+        out
+    }
+
+    pub(super) fn respond_engine_error(
+        &mut self,
+        key: ConnKey,
+        cors: Cors<'_>,
+        e: EngineError,
+    ) -> Flow {
+        let (status, body) = e.http();
+        self.respond(
+            key,
+            Response::new(status, "application/json", body.as_bytes()).cors(cors),
+        );
+        Flow::Continue
+    }
+
+    pub(super) fn on_request(&mut self, key: ConnKey, req: &Request<'_>, rest: &[u8]) -> Flow {
+        let Some(conn) = self.conn_mut(key) else {
+            return Flow::Close;
+        };
+        let (peer, counted, metrics_only) =
+            (conn.peer, conn.counted_ip.is_some(), conn.metrics_only);
+        if self.config.trust_proxy.contains(&peer) {
+            let client = self.client_of(peer, Some(req));
+            let limit = self.config.max_connections_per_ip > 0;
+            let refused = match client {
+                Some(ip) if limit && !counted => self.count_ip(ip),
+                _ => false,
+            };
+            if let Some(conn) = self.conn_mut(key) {
+                conn.client = client;
+                if limit
+                    && !counted
+                    && let Some(ip) = client
+                {
+                    conn.counted_ip = Some(ip);
+                    conn.refused = refused;
+                }
+            }
+        }
+        if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
+            let client = conn.counted_ip.unwrap_or(peer);
+            self.metrics.reject(Rejected::PerIpLimit);
+            log::warn(
+                "connection limit per address reached",
+                &[("client", &client)],
+            );
+            self.respond_unavailable(key, Cors::none());
+            return Flow::Close;
+        }
+        let serve_metrics =
+            self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
+        let flow = if req.path == "/metrics" && serve_metrics {
+            if req.method == Method::Get {
+                let body = self.render_metrics();
+                let r = Response::new(200, "text/plain; version=0.0.4", body.as_bytes());
+                self.respond(key, r);
+            } else {
+                let mut r = Response::text(405, "Method Not Allowed");
+                r.extra = "Allow: GET\r\n";
+                self.respond(key, r);
+            }
+            Flow::Continue
+        } else if metrics_only && req.path != "/health" {
+            self.respond(key, Response::text(404, "Not Found"));
+            Flow::Continue
+        } else if req.path == "/health" {
+            match req.method {
+                Method::Get => {
+                    let body = http::health_body();
+                    self.respond(key, Response::new(200, "application/json", body.as_bytes()));
+                    Flow::Continue
+                }
+                _ => {
+                    let mut r = Response::text(405, "Method Not Allowed");
+                    r.extra = "Allow: GET\r\n";
+                    self.respond(key, r);
+                    Flow::Continue
+                }
+            }
+        } else if req.path == self.config.path || req.path == self.config.path.trim_end_matches('/')
+        {
+            self.on_engine_request(key, req, rest)
+        } else {
+            self.respond(key, Response::text(404, "Not Found"));
+            Flow::Continue
+        };
+        if !req.keep_alive && matches!(flow, Flow::Continue) {
+            Flow::Close
+        } else {
+            flow
+        }
+    }
+
+    pub(super) fn on_engine_request(
+        &mut self,
+        key: ConnKey,
+        req: &Request<'_>,
+        rest: &[u8],
+    ) -> Flow {
+        let origins = &self.config.cors_origins;
+        if req.headers.origin.is_some_and(|o| !origins.allows(o)) {
+            return self.respond_engine_error(key, Cors::none(), EngineError::Forbidden);
+        }
+        let cors = Cors::new(origins, req.headers.origin);
+        if req.method == Method::Options {
+            if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                http::write_preflight(&mut h.wbuf, cors, req.headers.acr_headers);
+            }
+            return Flow::Continue;
+        }
+        let transport = match req.query_param("transport") {
+            Some("polling") => TransportKind::Polling,
+            Some("websocket") => TransportKind::WebSocket,
+            _ => return self.respond_engine_error(key, cors, EngineError::TransportUnknown),
+        };
+        if req.query_param("EIO") != Some("4") {
+            return self.respond_engine_error(key, cors, EngineError::UnsupportedProtocolVersion);
+        }
+        let Some(sid) = req.query_param("sid") else {
+            // A handshake.
+            if req.method != Method::Get {
+                return self.respond_engine_error(key, cors, EngineError::BadHandshakeMethod);
+            }
+            if !self.accepting {
+                // At `max_connections`: no new sessions until below 90 %.
+                self.metrics.reject(Rejected::OverCapacity);
+                self.respond_unavailable(key, cors);
+                return Flow::Close;
+            }
+            return match transport {
+                TransportKind::Polling => {
+                    let client = self.conn_mut(key).and_then(|c| c.client);
+                    let id = self.open_session(
+                        Transport::Polling {
+                            parked: None,
+                            queue: Vec::new(),
+                            queued_bytes: 0,
+                        },
+                        client,
+                    );
+                    let open = self.open_packet(id, TransportKind::Polling);
+                    self.respond(key, Response::text(200, &open).cors(cors));
+                    self.dispatch_open(id, TransportKind::Polling);
+                    Flow::Continue
+                }
+                TransportKind::WebSocket => match ws::accept_key(req) {
+                    Some(accept) => self.upgrade_to_ws(key, &accept, rest, None),
+                    None => self.respond_engine_error(key, cors, EngineError::BadRequest),
+                },
+            };
+        };
+        let now = self.now();
+        let Some(id) = Sid::parse(sid).and_then(|s| self.sids.get(&s).copied()) else {
+            return self.respond_engine_error(key, cors, EngineError::UnknownSid);
+        };
+        // The heartbeat deadline is checked here too, not only by the timer: a request that
+        // arrives after it finds the session closed.
+        if self
+            .session_mut(id)
+            .and_then(|s| s.pong_deadline)
+            .is_some_and(|d| d <= now)
+        {
+            self.close_session(id, CloseReason::PingTimeout);
+            return self.respond_engine_error(key, cors, EngineError::UnknownSid);
+        }
+        let Some(session) = self.session_mut(id) else {
+            return self.respond_engine_error(key, cors, EngineError::UnknownSid);
+        };
+        let polling = matches!(session.transport, Transport::Polling { .. });
+        match transport {
+            TransportKind::WebSocket => {
+                let accept = ws::accept_key(req);
+                match accept {
+                    Some(accept)
+                        if req.method == Method::Get
+                            && polling
+                            && session.upgrade == Upgrade::None =>
+                    {
+                        self.upgrade_to_ws(key, &accept, rest, Some(id))
+                    }
+                    // A second WebSocket for a session that already has one is accepted and
+                    // closed at once, as the reference server does (clients expect a close).
+                    Some(accept) if req.method == Method::Get => {
+                        self.accept_and_close_ws(key, &accept)
+                    }
+                    _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
+                }
+            }
+            TransportKind::Polling if !polling => {
+                self.respond_engine_error(key, cors, EngineError::BadRequest)
+            }
+            TransportKind::Polling => match req.method {
+                Method::Get => self.on_poll_get(key, id, req, cors),
+                Method::Post => self.on_poll_post(key, id, req, cors),
+                _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
+            },
+        }
+    }
+
+    pub(super) fn open_packet(&mut self, id: SessionId, transport: TransportKind) -> String {
+        let sid = self
+            .session_mut(id)
+            .map(|s| s.sid)
+            .expect("the session was just opened");
+        let upgrades = if transport == TransportKind::Polling {
+            "[\"websocket\"]"
+        } else {
+            "[]"
+        };
+        format!(
+            "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            ms(self.config.ping_interval),
+            ms(self.config.ping_timeout),
+            self.config.max_payload
+        )
+    }
+
+    pub(super) fn on_poll_get(
+        &mut self,
+        key: ConnKey,
+        id: SessionId,
+        req: &Request<'_>,
+        cors: Cors<'_>,
+    ) -> Flow {
+        let Some(session) = self.session_mut(id) else {
+            return Flow::Continue;
+        };
+        let Transport::Polling {
+            parked,
+            queue,
+            queued_bytes,
+        } = &mut session.transport
+        else {
+            return Flow::Continue;
+        };
+        if parked.is_some() {
+            // Two concurrent GETs: refuse this one and close the session (the first gets `1`).
+            self.respond_engine_error(key, cors, EngineError::BadRequest);
+            self.close_session(id, CloseReason::TransportError);
+            return Flow::Continue;
+        }
+        if matches!(session.upgrade, Upgrade::Probed(_)) {
+            self.respond(key, Response::text(200, "6").cors(cors));
+            return Flow::Continue;
+        }
+        if !queue.is_empty() {
+            let body = encode_payload(queue);
+            *queued_bytes = 0;
+            self.respond(
+                key,
+                Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors),
+            );
+            return Flow::Continue;
+        }
+        *parked = Some(key);
+        let origin = cors_origin(cors);
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            h.parked = Some(Parked {
+                session: id,
+                origin,
+                keep_alive: req.keep_alive,
+            });
+        }
+        self.set_conn_timer(key, None);
+        Flow::Parked
+    }
+
+    pub(super) fn on_poll_post(
+        &mut self,
+        key: ConnKey,
+        id: SessionId,
+        req: &Request<'_>,
+        cors: Cors<'_>,
+    ) -> Flow {
+        let packets = match packet::decode_payload(req.body) {
+            Ok(p) => p,
+            Err(e) => {
+                self.close_session(id, CloseReason::ParseError);
+                return self.respond_engine_error(key, cors, e);
+            }
+        };
+        for p in packets {
+            match p {
+                Ok(p) => {
+                    if !self.on_packet(id, p) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.close_session(id, CloseReason::ParseError);
+                    return self.respond_engine_error(key, cors, e);
+                }
+            }
+        }
+        self.respond(key, Response::new(200, "text/html", b"ok").cors(cors));
+        Flow::Continue
+    }
+
+    /// Handles one packet from a session's active transport; false once the session is closed.
+    pub(super) fn on_packet(&mut self, id: SessionId, p: Packet<'_>) -> bool {
+        match p {
+            Packet::Message(text) => self.dispatch(Event::Message { session: id, text }),
+            Packet::Binary(data) => self.dispatch(Event::Binary {
+                session: id,
+                data: &data,
+            }),
+            Packet::Pong(_) => self.on_pong(id),
+            Packet::Close => {
+                self.close_session(id, CloseReason::ClientClose);
+                return false;
+            }
+            Packet::Ping(_) | Packet::Upgrade | Packet::Noop => {}
+        }
+        self.session_mut(id).is_some()
+    }
+}

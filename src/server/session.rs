@@ -1,0 +1,227 @@
+//! Engine.IO sessions on the loop: opening, the heartbeat, queueing output on the session's
+//! transport, answering parked polls, closing.
+
+use super::*;
+
+impl<H: Handler> Server<H> {
+    pub(super) fn open_session(
+        &mut self,
+        transport: Transport,
+        client: Option<IpAddr>,
+    ) -> SessionId {
+        self.metrics.sessions_opened += 1;
+        let generation = self.bump_gen();
+        let sid = loop {
+            let sid = Sid::random(&mut self.rng);
+            if !self.sids.contains_key(&sid) {
+                break sid;
+            }
+        };
+        let next_ping = self.now() + ms(self.config.ping_interval);
+        let idx = self.sessions.insert(Session {
+            sid,
+            generation,
+            transport,
+            upgrade: Upgrade::None,
+            heartbeat: None,
+            next_ping,
+            pong_deadline: None,
+            upgrade_timer: None,
+            poll_ready: false,
+            client,
+        });
+        let id = SessionId {
+            idx: idx as u32,
+            generation,
+        };
+        self.sids.insert(sid, id);
+        let timer = self.timers.insert(next_ping, Timeout::Ping(id));
+        if let Some(s) = self.session_mut(id) {
+            s.heartbeat = Some(timer);
+        }
+        id
+    }
+
+    pub(super) fn dispatch_open(&mut self, id: SessionId, transport: TransportKind) {
+        if let Some((sid, client)) = self.session_mut(id).map(|s| (s.sid, s.client)) {
+            self.dispatch(Event::Open {
+                session: id,
+                sid,
+                transport,
+                client,
+            });
+        }
+    }
+
+    pub(super) fn on_ping_due(&mut self, id: SessionId) {
+        let interval = ms(self.config.ping_interval);
+        let timeout = ms(self.config.ping_timeout);
+        let now = self.now();
+        let Some(s) = session_in(&mut self.sessions, id) else {
+            return;
+        };
+        if s.upgrade != Upgrade::None {
+            // The heartbeat pauses while an upgrade is under way.
+            s.next_ping = now + interval;
+            let at = s.next_ping;
+            s.heartbeat = Some(self.timers.insert(at, Timeout::Ping(id)));
+            return;
+        }
+        let deadline = s.next_ping + timeout;
+        s.pong_deadline = Some(deadline);
+        s.heartbeat = Some(self.timers.insert(deadline, Timeout::Pong(id)));
+        self.send(id, Outgoing::control(packet::PING));
+    }
+
+    pub(super) fn on_pong(&mut self, id: SessionId) {
+        let next = self.now() + ms(self.config.ping_interval);
+        let Some(s) = session_in(&mut self.sessions, id) else {
+            return;
+        };
+        if s.pong_deadline.take().is_none() {
+            return;
+        }
+        if let Some(t) = s.heartbeat.take() {
+            self.timers.cancel(t);
+        }
+        s.next_ping = next;
+        s.heartbeat = Some(self.timers.insert(next, Timeout::Ping(id)));
+    }
+
+    /// Queues a packet on the session's transport.
+    pub(super) fn send(&mut self, id: SessionId, p: Outgoing) {
+        let max = self.config.max_poll_buffer;
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        match &mut s.transport {
+            Transport::WebSocket(key) => {
+                let key = *key;
+                self.ws_send(key, outgoing_to_ws(p));
+            }
+            Transport::Polling {
+                parked,
+                queue,
+                queued_bytes,
+            } => {
+                *queued_bytes += p.len() + 1;
+                queue.push(p);
+                if *queued_bytes > max {
+                    self.metrics.reject(Rejected::SlowConsumer);
+                    self.close_session(id, CloseReason::TransportError);
+                } else if parked.is_some() && !s.poll_ready {
+                    s.poll_ready = true;
+                    self.poll_ready.push(id);
+                }
+            }
+        }
+    }
+
+    pub(super) fn answer_ready_poll(&mut self, id: SessionId) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        s.poll_ready = false;
+        let Transport::Polling {
+            parked,
+            queue,
+            queued_bytes,
+        } = &mut s.transport
+        else {
+            return;
+        };
+        if queue.is_empty() || parked.is_none() || matches!(s.upgrade, Upgrade::Probed(_)) {
+            return;
+        }
+        let body = encode_payload(queue);
+        *queued_bytes = 0;
+        self.answer_parked_with(id, body);
+    }
+
+    /// Answers the session's parked GET (if any) with `body` (e.g. `6` or `1`).
+    pub(super) fn release_parked_poll(&mut self, id: SessionId, body: &str) {
+        self.answer_parked_with(id, body.as_bytes().to_vec());
+    }
+
+    pub(super) fn answer_parked_with(&mut self, id: SessionId, body: Vec<u8>) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        let Transport::Polling { parked, .. } = &mut s.transport else {
+            return;
+        };
+        let Some(key) = parked.take() else { return };
+        let Some(conn) = self
+            .conns
+            .get_mut(key.idx)
+            .filter(|c| c.generation == key.generation)
+        else {
+            return;
+        };
+        let ConnState::Http(h) = &mut conn.state else {
+            return;
+        };
+        let Some(p) = h.parked.take() else { return };
+        let cors = Cors::new(&self.config.cors_origins, p.origin.as_deref());
+        Response::new(200, "text/plain; charset=UTF-8", &body)
+            .cors(cors)
+            .write_to(&mut h.wbuf);
+        let idle = if h.rbuf.is_empty() {
+            self.config.keep_alive_timeout
+        } else {
+            self.config.header_timeout
+        };
+        h.close_after_write |= !p.keep_alive;
+        self.mark_dirty(key);
+        if p.keep_alive {
+            self.set_conn_timer(key, Some(idle));
+            // Pipelined requests behind the poll can go on now.
+            self.process_http(key);
+        }
+    }
+
+    /// Ends a session: answers its parked poll, closes its WebSockets, tells the handler.
+    pub(super) fn close_session(&mut self, id: SessionId, reason: CloseReason) {
+        if self.session_mut(id).is_none() {
+            return;
+        }
+        // The client's own close is answered with a noop; a server-side close with a close packet.
+        let last = if reason == CloseReason::ClientClose {
+            "6"
+        } else {
+            "1"
+        };
+        self.release_parked_poll(id, last);
+        self.metrics.session_closed(reason);
+        if reason == CloseReason::ParseError {
+            self.metrics.reject(Rejected::Malformed);
+        }
+        let s = self.sessions.remove(id.idx as usize);
+        self.sids.remove(&s.sid);
+        for t in [s.heartbeat, s.upgrade_timer].into_iter().flatten() {
+            self.timers.cancel(t);
+        }
+        if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
+            self.ws_fail(c, CloseCode::Away, "");
+        }
+        if let Transport::WebSocket(key) = s.transport {
+            let tell_client = matches!(
+                reason,
+                CloseReason::ServerClose | CloseReason::ServerShutdown
+            );
+            if tell_client {
+                self.ws_send(key, Message::text("1"));
+            }
+            let code = match reason {
+                CloseReason::ParseError => CloseCode::Protocol,
+                CloseReason::ServerShutdown => CloseCode::Away,
+                _ => CloseCode::Normal,
+            };
+            self.ws_fail(key, code, "");
+        }
+        self.dispatch(Event::Close {
+            session: id,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,209 @@
+//! WebSocket connections on the loop: reading frames, the probe/upgrade handshake of a polling
+//! session, writing frames, closing with a code.
+
+use super::*;
+
+impl<H: Handler> Server<H> {
+    pub(super) fn upgrade_to_ws(
+        &mut self,
+        key: ConnKey,
+        accept: &str,
+        rest: &[u8],
+        probe_of: Option<SessionId>,
+    ) -> Flow {
+        let ctx = ws::context(&self.config, rest.to_vec());
+        let session = match probe_of {
+            Some(id) => {
+                let at = self.now() + ms(self.config.upgrade_timeout);
+                let timer = self.timers.insert(at, Timeout::Upgrade(id));
+                if let Some(s) = self.session_mut(id) {
+                    s.upgrade = Upgrade::Probing(key);
+                    s.upgrade_timer = Some(timer);
+                }
+                id
+            }
+            None => {
+                let client = self.conn_mut(key).and_then(|c| c.client);
+                self.open_session(Transport::WebSocket(key), client)
+            }
+        };
+        self.set_conn_timer(key, None);
+        if let Some(conn) = self.conn_mut(key) {
+            conn.state = ConnState::Ws(WsConn {
+                ctx,
+                head: ws::switching_protocols(accept),
+                session,
+                close_after_write: false,
+            });
+        }
+        self.mark_dirty(key);
+        if probe_of.is_none() {
+            let open = self.open_packet(session, TransportKind::WebSocket);
+            self.ws_send(key, Message::text(open));
+            self.dispatch_open(session, TransportKind::WebSocket);
+        }
+        // Frames that arrived with the upgrade request are already buffered: read them now.
+        self.on_ws_readable(key);
+        Flow::Upgraded
+    }
+
+    /// Completes the handshake, then sends a close frame (no status) and closes.
+    pub(super) fn accept_and_close_ws(&mut self, key: ConnKey, accept: &str) -> Flow {
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            h.wbuf.extend_from_slice(&ws::switching_protocols(accept));
+            h.wbuf.extend_from_slice(&ws::CLOSE_FRAME);
+            self.mark_dirty(key);
+        }
+        Flow::Close
+    }
+
+    pub(super) fn on_ws_readable(&mut self, key: ConnKey) {
+        let mut drained = false;
+        let read_to_eof = self.conn_mut(key).is_some_and(|c| c.peer_closed);
+        for _ in 0..MESSAGE_BUDGET {
+            let Some(conn) = self
+                .conns
+                .get_mut(key.idx)
+                .filter(|c| c.generation == key.generation)
+            else {
+                return;
+            };
+            let ConnState::Ws(w) = &mut conn.state else {
+                return;
+            };
+            let session = w.session;
+            let mut stream = UntilDrained {
+                stream: &mut conn.stream,
+                drained: &mut drained,
+                read_to_eof,
+                bytes: &mut self.metrics.bytes_in,
+            };
+            match w.ctx.read(&mut stream) {
+                Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
+                Ok(Message::Binary(data)) => {
+                    if self.is_active_ws(key, session) {
+                        self.dispatch(Event::Binary {
+                            session,
+                            data: &data,
+                        });
+                    }
+                }
+                Ok(Message::Close(_)) => {
+                    // tungstenite queued the close reply; flush it, then the read side ends.
+                    self.mark_dirty(key);
+                }
+                Ok(_) => self.mark_dirty(key), // ping: tungstenite queued the pong
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(tungstenite::Error::Capacity(_)) => {
+                    self.metrics.reject(Rejected::MessageTooBig);
+                    return self.ws_fail(key, CloseCode::Size, "message too big");
+                }
+                Err(tungstenite::Error::Protocol(_)) => {
+                    return self.ws_fail(key, CloseCode::Protocol, "protocol error");
+                }
+                Err(_) => return self.close_conn(key),
+            }
+        }
+        self.deferred.push(key);
+    }
+
+    pub(super) fn is_active_ws(&mut self, key: ConnKey, id: SessionId) -> bool {
+        matches!(self.session_mut(id), Some(Session { transport: Transport::WebSocket(c), .. }) if *c == key)
+    }
+
+    pub(super) fn on_ws_text(&mut self, key: ConnKey, id: SessionId, text: &str) {
+        if self.is_active_ws(key, id) {
+            match packet::decode_text(text) {
+                Ok(p) => {
+                    self.on_packet(id, p);
+                }
+                Err(_) => self.close_session(id, CloseReason::ParseError),
+            }
+            return;
+        }
+        let Some(session) = self.session_mut(id) else {
+            return self.ws_fail(key, CloseCode::Normal, "");
+        };
+        match (session.upgrade, packet::decode_text(text)) {
+            (Upgrade::Probing(c), Ok(Packet::Ping("probe"))) if c == key => {
+                session.upgrade = Upgrade::Probed(key);
+                self.ws_send(key, Message::text("3probe"));
+                self.release_parked_poll(id, "6");
+            }
+            (Upgrade::Probed(c), Ok(Packet::Upgrade)) if c == key => self.complete_upgrade(key, id),
+            (Upgrade::Probing(c) | Upgrade::Probed(c), Ok(Packet::Noop)) if c == key => {}
+            _ => self.ws_fail(key, CloseCode::Policy, "bad upgrade"),
+        }
+    }
+
+    /// The client sent `5`: the session moves to this WebSocket with everything still queued.
+    pub(super) fn complete_upgrade(&mut self, key: ConnKey, id: SessionId) {
+        self.metrics.upgrades_ok += 1;
+        self.release_parked_poll(id, "6");
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        session.upgrade = Upgrade::None;
+        let timer = session.upgrade_timer.take();
+        let old = std::mem::replace(&mut session.transport, Transport::WebSocket(key));
+        if let Some(t) = timer {
+            self.timers.cancel(t);
+        }
+        if let Transport::Polling { queue, .. } = old {
+            for p in queue {
+                self.ws_send(key, outgoing_to_ws(p));
+            }
+        }
+    }
+
+    pub(super) fn ws_send(&mut self, key: ConnKey, msg: Message) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let ConnState::Ws(w) = &mut conn.state else {
+            return;
+        };
+        match w.ctx.write(&mut conn.stream, msg) {
+            Ok(()) => self.mark_dirty(key),
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.mark_dirty(key)
+            }
+            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                // A reader that stopped reading: drop it rather than buffer without bound.
+                let id = w.session;
+                self.metrics.reject(Rejected::SlowConsumer);
+                self.close_conn(key);
+                self.close_session(id, CloseReason::TransportError);
+            }
+            Err(_) => self.close_conn(key),
+        }
+    }
+
+    /// Closes a WebSocket with a close frame (and its session, if it is the active transport).
+    pub(super) fn ws_fail(&mut self, key: ConnKey, code: CloseCode, reason: &'static str) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let ConnState::Ws(w) = &mut conn.state else {
+            return;
+        };
+        let id = w.session;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = w.ctx.close(&mut conn.stream, Some(frame));
+        w.close_after_write = true;
+        self.mark_dirty(key);
+        if self.is_active_ws(key, id) {
+            self.close_session(id, CloseReason::TransportError);
+        } else if let Some(s) = self.session_mut(id)
+            && matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key)
+        {
+            s.upgrade = Upgrade::None;
+            if let Some(t) = s.upgrade_timer.take() {
+                self.timers.cancel(t);
+            }
+        }
+    }
+}
