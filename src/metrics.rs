@@ -115,86 +115,83 @@ impl Metrics {
 
     /// Renders everything; `gauges` are the loop's current counts. Resets the max loop latency.
     pub fn render(&mut self, out: &mut String, gauges: &Gauges) {
-        gauge(
+        let g = gauges;
+        labelled_gauge(
             out,
             "pairchat_connections",
             "Open TCP connections by kind.",
-            &[
-                ("kind=\"http\"", gauges.http_connections),
-                ("kind=\"websocket\"", gauges.websocket_connections),
+            "kind",
+            [
+                ("http", g.http_connections),
+                ("websocket", g.websocket_connections),
             ],
         );
-        gauge(
+        labelled_gauge(
             out,
             "pairchat_sessions",
             "Open Engine.IO sessions by transport.",
-            &[
-                ("transport=\"polling\"", gauges.polling_sessions),
-                ("transport=\"websocket\"", gauges.websocket_sessions),
+            "transport",
+            [
+                ("polling", g.polling_sessions),
+                ("websocket", g.websocket_sessions),
             ],
         );
+        let accepted = self.connections_accepted;
         counter(
             out,
             "pairchat_connections_accepted_total",
             "TCP connections accepted.",
-            &[("", self.connections_accepted)],
+            accepted,
         );
+        let opened = self.sessions_opened;
         counter(
             out,
             "pairchat_sessions_opened_total",
             "Engine.IO sessions opened.",
-            &[("", self.sessions_opened)],
+            opened,
         );
-        let closed: Vec<(String, u64)> = CLOSE_REASONS
-            .iter()
-            .zip(self.sessions_closed)
-            .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), n))
-            .collect();
-        let closed: Vec<(&str, u64)> = closed.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        counter(
+        labelled_counter(
             out,
             "pairchat_sessions_closed_total",
             "Engine.IO sessions closed, by reason.",
-            &closed,
+            "reason",
+            CLOSE_REASONS
+                .iter()
+                .map(|r| r.as_str())
+                .zip(self.sessions_closed),
         );
-        counter(
+        labelled_counter(
             out,
             "pairchat_upgrades_total",
             "Upgrades from polling to WebSocket, by result.",
-            &[
-                ("result=\"ok\"", self.upgrades_ok),
-                ("result=\"failed\"", self.upgrades_failed),
-            ],
+            "result",
+            [("ok", self.upgrades_ok), ("failed", self.upgrades_failed)],
         );
-        let rejected: Vec<(String, u64)> = Rejected::ALL
-            .iter()
-            .zip(self.rejected)
-            .map(|(r, n)| (format!("reason=\"{}\"", r.as_str()), n))
-            .collect();
-        let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        counter(
+        labelled_counter(
             out,
             "pairchat_rejected_total",
             "Input refused by the transport layers, by reason.",
-            &rejected,
+            "reason",
+            Rejected::ALL.iter().map(|r| r.as_str()).zip(self.rejected),
         );
         counter(
             out,
             "pairchat_bytes_in_total",
             "Bytes read from clients.",
-            &[("", self.bytes_in)],
+            self.bytes_in,
         );
         counter(
             out,
             "pairchat_bytes_out_total",
             "Bytes written to clients.",
-            &[("", self.bytes_out)],
+            self.bytes_out,
         );
+        let turns = self.loop_iterations;
         counter(
             out,
             "pairchat_loop_iterations_total",
             "Event loop iterations.",
-            &[("", self.loop_iterations)],
+            turns,
         );
         let _ = writeln!(
             out,
@@ -208,7 +205,7 @@ impl Metrics {
             out,
             "pairchat_panics_total",
             "Panics caught while handling one connection (that connection was closed).",
-            &[("", self.panics)],
+            self.panics,
         );
     }
 }
@@ -226,23 +223,52 @@ pub struct Gauges {
     pub websocket_sessions: u64,
 }
 
-/// Appends a counter family (`labels` may be empty for an unlabelled sample).
-pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    family(out, name, help, "counter", samples);
+/// Appends a counter with one sample.
+pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, help, "counter", "", [("", value)]);
 }
 
-/// Appends a gauge family.
-pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    family(out, name, help, "gauge", samples);
+/// Appends a counter with one sample per value of `label`.
+pub fn labelled_counter<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, help, "counter", label, samples);
 }
 
-fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(&str, u64)]) {
+/// Appends a gauge with one sample.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, help, "gauge", "", [("", value)]);
+}
+
+/// Appends a gauge with one sample per value of `label`.
+pub fn labelled_gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, help, "gauge", label, samples);
+}
+
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
+    for (value, n) in samples {
+        if label.is_empty() {
+            let _ = writeln!(out, "{name} {n}");
         } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
         }
     }
 }

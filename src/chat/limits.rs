@@ -47,11 +47,16 @@ impl Rate {
     }
 }
 
+const SWEEP_MIN: usize = 4096;
+
 /// Failures counted in fixed windows, per key.
 #[derive(Debug)]
 pub struct Failures<K> {
     rate: Rate,
     windows: HashMap<K, (Millis, u32)>,
+    /// Table size at which expired windows are next swept out (doubles with the live ones, so
+    /// sweeping stays amortised O(1) per failure however many keys fail at once).
+    sweep_at: usize,
 }
 
 impl<K: Hash + Eq + Copy> Failures<K> {
@@ -60,6 +65,7 @@ impl<K: Hash + Eq + Copy> Failures<K> {
         Failures {
             rate,
             windows: HashMap::new(),
+            sweep_at: SWEEP_MIN,
         }
     }
 
@@ -73,9 +79,10 @@ impl<K: Hash + Eq + Copy> Failures<K> {
     /// Counts a failure; returns true when this one used up the window.
     pub fn fail(&mut self, key: K, now: Millis) -> bool {
         let per = self.rate.per_ms();
-        if self.windows.len() >= 4096 && !self.windows.contains_key(&key) {
-            // Forget expired windows now and then, so the table tracks only recent failures.
+        if self.windows.len() >= self.sweep_at {
+            // Forget expired windows, so the table tracks only recent failures.
             self.windows.retain(|_, (start, _)| now < *start + per);
+            self.sweep_at = (2 * self.windows.len()).max(SWEEP_MIN);
         }
         let w = self.windows.entry(key).or_insert((now, 0));
         if now >= w.0 + per {

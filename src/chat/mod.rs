@@ -179,7 +179,10 @@ impl Chat {
         self.leave(socket, io);
         if self.rooms.len() >= self.config.max_rooms {
             self.stats.busy += 1;
-            crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
+            // Logged the first time and then one in a thousand: refusals repeat at request rate.
+            if self.stats.busy % 1000 == 1 {
+                crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
+            }
             return Err(errors::SERVER_BUSY);
         }
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
@@ -364,46 +367,37 @@ impl App for Chat {
     type Timer = ChatTimer;
 
     fn metrics(&self, out: &mut String) {
-        use crate::metrics::{counter, gauge};
+        use crate::metrics::{counter, gauge, labelled_counter};
         let s = &self.stats;
         gauge(
             out,
             "pairchat_rooms",
             "Live chat rooms.",
-            &[("", self.rooms.len() as u64)],
+            self.rooms.len() as u64,
         );
         counter(
             out,
             "pairchat_rooms_created_total",
             "Rooms created.",
-            &[("", s.rooms_created)],
+            s.rooms_created,
         );
         counter(
             out,
             "pairchat_rooms_expired_total",
             "Rooms expired.",
-            &[("", s.rooms_expired)],
+            s.rooms_expired,
         );
-        counter(
-            out,
-            "pairchat_joins_total",
-            "Successful joinRoom.",
-            &[("", s.joins)],
-        );
-        counter(
-            out,
-            "pairchat_messages_total",
-            "Messages sent.",
-            &[("", s.messages)],
-        );
-        counter(
+        counter(out, "pairchat_joins_total", "Successful joinRoom.", s.joins);
+        counter(out, "pairchat_messages_total", "Messages sent.", s.messages);
+        labelled_counter(
             out,
             "pairchat_limited_total",
             "Chat requests refused by a limit, by limit.",
-            &[
-                ("limit=\"join_failures\"", s.limited_joins),
-                ("limit=\"message_rate\"", s.limited_messages),
-                ("limit=\"max_rooms\"", s.busy),
+            "limit",
+            [
+                ("join_failures", s.limited_joins),
+                ("message_rate", s.limited_messages),
+                ("max_rooms", s.busy),
             ],
         );
     }

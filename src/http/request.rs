@@ -290,40 +290,34 @@ pub fn forwarded_client(
     headers: &Headers<'_>,
     trusted: &[std::net::IpAddr],
 ) -> Option<std::net::IpAddr> {
-    let from_xff = headers.forwarded_for.map(|v| {
-        v.split(',')
-            .map(str::trim)
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    });
-    let from_forwarded = || {
-        headers.forwarded.map(|v| {
-            v.split(',')
-                .flat_map(|element| element.split(';'))
-                .filter_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| {
-                        let v = v.trim().trim_matches('"');
-                        // `[2001:db8::1]:4711` or `192.0.2.1:4711` or a bare address.
-                        let v = match v.strip_prefix('[') {
-                            Some(rest) => rest.split(']').next().unwrap_or(""),
-                            None if v.matches(':').count() == 1 => {
-                                v.split(':').next().unwrap_or("")
-                            }
-                            None => v,
-                        };
-                        v.to_string()
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
+    let untrusted = |a: &str| {
+        a.parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|ip| !trusted.contains(ip))
     };
-    let chain = from_xff.or_else(from_forwarded)?;
-    chain
-        .iter()
-        .rev()
-        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
-        .find(|ip| !trusted.contains(ip))
+    if let Some(xff) = headers.forwarded_for {
+        return xff.rsplit(',').map(str::trim).find_map(untrusted);
+    }
+    headers
+        .forwarded?
+        .rsplit(',')
+        .flat_map(|element| element.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v)
+        })
+        .map(forwarded_node)
+        .find_map(untrusted)
+}
+
+/// The address of a `Forwarded` node: `"[2001:db8::1]:4711"`, `192.0.2.1:4711` or bare.
+fn forwarded_node(v: &str) -> &str {
+    let v = v.trim().trim_matches('"');
+    match v.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None if v.matches(':').count() == 1 => v.split(':').next().unwrap_or(""),
+        None => v,
+    }
 }
 
 #[cfg(test)]

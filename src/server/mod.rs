@@ -56,6 +56,8 @@ const MESSAGE_BUDGET: usize = 64;
 const LINGER: Duration = Duration::from_secs(2);
 /// Longest poll wait: bounds how late a stop request is noticed without a signal.
 const MAX_WAIT: Duration = Duration::from_millis(500);
+/// Limit hits repeat as fast as a client can ask: log the first and then one in this many.
+const LOG_EVERY: u64 = 1000;
 /// Listen backlog (mio's default of 128 makes bursts of clients wait for SYN retries).
 const BACKLOG: i32 = 1024;
 
@@ -309,11 +311,6 @@ impl<H: Handler> Server<H> {
             .and_then(|l| l.local_addr().ok())
     }
 
-    /// The loop's counters.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// A handle that stops the loop from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
@@ -474,11 +471,8 @@ impl<H: Handler> Server<H> {
                 Timeout::Upgrade(id) => {
                     if let Some(s) = self.session_mut(id) {
                         s.upgrade_timer = None;
-                        if let Upgrade::Probing(c) | Upgrade::Probed(c) =
-                            std::mem::replace(&mut s.upgrade, Upgrade::None)
-                        {
-                            self.metrics.upgrades_failed += 1;
-                            self.close_conn(c);
+                        if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
+                            self.close_conn(c); // abandons the upgrade (`abandon_probe`)
                         }
                     }
                 }
@@ -670,9 +664,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(key.idx)
-            .filter(|c| c.generation == key.generation)
+        conn_in(&mut self.conns, key)
     }
 
     fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
@@ -690,11 +682,7 @@ impl<H: Handler> Server<H> {
 
     fn set_conn_timer(&mut self, key: ConnKey, after: Option<Duration>) {
         let at = after.map(|d| self.now() + ms(d));
-        let Some(conn) = self
-            .conns
-            .get_mut(key.idx)
-            .filter(|c| c.generation == key.generation)
-        else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
         if let Some(old) = conn.timer.take() {
@@ -756,21 +744,10 @@ impl<H: Handler> Server<H> {
                 }
             }
             ConnState::Ws(ws) => {
-                let id = ws.session;
-                if let Some(s) = self.session_mut(id) {
-                    match (&s.transport, s.upgrade) {
-                        (Transport::WebSocket(c), _) if *c == key => {
-                            self.close_session(id, CloseReason::TransportClose)
-                        }
-                        (_, Upgrade::Probing(c) | Upgrade::Probed(c)) if c == key => {
-                            s.upgrade = Upgrade::None;
-                            if let Some(t) = s.upgrade_timer.take() {
-                                self.timers.cancel(t);
-                            }
-                            self.metrics.upgrades_failed += 1;
-                        }
-                        _ => {}
-                    }
+                if self.is_active_ws(key, ws.session) {
+                    self.close_session(ws.session, CloseReason::TransportClose);
+                } else {
+                    self.abandon_probe(ws.session, key);
                 }
             }
             _ => {}
@@ -815,11 +792,7 @@ impl<H: Handler> Server<H> {
 
     /// Writes queued output; closes or lingers when the connection asked for it.
     fn flush(&mut self, key: ConnKey) {
-        let Some(conn) = self
-            .conns
-            .get_mut(key.idx)
-            .filter(|c| c.generation == key.generation)
-        else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
         let mut stream = Counted {
@@ -880,6 +853,14 @@ impl<H: Handler> Server<H> {
             }
         }
     }
+}
+
+/// A connection by key; a free function so a caller can borrow other fields of the server
+/// (metrics, timers) beside it.
+fn conn_in(conns: &mut Slab<Conn>, key: ConnKey) -> Option<&mut Conn> {
+    conns
+        .get_mut(key.idx)
+        .filter(|c| c.generation == key.generation)
 }
 
 fn session_in(sessions: &mut Slab<Session>, id: SessionId) -> Option<&mut Session> {

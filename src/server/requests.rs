@@ -5,33 +5,31 @@ use super::*;
 
 impl<H: Handler> Server<H> {
     pub(super) fn on_http_readable(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
-        let read_to_eof = conn.peer_closed;
         let ConnState::Http(h) = &mut conn.state else {
             return;
         };
-        // Bytes arriving on an idle keep-alive connection start a request: from now on it has
-        // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
-        let was_idle = h.keep_alive_idle && h.rbuf.is_empty();
+        let mut drained = false;
+        let mut stream = UntilDrained {
+            stream: &mut conn.stream,
+            drained: &mut drained,
+            read_to_eof: conn.peer_closed,
+            bytes: &mut self.metrics.bytes_in,
+        };
         let mut budget = READ_BUDGET;
         let mut eof = false;
-        let mut read = 0u64;
         let mut chunk = [0u8; 4096];
         while budget > 0 {
-            match conn.stream.read(&mut chunk) {
+            match stream.read(&mut chunk) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
                 Ok(n) => {
                     h.rbuf.extend_from_slice(&chunk[..n]);
-                    read += n as u64;
                     budget = budget.saturating_sub(n);
-                    if n < chunk.len() && !read_to_eof {
-                        break; // drained: see `UntilDrained`
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -41,11 +39,11 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        if was_idle && read > 0 {
+        // Bytes arriving on an idle keep-alive connection start a request: from now on it has
+        // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
+        let started = h.keep_alive_idle && !h.rbuf.is_empty();
+        if started {
             h.keep_alive_idle = false;
-        }
-        self.metrics.bytes_in += read;
-        if was_idle && read > 0 {
             self.set_conn_timer(key, Some(self.config.header_timeout));
         }
         if budget == 0 {
@@ -205,71 +203,36 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn on_request(&mut self, key: ConnKey, req: &Request<'_>, rest: &[u8]) -> Flow {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(&Conn {
+            peer, metrics_only, ..
+        }) = self.conn_mut(key).map(|c| &*c)
+        else {
             return Flow::Close;
         };
-        let (peer, counted, metrics_only) =
-            (conn.peer, conn.counted_ip.is_some(), conn.metrics_only);
         if self.config.trust_proxy.contains(&peer) {
-            let client = self.client_of(peer, Some(req));
-            let limit = self.config.max_connections_per_ip > 0;
-            let refused = match client {
-                Some(ip) if limit && !counted => self.count_ip(ip),
-                _ => false,
-            };
-            if let Some(conn) = self.conn_mut(key) {
-                conn.client = client;
-                if limit
-                    && !counted
-                    && let Some(ip) = client
-                {
-                    conn.counted_ip = Some(ip);
-                    conn.refused = refused;
-                }
-            }
+            self.note_forwarded_client(key, peer, req);
         }
         if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
             let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);
-            log::warn(
-                "connection limit per address reached",
-                &[("client", &client)],
-            );
+            if self.metrics.rejected(Rejected::PerIpLimit) % LOG_EVERY == 1 {
+                log::warn(
+                    "connection limit per address reached",
+                    &[("client", &client)],
+                );
+            }
             self.respond_unavailable(key, Cors::none());
             return Flow::Close;
         }
         let serve_metrics =
             self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
+        let engine_path = !metrics_only
+            && (req.path == self.config.path || req.path == self.config.path.trim_end_matches('/'));
         let flow = if req.path == "/metrics" && serve_metrics {
-            if req.method == Method::Get {
-                let body = self.render_metrics();
-                let r = Response::new(200, "text/plain; version=0.0.4", body.as_bytes());
-                self.respond(key, r);
-            } else {
-                let mut r = Response::text(405, "Method Not Allowed");
-                r.extra = "Allow: GET\r\n";
-                self.respond(key, r);
-            }
-            Flow::Continue
-        } else if metrics_only && req.path != "/health" {
-            self.respond(key, Response::text(404, "Not Found"));
-            Flow::Continue
+            self.respond_to_get(key, req, "text/plain; version=0.0.4", Self::render_metrics)
         } else if req.path == "/health" {
-            match req.method {
-                Method::Get => {
-                    let body = http::health_body();
-                    self.respond(key, Response::new(200, "application/json", body.as_bytes()));
-                    Flow::Continue
-                }
-                _ => {
-                    let mut r = Response::text(405, "Method Not Allowed");
-                    r.extra = "Allow: GET\r\n";
-                    self.respond(key, r);
-                    Flow::Continue
-                }
-            }
-        } else if req.path == self.config.path || req.path == self.config.path.trim_end_matches('/')
-        {
+            self.respond_to_get(key, req, "application/json", |_| http::health_body())
+        } else if engine_path {
             self.on_engine_request(key, req, rest)
         } else {
             self.respond(key, Response::text(404, "Not Found"));
@@ -279,6 +242,44 @@ impl<H: Handler> Server<H> {
             Flow::Close
         } else {
             flow
+        }
+    }
+
+    /// A resource that only answers GET: `body` for GET, 405 with `Allow` otherwise.
+    fn respond_to_get(
+        &mut self,
+        key: ConnKey,
+        req: &Request<'_>,
+        content_type: &str,
+        body: impl FnOnce(&mut Self) -> String,
+    ) -> Flow {
+        if req.method == Method::Get {
+            let body = body(self);
+            self.respond(key, Response::new(200, content_type, body.as_bytes()));
+        } else {
+            let mut r = Response::text(405, "Method Not Allowed");
+            r.extra = "Allow: GET\r\n";
+            self.respond(key, r);
+        }
+        Flow::Continue
+    }
+
+    /// On a connection from a trusted proxy: the client its headers name is the connection's
+    /// client, and what counts against `max_connections_per_ip` (once per connection).
+    fn note_forwarded_client(&mut self, key: ConnKey, peer: IpAddr, req: &Request<'_>) {
+        let client = self.client_of(peer, Some(req));
+        let count = self.config.max_connections_per_ip > 0
+            && self.conn_mut(key).is_some_and(|c| c.counted_ip.is_none());
+        let refused = match client {
+            Some(ip) if count => self.count_ip(ip),
+            _ => false,
+        };
+        if let Some(conn) = self.conn_mut(key) {
+            conn.client = client;
+            if count && client.is_some() {
+                conn.counted_ip = client;
+                conn.refused = refused;
+            }
         }
     }
 

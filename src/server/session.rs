@@ -151,11 +151,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         let Some(key) = parked.take() else { return };
-        let Some(conn) = self
-            .conns
-            .get_mut(key.idx)
-            .filter(|c| c.generation == key.generation)
-        else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
         let ConnState::Http(h) = &mut conn.state else {

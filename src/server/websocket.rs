@@ -2,6 +2,7 @@
 //! session, writing frames, closing with a code.
 
 use super::*;
+use tungstenite::error::ProtocolError;
 
 impl<H: Handler> Server<H> {
     pub(super) fn upgrade_to_ws(
@@ -61,11 +62,7 @@ impl<H: Handler> Server<H> {
         let mut drained = false;
         let read_to_eof = self.conn_mut(key).is_some_and(|c| c.peer_closed);
         for _ in 0..MESSAGE_BUDGET {
-            let Some(conn) = self
-                .conns
-                .get_mut(key.idx)
-                .filter(|c| c.generation == key.generation)
-            else {
+            let Some(conn) = conn_in(&mut self.conns, key) else {
                 return;
             };
             let ConnState::Ws(w) = &mut conn.state else {
@@ -97,6 +94,10 @@ impl<H: Handler> Server<H> {
                 Err(tungstenite::Error::Capacity(_)) => {
                     self.metrics.reject(Rejected::MessageTooBig);
                     return self.ws_fail(key, CloseCode::Size, "message too big");
+                }
+                // The peer went away without a close frame: an ordinary disconnect.
+                Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return self.close_conn(key);
                 }
                 Err(tungstenite::Error::Protocol(_)) => {
                     return self.ws_fail(key, CloseCode::Protocol, "protocol error");
@@ -197,13 +198,23 @@ impl<H: Handler> Server<H> {
         self.mark_dirty(key);
         if self.is_active_ws(key, id) {
             self.close_session(id, CloseReason::TransportError);
-        } else if let Some(s) = self.session_mut(id)
-            && matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key)
-        {
+        } else {
+            self.abandon_probe(id, key);
+        }
+    }
+
+    /// If `key` is probing an upgrade of session `id`, the upgrade is off (counted as failed)
+    /// and the session goes on over polling.
+    pub(super) fn abandon_probe(&mut self, id: SessionId, key: ConnKey) {
+        let Some(s) = self.session_mut(id) else {
+            return;
+        };
+        if matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key) {
             s.upgrade = Upgrade::None;
             if let Some(t) = s.upgrade_timer.take() {
                 self.timers.cancel(t);
             }
+            self.metrics.upgrades_failed += 1;
         }
     }
 }

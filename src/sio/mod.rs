@@ -493,12 +493,9 @@ impl<A: App> Handler for SocketIo<A> {
     }
 
     fn metrics(&self, out: &mut String) {
-        crate::metrics::gauge(
-            out,
-            "pairchat_sio_sockets",
-            "Connected Socket.IO sockets (all namespaces).",
-            &[("", self.tables.sockets.len() as u64)],
-        );
+        let sockets = self.tables.sockets.len() as u64;
+        let help = "Connected Socket.IO sockets (all namespaces).";
+        crate::metrics::gauge(out, "pairchat_sio_sockets", help, sockets);
         self.app.metrics(out);
     }
 }
