@@ -148,7 +148,7 @@ fn server_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// A non-blocking TCP connect from a chosen loopback source address. std and mio do not bind
-/// before connecting, so the three libc calls are declared here by hand.
+/// before connecting, so the libc calls are declared here by hand.
 fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     #[repr(C)]
@@ -158,11 +158,21 @@ fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<TcpStream>
         addr: [u8; 4],
         zero: [u8; 8],
     }
+    impl SockaddrIn {
+        fn new(addr: SocketAddrV4) -> Self {
+            SockaddrIn {
+                family: AF_INET as u16,
+                port: addr.port().to_be(),
+                addr: addr.ip().octets(),
+                zero: [0; 8],
+            }
+        }
+    }
     unsafe extern "C" {
         fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
         fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
         fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-        fn close(fd: i32) -> i32;
+        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
     }
     const AF_INET: i32 = 2;
     const SOCK_STREAM: i32 = 1;
@@ -170,71 +180,33 @@ fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<TcpStream>
     const SOCK_CLOEXEC: i32 = 0o2000000;
     const SOL_IP: i32 = 0;
     const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
-    // SAFETY: plain syscalls on integers and on a properly laid out sockaddr_in that lives on
-    // the stack for the duration of the call; the fd is closed on error or owned by the
-    // returned stream.
+    const EINPROGRESS: i32 = 115;
+    let len = std::mem::size_of::<SockaddrIn>() as u32;
+    // SAFETY: plain syscalls on integers and on properly laid out sockaddr_in values that live
+    // on the stack for the duration of each call; the fd is owned by `stream` from its creation,
+    // so it is closed on every error path.
     unsafe {
         let fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
         let one = 1i32;
         // Let connect() pick the port per destination instead of bind() per source.
         setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, 4);
-        let addr = SockaddrIn {
-            family: AF_INET as u16,
-            port: 0,
-            addr: source.octets(),
-            zero: [0; 8],
-        };
-        if bind(fd, &addr, std::mem::size_of::<SockaddrIn>() as u32) != 0 {
+        if bind(fd, &SockaddrIn::new(SocketAddrV4::new(source, 0)), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // On a non-blocking socket `connect` answers EINPROGRESS, which is what mio expects.
+        if connect(fd, &SockaddrIn::new(target), len) != 0 {
             let e = io::Error::last_os_error();
-            close(fd);
-            return Err(e);
+            if e.raw_os_error() != Some(EINPROGRESS) {
+                return Err(e);
+            }
         }
-        let std_stream = std::net::TcpStream::from_raw_fd(fd);
-        // `connect` on a non-blocking socket returns EINPROGRESS, which mio expects.
-        let socket = socket_connect(std_stream, target)?;
-        Ok(socket)
+        stream.set_nodelay(true)?;
+        Ok(TcpStream::from_std(stream))
     }
-}
-
-/// Connects an unconnected non-blocking socket (EINPROGRESS is success).
-fn socket_connect(stream: std::net::TcpStream, target: SocketAddrV4) -> io::Result<TcpStream> {
-    use std::os::fd::AsRawFd;
-    #[repr(C)]
-    struct SockaddrIn {
-        family: u16,
-        port: u16,
-        addr: [u8; 4],
-        zero: [u8; 8],
-    }
-    unsafe extern "C" {
-        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    }
-    const EINPROGRESS: i32 = 115;
-    let addr = SockaddrIn {
-        family: 2,
-        port: target.port().to_be(),
-        addr: target.ip().octets(),
-        zero: [0; 8],
-    };
-    // SAFETY: the fd is owned by `stream`; the address lives on the stack for the call.
-    let rc = unsafe {
-        connect(
-            stream.as_raw_fd(),
-            &addr,
-            std::mem::size_of::<SockaddrIn>() as u32,
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    stream.set_nodelay(true)?;
-    Ok(TcpStream::from_std(stream))
 }
 
 /// Where a client is in its session setup.
