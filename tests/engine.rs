@@ -46,6 +46,14 @@ fn ws_path(sid: &str) -> String {
     format!("{PATH}?EIO=4&transport=websocket&sid={sid}")
 }
 
+/// A polling session and a WebSocket opened for its upgrade (nothing sent on it yet).
+fn polling_then_probe_socket(server: &TestServer) -> (String, WebSocket<TcpStream>) {
+    let (sid, _) = server.open_polling(PATH);
+    let ws = server.websocket(&ws_path(&sid));
+    read_timeout(&ws, Duration::from_secs(2));
+    (sid, ws)
+}
+
 /// Sends a GET without waiting for the answer (a long poll to park).
 fn start_get(server: &TestServer, path: &str) -> HttpConn {
     let mut conn = HttpConn::new(server.connect());
@@ -419,9 +427,7 @@ fn upgrade_from_polling_to_websocket() {
 fn upgrade_with_the_conformance_timings() {
     // As the official suite does it: no parked poll before the probe.
     let server = conformance();
-    let (sid, _) = server.open_polling(PATH);
-    let mut ws = server.websocket(&ws_path(&sid));
-    read_timeout(&ws, Duration::from_secs(2));
+    let (sid, mut ws) = polling_then_probe_socket(&server);
     send_text(&mut ws, "2probe");
     assert_eq!(recv_text(&mut ws), "3probe");
     let res = server.get(&poll_path(&sid));
@@ -441,9 +447,7 @@ fn upgrade_with_the_conformance_timings() {
 #[test]
 fn messages_echoed_during_the_upgrade_arrive_over_the_websocket() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut ws = server.websocket(&ws_path(&sid));
-    read_timeout(&ws, Duration::from_secs(2));
+    let (sid, mut ws) = polling_then_probe_socket(&server);
     send_text(&mut ws, "2probe");
     assert_eq!(recv_text(&mut ws), "3probe");
     // Still polling until `5`: the echo waits in the session's queue.
@@ -455,9 +459,7 @@ fn messages_echoed_during_the_upgrade_arrive_over_the_websocket() {
 #[test]
 fn polling_requests_after_the_upgrade_get_400() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut ws = server.websocket(&ws_path(&sid));
-    read_timeout(&ws, Duration::from_secs(2));
+    let (sid, mut ws) = polling_then_probe_socket(&server);
     // Back to back, without waiting for 3probe.
     send_text(&mut ws, "2probe");
     send_text(&mut ws, "5");
@@ -473,9 +475,7 @@ fn polling_requests_after_the_upgrade_get_400() {
 #[test]
 fn a_second_websocket_with_the_same_sid_after_the_upgrade_is_closed() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut ws = server.websocket(&ws_path(&sid));
-    read_timeout(&ws, Duration::from_secs(2));
+    let (sid, mut ws) = polling_then_probe_socket(&server);
     send_text(&mut ws, "2probe");
     send_text(&mut ws, "5");
     assert_eq!(recv_text(&mut ws), "3probe");
@@ -796,9 +796,7 @@ fn an_unfinished_upgrade_times_out_and_polling_goes_on() {
         },
         |_| Echo,
     );
-    let (sid, _) = server.open_polling(PATH);
-    let mut ws = server.websocket(&ws_path(&sid));
-    read_timeout(&ws, Duration::from_secs(2));
+    let (sid, mut ws) = polling_then_probe_socket(&server);
     send_text(&mut ws, "2probe");
     assert_eq!(recv_text(&mut ws), "3probe");
     // Never `5`: the probe socket is dropped after the upgrade timeout.

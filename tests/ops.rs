@@ -4,8 +4,10 @@
 //! logged), and the graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM
 //! exits at once).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{HttpConn, Response as Resp};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
@@ -192,22 +195,6 @@ fn free_port() -> u16 {
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 fn connect(addr: &str) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -215,46 +202,11 @@ fn connect(addr: &str) -> TcpStream {
     s
 }
 
-/// Reads one `Content-Length`-framed response.
-fn read_response(r: &mut BufReader<TcpStream>) -> io::Result<Resp> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (n, v) = line.split_once(':').expect("header line");
-        headers.push((n.to_string(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse::<usize>().expect("Content-Length"));
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8(body).expect("UTF-8 body"),
-    })
-}
-
 /// Sends `raw` on a fresh connection and reads one response.
 fn request(addr: &str, raw: &str) -> Resp {
-    let mut s = connect(addr);
-    s.write_all(raw.as_bytes()).unwrap();
-    read_response(&mut BufReader::new(s)).expect("response")
+    let mut conn = HttpConn::new(connect(addr));
+    conn.send(raw.as_bytes());
+    conn.response().expect("response")
 }
 
 fn get(addr: &str, path: &str) -> Resp {
@@ -280,7 +232,7 @@ fn assert_healthy(addr: &str) {
     let res = get(addr, "/health");
     assert_eq!(res.status, 200, "{res:?}");
     assert_eq!(res.header("content-type"), Some("application/json"));
-    let v: Value = serde_json::from_str(&res.body).expect("health JSON");
+    let v: Value = serde_json::from_str(&res.text()).expect("health JSON");
     assert_eq!(v["status"], "ok", "{v}");
     let ts = v["timestamp"].as_u64().expect("numeric timestamp");
     let now = std::time::SystemTime::now()
@@ -355,7 +307,7 @@ fn scrape(addr: &str) -> Scrape {
         Some("text/plain; version=0.0.4")
     );
     let mut out = BTreeMap::new();
-    for line in res.body.lines() {
+    for line in res.text().lines() {
         if let Some(comment) = line.strip_prefix('#') {
             assert!(
                 comment.starts_with(" HELP pairchat_") || comment.starts_with(" TYPE pairchat_"),
@@ -486,20 +438,20 @@ impl Sio {
 fn polling_connect(addr: &str) -> String {
     let res = get(addr, EIO_POLLING);
     assert_eq!(res.status, 200, "{res:?}");
-    let open: Value =
-        serde_json::from_str(res.body.strip_prefix('0').expect("open packet")).expect("open JSON");
+    let open: Value = serde_json::from_str(res.text().strip_prefix('0').expect("open packet"))
+        .expect("open JSON");
     let sid = open["sid"].as_str().unwrap().to_string();
     let path = format!("{EIO_POLLING}&sid={sid}");
     let res = post(addr, &path, "40");
-    assert_eq!((res.status, res.body.as_str()), (200, "ok"));
+    assert_eq!((res.status, res.text().as_str()), (200, "ok"));
     let res = get(addr, &path);
-    assert!(res.body.starts_with("40{\"sid\":"), "{res:?}");
+    assert!(res.text().starts_with("40{\"sid\":"), "{res:?}");
     sid
 }
 
 /// Sends a long-poll GET for `sid` and returns the connection, its answer still to come.
 /// The poll is parked at the server once this returns.
-fn park_poll(addr: &str, sid: &str) -> BufReader<TcpStream> {
+fn park_poll(addr: &str, sid: &str) -> HttpConn {
     let mut s = connect(addr);
     write!(
         s,
@@ -510,7 +462,7 @@ fn park_poll(addr: &str, sid: &str) -> BufReader<TcpStream> {
     // the loop has read the GET (the same turn at the latest).
     assert_eq!(get(addr, "/health").status, 200);
     thread::sleep(Duration::from_millis(50));
-    BufReader::new(s)
+    HttpConn::new(s)
 }
 
 // ---- /metrics ------------------------------------------------------------------------------
@@ -619,7 +571,7 @@ fn metrics_off_answers_404() {
     let server = Proc::start(&["--metrics", "off"]);
     let res = get(&server.addr, "/metrics");
     assert_eq!(res.status, 404, "{res:?}");
-    assert!(!res.body.contains("pairchat_"), "{}", res.body);
+    assert!(!res.text().contains("pairchat_"), "{}", res.text());
     assert_healthy(&server.addr);
 
     // Off wins over a metrics port: nothing listens there.
@@ -813,8 +765,8 @@ fn sigterm_tells_every_client_and_exits_0() {
         other => panic!("expected a close frame, got {other:?}"),
     }
     // The parked poll: answered with the close packet.
-    let res = read_response(&mut parked).expect("the parked poll answered");
-    assert_eq!((res.status, res.body.as_str()), (200, "1"));
+    let res = parked.response().expect("the parked poll answered");
+    assert_eq!((res.status, res.text().as_str()), (200, "1"));
 
     let status = server
         .wait_exit(Duration::from_secs(3))
