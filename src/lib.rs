@@ -8,7 +8,8 @@
 //! - [`sio`]: Socket.IO v5 (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
 //! - [`chat`]: the chat rooms as a Socket.IO application;
 //! - [`conformance`]: the servers the official protocol test suites expect;
-//! - [`timer`]: the hashed timer wheel behind every deadline.
+//! - [`timer`]: the hashed timer wheel behind every deadline;
+//! - [`sys`]: the few libc calls std lacks (listen backlog, stop signals, fd limit).
 #![warn(missing_docs)]
 
 pub mod chat;
@@ -20,7 +21,7 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod sio;
-mod sys;
+pub mod sys;
 pub mod timer;
 pub mod ws;
 
