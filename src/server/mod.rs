@@ -43,15 +43,16 @@ mod session;
 mod stream;
 mod websocket;
 
-use self::stream::{Counted, UntilDrained, write_all_nonblocking};
+use self::stream::{Counted, Feed, UntilDrained, write_all_nonblocking};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 /// Bytes read from one HTTP connection per readiness event before yielding to others.
 const READ_BUDGET: usize = 64 * 1024;
-/// WebSocket messages handled per connection per readiness event before yielding.
-const MESSAGE_BUDGET: usize = 64;
+/// Bytes read from one WebSocket per turn (one `recv` into the loop's shared buffer) before
+/// yielding to others.
+const WS_READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection may linger to drain the peer's last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 /// Longest poll wait: bounds how late a stop request is noticed without a signal.
@@ -226,6 +227,9 @@ pub struct Server<H: Handler> {
     poll_ready: Vec<SessionId>,
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
+    /// Every WebSocket read lands here first (`WS_READ_CHUNK`, allocated on first use), so a
+    /// connection's own decoder buffer stays small.
+    read_buf: Box<[u8]>,
     accepting: bool,
     /// The optional second listener (`metrics_port`).
     metrics_listener: Option<TcpListener>,
@@ -289,6 +293,7 @@ impl<H: Handler> Server<H> {
             dirty: Vec::new(),
             poll_ready: Vec::new(),
             deferred: Vec::new(),
+            read_buf: Box::default(),
             accepting: true,
             metrics_listener,
             per_ip: HashMap::new(),
@@ -394,14 +399,14 @@ impl<H: Handler> Server<H> {
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
                         let writable = event.is_writable();
-                        self.guarded(Some(key), |s| {
-                            if writable {
-                                s.flush(key);
-                            }
-                            if readable {
-                                s.on_readable(key);
-                            }
-                        });
+                        // Room to write again: the flush waits for the end of the turn, so
+                        // output this turn adds leaves in the same `send`.
+                        if writable {
+                            self.mark_dirty(key);
+                        }
+                        if readable {
+                            self.guarded(Some(key), |s| s.on_readable(key));
+                        }
                     }
                 }
             }

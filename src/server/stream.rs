@@ -1,5 +1,5 @@
-//! Stream adapters for the loop's reads and writes: stop at a short read, count bytes, write
-//! without blocking.
+//! Stream adapters for the loop's reads and writes: stop at a short read, feed bytes already
+//! read to a decoder, count bytes, write without blocking.
 
 use std::io::{self, Read, Write};
 
@@ -44,7 +44,34 @@ impl Write for UntilDrained<'_> {
     }
 }
 
-/// Writes as much of `buf` as the socket takes. `Ok(true)` when all of it left.
+/// Bytes already read off a socket, handed to a frame decoder as a stream: `WouldBlock` once
+/// they are used up (or end of stream when the socket said so). Writes (a pong, a close reply)
+/// go to the socket.
+pub(super) struct Feed<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) eof: bool,
+    pub(super) stream: &'a mut TcpStream,
+}
+
+impl Read for Feed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.data.is_empty() && !self.eof {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.data.read(buf)
+    }
+}
+
+impl Write for Feed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// A stream that counts the bytes written through it.
 pub(super) struct Counted<'a> {
     pub(super) stream: &'a mut TcpStream,
@@ -69,6 +96,7 @@ impl Write for Counted<'_> {
     }
 }
 
+/// Writes as much of `buf` as the socket takes. `Ok(true)` when all of it left.
 pub(super) fn write_all_nonblocking(
     stream: &mut impl Write,
     buf: &mut Vec<u8>,

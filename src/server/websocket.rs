@@ -58,10 +58,48 @@ impl<H: Handler> Server<H> {
         Flow::Close
     }
 
+    /// Reads what the socket has into the loop's shared buffer with one `recv` and hands it to
+    /// the connection's frame decoder; a full buffer means there may be more, served next turn.
     pub(super) fn on_ws_readable(&mut self, key: ConnKey) {
-        let mut drained = false;
-        let read_to_eof = self.conn_mut(key).is_some_and(|c| c.peer_closed);
-        for _ in 0..MESSAGE_BUDGET {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        if buf.is_empty() {
+            buf = vec![0; WS_READ_CHUNK].into_boxed_slice();
+        }
+        self.read_ws(key, &mut buf);
+        self.read_buf = buf;
+    }
+
+    fn read_ws(&mut self, key: ConnKey, buf: &mut [u8]) {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
+            return;
+        };
+        let read_to_eof = conn.peer_closed;
+        let (mut n, mut eof) = (0, false);
+        loop {
+            match conn.stream.read(&mut buf[n..]) {
+                Ok(0) => eof = true,
+                Ok(got) => {
+                    n += got;
+                    // After a short read the queue is empty, and more data raises a new
+                    // edge-triggered event; only a peer's FIN (its one event) means read on.
+                    if read_to_eof && n < buf.len() {
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.close_conn(key),
+            }
+            break;
+        }
+        self.metrics.bytes_in += n as u64;
+        if n == buf.len() {
+            self.deferred.push(key);
+        }
+        // Frames buffered by the decoder (say, sent along with the upgrade request) are
+        // handled even when this read found nothing new.
+        let mut at = 0;
+        loop {
             let Some(conn) = conn_in(&mut self.conns, key) else {
                 return;
             };
@@ -69,13 +107,14 @@ impl<H: Handler> Server<H> {
                 return;
             };
             let session = w.session;
-            let mut stream = UntilDrained {
+            let mut feed = Feed {
+                data: &buf[at..n],
+                eof,
                 stream: &mut conn.stream,
-                drained: &mut drained,
-                read_to_eof,
-                bytes: &mut self.metrics.bytes_in,
             };
-            match w.ctx.read(&mut stream) {
+            let result = w.ctx.read(&mut feed);
+            at = n - feed.data.len();
+            match result {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
                 Ok(Message::Binary(data)) => {
                     if self.is_active_ws(key, session) {
@@ -105,7 +144,6 @@ impl<H: Handler> Server<H> {
                 Err(_) => return self.close_conn(key),
             }
         }
-        self.deferred.push(key);
     }
 
     pub(super) fn is_active_ws(&mut self, key: ConnKey, id: SessionId) -> bool {
