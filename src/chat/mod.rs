@@ -20,13 +20,12 @@ pub mod rooms;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use crate::sio::packet::write_json_string;
+use crate::sio::packet::{push_decimal, write_json_string};
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use crate::timer::Millis;
 use args::Fields;
@@ -117,6 +116,8 @@ pub struct Chat {
     join_failures: Option<(Failures<SocketRef>, Failures<IpAddr>)>,
     buckets: HashMap<SocketRef, Bucket>,
     stats: Stats,
+    /// Where each message's wire JSON is written (reused, so sending allocates no text).
+    message_buf: String,
 }
 
 /// Counters for `/metrics`.
@@ -146,6 +147,7 @@ impl Chat {
             join_failures,
             buckets: HashMap::new(),
             stats: Stats::default(),
+            message_buf: String::new(),
         }
     }
 
@@ -300,11 +302,12 @@ impl Chat {
         } else {
             raw_text
         };
-        let message = message_json(sender.as_str(), raw_text, crate::http::unix_millis());
-        let packets = io.event_packet(Nsp::MAIN, "newMessage", &message, &[]);
+        let message = &mut self.message_buf;
+        write_message_json(message, sender.as_str(), raw_text, io.unix_millis());
+        let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
         let members = self
             .rooms
-            .push_message(code, socket, message.into_boxed_str())
+            .push_message(code, socket, message)
             .map_err(|e| match e {
                 SendError::NotFound => errors::ROOM_NOT_FOUND,
                 SendError::NotMember => errors::NOT_MEMBER,
@@ -426,23 +429,17 @@ fn member(socket: SocketRef, io: &Io<'_, '_>) -> Option<Member> {
     io.socket_id(socket).map(|id| Member { socket, id })
 }
 
-/// `{"sender":…,"text":…,"timestamp":…}` in a buffer of exactly its size (it is kept as
-/// history as is). `raw_text` is the client's JSON string, valid JSON already.
-fn message_json(sender: &str, raw_text: &str, timestamp: u64) -> String {
-    const PARTS: [&str; 4] = ["{\"sender\":\"", "\",\"text\":", ",\"timestamp\":", "}"];
-    let digits = timestamp.checked_ilog10().unwrap_or(0) as usize + 1;
-    let len = PARTS.iter().map(|p| p.len()).sum::<usize>() + sender.len() + raw_text.len() + digits;
-    let mut out = String::with_capacity(len);
-    out.push_str(PARTS[0]);
+/// Writes `{"sender":…,"text":…,"timestamp":…}` over `out` (the wire JSON, kept as history
+/// as is). `raw_text` is the client's JSON string, valid JSON already.
+fn write_message_json(out: &mut String, sender: &str, raw_text: &str, timestamp: u64) {
+    out.clear();
+    out.push_str("{\"sender\":\"");
     out.push_str(sender);
-    out.push_str(PARTS[1]);
+    out.push_str("\",\"text\":");
     out.push_str(raw_text);
-    out.push_str(PARTS[2]);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{timestamp}");
-    out.push_str(PARTS[3]);
-    debug_assert_eq!(out.len(), len);
-    out
+    out.push_str(",\"timestamp\":");
+    push_decimal(out, timestamp);
+    out.push('}');
 }
 
 /// What an event's ack carries when it succeeds: mostly a constant.

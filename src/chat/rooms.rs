@@ -72,10 +72,11 @@ pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 pub struct Room {
     /// Members in joining order (at most two).
     pub members: Vec<Member>,
-    /// Messages as wire JSON objects, oldest first.
-    history: VecDeque<Box<str>>,
-    /// Their total length in bytes (bounded by `MAX_HISTORY_BYTES`).
-    history_bytes: usize,
+    /// Messages as wire JSON objects, oldest first, each after a comma (`,{…},{…}`): one
+    /// buffer per room, so keeping a message allocates nothing once the buffer has grown.
+    history: VecDeque<u8>,
+    /// Each kept message's length in `history`, comma included.
+    history_lens: VecDeque<u32>,
     /// The expiry timer, cancelled when the room is deleted early.
     pub expiry: Option<TimerId>,
     /// Distinguishes this room from earlier rooms with the same code.
@@ -85,22 +86,23 @@ pub struct Room {
 impl Room {
     /// The history as a JSON array (`[{…},{…}]`).
     pub fn history_json(&self) -> String {
-        let len = self.history.iter().map(|m| m.len() + 1).sum::<usize>();
-        let mut out = String::with_capacity(len + 2);
-        out.push('[');
-        for (i, m) in self.history.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(m);
+        let mut out = Vec::with_capacity(self.history.len() + 2);
+        out.push(b'[');
+        let (a, b) = self.history.as_slices();
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        if out.len() > 1 {
+            out.remove(1); // the first message's comma
         }
-        out.push(']');
-        out
+        out.push(b']');
+        // Whole `&str` messages were pushed, so this never replaces anything.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Number of messages kept.
     pub fn history_len(&self) -> usize {
-        self.history.len()
+        self.history_lens.len()
     }
 
     fn is_member(&self, socket: SocketRef) -> bool {
@@ -210,7 +212,7 @@ impl Rooms {
         let room = Room {
             members: vec![creator],
             history: VecDeque::new(),
-            history_bytes: 0,
+            history_lens: VecDeque::new(),
             expiry: None,
             generation,
         };
@@ -264,22 +266,25 @@ impl Rooms {
         &mut self,
         code: RoomCode,
         sender: SocketRef,
-        message: Box<str>,
+        message: &str,
     ) -> Result<&[Member], SendError> {
         let room = self.rooms.get_mut(&code).ok_or(SendError::NotFound)?;
         if !room.is_member(sender) {
             return Err(SendError::NotMember);
         }
-        if self.max_history > 0 {
-            room.history_bytes += message.len() + 1;
-            room.history.push_back(message);
+        if self.max_history > 0 && message.len() < MAX_HISTORY_BYTES {
+            room.history.push_back(b',');
+            room.history.extend(message.as_bytes());
+            room.history_lens.push_back(message.len() as u32 + 1);
             // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
             // buffer (a reader's output cap is 4 MB by default).
-            while room.history.len() > self.max_history || room.history_bytes > MAX_HISTORY_BYTES {
-                match room.history.pop_front() {
-                    Some(old) => room.history_bytes -= old.len() + 1,
-                    None => break,
-                }
+            while room.history_lens.len() > self.max_history
+                || room.history.len() > MAX_HISTORY_BYTES
+            {
+                let Some(old) = room.history_lens.pop_front() else {
+                    break;
+                };
+                room.history.drain(..old as usize);
             }
         }
         Ok(&room.members)

@@ -137,6 +137,26 @@ fn two_members_at_most_and_rejoining_is_a_no_op() {
 }
 
 #[test]
+fn history_is_capped_by_bytes_too() {
+    let mut rooms = Rooms::new(1000);
+    let a = member(1);
+    let code = RoomCode::new(222_222).unwrap();
+    rooms.create(code, a);
+    assert_eq!(rooms.get(code).unwrap().history_json(), "[]");
+    let big = |c: char| format!("\"{}\"", c.to_string().repeat(400 * 1024));
+    for c in ['a', 'b', 'c'] {
+        rooms.push_message(code, a.socket, &big(c)).unwrap();
+    }
+    let room = rooms.get(code).unwrap();
+    assert_eq!(room.history_len(), 2);
+    assert_eq!(room.history_json(), format!("[{},{}]", big('b'), big('c')));
+    // One message over the cap is delivered but not kept; what was kept stays.
+    let huge = format!("\"{}\"", "d".repeat(MAX_HISTORY_BYTES));
+    assert!(rooms.push_message(code, a.socket, &huge).is_ok());
+    assert_eq!(rooms.get(code).unwrap().history_len(), 2);
+}
+
+#[test]
 fn history_is_capped_oldest_first() {
     let mut rooms = Rooms::new(3);
     let a = member(1);
@@ -144,7 +164,7 @@ fn history_is_capped_oldest_first() {
     rooms.create(code, a);
     for i in 0..5 {
         let delivered = rooms
-            .push_message(code, a.socket, format!("{{\"n\":{i}}}").into())
+            .push_message(code, a.socket, &format!("{{\"n\":{i}}}"))
             .unwrap();
         assert_eq!(delivered, &[a]);
     }
@@ -152,11 +172,11 @@ fn history_is_capped_oldest_first() {
     assert_eq!(room.history_len(), 3);
     assert_eq!(room.history_json(), "[{\"n\":2},{\"n\":3},{\"n\":4}]");
     assert_eq!(
-        rooms.push_message(code, SocketRef::for_test(9), "{}".into()),
+        rooms.push_message(code, SocketRef::for_test(9), "{}"),
         Err(SendError::NotMember)
     );
     assert_eq!(
-        rooms.push_message(RoomCode::new(333_333).unwrap(), a.socket, "{}".into()),
+        rooms.push_message(RoomCode::new(333_333).unwrap(), a.socket, "{}"),
         Err(SendError::NotFound)
     );
 }

@@ -124,8 +124,10 @@ pub enum Command {
 
 /// The handler's way back into the loop: commands, timers, the clock and randomness.
 pub struct Io<'a, T> {
-    /// The loop's clock (milliseconds since start).
+    /// The loop's clock (milliseconds since start), read once per loop turn.
     pub now: Millis,
+    /// The wall clock (milliseconds since the Unix epoch), read with `now`.
+    pub unix_ms: u64,
     pub(crate) commands: &'a mut Vec<Command>,
     pub(crate) timers: &'a mut TimerWheel<Timeout<T>>,
     pub(crate) rng: &'a mut StdRng,

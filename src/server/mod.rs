@@ -222,6 +222,9 @@ pub struct Server<H: Handler> {
     spare_commands: Vec<Command>,
     rng: rand::rngs::StdRng,
     clock: Instant,
+    /// Read once per loop turn (see `tick_clock`): the loop's clock and the wall clock.
+    now: Millis,
+    unix_ms: u64,
     next_gen: u32,
     dirty: Vec<ConnKey>,
     poll_ready: Vec<SessionId>,
@@ -289,6 +292,8 @@ impl<H: Handler> Server<H> {
             spare_commands: Vec::new(),
             rng: rand::make_rng(),
             clock: Instant::now(),
+            now: 0,
+            unix_ms: crate::http::unix_millis(),
             next_gen: 0,
             dirty: Vec::new(),
             poll_ready: Vec::new(),
@@ -345,8 +350,14 @@ impl<H: Handler> Server<H> {
         self.sessions.len()
     }
 
+    /// The loop's clock as of this turn: events handled in one turn share one reading.
     fn now(&self) -> Millis {
-        self.clock.elapsed().as_millis() as Millis
+        self.now
+    }
+
+    fn tick_clock(&mut self) {
+        self.now = self.clock.elapsed().as_millis() as Millis;
+        self.unix_ms = crate::http::unix_millis();
     }
 
     fn stop_requested(&self) -> bool {
@@ -359,6 +370,7 @@ impl<H: Handler> Server<H> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         while !self.stop_requested() {
+            self.tick_clock();
             let timeout = if self.deferred.is_empty() {
                 let now = self.now();
                 let wait = self
@@ -375,6 +387,7 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
             let turn_started = Instant::now();
+            self.tick_clock();
             self.metrics.loop_iterations += 1;
             self.guarded(None, |s| s.expire_timers(&mut fired));
             for key in std::mem::take(&mut self.deferred) {
@@ -487,6 +500,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn shutdown(&mut self) {
+        self.tick_clock();
         let _ = self.poll.registry().deregister(&mut self.listener);
         log::info(
             "stopping",
@@ -834,9 +848,9 @@ impl<H: Handler> Server<H> {
 
     /// Hands an event to the handler and carries out what it asked for.
     fn dispatch(&mut self, event: Event<'_, H::Timer>) {
-        let now = self.now();
         let mut io = Io {
-            now,
+            now: self.now,
+            unix_ms: self.unix_ms,
             commands: &mut self.commands,
             timers: &mut self.timers,
             rng: &mut self.rng,

@@ -577,6 +577,11 @@ impl<T> SioIo<'_, '_, T> {
         self.io.now
     }
 
+    /// The wall clock in milliseconds since the Unix epoch, read with `now`.
+    pub fn unix_millis(&self) -> u64 {
+        self.io.unix_ms
+    }
+
     /// A cryptographically secure random number generator.
     pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
         self.io.rng()

@@ -5,8 +5,9 @@
 //! data stays raw JSON (`&str`) until the layer above parses what it needs.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::SioError;
@@ -166,18 +167,60 @@ pub fn split_args(data: &str) -> Result<Vec<&RawValue>, SioError> {
     serde_json::from_str::<Vec<&RawValue>>(data).map_err(|_| SioError::BadPayload)
 }
 
-/// Splits an event's data into its name (borrowed unless it has escapes) and raw arguments.
+/// Splits an event's data into its name (borrowed unless it has escapes) and raw arguments,
+/// in one pass.
 pub fn split_event(data: &str) -> Result<(Cow<'_, str>, Vec<&RawValue>), SioError> {
-    let mut args = split_args(data)?;
-    if args.is_empty() {
-        return Err(SioError::BadPayload);
+    let mut de = serde_json::Deserializer::from_str(data);
+    let parts = de
+        .deserialize_seq(EventSeq)
+        .map_err(|_| SioError::BadPayload)?;
+    de.end().map_err(|_| SioError::BadPayload)?;
+    Ok(parts)
+}
+
+/// `["name", args…]`: the name as a string (a lone surrogate escape is valid raw JSON but
+/// not a string, so it is refused here), then each argument as raw JSON.
+struct EventSeq;
+
+impl<'de> Visitor<'de> for EventSeq {
+    type Value = (Cow<'de, str>, Vec<&'de RawValue>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array starting with the event name")
     }
-    let raw = args.remove(0).get();
-    let name = match serde_json::from_str::<&str>(raw) {
-        Ok(name) => Cow::Borrowed(name),
-        Err(_) => Cow::Owned(serde_json::from_str(raw).map_err(|_| SioError::BadPayload)?),
-    };
-    Ok((name, args))
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let Some(Name(name)) = seq.next_element()? else {
+            return Err(de::Error::invalid_length(0, &self));
+        };
+        let mut args = Vec::new();
+        while let Some(arg) = seq.next_element()? {
+            args.push(arg);
+        }
+        Ok((name, args))
+    }
+}
+
+/// A JSON string, borrowed from the input unless it has escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Appends an encoded packet to `out`. `data` is raw JSON (already an array or object).
@@ -219,8 +262,25 @@ pub fn encode_head(
         out.push(',');
     }
     if let Some(id) = id {
-        let _ = write!(out, "{id}");
+        push_decimal(out, id);
     }
+}
+
+/// Appends `n` in decimal (what `write!(out, "{n}")` does, without the formatting machinery:
+/// every ack id and message timestamp goes through here).
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always valid UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Appends `["event",args…]` to `out`; `args` is the raw JSON of the arguments, comma-separated.
@@ -291,6 +351,16 @@ mod tests {
         let mut s = String::new();
         encode(&mut s, kind, nsp, att, id, data);
         s
+    }
+
+    #[test]
+    fn decimals() {
+        let mut s = String::new();
+        for n in [0, 7, 10, 999, 1_764_000_000_000, u64::MAX] {
+            s.clear();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]
@@ -421,6 +491,19 @@ mod tests {
         assert_eq!(name, "message");
         let raw: Vec<&str> = args.iter().map(|a| a.get()).collect();
         assert_eq!(raw, ["1", "\"2\"", "{\"3\":[true]}"]);
+        let (name, args) = split_event(" [\"a\\u0062\"] ").unwrap();
+        assert!(matches!(name, Cow::Owned(ref n) if n == "ab") && args.is_empty());
+        for bad in [
+            "[]",
+            "[1]",
+            "[\"a\",]",
+            "[\"a\"]x",
+            "[\"a\"",
+            "{}",
+            "[\"\\udd80\"]",
+        ] {
+            assert!(split_event(bad).is_err(), "{bad}");
+        }
         let mut s = String::new();
         write_event_data(&mut s, "say \"hi\"\n", "1");
         assert_eq!(s, "[\"say \\\"hi\\\"\\n\",1]");
