@@ -54,6 +54,12 @@ impl<'a> Fields<'a> {
 
 /// Decodes a raw JSON string: borrowed when it has no escapes.
 fn decode_str(raw: &str) -> Option<Cow<'_, str>> {
+    // `raw` is valid JSON (a `RawValue`): a quoted literal without a backslash is its content.
+    if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Some(Cow::Borrowed(inner));
+    }
     match serde_json::from_str::<&str>(raw) {
         Ok(s) => Some(Cow::Borrowed(s)),
         Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
