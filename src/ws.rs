@@ -8,9 +8,9 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use crate::config::Config;
 use crate::http::Request;
 
-/// Read buffer: tungstenite zero-fills it up to this size before each read, so it is what an idle
-/// session costs in resident memory (4 KiB made 5.4 KB per idle session, 1 KiB 2.3 KB). Larger
-/// frames grow it; a read takes at most this much, about ten chat messages.
+/// tungstenite's own read buffer per connection: it zero-fills it up to this size, so it is what
+/// an idle session costs in resident memory (4 KiB made 5.4 KB per idle session, 1 KiB 2.3 KB).
+/// The loop reads the socket into one shared buffer and feeds the bytes in; larger frames grow it.
 pub const READ_BUFFER: usize = 1024;
 
 /// Validates an upgrade request; `None` if it is not a valid RFC 6455 handshake.
