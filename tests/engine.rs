@@ -319,6 +319,63 @@ fn websocket_message_over_max_payload_closes_the_socket() {
     );
 }
 
+/// The loop reads a WebSocket at most 64 KiB per turn: a message several times that size, and a
+/// burst of many small messages written at once, arrive whole and in order.
+#[test]
+fn websocket_messages_larger_than_one_read_and_bursts_arrive_whole_and_in_order() {
+    let server = TestServer::start(
+        Config {
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(5));
+    let big: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    send_text(&mut ws, &format!("4{big}"));
+    assert_eq!(recv_text(&mut ws), format!("4{big}"));
+    for i in 0..2000 {
+        ws.write(Message::text(format!("4burst {i}")))
+            .expect("queue");
+    }
+    ws.flush().expect("flush");
+    for i in 0..2000 {
+        assert_eq!(recv_text(&mut ws), format!("4burst {i}"));
+    }
+}
+
+/// Output that does not fit the socket waits in the server; each time the reader makes room
+/// (a writable event) more of it goes out, until all of it has arrived.
+#[test]
+fn websocket_output_larger_than_the_socket_buffers_reaches_a_late_reader() {
+    let server = TestServer::start(
+        Config {
+            max_ws_buffer: 128 << 20,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(5));
+    // 48 MB echoed while the client only writes: more than loopback's socket buffers hold
+    // (receive buffers grow to 32 MB here, send buffers to 4 MB).
+    let chunk = format!("4{}", "e".repeat(64 * 1024));
+    for _ in 0..768 {
+        send_text(&mut ws, &chunk);
+    }
+    // Let the server echo everything it can and block on the full socket.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..768 {
+        assert_eq!(recv_text(&mut ws).len(), chunk.len(), "echo {i}");
+    }
+}
+
 // ---- heartbeat -------------------------------------------------------------------------------
 
 #[test]
