@@ -88,11 +88,14 @@ impl Room {
     pub fn history_json(&self) -> String {
         let mut out = Vec::with_capacity(self.history.len() + 2);
         out.push(b'[');
+        // Everything but the first message's comma.
         let (a, b) = self.history.as_slices();
-        out.extend_from_slice(a);
-        out.extend_from_slice(b);
-        if out.len() > 1 {
-            out.remove(1); // the first message's comma
+        match a.split_first() {
+            Some((_, rest)) => {
+                out.extend_from_slice(rest);
+                out.extend_from_slice(b);
+            }
+            None => out.extend_from_slice(b.get(1..).unwrap_or_default()),
         }
         out.push(b']');
         // Whole `&str` messages were pushed, so this never replaces anything.
