@@ -348,6 +348,46 @@ fn websocket_messages_larger_than_one_read_and_bursts_arrive_whole_and_in_order(
     }
 }
 
+/// Frames sent right behind the upgrade request are handled at once; what they produce, even
+/// more than the frame writer buffers (64 KiB), goes out after the `101` answer, never before.
+#[test]
+fn frames_behind_the_upgrade_request_are_answered_after_the_101() {
+    let server = TestServer::start(
+        Config {
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            ..engine_config(0)
+        },
+        |_| Echo,
+    );
+    let big = format!("4{}", "u".repeat(100_000));
+    // One masked text frame, mask key zero (the payload is sent as is).
+    let mut request = upgrade_request(&format!("{PATH}?EIO=4&transport=websocket")).into_bytes();
+    request.extend_from_slice(&[0x81, 0xff]);
+    request.extend_from_slice(&(big.len() as u64).to_be_bytes());
+    request.extend_from_slice(&[0, 0, 0, 0]);
+    request.extend_from_slice(big.as_bytes());
+    let mut stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, &request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut stream, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head[..head.len().min(40)])
+    );
+    let mut ws = WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Client, None);
+    assert!(recv_text(&mut ws).starts_with("0{"));
+    assert_eq!(recv_text(&mut ws), big);
+}
+
 /// Output that does not fit the socket waits in the server; each time the reader makes room
 /// (a writable event) more of it goes out, until all of it has arrived.
 #[test]

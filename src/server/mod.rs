@@ -43,7 +43,7 @@ mod session;
 mod stream;
 mod websocket;
 
-use self::stream::{Counted, Feed, UntilDrained, write_all_nonblocking};
+use self::stream::{Counted, UntilDrained, WsStream, write_all_nonblocking};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -735,8 +735,9 @@ impl<H: Handler> Server<H> {
         if self.conn_mut(key).is_none() {
             return;
         }
+        // Dropping the socket closes it, which takes it out of the epoll set (it is never
+        // duplicated): no separate `epoll_ctl` to deregister.
         let mut conn = self.conns.remove(key.idx);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(ip) = conn.counted_ip
             && let Some(n) = self.per_ip.get_mut(&ip)
         {
@@ -814,27 +815,37 @@ impl<H: Handler> Server<H> {
         let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
-        let mut stream = Counted {
-            stream: &mut conn.stream,
-            bytes: &mut self.metrics.bytes_out,
-        };
         let outcome = match &mut conn.state {
-            ConnState::Http(h) => match write_all_nonblocking(&mut stream, &mut h.wbuf) {
-                Ok(true) if h.close_after_write => Some(true),
-                Ok(_) => None,
-                Err(_) => Some(false),
-            },
-            ConnState::Ws(w) => match write_all_nonblocking(&mut stream, &mut w.head) {
-                Ok(false) => None,
-                Err(_) => Some(false),
-                Ok(true) => match w.ctx.flush(&mut stream) {
-                    Ok(()) if w.close_after_write => Some(true),
-                    Ok(()) => None,
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
-                    Err(tungstenite::Error::ConnectionClosed) => Some(true),
+            ConnState::Http(h) => {
+                let mut stream = Counted {
+                    stream: &mut conn.stream,
+                    bytes: &mut self.metrics.bytes_out,
+                };
+                match write_all_nonblocking(&mut stream, &mut h.wbuf) {
+                    Ok(true) if h.close_after_write => Some(true),
+                    Ok(_) => None,
                     Err(_) => Some(false),
-                },
-            },
+                }
+            }
+            ConnState::Ws(w) => {
+                let mut io =
+                    WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
+                // The `101` goes out with the first frames, or alone if there are none.
+                let flushed = w.ctx.flush(&mut io);
+                match (io.write_head(), flushed) {
+                    (Err(_), _) => Some(false),
+                    (Ok(false), _) => None,
+                    (Ok(true), Ok(())) if w.close_after_write => Some(true),
+                    (Ok(true), Ok(())) => None,
+                    (Ok(true), Err(tungstenite::Error::Io(e)))
+                        if e.kind() == io::ErrorKind::WouldBlock =>
+                    {
+                        None
+                    }
+                    (Ok(true), Err(tungstenite::Error::ConnectionClosed)) => Some(true),
+                    (Ok(true), Err(_)) => Some(false),
+                }
+            }
             ConnState::Closing => None,
         };
         match outcome {

@@ -1,7 +1,7 @@
-//! Stream adapters for the loop's reads and writes: stop at a short read, feed bytes already
-//! read to a decoder, count bytes, write without blocking.
+//! Stream adapters for the loop's reads and writes: stop at a short read, a WebSocket's socket
+//! as its frame codec sees it, count bytes, write without blocking.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use mio::net::TcpStream;
 
@@ -44,27 +44,72 @@ impl Write for UntilDrained<'_> {
     }
 }
 
-/// Bytes already read off a socket, handed to a frame decoder as a stream: `WouldBlock` once
-/// they are used up (or end of stream when the socket said so). Writes (a pong, a close reply)
-/// go to the socket.
-pub(super) struct Feed<'a> {
-    pub(super) data: &'a [u8],
+/// A WebSocket connection's socket as tungstenite sees it. Reads come from bytes the loop has
+/// already read off the socket: `WouldBlock` once they are used up, or end of stream when the
+/// socket said so. Writes go to the socket, after the `101` answer if it is still waiting,
+/// in the same system call.
+pub(super) struct WsStream<'a> {
+    pub(super) input: &'a [u8],
     pub(super) eof: bool,
+    pub(super) head: &'a mut Vec<u8>,
     pub(super) stream: &'a mut TcpStream,
+    pub(super) bytes_out: &'a mut u64,
 }
 
-impl Read for Feed<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.data.is_empty() && !self.eof {
-            return Err(io::ErrorKind::WouldBlock.into());
+impl<'a> WsStream<'a> {
+    /// For writing only.
+    pub(super) fn output(
+        head: &'a mut Vec<u8>,
+        stream: &'a mut TcpStream,
+        bytes_out: &'a mut u64,
+    ) -> Self {
+        WsStream {
+            input: &[],
+            eof: false,
+            head,
+            stream,
+            bytes_out,
         }
-        self.data.read(buf)
+    }
+
+    /// Sends what is left of the `101` answer on its own (when no frame carried it);
+    /// `Ok(true)` once nothing is left.
+    pub(super) fn write_head(&mut self) -> io::Result<bool> {
+        let mut counted = Counted {
+            stream: self.stream,
+            bytes: self.bytes_out,
+        };
+        write_all_nonblocking(&mut counted, self.head)
     }
 }
 
-impl Write for Feed<'_> {
+impl Read for WsStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() && !self.eof {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.input.read(buf)
+    }
+}
+
+impl Write for WsStream<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
+        if self.head.is_empty() {
+            let n = self.stream.write(buf)?;
+            *self.bytes_out += n as u64;
+            return Ok(n);
+        }
+        let n = self
+            .stream
+            .write_vectored(&[IoSlice::new(self.head), IoSlice::new(buf)])?;
+        *self.bytes_out += n as u64;
+        let from_head = n.min(self.head.len());
+        self.head.drain(..from_head);
+        match n - from_head {
+            // The socket took no more than the head: it is full.
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            from_buf => Ok(from_buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -43,8 +43,9 @@ impl<H: Handler> Server<H> {
             self.ws_send(key, Message::text(open));
             self.dispatch_open(session, TransportKind::WebSocket);
         }
-        // Frames that arrived with the upgrade request are already buffered: read them now.
-        self.on_ws_readable(key);
+        // Frames that arrived with the upgrade request are already buffered: handle them now.
+        // The request's read emptied the socket, so there is nothing more to read yet.
+        self.decode_ws(key, &[], false);
         Flow::Upgraded
     }
 
@@ -65,14 +66,16 @@ impl<H: Handler> Server<H> {
         if buf.is_empty() {
             buf = vec![0; WS_READ_CHUNK].into_boxed_slice();
         }
-        self.read_ws(key, &mut buf);
+        if let Some((n, eof)) = self.read_ws(key, &mut buf) {
+            self.decode_ws(key, &buf[..n], eof);
+        }
         self.read_buf = buf;
     }
 
-    fn read_ws(&mut self, key: ConnKey, buf: &mut [u8]) {
-        let Some(conn) = conn_in(&mut self.conns, key) else {
-            return;
-        };
+    /// Reads the socket into `buf`: the bytes read and whether the peer's stream ended; `None`
+    /// if the connection failed (and was closed).
+    fn read_ws(&mut self, key: ConnKey, buf: &mut [u8]) -> Option<(usize, bool)> {
+        let conn = conn_in(&mut self.conns, key)?;
         let read_to_eof = conn.peer_closed;
         let (mut n, mut eof) = (0, false);
         loop {
@@ -88,7 +91,10 @@ impl<H: Handler> Server<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.close_conn(key),
+                Err(_) => {
+                    self.close_conn(key);
+                    return None;
+                }
             }
             break;
         }
@@ -96,8 +102,12 @@ impl<H: Handler> Server<H> {
         if n == buf.len() {
             self.deferred.push(key);
         }
-        // Frames buffered by the decoder (say, sent along with the upgrade request) are
-        // handled even when this read found nothing new.
+        Some((n, eof))
+    }
+
+    /// Hands `input` to the connection's frame decoder and handles every complete message,
+    /// including frames it had buffered before (say, sent along with the upgrade request).
+    fn decode_ws(&mut self, key: ConnKey, input: &[u8], eof: bool) {
         let mut at = 0;
         loop {
             let Some(conn) = conn_in(&mut self.conns, key) else {
@@ -107,13 +117,15 @@ impl<H: Handler> Server<H> {
                 return;
             };
             let session = w.session;
-            let mut feed = Feed {
-                data: &buf[at..n],
+            let mut io = WsStream {
+                input: &input[at..],
                 eof,
+                head: &mut w.head,
                 stream: &mut conn.stream,
+                bytes_out: &mut self.metrics.bytes_out,
             };
-            let result = w.ctx.read(&mut feed);
-            at = n - feed.data.len();
+            let result = w.ctx.read(&mut io);
+            at = input.len() - io.input.len();
             match result {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
                 Ok(Message::Binary(data)) => {
@@ -196,13 +208,14 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn ws_send(&mut self, key: ConnKey, msg: Message) {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
         let ConnState::Ws(w) = &mut conn.state else {
             return;
         };
-        match w.ctx.write(&mut conn.stream, msg) {
+        let mut io = WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
+        match w.ctx.write(&mut io, msg) {
             Ok(()) => self.mark_dirty(key),
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.mark_dirty(key)
@@ -220,7 +233,7 @@ impl<H: Handler> Server<H> {
 
     /// Closes a WebSocket with a close frame (and its session, if it is the active transport).
     pub(super) fn ws_fail(&mut self, key: ConnKey, code: CloseCode, reason: &'static str) {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
         let ConnState::Ws(w) = &mut conn.state else {
@@ -231,7 +244,8 @@ impl<H: Handler> Server<H> {
             code,
             reason: reason.into(),
         };
-        let _ = w.ctx.close(&mut conn.stream, Some(frame));
+        let mut io = WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
+        let _ = w.ctx.close(&mut io, Some(frame));
         w.close_after_write = true;
         self.mark_dirty(key);
         if self.is_active_ws(key, id) {
