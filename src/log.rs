@@ -63,6 +63,12 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// Whether the `count`th occurrence of a repeating event is logged: the first, then one in a
+/// thousand (limit hits repeat as fast as a client can ask).
+pub fn sampled(count: u64) -> bool {
+    count % 1000 == 1
+}
+
 /// Logs one event with its fields.
 pub fn log(level: Level, msg: &str, fields: &[(&str, &dyn fmt::Display)]) {
     if !enabled(level) {

@@ -29,6 +29,7 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// In declaration order, so `why as usize` indexes the counters.
     const ALL: [Rejected; 8] = [
         Rejected::PayloadTooLarge,
         Rejected::MessageTooBig,
@@ -100,17 +101,12 @@ impl Metrics {
 
     /// Counts refused input.
     pub fn reject(&mut self, why: Rejected) {
-        if let Some(i) = Rejected::ALL.iter().position(|r| *r == why) {
-            self.rejected[i] += 1;
-        }
+        self.rejected[why as usize] += 1;
     }
 
     /// How often `why` was counted.
     pub fn rejected(&self, why: Rejected) -> u64 {
-        Rejected::ALL
-            .iter()
-            .position(|r| *r == why)
-            .map_or(0, |i| self.rejected[i])
+        self.rejected[why as usize]
     }
 
     /// Renders everything; `gauges` are the loop's current counts. Resets the max loop latency.
@@ -136,19 +132,17 @@ impl Metrics {
                 ("websocket", g.websocket_sessions),
             ],
         );
-        let accepted = self.connections_accepted;
         counter(
             out,
             "pairchat_connections_accepted_total",
             "TCP connections accepted.",
-            accepted,
+            self.connections_accepted,
         );
-        let opened = self.sessions_opened;
         counter(
             out,
             "pairchat_sessions_opened_total",
             "Engine.IO sessions opened.",
-            opened,
+            self.sessions_opened,
         );
         labelled_counter(
             out,
@@ -186,12 +180,11 @@ impl Metrics {
             "Bytes written to clients.",
             self.bytes_out,
         );
-        let turns = self.loop_iterations;
         counter(
             out,
             "pairchat_loop_iterations_total",
             "Event loop iterations.",
-            turns,
+            self.loop_iterations,
         );
         let _ = writeln!(
             out,
@@ -276,6 +269,13 @@ fn family<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_reasons_index_their_counters_in_order() {
+        for (i, r) in Rejected::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
 
     #[test]
     fn renders_prometheus_text() {

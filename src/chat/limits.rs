@@ -129,7 +129,7 @@ impl Bucket {
     pub fn take(&mut self, rate: Rate, now: Millis) -> bool {
         let elapsed = now.saturating_sub(self.last);
         self.last = now;
-        let refill = elapsed * u64::from(rate.count) * 1000 / rate.per_ms().max(1);
+        let refill = elapsed.saturating_mul(u64::from(rate.count) * 1000) / rate.per_ms().max(1);
         self.milli_tokens = (self.milli_tokens + refill).min(capacity(rate));
         if self.milli_tokens >= 1000 {
             self.milli_tokens -= 1000;

@@ -181,8 +181,7 @@ impl Chat {
         self.leave(socket, io);
         if self.rooms.len() >= self.config.max_rooms {
             self.stats.busy += 1;
-            // Logged the first time and then one in a thousand: refusals repeat at request rate.
-            if self.stats.busy % 1000 == 1 {
+            if crate::log::sampled(self.stats.busy) {
                 crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
             }
             return Err(errors::SERVER_BUSY);

@@ -4,6 +4,8 @@
 //! a complete `Request` (head + `Content-Length` body) with the number of bytes it used, or an
 //! `HttpError` that maps to a status code.
 
+use std::net::IpAddr;
+
 use super::HttpError;
 
 /// Largest request head (request line + headers) accepted.
@@ -191,6 +193,36 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
     Ok(Parsed::Complete(request, total))
 }
 
+/// The client's address as a chain of trusted proxies reports it: the right-most address in
+/// `X-Forwarded-For` (or `for=` of `Forwarded`) that is not itself a trusted proxy. `None`
+/// when the headers name no such address; the caller then uses the proxy's own address.
+pub fn forwarded_client(headers: &Headers<'_>, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let untrusted = |a: &str| a.parse::<IpAddr>().ok().filter(|ip| !trusted.contains(ip));
+    if let Some(xff) = headers.forwarded_for {
+        return xff.rsplit(',').map(str::trim).find_map(untrusted);
+    }
+    headers
+        .forwarded?
+        .rsplit(',')
+        .flat_map(|element| element.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v)
+        })
+        .map(forwarded_node)
+        .find_map(untrusted)
+}
+
+/// The address of a `Forwarded` node: `"[2001:db8::1]:4711"`, `192.0.2.1:4711` or bare.
+fn forwarded_node(v: &str) -> &str {
+    let v = v.trim().trim_matches('"');
+    match v.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None if v.matches(':').count() == 1 => v.split(':').next().unwrap_or(""),
+        None => v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,49 +313,6 @@ mod tests {
         let up = complete(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n").0;
         assert!(up.is_websocket_upgrade());
     }
-}
-
-/// The client's address as a chain of trusted proxies reports it: the right-most address in
-/// `X-Forwarded-For` (or `for=` of `Forwarded`) that is not itself a trusted proxy. `None`
-/// when the headers name no such address; the caller then uses the proxy's own address.
-pub fn forwarded_client(
-    headers: &Headers<'_>,
-    trusted: &[std::net::IpAddr],
-) -> Option<std::net::IpAddr> {
-    let untrusted = |a: &str| {
-        a.parse::<std::net::IpAddr>()
-            .ok()
-            .filter(|ip| !trusted.contains(ip))
-    };
-    if let Some(xff) = headers.forwarded_for {
-        return xff.rsplit(',').map(str::trim).find_map(untrusted);
-    }
-    headers
-        .forwarded?
-        .rsplit(',')
-        .flat_map(|element| element.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            k.trim().eq_ignore_ascii_case("for").then_some(v)
-        })
-        .map(forwarded_node)
-        .find_map(untrusted)
-}
-
-/// The address of a `Forwarded` node: `"[2001:db8::1]:4711"`, `192.0.2.1:4711` or bare.
-fn forwarded_node(v: &str) -> &str {
-    let v = v.trim().trim_matches('"');
-    match v.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None if v.matches(':').count() == 1 => v.split(':').next().unwrap_or(""),
-        None => v,
-    }
-}
-
-#[cfg(test)]
-mod forwarded_tests {
-    use super::*;
-    use std::net::IpAddr;
 
     fn headers<'a>(xff: Option<&'a str>, fwd: Option<&'a str>) -> Headers<'a> {
         Headers {

@@ -349,9 +349,9 @@ impl<A: App> SocketIo<A> {
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let Some(socket) = socket else { return Ok(()) };
-                let (name, args) = match parts {
-                    Some(parts) => parts,
-                    None => packet::split_event(p.data.unwrap_or(""))?,
+                // `decode_parts` split every event it accepted.
+                let Some((name, args)) = parts else {
+                    return Err(SioError::BadPayload);
                 };
                 let data = EventData {
                     socket,
