@@ -2,9 +2,9 @@
 //! sessions, and one timer wheel for every deadline.
 //!
 //! Single-threaded, no locks, no async runtime. Sockets are registered once, edge-triggered;
-//! reads drain to `WouldBlock` within a per-event budget (a connection over budget is put back
-//! on a ready list, so one client cannot starve the rest); writes are queued per connection
-//! and flushed once per loop turn. Protocol decoding happens in `http`, `engine::packet` and
+//! a readable connection gets one `recv` of up to 64 KiB into a buffer shared by all (one
+//! that filled it is put back on a ready list for the next turn, so one client cannot starve
+//! the rest); writes are queued per connection and flushed once per loop turn. Protocol decoding happens in `http`, `engine::packet` and
 //! `ws`; this module moves bytes and drives the session state machines (see LIFECYCLE.md).
 //!
 //! Here: the types, the loop itself, connections (accept, limits, flush, close) and dispatch to
@@ -43,22 +43,18 @@ mod session;
 mod stream;
 mod websocket;
 
-use self::stream::{Counted, UntilDrained, WsStream, write_all_nonblocking};
+use self::stream::{Counted, WsStream, write_all_nonblocking};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const METRICS_LISTENER: Token = Token(usize::MAX - 2);
-/// Bytes read from one HTTP connection per readiness event before yielding to others.
-const READ_BUDGET: usize = 64 * 1024;
-/// Bytes read from one WebSocket per turn (one `recv` into the loop's shared buffer) before
+/// Bytes read from one connection per turn (one `recv` into the loop's shared buffer) before
 /// yielding to others.
-const WS_READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection may linger to drain the peer's last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 /// Longest poll wait: bounds how late a stop request is noticed without a signal.
 const MAX_WAIT: Duration = Duration::from_millis(500);
-/// Limit hits repeat as fast as a client can ask: log the first and then one in this many.
-const LOG_EVERY: u64 = 1000;
 /// Listen backlog (mio's default of 128 makes bursts of clients wait for SYN retries).
 const BACKLOG: i32 = 1024;
 
@@ -92,7 +88,7 @@ struct Conn {
     /// Queued on `dirty` for a flush this turn.
     dirty: bool,
     /// The peer has shut its write side (EPOLLRDHUP seen): read to EOF, never stop at a short
-    /// read (see `UntilDrained`).
+    /// read (see `read_socket`).
     peer_closed: bool,
     /// The TCP peer's address.
     peer: IpAddr,
@@ -230,8 +226,8 @@ pub struct Server<H: Handler> {
     poll_ready: Vec<SessionId>,
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
-    /// Every WebSocket read lands here first (`WS_READ_CHUNK`, allocated on first use), so a
-    /// connection's own decoder buffer stays small.
+    /// Every read lands here first (`READ_CHUNK`, allocated on first use), so no connection
+    /// needs a large buffer of its own.
     read_buf: Box<[u8]>,
     accepting: bool,
     /// The optional second listener (`metrics_port`).
@@ -355,9 +351,12 @@ impl<H: Handler> Server<H> {
         self.now
     }
 
-    fn tick_clock(&mut self) {
-        self.now = self.clock.elapsed().as_millis() as Millis;
+    /// Reads the clocks for this turn; returns the instant read.
+    fn tick_clock(&mut self) -> Instant {
+        let now = Instant::now();
+        self.now = ms(now - self.clock);
         self.unix_ms = crate::http::unix_millis();
+        now
     }
 
     fn stop_requested(&self) -> bool {
@@ -370,9 +369,8 @@ impl<H: Handler> Server<H> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         while !self.stop_requested() {
-            self.tick_clock();
             let timeout = if self.deferred.is_empty() {
-                let now = self.now();
+                let now = ms(self.clock.elapsed());
                 let wait = self
                     .timers
                     .next_deadline()
@@ -386,8 +384,7 @@ impl<H: Handler> Server<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let turn_started = Instant::now();
-            self.tick_clock();
+            let turn_started = self.tick_clock();
             self.metrics.loop_iterations += 1;
             self.guarded(None, |s| s.expire_timers(&mut fired));
             for key in std::mem::take(&mut self.deferred) {
@@ -398,29 +395,7 @@ impl<H: Handler> Server<H> {
                     LISTENER => self.accept(),
                     METRICS_LISTENER => self.accept_metrics(),
                     WAKER => {}
-                    Token(idx) => {
-                        let Some(conn) = self.conns.get(idx) else {
-                            continue;
-                        };
-                        let key = ConnKey {
-                            idx,
-                            generation: conn.generation,
-                        };
-                        if event.is_read_closed() || event.is_error() {
-                            self.conns[idx].peer_closed = true;
-                        }
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        let writable = event.is_writable();
-                        // Room to write again: the flush waits for the end of the turn, so
-                        // output this turn adds leaves in the same `send`.
-                        if writable {
-                            self.mark_dirty(key);
-                        }
-                        if readable {
-                            self.guarded(Some(key), |s| s.on_readable(key));
-                        }
-                    }
+                    _ => self.on_conn_event(event),
                 }
             }
             self.guarded(None, Self::end_turn);
@@ -429,6 +404,28 @@ impl<H: Handler> Server<H> {
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// A readiness event of a connection.
+    fn on_conn_event(&mut self, event: &mio::event::Event) {
+        let idx = event.token().0;
+        let Some(conn) = self.conns.get_mut(idx) else {
+            return;
+        };
+        let key = ConnKey {
+            idx,
+            generation: conn.generation,
+        };
+        let closed = event.is_read_closed() || event.is_error();
+        conn.peer_closed |= closed;
+        // Room to write again: the flush waits for the end of the turn, so output this turn
+        // adds leaves in the same `send`.
+        if event.is_writable() {
+            self.mark_dirty(key);
+        }
+        if event.is_readable() || closed {
+            self.guarded(Some(key), |s| s.on_readable(key));
+        }
     }
 
     /// Runs one piece of event handling; a panic in it is caught here, counted and logged, and
@@ -520,15 +517,7 @@ impl<H: Handler> Server<H> {
         for id in ids {
             self.close_session(id, CloseReason::ServerShutdown);
         }
-        let keys: Vec<ConnKey> = self
-            .conns
-            .iter()
-            .map(|(idx, c)| ConnKey {
-                idx,
-                generation: c.generation,
-            })
-            .collect();
-        for key in keys {
+        for key in self.conn_keys(|_| true) {
             if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                 h.close_after_write = true;
                 if h.wbuf.is_empty() {
@@ -550,15 +539,7 @@ impl<H: Handler> Server<H> {
                 break;
             }
             for event in events.iter() {
-                let Token(idx) = event.token();
-                if let Some(conn) = self.conns.get(idx) {
-                    let key = ConnKey {
-                        idx,
-                        generation: conn.generation,
-                    };
-                    self.flush(key);
-                    self.on_readable(key);
-                }
+                self.on_conn_event(event);
             }
             self.end_turn();
             self.drop_closing();
@@ -567,18 +548,21 @@ impl<H: Handler> Server<H> {
 
     /// At shutdown, connections with nothing left to send need not wait for the peer's EOF.
     fn drop_closing(&mut self) {
-        let keys: Vec<ConnKey> = self
-            .conns
+        for key in self.conn_keys(|c| matches!(c.state, ConnState::Closing)) {
+            self.close_conn(key);
+        }
+    }
+
+    /// The keys of the connections `keep` selects.
+    fn conn_keys(&self, keep: impl Fn(&Conn) -> bool) -> Vec<ConnKey> {
+        self.conns
             .iter()
-            .filter(|(_, c)| matches!(c.state, ConnState::Closing))
+            .filter(|(_, c)| keep(c))
             .map(|(idx, c)| ConnKey {
                 idx,
                 generation: c.generation,
             })
-            .collect();
-        for key in keys {
-            self.close_conn(key);
-        }
+            .collect()
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -788,26 +772,53 @@ impl<H: Handler> Server<H> {
         self.set_conn_timer(key, Some(LINGER));
     }
 
+    /// Reads what the connection has (see `read_socket`) and hands it on by state.
     fn on_readable(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else {
-            return;
-        };
-        match conn.state {
-            ConnState::Http(_) => self.on_http_readable(key),
-            ConnState::Ws(_) => self.on_ws_readable(key),
-            ConnState::Closing => {
-                let mut scratch = [0u8; 1024];
-                loop {
-                    match conn.stream.read(&mut scratch) {
-                        Ok(0) => break self.close_conn(key),
-                        Ok(_) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => break self.close_conn(key),
-                    }
-                }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        if buf.is_empty() {
+            buf = vec![0; READ_CHUNK].into_boxed_slice();
+        }
+        if let Some((n, eof)) = self.read_socket(key, &mut buf) {
+            let input = &buf[..n];
+            match self.conn_mut(key).map(|c| &c.state) {
+                Some(ConnState::Http(_)) => self.on_http_input(key, input, eof),
+                Some(ConnState::Ws(_)) => self.decode_ws(key, input, eof),
+                // Lingering: what the peer still sends is dropped until its EOF.
+                Some(ConnState::Closing) if eof => self.close_conn(key),
+                _ => {}
             }
         }
+        self.read_buf = buf;
+    }
+
+    /// One `recv` into `buf`: the bytes read and whether the peer's stream ended (a read error
+    /// counts as its end). A short read means the receive queue is empty, and data arriving
+    /// later raises a new edge-triggered event, so there is no second `recv` just to see
+    /// `EAGAIN` — except after the peer's FIN (its one event), when reads go on to the end. A
+    /// connection that filled `buf` may have more: it is served again next turn.
+    fn read_socket(&mut self, key: ConnKey, buf: &mut [u8]) -> Option<(usize, bool)> {
+        let conn = conn_in(&mut self.conns, key)?;
+        let (mut n, mut eof) = (0, false);
+        while n < buf.len() {
+            match conn.stream.read(&mut buf[n..]) {
+                Ok(0) => eof = true,
+                Ok(got) => {
+                    n += got;
+                    if conn.peer_closed {
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => eof = true,
+            }
+            break;
+        }
+        self.metrics.bytes_in += n as u64;
+        if n == buf.len() {
+            self.deferred.push(key);
+        }
+        Some((n, eof))
     }
 
     /// Writes queued output; closes or lingers when the connection asked for it.
@@ -897,6 +908,16 @@ fn session_in(sessions: &mut Slab<Session>, id: SessionId) -> Option<&mut Sessio
     sessions
         .get_mut(id.idx as usize)
         .filter(|s| s.generation == id.generation)
+}
+
+/// How long an HTTP connection may wait next: for a new request under the keep-alive timeout
+/// when nothing is buffered, else for the rest of the one begun under the header timeout.
+fn idle_timeout(config: &Config, rbuf_empty: bool) -> Duration {
+    if rbuf_empty {
+        config.keep_alive_timeout
+    } else {
+        config.header_timeout
+    }
 }
 
 fn ms(d: Duration) -> Millis {

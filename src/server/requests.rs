@@ -4,50 +4,17 @@
 use super::*;
 
 impl<H: Handler> Server<H> {
-    pub(super) fn on_http_readable(&mut self, key: ConnKey) {
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+    /// Bytes read off an HTTP connection: buffered, then every complete request handled.
+    pub(super) fn on_http_input(&mut self, key: ConnKey, input: &[u8], eof: bool) {
+        let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) else {
             return;
         };
-        let ConnState::Http(h) = &mut conn.state else {
-            return;
-        };
-        let mut drained = false;
-        let mut stream = UntilDrained {
-            stream: &mut conn.stream,
-            drained: &mut drained,
-            read_to_eof: conn.peer_closed,
-            bytes: &mut self.metrics.bytes_in,
-        };
-        let mut budget = READ_BUDGET;
-        let mut eof = false;
-        let mut chunk = [0u8; 4096];
-        while budget > 0 {
-            match stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    h.rbuf.extend_from_slice(&chunk[..n]);
-                    budget = budget.saturating_sub(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
+        h.rbuf.extend_from_slice(input);
         // Bytes arriving on an idle keep-alive connection start a request: from now on it has
         // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
-        let started = h.keep_alive_idle && !h.rbuf.is_empty();
-        if started {
+        if h.keep_alive_idle && !h.rbuf.is_empty() {
             h.keep_alive_idle = false;
             self.set_conn_timer(key, Some(self.config.header_timeout));
-        }
-        if budget == 0 {
-            self.deferred.push(key);
         }
         self.process_http(key);
         if eof {
@@ -116,12 +83,7 @@ impl<H: Handler> Server<H> {
                     if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                         h.keep_alive_idle = keep_alive_idle;
                     }
-                    let idle = if keep_alive_idle {
-                        self.config.keep_alive_timeout
-                    } else {
-                        self.config.header_timeout
-                    };
-                    self.set_conn_timer(key, Some(idle));
+                    self.set_conn_timer(key, Some(idle_timeout(&self.config, keep_alive_idle)));
                 }
             }
         }
@@ -215,7 +177,7 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
             let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);
-            if self.metrics.rejected(Rejected::PerIpLimit) % LOG_EVERY == 1 {
+            if log::sampled(self.metrics.rejected(Rejected::PerIpLimit)) {
                 log::warn(
                     "connection limit per address reached",
                     &[("client", &client)],

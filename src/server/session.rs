@@ -162,11 +162,7 @@ impl<H: Handler> Server<H> {
         Response::new(200, "text/plain; charset=UTF-8", &body)
             .cors(cors)
             .write_to(&mut h.wbuf);
-        let idle = if h.rbuf.is_empty() {
-            self.config.keep_alive_timeout
-        } else {
-            self.config.header_timeout
-        };
+        let idle = idle_timeout(&self.config, h.rbuf.is_empty());
         h.close_after_write |= !p.keep_alive;
         self.mark_dirty(key);
         if p.keep_alive {

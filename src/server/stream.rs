@@ -1,48 +1,9 @@
-//! Stream adapters for the loop's reads and writes: stop at a short read, a WebSocket's socket
-//! as its frame codec sees it, count bytes, write without blocking.
+//! Stream adapters for the loop's writes (and a WebSocket's reads): a WebSocket's socket as its
+//! frame codec sees it, count bytes, write without blocking.
 
 use std::io::{self, IoSlice, Read, Write};
 
 use mio::net::TcpStream;
-
-/// A socket that reports `WouldBlock` after a short read instead of asking the kernel again.
-///
-/// A read that returns fewer bytes than asked for has emptied the receive queue; data that
-/// arrives later raises a new edge-triggered readiness event. Skipping the read that would
-/// only say `EAGAIN` saves a system call per readable event.
-///
-/// Not when the peer has half-closed: its FIN raised the one event there will be, so reads go
-/// on until they return 0.
-pub(super) struct UntilDrained<'a> {
-    pub(super) stream: &'a mut TcpStream,
-    pub(super) drained: &'a mut bool,
-    pub(super) read_to_eof: bool,
-    pub(super) bytes: &'a mut u64,
-}
-
-impl Read for UntilDrained<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if *self.drained {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.stream.read(buf)?;
-        *self.bytes += n as u64;
-        if n < buf.len() && n > 0 && !self.read_to_eof {
-            *self.drained = true;
-        }
-        Ok(n)
-    }
-}
-
-impl Write for UntilDrained<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
-    }
-}
 
 /// A WebSocket connection's socket as tungstenite sees it. Reads come from bytes the loop has
 /// already read off the socket: `WouldBlock` once they are used up, or end of stream when the

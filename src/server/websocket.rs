@@ -59,55 +59,9 @@ impl<H: Handler> Server<H> {
         Flow::Close
     }
 
-    /// Reads what the socket has into the loop's shared buffer with one `recv` and hands it to
-    /// the connection's frame decoder; a full buffer means there may be more, served next turn.
-    pub(super) fn on_ws_readable(&mut self, key: ConnKey) {
-        let mut buf = std::mem::take(&mut self.read_buf);
-        if buf.is_empty() {
-            buf = vec![0; WS_READ_CHUNK].into_boxed_slice();
-        }
-        if let Some((n, eof)) = self.read_ws(key, &mut buf) {
-            self.decode_ws(key, &buf[..n], eof);
-        }
-        self.read_buf = buf;
-    }
-
-    /// Reads the socket into `buf`: the bytes read and whether the peer's stream ended; `None`
-    /// if the connection failed (and was closed).
-    fn read_ws(&mut self, key: ConnKey, buf: &mut [u8]) -> Option<(usize, bool)> {
-        let conn = conn_in(&mut self.conns, key)?;
-        let read_to_eof = conn.peer_closed;
-        let (mut n, mut eof) = (0, false);
-        loop {
-            match conn.stream.read(&mut buf[n..]) {
-                Ok(0) => eof = true,
-                Ok(got) => {
-                    n += got;
-                    // After a short read the queue is empty, and more data raises a new
-                    // edge-triggered event; only a peer's FIN (its one event) means read on.
-                    if read_to_eof && n < buf.len() {
-                        continue;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.close_conn(key);
-                    return None;
-                }
-            }
-            break;
-        }
-        self.metrics.bytes_in += n as u64;
-        if n == buf.len() {
-            self.deferred.push(key);
-        }
-        Some((n, eof))
-    }
-
     /// Hands `input` to the connection's frame decoder and handles every complete message,
     /// including frames it had buffered before (say, sent along with the upgrade request).
-    fn decode_ws(&mut self, key: ConnKey, input: &[u8], eof: bool) {
+    pub(super) fn decode_ws(&mut self, key: ConnKey, input: &[u8], eof: bool) {
         let mut at = 0;
         loop {
             let Some(conn) = conn_in(&mut self.conns, key) else {
