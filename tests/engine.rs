@@ -28,14 +28,25 @@ fn conformance() -> TestServer {
 
 /// The conformance settings with a heartbeat that never fires during a test.
 fn calm() -> TestServer {
-    TestServer::start(
-        Config {
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    )
+    calm_with(|c| c)
+}
+
+/// `calm` with some settings changed.
+fn calm_with(change: impl FnOnce(Config) -> Config) -> TestServer {
+    let config = Config {
+        ping_interval: Duration::from_secs(20),
+        ping_timeout: Duration::from_secs(20),
+        ..engine_config(0)
+    };
+    TestServer::start(change(config), |_| Echo)
+}
+
+/// A polling session with a GET parked on it.
+fn parked_poll(server: &TestServer) -> (String, HttpConn) {
+    let (sid, _) = server.open_polling(PATH);
+    let parked = start_get(server, &poll_path(&sid));
+    settle();
+    (sid, parked)
 }
 
 fn poll_path(sid: &str) -> String {
@@ -266,9 +277,7 @@ fn polling_echoes_several_packets_joined_by_record_separators() {
 #[test]
 fn a_parked_poll_is_answered_by_a_message() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut get = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, mut get) = parked_poll(&server);
     assert_eq!(server.post(&poll_path(&sid), "4late").text(), "ok");
     let res = get.response().expect("parked GET answered");
     assert_eq!(res.status, 200);
@@ -298,15 +307,10 @@ fn a_request_pipelined_behind_a_parked_poll_waits_its_turn() {
 
 #[test]
 fn websocket_message_over_max_payload_closes_the_socket() {
-    let server = TestServer::start(
-        Config {
-            max_payload: 1000,
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    );
+    let server = calm_with(|c| Config {
+        max_payload: 1000,
+        ..c
+    });
     let (mut ws, _) = server.open_websocket(PATH);
     read_timeout(&ws, Duration::from_secs(1));
     let fits = format!("4{}", "a".repeat(999));
@@ -323,14 +327,7 @@ fn websocket_message_over_max_payload_closes_the_socket() {
 /// burst of many small messages written at once, arrive whole and in order.
 #[test]
 fn websocket_messages_larger_than_one_read_and_bursts_arrive_whole_and_in_order() {
-    let server = TestServer::start(
-        Config {
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    );
+    let server = calm();
     let (mut ws, _) = server.open_websocket(PATH);
     read_timeout(&ws, Duration::from_secs(5));
     let big: String = (0..300_000)
@@ -352,14 +349,7 @@ fn websocket_messages_larger_than_one_read_and_bursts_arrive_whole_and_in_order(
 /// more than the frame writer buffers (64 KiB), goes out after the `101` answer, never before.
 #[test]
 fn frames_behind_the_upgrade_request_are_answered_after_the_101() {
-    let server = TestServer::start(
-        Config {
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    );
+    let server = calm();
     let big = format!("4{}", "u".repeat(100_000));
     // One masked text frame, mask key zero (the payload is sent as is).
     let mut request = upgrade_request(&format!("{PATH}?EIO=4&transport=websocket")).into_bytes();
@@ -392,15 +382,10 @@ fn frames_behind_the_upgrade_request_are_answered_after_the_101() {
 /// (a writable event) more of it goes out, until all of it has arrived.
 #[test]
 fn websocket_output_larger_than_the_socket_buffers_reaches_a_late_reader() {
-    let server = TestServer::start(
-        Config {
-            max_ws_buffer: 128 << 20,
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    );
+    let server = calm_with(|c| Config {
+        max_ws_buffer: 128 << 20,
+        ..c
+    });
     let (mut ws, _) = server.open_websocket(PATH);
     read_timeout(&ws, Duration::from_secs(5));
     // 48 MB echoed while the client only writes: more than loopback's socket buffers hold
@@ -483,9 +468,7 @@ fn websocket_without_pong_is_closed_after_the_ping_timeout() {
 #[test]
 fn a_duplicate_poll_gets_400_and_closes_the_session() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut first = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, mut first) = parked_poll(&server);
     let second = server.get(&poll_path(&sid));
     assert_eq!(second.status, 400);
     let first = first.response().expect("first GET completes");
@@ -499,9 +482,7 @@ fn a_duplicate_poll_gets_400_and_closes_the_session() {
 #[test]
 fn upgrade_from_polling_to_websocket() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut parked = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, mut parked) = parked_poll(&server);
     let mut ws = server.websocket(&ws_path(&sid));
     read_timeout(&ws, Duration::from_secs(2));
     send_text(&mut ws, "2probe");
@@ -605,9 +586,7 @@ fn a_failed_probe_leaves_the_polling_session_working() {
 #[test]
 fn close_packet_over_polling_releases_the_parked_poll_and_ends_the_session() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut parked = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, mut parked) = parked_poll(&server);
     let res = server.post(&poll_path(&sid), "1");
     assert_eq!(res.status, 200);
     let res = parked.response().expect("parked GET released");
@@ -664,9 +643,7 @@ fn invalid_packet_over_polling_closes_the_session() {
 #[test]
 fn invalid_packet_in_a_payload_closes_a_session_with_a_parked_poll() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let mut parked = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, mut parked) = parked_poll(&server);
     let _ = server.post(&poll_path(&sid), "4ok\x1ezzz");
     let res = parked.response().expect("parked GET released");
     assert_eq!(res.status, 200);
@@ -821,9 +798,7 @@ fn an_origin_outside_the_allowlist_is_refused() {
 #[test]
 fn a_cancelled_parked_poll_closes_the_session() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let parked = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, parked) = parked_poll(&server);
     drop(parked);
     settle();
     let res = server.get(&poll_path(&sid));
@@ -835,9 +810,7 @@ fn a_cancelled_parked_poll_closes_the_session() {
 #[test]
 fn a_poll_right_after_a_cancelled_one_gets_400() {
     let server = calm();
-    let (sid, _) = server.open_polling(PATH);
-    let parked = start_get(&server, &poll_path(&sid));
-    settle();
+    let (sid, parked) = parked_poll(&server);
     drop(parked);
     assert_eq!(server.get(&poll_path(&sid)).status, 400);
 }
@@ -884,15 +857,10 @@ fn polling_output_over_max_poll_buffer_closes_the_session() {
 
 #[test]
 fn an_unfinished_upgrade_times_out_and_polling_goes_on() {
-    let server = TestServer::start(
-        Config {
-            upgrade_timeout: Duration::from_millis(200),
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(20),
-            ..engine_config(0)
-        },
-        |_| Echo,
-    );
+    let server = calm_with(|c| Config {
+        upgrade_timeout: Duration::from_millis(200),
+        ..c
+    });
     let (sid, mut ws) = polling_then_probe_socket(&server);
     send_text(&mut ws, "2probe");
     assert_eq!(recv_text(&mut ws), "3probe");

@@ -246,15 +246,7 @@ fn post_body_over_max_payload_gets_413() {
 
     // One byte more is refused, and that connection is closed.
     let mut conn = HttpConn::new(server.connect());
-    let body = format!("4{}", "a".repeat(1000));
-    conn.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain;charset=UTF-8\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    conn.send_post(&path, &format!("4{}", "a".repeat(1000)));
     let res = conn.response().expect("413 response");
     assert_eq!(res.status, 413);
     assert_framed(&res);

@@ -357,18 +357,6 @@ fn polling_connected(server: &TestServer) -> String {
     sid
 }
 
-/// A raw POST on `conn` (keep-alive).
-fn post_on(conn: &mut HttpConn, path: &str, body: &str) {
-    conn.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain;charset=UTF-8\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-}
-
 fn get_on(conn: &mut HttpConn, path: &str) {
     conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
 }
@@ -770,11 +758,7 @@ fn oversized_polling_bodies_get_413_and_oversized_messages_close_1009() {
 
     let sid = polling_connected(&server);
     let mut big_post = HttpConn::new(server.connect());
-    post_on(
-        &mut big_post,
-        &poll_url(&sid),
-        &format!("4{}", "a".repeat(5000)),
-    );
+    big_post.send_post(&poll_url(&sid), &format!("4{}", "a".repeat(5000)));
     let res = big_post.response().expect("an answer");
     assert_eq!(res.status, 413, "{}", res.text());
     assert!(big_post.closed(), "the 413 closes the connection");
@@ -1121,7 +1105,7 @@ fn a_panic_closes_only_the_connection_being_served() {
     // Over polling: the POST's connection is closed without an answer.
     let sid = polling_connected(&server);
     let mut post = HttpConn::new(server.connect());
-    post_on(&mut post, &poll_url(&sid), "42[\"boom\"]");
+    post.send_post(&poll_url(&sid), "42[\"boom\"]");
     assert!(post.response().is_err(), "answered after a panic");
     assert_eq!(metric(&scrape(&server), "pairchat_panics_total"), 2);
 
@@ -1248,7 +1232,7 @@ impl PollClient {
     }
 
     fn send(&mut self, body: &str) {
-        post_on(&mut self.post, &poll_url(&self.sid), body);
+        self.post.send_post(&poll_url(&self.sid), body);
         let res = self.post.response().expect("post");
         assert_eq!((res.status, res.text()), (200, "ok".to_string()));
     }

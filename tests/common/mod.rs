@@ -73,11 +73,7 @@ impl TestServer {
 
     /// `POST path` with a text body on a fresh connection.
     pub fn post(&self, path: &str, body: &str) -> Response {
-        self.request(&format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain;charset=UTF-8\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        ))
+        self.request(&post_request(path, body))
     }
 
     /// A WebSocket client at `path_and_query` (e.g. `/engine.io/?EIO=4&transport=websocket`).
@@ -149,6 +145,15 @@ pub struct HttpConn {
     reader: BufReader<TcpStream>,
 }
 
+/// A keep-alive `POST path` with a text body.
+pub fn post_request(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 impl HttpConn {
     pub fn new(stream: TcpStream) -> HttpConn {
         HttpConn {
@@ -162,6 +167,11 @@ impl HttpConn {
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Sends `POST path` with a text body (keep-alive); read the answer with `response`.
+    pub fn send_post(&mut self, path: &str, body: &str) {
+        self.send(post_request(path, body).as_bytes());
     }
 
     /// Reads one response (`Content-Length` framed). `Err` if the server closed first.
