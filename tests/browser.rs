@@ -8,13 +8,14 @@
 //! passes, unless `CI` is set: then it fails. The npm packages are installed like the `e2e`
 //! suite's (`npm ci` in `tests/e2e` when stale).
 
+mod common;
 #[path = "e2e/harness.rs"]
 mod harness;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::Server;
+use common::process::Proc;
 
 const SUITE: &str = "the browser end-to-end test (tests/e2e/browser.test.mjs)";
 /// The browser the test drives (Debian's `chromium` package).
@@ -37,15 +38,16 @@ fn example_page_in_headless_chromium() {
     }
     let _installed = harness::install(&npm);
 
-    let mut server = Server::start(&[]);
+    let mut server = Proc::start(&[]);
+    let url = format!("http://{}", server.addr);
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("browser-artifacts");
-    eprintln!("browser: server at {}", server.url);
+    eprintln!("browser: server at {}", url);
 
     let started = Instant::now();
     let mut cmd = harness::node_test(&node, "browser.test.mjs");
-    cmd.env("PAIRCHAT_URL", &server.url)
+    cmd.env("PAIRCHAT_URL", &url)
         .env("CHROMIUM", CHROMIUM)
         .env("ARTIFACTS_DIR", &artifacts);
     let run = harness::run(cmd, SUITE_TIMEOUT);

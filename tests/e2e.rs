@@ -6,12 +6,13 @@
 //! `CI` is set: then it fails. The npm packages are installed with `npm ci` only when
 //! `tests/e2e/node_modules` is missing or older than `package-lock.json`.
 
+mod common;
 #[path = "e2e/harness.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::Server;
+use common::process::Proc;
 
 const SUITE: &str = "the Node end-to-end suite (tests/e2e/chat.test.mjs)";
 /// How long the whole Node suite may take (it normally needs well under 30 s).
@@ -36,20 +37,24 @@ fn socket_io_client_end_to_end() {
     };
     let _installed = harness::install(&npm);
 
-    let mut main = Server::start(&MAIN_FLAGS);
-    let mut expiry = Server::start(&EXPIRY_FLAGS);
+    let mut main = Proc::start(&MAIN_FLAGS);
+    let mut expiry = Proc::start(&EXPIRY_FLAGS);
+    let (main_url, expiry_url) = (
+        format!("http://{}", main.addr),
+        format!("http://{}", expiry.addr),
+    );
     eprintln!(
         "e2e: servers at {} ({}) and {} ({})",
-        main.url,
+        main_url,
         MAIN_FLAGS.join(" "),
-        expiry.url,
+        expiry_url,
         EXPIRY_FLAGS.join(" ")
     );
 
     let started = Instant::now();
     let mut cmd = harness::node_test(&node, "chat.test.mjs");
-    cmd.env("PAIRCHAT_URL", &main.url)
-        .env("PAIRCHAT_EXPIRY_URL", &expiry.url);
+    cmd.env("PAIRCHAT_URL", &main_url)
+        .env("PAIRCHAT_EXPIRY_URL", &expiry_url);
     let run = harness::run(cmd, SUITE_TIMEOUT);
     let elapsed = started.elapsed();
 

@@ -12,6 +12,8 @@ use pairchat::engine::Handler;
 use pairchat::{Config, Server, StopHandle};
 use tungstenite::{Message, WebSocket};
 
+pub mod process;
+
 /// How long a test waits for any single read before failing.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,24 +1,16 @@
 //! What the Node-driven suites share (`#[path = "e2e/harness.rs"] mod harness;`): finding Node,
-//! the loud skip, `npm ci` under a lock, running a child with a timeout, and `pairchat`
-//! binaries on 127.0.0.1 and a free port.
+//! the loud skip, `npm ci` under a lock, running a child with a timeout. The `pairchat` binary
+//! itself runs as `common::process::Proc`.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
-
-/// How long a server may take to print its `listening on` line.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `npm ci` may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a server may take to exit after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The oldest Node whose test runner the suites are written for.
 pub const MIN_NODE_MAJOR: u32 = 20;
 
@@ -215,107 +207,4 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     })
-}
-
-/// A `pairchat` process on 127.0.0.1 and a free port; stopped (SIGTERM, then kill) on drop.
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub url: String,
-    log: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Starts the binary with `extra` flags (and no `PAIRCHAT_*`/`PORT` from the environment).
-    pub fn start(extra: &[&str]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--host", "127.0.0.1", "--port", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Only the flags given here configure the server, whatever the environment says.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("PAIRCHAT_")) || key == "PORT" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading to the end so the server never blocks on a full pipe; the first
-        // `listening on` line is sent back.
-        let reader = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = line.split(" listening on ").nth(1)
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            })
-        };
-        let mut server = Server {
-            child,
-            url: String::new(),
-            log,
-            reader: Some(reader),
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.url = format!("http://{addr}"),
-            Err(e) => {
-                let log = server.stop_and_log();
-                panic!("{BIN} {extra:?} printed no `listening on` line ({e}); its stderr:\n{log}");
-            }
-        }
-        server
-    }
-
-    /// Stops the server (idempotent) and returns everything it wrote to stderr.
-    pub fn stop_and_log(&mut self) -> String {
-        self.stop();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if cfg!(unix) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_and_log();
-    }
 }
