@@ -424,3 +424,33 @@ fn a_request_followed_by_a_half_close_is_still_answered() {
     assert_eq!(res.status, 200);
     assert!(conn.closed());
 }
+
+/// Bytes behind a parked poll wait for it, but no more than one request can take: a client
+/// that streams on past that is cut off, and its session ends with the dropped poll.
+#[test]
+fn input_piling_up_behind_a_parked_poll_is_bounded() {
+    let server = TestServer::start(
+        Config {
+            max_payload: 1000,
+            ..Config::default()
+        },
+        |_| Echo,
+    );
+    let (sid, _) = server.open_polling("/socket.io/");
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    // A next request's head that never ends, 20 KB of it (one request may take 9 KB here).
+    conn.send(b"GET /health HTTP/1.1\r\nX-Filler: ");
+    conn.send(&[b'x'; 20_000]);
+    conn.stream()
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert!(conn.closed(), "the connection was not cut off");
+    assert_eq!(
+        server.get(&path).status,
+        400,
+        "the session outlived its poll"
+    );
+}

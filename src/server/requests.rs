@@ -5,11 +5,15 @@ use super::*;
 
 impl<H: Handler> Server<H> {
     /// Bytes read off an HTTP connection: buffered, then every complete request handled.
+    /// After a last answer (`close_after_write`) input is dropped; behind a parked poll it
+    /// may wait, but no more than one request can take.
     pub(super) fn on_http_input(&mut self, key: ConnKey, input: &[u8], eof: bool) {
         let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) else {
             return;
         };
-        h.rbuf.extend_from_slice(input);
+        if !h.close_after_write {
+            h.rbuf.extend_from_slice(input);
+        }
         // Bytes arriving on an idle keep-alive connection start a request: from now on it has
         // `header_timeout`, not the (longer) keep-alive timeout, to complete it.
         if h.keep_alive_idle && !h.rbuf.is_empty() {
@@ -17,6 +21,14 @@ impl<H: Handler> Server<H> {
             self.set_conn_timer(key, Some(self.config.header_timeout));
         }
         self.process_http(key);
+        // What is left is one incomplete request, unless a parked poll holds up the rest.
+        let most = http::request::MAX_HEAD + self.config.max_payload;
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &c.state)
+            && h.rbuf.len() > most
+        {
+            self.metrics.reject(Rejected::PayloadTooLarge);
+            return self.close_conn(key);
+        }
         if eof {
             self.on_http_eof(key);
         }
@@ -284,7 +296,7 @@ impl<H: Handler> Server<H> {
             return match transport {
                 TransportKind::Polling => {
                     let client = self.conn_mut(key).and_then(|c| c.client);
-                    let id = self.open_session(
+                    let (id, open) = self.open_session(
                         Transport::Polling {
                             parked: None,
                             queue: Vec::new(),
@@ -292,7 +304,6 @@ impl<H: Handler> Server<H> {
                         },
                         client,
                     );
-                    let open = self.open_packet(id, TransportKind::Polling);
                     self.respond(key, Response::text(200, &open).cors(cors));
                     self.dispatch_open(id, TransportKind::Polling);
                     Flow::Continue
@@ -351,11 +362,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    pub(super) fn open_packet(&mut self, id: SessionId, transport: TransportKind) -> String {
-        let sid = self
-            .session_mut(id)
-            .map(|s| s.sid)
-            .expect("the session was just opened");
+    /// The Engine.IO open packet of a new session.
+    pub(super) fn open_packet(&self, sid: Sid, transport: TransportKind) -> String {
         let upgrades = if transport == TransportKind::Polling {
             "[\"websocket\"]"
         } else {

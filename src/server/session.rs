@@ -4,12 +4,17 @@
 use super::*;
 
 impl<H: Handler> Server<H> {
+    /// Opens a session on `transport`: its id and its open packet.
     pub(super) fn open_session(
         &mut self,
         transport: Transport,
         client: Option<IpAddr>,
-    ) -> SessionId {
+    ) -> (SessionId, String) {
         self.metrics.sessions_opened += 1;
+        let kind = match transport {
+            Transport::Polling { .. } => TransportKind::Polling,
+            Transport::WebSocket(_) => TransportKind::WebSocket,
+        };
         let generation = self.bump_gen();
         let sid = loop {
             let sid = Sid::random(&mut self.rng);
@@ -39,7 +44,8 @@ impl<H: Handler> Server<H> {
         if let Some(s) = self.session_mut(id) {
             s.heartbeat = Some(timer);
         }
-        id
+        let open = self.open_packet(sid, kind);
+        (id, open)
     }
 
     pub(super) fn dispatch_open(&mut self, id: SessionId, transport: TransportKind) {

@@ -13,7 +13,7 @@ impl<H: Handler> Server<H> {
         probe_of: Option<SessionId>,
     ) -> Flow {
         let ctx = ws::context(&self.config, rest.to_vec());
-        let session = match probe_of {
+        let (session, open) = match probe_of {
             Some(id) => {
                 let at = self.now() + ms(self.config.upgrade_timeout);
                 let timer = self.timers.insert(at, Timeout::Upgrade(id));
@@ -21,11 +21,12 @@ impl<H: Handler> Server<H> {
                     s.upgrade = Upgrade::Probing(key);
                     s.upgrade_timer = Some(timer);
                 }
-                id
+                (id, None)
             }
             None => {
                 let client = self.conn_mut(key).and_then(|c| c.client);
-                self.open_session(Transport::WebSocket(key), client)
+                let (id, open) = self.open_session(Transport::WebSocket(key), client);
+                (id, Some(open))
             }
         };
         self.set_conn_timer(key, None);
@@ -38,8 +39,7 @@ impl<H: Handler> Server<H> {
             });
         }
         self.mark_dirty(key);
-        if probe_of.is_none() {
-            let open = self.open_packet(session, TransportKind::WebSocket);
+        if let Some(open) = open {
             self.ws_send(key, Message::text(open));
             self.dispatch_open(session, TransportKind::WebSocket);
         }
