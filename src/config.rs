@@ -73,7 +73,7 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     /// Most simultaneous TCP connections: at the cap the server stops accepting (new clients
     /// wait in the backlog) and resumes below 90 %; meanwhile new sessions on open connections
-    /// get 503. Defaults to the file-descriptor limit less a reserve (see `default_max_connections`).
+    /// get 503. Engine.IO sessions are capped at the same number. Defaults to the file-descriptor limit less a reserve (see `default_max_connections`).
     pub max_connections: usize,
     /// Most simultaneous connections from one client address; 0 (the default) is no limit.
     /// Behind a reverse proxy every client has the proxy's address: set `trust_proxy` too.

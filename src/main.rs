@@ -139,7 +139,7 @@ const OPTIONS: &[Opt] = &[
     Opt {
         name: "max-connections",
         value: "N",
-        help: "most simultaneous TCP connections (503 for new sessions at the cap)",
+        help: "most simultaneous TCP connections and sessions (503 for new sessions at the cap)",
         default: "file-descriptor limit - 64",
         set: |s, v| {
             s.server.max_connections = positive(v)?;

@@ -565,6 +565,31 @@ fn at_max_connections_new_clients_wait_and_new_sessions_get_503() {
     pair.round_trip();
 }
 
+/// Polling sessions need no connection of their own between polls, so one keep-alive
+/// connection could open them without end: they are capped at `max_connections` too.
+#[test]
+fn sessions_are_capped_at_max_connections_too() {
+    let server = chat_server(
+        Config {
+            max_connections: 10,
+            ..config()
+        },
+        chat_config(),
+    );
+    let mut pair = Pair::new(server.addr); // 2 sessions
+    let mut conn = HttpConn::new(server.connect());
+    for _ in 0..8 {
+        get_on(&mut conn, &format!("{PATH}?EIO=4&transport=polling"));
+        let res = conn.response().expect("an answer");
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    get_on(&mut conn, &format!("{PATH}?EIO=4&transport=polling"));
+    let res = conn.response().expect("an answer");
+    assert_eq!(res.status, 503, "an eleventh session: {}", res.text());
+    pair.round_trip();
+    assert_eq!(metric(&scrape(&server), &rejected("over_capacity")), 1);
+}
+
 #[test]
 fn per_forwarded_address_connection_limit() {
     let server = chat_server(

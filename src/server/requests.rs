@@ -287,8 +287,9 @@ impl<H: Handler> Server<H> {
             if req.method != Method::Get {
                 return self.respond_engine_error(key, cors, EngineError::BadHandshakeMethod);
             }
-            if !self.accepting {
-                // At `max_connections`: no new sessions until below 90 %.
+            // At `max_connections` no new sessions until below 90 %; and never more sessions
+            // than that (polling sessions need no connection of their own between polls).
+            if !self.accepting || self.sessions.len() >= self.config.max_connections {
                 self.metrics.reject(Rejected::OverCapacity);
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
