@@ -242,7 +242,8 @@ impl Relay {
             let Some(members) = code.parse().ok().and_then(|c: u32| self.rooms.get(&c)) else {
                 return false;
             };
-            let members = members.clone();
+            // A room has two members at most: copied out, no allocation.
+            let members = [members.first().copied(), members.get(1).copied()];
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
@@ -251,7 +252,7 @@ impl Relay {
                 self.conns[key].sid
             );
             self.send(key, &format!("43{id}[{{\"success\":true}}]"));
-            for member in members {
+            for member in members.into_iter().flatten() {
                 self.send(member, &message);
             }
         } else {
