@@ -357,6 +357,14 @@ fn polling_connected(server: &TestServer) -> String {
     sid
 }
 
+/// A keep-alive connection that has had one `/health` answered.
+fn health_checked(server: &TestServer) -> HttpConn {
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(HEALTH);
+    assert_eq!(conn.response().unwrap().status, 200);
+    conn
+}
+
 fn get_on(conn: &mut HttpConn, path: &str) {
     conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
 }
@@ -422,9 +430,7 @@ fn idle_keep_alive_connections_are_closed_but_parked_polls_and_busy_ones_stay() 
     let mut pair = Pair::new(server.addr);
 
     // An idle keep-alive connection is closed after the keep-alive timeout.
-    let mut idle = HttpConn::new(server.connect());
-    idle.send(HEALTH);
-    assert_eq!(idle.response().unwrap().status, 200);
+    let mut idle = health_checked(&server);
     let answered = Instant::now();
     idle.stream().set_read_timeout(Some(ms(3000))).unwrap();
     assert!(idle.closed(), "the idle connection stays open");
@@ -514,14 +520,7 @@ fn at_max_connections_new_clients_wait_and_new_sessions_get_503() {
         chat_config(),
     );
     let mut pair = Pair::new(server.addr); // 2 connections
-    let mut conns: Vec<HttpConn> = (0..8)
-        .map(|_| {
-            let mut c = HttpConn::new(server.connect());
-            c.send(HEALTH);
-            assert_eq!(c.response().unwrap().status, 200);
-            c
-        })
-        .collect();
+    let mut conns: Vec<HttpConn> = (0..8).map(|_| health_checked(&server)).collect();
 
     // Ten are open: the eleventh connects (the kernel's backlog) but is not served.
     let mut waiting = HttpConn::new(server.connect());
@@ -1012,9 +1011,7 @@ fn a_slow_second_request_on_a_keep_alive_connection_is_cut_at_the_header_timeout
         chat_config(),
     );
     let mut pair = Pair::new(server.addr);
-    let mut conn = HttpConn::new(server.connect());
-    conn.send(HEALTH);
-    assert_eq!(conn.response().unwrap().status, 200);
+    let mut conn = health_checked(&server);
     std::thread::sleep(ms(50));
     // The next request starts, then trickles: a header line every 150 ms (slowly enough not to
     // reach the 32-header limit before the keep-alive timeout).
