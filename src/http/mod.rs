@@ -2,6 +2,7 @@
 //!
 //! Nothing here touches a socket: responses are appended to a connection's write buffer.
 
+pub mod chunked;
 pub mod request;
 
 use std::fmt;
@@ -9,7 +10,21 @@ use std::io::Write as _;
 
 use crate::config::CorsOrigins;
 
-pub use request::{Method, Parsed, Request};
+pub use request::{Framing, Method, Parsed, Request};
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What a request settles about the framing of its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exchange {
+    /// The connection closes after the answer, which says so (`Connection: close`).
+    pub close: bool,
+    /// A `HEAD` request: the answer's headers (its `Content-Length` too), no body.
+    pub head: bool,
+    /// An HTTP/1.0 request that asked for keep-alive, which the answer confirms.
+    pub keep_alive_10: bool,
+}
 
 /// A request the server refuses before routing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +35,10 @@ pub enum HttpError {
     HeadersTooLarge,
     /// The body is over the max payload.
     PayloadTooLarge,
-    /// `Transfer-Encoding` (chunked bodies) is not supported.
+    /// A transfer coding other than `chunked`.
     UnsupportedTransferEncoding,
+    /// An `Expect` other than `100-continue`.
+    ExpectationFailed,
 }
 
 impl HttpError {
@@ -32,6 +49,7 @@ impl HttpError {
             HttpError::HeadersTooLarge => 431,
             HttpError::PayloadTooLarge => 413,
             HttpError::UnsupportedTransferEncoding => 501,
+            HttpError::ExpectationFailed => 417,
         }
     }
 }
@@ -43,6 +61,7 @@ impl fmt::Display for HttpError {
             HttpError::HeadersTooLarge => "request headers too large",
             HttpError::PayloadTooLarge => "payload too large",
             HttpError::UnsupportedTransferEncoding => "transfer-encoding not supported",
+            HttpError::ExpectationFailed => "expectation not supported",
         })
     }
 }
@@ -52,6 +71,7 @@ impl std::error::Error for HttpError {}
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
@@ -60,6 +80,7 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
@@ -115,7 +136,7 @@ pub struct Response<'a> {
     pub cors: Cors<'a>,
     /// Extra header lines, each ending in `\r\n`.
     pub extra: &'a str,
-    /// Whether to announce `Connection: close`.
+    /// Whether the connection closes after it (announced with `Connection: close`).
     pub close: bool,
 }
 
@@ -143,8 +164,10 @@ impl<'a> Response<'a> {
         self
     }
 
-    /// Appends the response to `out`.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    /// Appends the response to `out`, framed for the request it answers (`exchange`): its
+    /// `Connection` header, and no body for `HEAD`. Closes when `self.close` or the exchange
+    /// says so.
+    pub fn write_to(&self, out: &mut Vec<u8>, exchange: Exchange) {
         // Writes to a Vec cannot fail.
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         let _ = write!(
@@ -155,25 +178,33 @@ impl<'a> Response<'a> {
         );
         self.cors.write(out);
         out.extend_from_slice(self.extra.as_bytes());
-        if self.close {
+        if self.close || exchange.close {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if exchange.keep_alive_10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(self.body);
+        if !exchange.head {
+            out.extend_from_slice(self.body);
+        }
     }
 }
 
-/// Answer to a CORS preflight (`OPTIONS`), written to `out`.
-pub fn write_preflight(out: &mut Vec<u8>, cors: Cors<'_>, request_headers: Option<&str>) {
+/// Answer to a CORS preflight (`OPTIONS`).
+pub fn preflight<'a>(
+    cors: Cors<'a>,
+    request_headers: Option<&str>,
+    extra: &'a mut String,
+) -> Response<'a> {
     let allow_headers =
         request_headers.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
-    let extra = format!(
+    *extra = format!(
         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: {}\r\nAccess-Control-Max-Age: 86400\r\n",
         allow_headers.unwrap_or("content-type")
     );
     let mut r = Response::new(204, "text/plain", b"").cors(cors);
-    r.extra = &extra;
-    r.write_to(out);
+    r.extra = extra;
+    r
 }
 
 /// Milliseconds since the Unix epoch.
@@ -199,7 +230,7 @@ mod tests {
         let origins = CorsOrigins::Any;
         Response::text(200, "ok")
             .cors(Cors::new(&origins, Some("http://a")))
-            .write_to(&mut out);
+            .write_to(&mut out, Exchange::default());
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(s.contains("Content-Length: 2\r\n"));
@@ -215,7 +246,7 @@ mod tests {
         let origins = CorsOrigins::List(vec!["http://good".into()]);
         Response::text(200, "ok")
             .cors(Cors::new(&origins, Some("http://evil")))
-            .write_to(&mut out);
+            .write_to(&mut out, Exchange::default());
         assert!(!String::from_utf8(out).unwrap().contains("Access-Control"));
     }
 }

@@ -1,12 +1,17 @@
 //! HTTP/1.1 request parsing over a byte buffer, with `httparse`. Pure: no I/O.
 //!
-//! `parse` looks at the start of a connection's read buffer and answers `Partial` (read more),
-//! a complete `Request` (head + `Content-Length` body) with the number of bytes it used, or an
-//! `HttpError` that maps to a status code.
+//! `parse_head` looks at the start of a connection's read buffer and answers `None` (read
+//! more), the request's head with how its body is framed (`Content-Length` or chunked), or an
+//! `HttpError` that maps to a status code. The framing rules guard against request smuggling
+//! (RFC 9112 §6.1, §6.3): `Transfer-Encoding` with `Content-Length`, differing lengths, a
+//! length that is not plain digits and `Transfer-Encoding` on HTTP/1.0 are refused, and so is
+//! any transfer coding but `chunked`. `parse` reads a whole request, body included, in one go.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
-use super::HttpError;
+use super::chunked;
+use super::{Exchange, HttpError};
 
 /// Largest request head (request line + headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -17,6 +22,8 @@ const MAX_HEADERS: usize = 32;
 pub enum Method {
     /// `GET`
     Get,
+    /// `HEAD`
+    Head,
     /// `POST`
     Post,
     /// `OPTIONS`
@@ -36,6 +43,8 @@ pub struct Headers<'a> {
     pub connection: Option<&'a str>,
     /// `Sec-WebSocket-Key`
     pub ws_key: Option<&'a str>,
+    /// `Sec-WebSocket-Key` appeared more than once.
+    pub ws_key_repeated: bool,
     /// `Sec-WebSocket-Version`
     pub ws_version: Option<&'a str>,
     /// `Access-Control-Request-Headers`
@@ -48,8 +57,17 @@ pub struct Headers<'a> {
     pub forwarded: Option<&'a str>,
 }
 
-/// A complete request.
-#[derive(Debug, Clone, Copy)]
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` bytes (0 when the header is absent).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request: its head, and its body once read.
+#[derive(Debug, Clone)]
 pub struct Request<'a> {
     /// The method.
     pub method: Method,
@@ -61,8 +79,14 @@ pub struct Request<'a> {
     pub headers: Headers<'a>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
-    /// The body (`Content-Length` bytes).
-    pub body: &'a [u8],
+    /// HTTP/1.0 (which closes after each answer unless it asks for keep-alive).
+    pub http10: bool,
+    /// The client sent `Expect: 100-continue` and waits for `100 Continue` before its body.
+    pub expect_continue: bool,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The body, decoded (empty until it is read: see `parse_head`).
+    pub body: Cow<'a, [u8]>,
 }
 
 impl<'a> Request<'a> {
@@ -77,6 +101,16 @@ impl<'a> Request<'a> {
         self.headers
             .upgrade
             .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    }
+
+    /// What the request settles about its answer: close after it, headers only, or an
+    /// HTTP/1.0 keep-alive to confirm.
+    pub fn exchange(&self) -> Exchange {
+        Exchange {
+            close: !self.keep_alive,
+            head: self.method == Method::Head,
+            keep_alive_10: self.http10 && self.keep_alive,
+        }
     }
 }
 
@@ -99,9 +133,33 @@ pub enum Parsed<'a> {
     Complete(Request<'a>, usize),
 }
 
-/// Parses one request from the start of `buf`. Bodies over `max_body` are refused before they
-/// are read.
+/// Parses one whole request, body included, from the start of `buf`. Bodies over `max_body`
+/// (decoded) are refused as soon as their length shows it.
 pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
+    let Some((mut req, head_len)) = parse_head(buf, max_body)? else {
+        return Ok(Parsed::Partial);
+    };
+    let rest = &buf[head_len..];
+    match req.framing {
+        Framing::Length(n) if rest.len() < n => Ok(Parsed::Partial),
+        Framing::Length(n) => {
+            req.body = Cow::Borrowed(&rest[..n]);
+            Ok(Parsed::Complete(req, head_len + n))
+        }
+        Framing::Chunked => match chunked::decode_all(rest, max_body)? {
+            None => Ok(Parsed::Partial),
+            Some((body, used)) => {
+                req.body = Cow::Owned(body);
+                Ok(Parsed::Complete(req, head_len + used))
+            }
+        },
+    }
+}
+
+/// Parses the head of the request at the start of `buf`: the request (with an empty body) and
+/// the head's length, or `None` when the head is not complete yet. A `Content-Length` over
+/// `max_body` is refused here, before its body arrives.
+pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Request<'_>, usize)>, HttpError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     let head_len = match req.parse(buf) {
@@ -110,7 +168,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
             return if buf.len() > MAX_HEAD {
                 Err(HttpError::HeadersTooLarge)
             } else {
-                Ok(Parsed::Partial)
+                Ok(None)
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
@@ -121,30 +179,47 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
     }
     let method = match req.method {
         Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
         Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
     let target = req.path.ok_or(HttpError::Malformed)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let version = req.version.ok_or(HttpError::Malformed)?;
+    let http10 = req.version.ok_or(HttpError::Malformed)? == 0;
 
     let mut headers = Headers::default();
     let mut content_length: Option<usize> = None;
-    let mut connection_close = version == 0;
+    // Transfer codings in order, across repeated headers: (chunked seen, any other seen).
+    let mut codings: Option<(usize, bool)> = None;
+    let mut connection_close = http10;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HttpError::Malformed)?
             .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value.parse().map_err(|_| HttpError::Malformed)?;
-            if content_length.is_some_and(|m| m != n) {
-                return Err(HttpError::Malformed);
+            // `1*DIGIT`, or a list of one repeated value; anything else could be read two ways.
+            for item in value.split(',').map(str::trim) {
+                if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(HttpError::Malformed);
+                }
+                let n = item.parse().map_err(|_| HttpError::PayloadTooLarge)?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err(HttpError::Malformed);
+                }
+                content_length = Some(n);
             }
-            content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::UnsupportedTransferEncoding);
+            let (chunked, other) = codings.get_or_insert((0, false));
+            for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if coding.eq_ignore_ascii_case("chunked") {
+                    *chunked += 1;
+                } else {
+                    *other = true;
+                }
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             headers.connection = Some(value);
             for token in value.split(',').map(str::trim) {
@@ -153,6 +228,14 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
                 } else if token.eq_ignore_ascii_case("keep-alive") {
                     connection_close = false;
                 }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            // HTTP/1.0 clients cannot expect anything (RFC 9110 §10.1.1).
+            if !http10 {
+                if !value.eq_ignore_ascii_case("100-continue") {
+                    return Err(HttpError::ExpectationFailed);
+                }
+                expect_continue = true;
             }
         } else if name.eq_ignore_ascii_case("origin") {
             headers.origin = Some(value);
@@ -163,6 +246,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
         } else if name.eq_ignore_ascii_case("upgrade") {
             headers.upgrade = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            headers.ws_key_repeated |= headers.ws_key.is_some();
             headers.ws_key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             headers.ws_version = Some(value);
@@ -172,15 +256,17 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
             headers.content_type = Some(value);
         }
     }
-    let body_len = content_length.unwrap_or(0);
-    if body_len > max_body {
+    let framing = match codings {
+        None => Framing::Length(content_length.unwrap_or(0)),
+        Some(_) if http10 || content_length.is_some() => return Err(HttpError::Malformed),
+        Some((_, true)) => return Err(HttpError::UnsupportedTransferEncoding),
+        Some((1, false)) => Framing::Chunked,
+        Some(_) => return Err(HttpError::Malformed), // empty, or chunked twice
+    };
+    if let Framing::Length(n) = framing
+        && (n > max_body || head_len.checked_add(n).is_none())
+    {
         return Err(HttpError::PayloadTooLarge);
-    }
-    let total = head_len
-        .checked_add(body_len)
-        .ok_or(HttpError::PayloadTooLarge)?;
-    if buf.len() < total {
-        return Ok(Parsed::Partial);
     }
     let request = Request {
         method,
@@ -188,9 +274,12 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
         query,
         headers,
         keep_alive: !connection_close,
-        body: &buf[head_len..total],
+        http10,
+        expect_continue,
+        framing,
+        body: Cow::Borrowed(&[]),
     };
-    Ok(Parsed::Complete(request, total))
+    Ok(Some((request, head_len)))
 }
 
 /// The client's address as a chain of trusted proxies reports it: the right-most address in
@@ -264,7 +353,7 @@ mod tests {
             Ok(Parsed::Partial)
         ));
         let (r, n) = complete(full);
-        assert_eq!(r.body, b"hello");
+        assert_eq!(&*r.body, b"hello");
         assert_eq!(n, full.len());
     }
 
@@ -290,11 +379,87 @@ mod tests {
         );
         let bad_len = b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert_eq!(parse(bad_len, 10).unwrap_err(), HttpError::Malformed);
-        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(
-            parse(chunked, 10).unwrap_err(),
-            HttpError::UnsupportedTransferEncoding
-        );
+        let plus = b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello";
+        assert_eq!(parse(plus, 10).unwrap_err(), HttpError::Malformed);
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        let req = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\nGET";
+        let (r, n) = complete(req);
+        assert_eq!(r.framing, Framing::Chunked);
+        assert_eq!(&*r.body, b"abcde");
+        assert_eq!(&req[n..], b"GET");
+        for cut in 0..n {
+            assert!(
+                matches!(parse(&req[..cut], 1000), Ok(Parsed::Partial)),
+                "{cut}"
+            );
+        }
+        let over = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n";
+        assert_eq!(parse(over, 1000).unwrap_err(), HttpError::PayloadTooLarge);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let cases: [(&[u8], HttpError); 8] = [
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                HttpError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                HttpError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n",
+                HttpError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                HttpError::UnsupportedTransferEncoding,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+                HttpError::UnsupportedTransferEncoding,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n",
+                HttpError::ExpectationFailed,
+            ),
+        ];
+        for (raw, err) in cases {
+            assert_eq!(
+                parse(raw, 100).unwrap_err(),
+                err,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // The same length twice is one length.
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi";
+        assert_eq!(&*complete(same).0.body, b"hi");
+    }
+
+    #[test]
+    fn the_head_is_complete_before_the_body() {
+        let req = b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+        let (r, n) = parse_head(req, 10).unwrap().unwrap();
+        assert_eq!(n, req.len());
+        assert!(r.expect_continue);
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(r.body.is_empty());
+        // HTTP/1.0 cannot expect: the header is ignored.
+        let old = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!parse_head(old, 10).unwrap().unwrap().0.expect_continue);
     }
 
     #[test]
@@ -305,6 +470,15 @@ mod tests {
                 .keep_alive
         );
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
+        let head = complete(b"HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0;
+        assert_eq!(
+            head.exchange(),
+            Exchange {
+                close: false,
+                head: true,
+                keep_alive_10: true
+            }
+        );
         assert!(
             complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
                 .0
