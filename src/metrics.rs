@@ -132,6 +132,12 @@ impl Metrics {
                 ("websocket", g.websocket_sessions),
             ],
         );
+        gauge(
+            out,
+            "pairchat_parked_polls",
+            "Long-poll GETs held open until there is output for their session.",
+            g.parked_polls,
+        );
         counter(
             out,
             "pairchat_connections_accepted_total",
@@ -214,6 +220,8 @@ pub struct Gauges {
     pub polling_sessions: u64,
     /// Sessions on WebSocket.
     pub websocket_sessions: u64,
+    /// Long-poll GETs held open, waiting for output.
+    pub parked_polls: u64,
 }
 
 /// Appends a counter with one sample.

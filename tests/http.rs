@@ -219,7 +219,7 @@ fn wrong_method_on_health_gets_405_with_allow() {
     let server = server();
     let res = server.post("/health", "x");
     assert_eq!(res.status, 405);
-    assert_eq!(res.header("allow"), Some("GET"));
+    assert_eq!(res.header("allow"), Some("GET, HEAD"));
     assert_framed(&res);
     let res = server.request("DELETE /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(res.status, 405);
@@ -390,17 +390,290 @@ fn a_large_body_spanning_many_reads_is_received_whole() {
     assert!(res.body == body.as_bytes());
 }
 
+/// A polling POST whose body comes chunked (as reverse proxies forward bodies of unknown
+/// length), written a few bytes at a time, reaches the session whole.
 #[test]
-fn chunked_transfer_encoding_gets_501_and_the_connection_closes() {
+fn a_chunked_post_body_is_decoded() {
     let server = server();
+    let (sid, _) = server.open_polling("/socket.io/");
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let mut conn = HttpConn::new(server.connect());
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+         3;ext=1\r\n4hi\r\n6\r\n there\r\n0\r\nX-Trailer: t\r\n\r\n"
+    );
+    for piece in raw.as_bytes().chunks(7) {
+        conn.send(piece);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let res = conn.response().expect("POST response");
+    assert_eq!((res.status, res.text().as_str()), (200, "ok"));
+    // The connection goes on: the body's end was found exactly.
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    let res = conn.response().expect("poll");
+    assert_eq!(res.text(), "4hi there");
+}
+
+/// The limit holds for the decoded body, as it grows: refused at the chunk that passes it,
+/// without waiting for (or buffering) the rest.
+#[test]
+fn a_chunked_body_over_max_payload_gets_413_at_once() {
+    let server = TestServer::start(
+        Config {
+            max_payload: 1000,
+            ..Config::default()
+        },
+        |_| Echo,
+    );
+    let (sid, _) = server.open_polling("/socket.io/");
     let mut conn = HttpConn::new(server.connect());
     conn.send(
-        b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\n\
-          Transfer-Encoding: chunked\r\n\r\n3\r\n4hi\r\n0\r\n\r\n",
+        format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\
+             Transfer-Encoding: chunked\r\n\r\n200\r\n{}\r\n200\r\n",
+            "a".repeat(0x200)
+        )
+        .as_bytes(),
     );
-    let res = conn.response().expect("501 response");
-    assert_eq!(res.status, 501);
-    assert_framed(&res);
+    // 1024 bytes announced in all, nothing of the second chunk sent: refused already.
+    let res = conn.response().expect("413 response");
+    assert_eq!(res.status, 413);
+    assert_eq!(res.header("connection"), Some("close"));
+    assert!(conn.closed());
+}
+
+/// Framing that two parsers could read two ways is refused and the connection closed
+/// (RFC 9112 §6.1, §6.3): a request smuggled behind it is never served.
+#[test]
+fn ambiguous_framing_is_refused_and_closes() {
+    let server = server();
+    let smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (status, head) in [
+        (
+            400,
+            "POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ),
+        (
+            400,
+            "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 41\r\n\r\n",
+        ),
+        (
+            501,
+            "POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ),
+        (
+            400,
+            "POST /health HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+    ] {
+        let raw = format!("{head}0\r\n\r\n{smuggled}");
+        let (head_text, body) = exchange_until_close(&server, raw.as_bytes());
+        assert_eq!(head_status(&head_text), status, "{head}");
+        assert_eq!(
+            head_header(&head_text, "connection"),
+            Some("close"),
+            "{head}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains("HTTP/1.1 200"),
+            "the smuggled request was served after {head}"
+        );
+    }
+}
+
+/// `Expect: 100-continue` (curl sends it for bodies over 1 KiB): `100 Continue` first, then the
+/// final answer once the body is in.
+#[test]
+fn expect_continue_gets_100_before_the_body() {
+    let server = server();
+    let (sid, _) = server.open_polling("/socket.io/");
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    for framing in ["Content-Length: 6", "Transfer-Encoding: chunked"] {
+        let mut conn = HttpConn::new(server.connect());
+        conn.send(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{framing}\r\n\r\n")
+                .as_bytes(),
+        );
+        let interim = conn.response().expect("100 Continue");
+        assert_eq!(interim.status, 100, "{framing}");
+        let body = if framing.starts_with("Content") {
+            "4hello".to_string()
+        } else {
+            "6\r\n4hello\r\n0\r\n\r\n".to_string()
+        };
+        conn.send(body.as_bytes());
+        let res = conn.response().expect("final answer");
+        assert_eq!((res.status, res.text().as_str()), (200, "ok"), "{framing}");
+        assert_eq!(server.get(&path).text(), "4hello");
+    }
+}
+
+/// A request refused anyway is answered at once, without a `100 Continue` and without waiting
+/// for a body nobody will read; the connection then closes.
+#[test]
+fn expect_continue_refused_anyway_gets_the_final_answer_at_once() {
+    let server = TestServer::start(
+        Config {
+            max_payload: 1000,
+            ..Config::default()
+        },
+        |_| Echo,
+    );
+    for (status, raw) in [
+        (
+            400,
+            "POST /socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\n\
+             Host: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+        ),
+        (
+            413,
+            "POST /socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\n\
+             Host: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+        ),
+        (
+            405,
+            "POST /health HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\
+             Transfer-Encoding: chunked\r\n\r\n",
+        ),
+        (
+            417,
+            "POST /health HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\
+             Content-Length: 10\r\n\r\n",
+        ),
+    ] {
+        let mut conn = HttpConn::new(server.connect());
+        conn.send(raw.as_bytes());
+        let res = conn.response().expect("an answer before any body");
+        assert_eq!(res.status, status, "{raw}");
+        assert_eq!(res.header("connection"), Some("close"), "{raw}");
+        assert!(conn.closed(), "{raw}");
+    }
+}
+
+/// HEAD answers like GET, headers only: the same `Content-Length`, and no body bytes (the next
+/// response on the connection starts right after the head).
+#[test]
+fn head_answers_like_get_without_a_body() {
+    let server = server();
+    let mut conn = HttpConn::new(server.connect());
+    for path in ["/health", "/metrics"] {
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let get = conn.response().expect("GET");
+        conn.send(
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+                .as_bytes(),
+        );
+        let mut raw = Vec::new();
+        let mut byte = [0u8];
+        while !raw.ends_with(b"\r\n\r\n") {
+            std::io::Read::read_exact(&mut conn.stream(), &mut byte).expect("HEAD answer");
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8(raw).unwrap();
+        assert_eq!(head_status(&head), 200, "{head}");
+        assert_eq!(
+            head_header(&head, "content-type"),
+            get.header("content-type")
+        );
+        let len: usize = head_header(&head, "content-length")
+            .unwrap()
+            .parse()
+            .unwrap();
+        // /metrics grows between the two requests by a few digits at most.
+        assert!(
+            len.abs_diff(get.body.len()) < 64,
+            "{len} vs {}",
+            get.body.len()
+        );
+        let next = conn.response().expect("the answer after HEAD");
+        assert_eq!(next.status, 404, "HEAD sent a body");
+    }
+}
+
+/// RFC 9112 §9.6: an answer after which the server closes says `Connection: close`, on every
+/// path that closes; Node's keep-alive agent otherwise reuses the socket ("socket hang up").
+#[test]
+fn every_answer_before_a_close_says_connection_close() {
+    let server = TestServer::start(
+        Config {
+            max_payload: 1000,
+            ..Config::default()
+        },
+        |_| Echo,
+    );
+    let closing = [
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            .to_string(),
+        "GET /socket.io/?EIO=9&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            .to_string(),
+        "OPTIONS /socket.io/ HTTP/1.1\r\nHost: x\r\nOrigin: http://a\r\nConnection: close\r\n\r\n"
+            .to_string(),
+        "GET /health HTTP/1.0\r\n\r\n".to_string(),
+        "GARBAGE\r\n\r\n".to_string(),
+        "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_string(),
+        format!("GET /health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000)),
+        "POST /health HTTP/1.1\r\nTransfer-Encoding: br\r\n\r\n".to_string(),
+    ];
+    for raw in &closing {
+        let (head, _) = exchange_until_close(&server, raw.as_bytes());
+        assert_eq!(
+            head_header(&head, "connection"),
+            Some("close"),
+            "{head}\nfor {raw:.60}"
+        );
+    }
+    // Those that keep the connection say nothing, or confirm HTTP/1.0 keep-alive.
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(conn.response().unwrap().header("connection"), None);
+    conn.send(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(
+        conn.response().unwrap().header("connection"),
+        Some("keep-alive")
+    );
+    conn.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        conn.response().unwrap().status,
+        200,
+        "the connection was kept"
+    );
+}
+
+/// At the session cap a handshake gets 503 with `Connection: close`.
+#[test]
+fn the_503_at_the_cap_says_connection_close() {
+    let server = TestServer::start(
+        Config {
+            max_connections: 2,
+            ..Config::default()
+        },
+        |_| Echo,
+    );
+    server.open_polling("/socket.io/");
+    server.open_polling("/socket.io/");
+    let res = server.get("/socket.io/?EIO=4&transport=polling");
+    assert_eq!(res.status, 503);
+    assert_eq!(res.header("connection"), Some("close"));
+}
+
+/// A parked poll answered by a stopping server carries its close packet and `Connection:
+/// close`: the server is about to close every connection.
+#[test]
+fn a_parked_poll_answered_at_shutdown_says_connection_close() {
+    let server = server();
+    let (sid, _) = server.open_polling("/socket.io/");
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(
+        format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n")
+            .as_bytes(),
+    );
+    server.wait_parked_polls(1);
+    server.request_stop();
+    let res = conn.response().expect("the parked poll's answer");
+    assert_eq!((res.status, res.text().as_str()), (200, "1"));
+    assert_eq!(res.header("connection"), Some("close"));
     assert!(conn.closed());
 }
 

@@ -18,7 +18,8 @@ use crate::timer::TimerId;
 /// Members per room.
 pub const ROOM_CAPACITY: usize = 2;
 
-/// A six-digit room code, 100000–999999.
+/// A six-digit room code. Rooms are created with codes 100000–999999; a code with a leading
+/// zero (`012345`) is well-formed but never names a live room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomCode(u32);
 
@@ -33,13 +34,13 @@ impl RoomCode {
         (Self::MIN..=Self::MAX).contains(&n).then_some(RoomCode(n))
     }
 
-    /// Parses exactly six ASCII digits (surrounding whitespace allowed).
+    /// Parses exactly six ASCII digits (surrounding whitespace allowed), leading zeros too.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        s.parse().ok().and_then(Self::new)
+        s.parse().ok().map(RoomCode)
     }
 
     /// A code drawn uniformly from the whole range.
@@ -318,11 +319,14 @@ mod tests {
             RoomCode::parse("999999").map(|c| c.to_string()),
             Some("999999".into())
         );
+        // Well-formed, though no room is ever created with it.
+        let zero = RoomCode::parse("012345").expect("six digits");
+        assert_eq!(zero.to_string(), "012345");
+        assert_ne!(RoomCode::new(12_345), Some(zero));
         for bad in [
             "",
             "12345",
             "1234567",
-            "099999",
             "12a456",
             "+12345",
             "-12345",

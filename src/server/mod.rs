@@ -32,7 +32,8 @@ use crate::engine::packet::{self, Packet};
 use crate::engine::{
     CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
 };
-use crate::http::{self, Cors, HttpError, Method, Parsed, Request, Response};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::{self, Cors, Exchange, Framing, HttpError, Method, Request, Response};
 use crate::log;
 use crate::metrics::{Gauges, Metrics, Rejected};
 use crate::timer::{Millis, TimerId, TimerWheel};
@@ -121,12 +122,44 @@ struct HttpConn {
     keep_alive_idle: bool,
     /// A long-poll GET held open for a session.
     parked: Option<Parked>,
+    /// How answers to the request being handled are framed (`respond`).
+    exchange: Exchange,
+    /// The body of the request at the head of `rbuf`, while it arrives: chunked, or after a
+    /// `100 Continue`.
+    body: Option<Box<PendingBody>>,
 }
 
 struct Parked {
     session: SessionId,
     origin: Option<Box<str>>,
-    keep_alive: bool,
+    exchange: Exchange,
+}
+
+/// A request body on its way in.
+struct PendingBody {
+    /// `100 Continue` was sent (once per request).
+    continued: bool,
+    /// A chunked body's decoder and what it decoded so far.
+    decoder: ChunkedDecoder,
+    decoded: Vec<u8>,
+}
+
+impl PendingBody {
+    /// The body in progress, made on first use (most requests have their whole body at once
+    /// and need none).
+    fn of(body: &mut Option<Box<PendingBody>>, max_body: usize) -> &mut PendingBody {
+        body.get_or_insert_with(|| {
+            Box::new(PendingBody {
+                continued: false,
+                decoder: ChunkedDecoder::new(max_body),
+                decoded: Vec::new(),
+            })
+        })
+    }
+
+    fn decode(&mut self, input: &[u8]) -> Result<http::chunked::Progress, HttpError> {
+        self.decoder.decode(input, &mut self.decoded)
+    }
 }
 
 struct WsConn {
@@ -172,6 +205,15 @@ struct Session {
     poll_ready: bool,
     /// The client's address, when trustworthy (see `Server::client_of`).
     client: Option<IpAddr>,
+}
+
+/// Where reading the next request got to.
+enum Next {
+    /// Its head or body is incomplete: wait for more input, after dropping this range of the
+    /// read buffer (chunked body bytes that were decoded).
+    Wait(std::ops::Range<usize>),
+    /// It was handled: how that leaves the connection, and the bytes it used.
+    Handled(Flow, usize),
 }
 
 /// How handling a request leaves the connection.
@@ -230,6 +272,8 @@ pub struct Server<H: Handler> {
     /// needs a large buffer of its own.
     read_buf: Box<[u8]>,
     accepting: bool,
+    /// The loop is shutting down: every answer is a connection's last.
+    stopping: bool,
     /// The optional second listener (`metrics_port`).
     metrics_listener: Option<TcpListener>,
     /// Open connections per client address (only with `max_connections_per_ip`).
@@ -296,6 +340,7 @@ impl<H: Handler> Server<H> {
             deferred: Vec::new(),
             read_buf: Box::default(),
             accepting: true,
+            stopping: false,
             metrics_listener,
             per_ip: HashMap::new(),
             metrics: Metrics::default(),
@@ -498,6 +543,7 @@ impl<H: Handler> Server<H> {
 
     fn shutdown(&mut self) {
         self.tick_clock();
+        self.stopping = true;
         let _ = self.poll.registry().deregister(&mut self.listener);
         log::info(
             "stopping",

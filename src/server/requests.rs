@@ -62,19 +62,18 @@ impl<H: Handler> Server<H> {
             if h.parked.is_some() || h.close_after_write || h.rbuf.is_empty() {
                 return;
             }
-            let rbuf = std::mem::take(&mut h.rbuf);
-            let (flow, consumed) = match http::request::parse(&rbuf, self.config.max_payload) {
-                Ok(Parsed::Partial) => {
-                    self.put_back_rbuf(key, rbuf, 0);
+            h.exchange = Exchange::default();
+            let mut rbuf = std::mem::take(&mut h.rbuf);
+            let mut body = h.body.take();
+            let (flow, consumed) = match self.next_request(key, &rbuf, &mut body) {
+                Next::Wait(drain) => {
+                    // A chunked body's decoded bytes leave the buffer: only the head and
+                    // what is not decoded yet stay.
+                    rbuf.drain(drain);
+                    self.put_back_rbuf(key, rbuf, 0, body);
                     return;
                 }
-                Ok(Parsed::Complete(req, used)) => {
-                    (self.on_request(key, &req, &rbuf[used..]), used)
-                }
-                Err(e) => {
-                    self.respond_http_error(key, e);
-                    (Flow::Close, rbuf.len())
-                }
+                Next::Handled(flow, consumed) => (flow, consumed),
             };
             match flow {
                 Flow::Upgraded => return,
@@ -86,38 +85,139 @@ impl<H: Handler> Server<H> {
                     return;
                 }
                 Flow::Parked | Flow::Continue => {
-                    self.put_back_rbuf(key, rbuf, consumed);
+                    self.put_back_rbuf(key, rbuf, consumed, None);
                     self.mark_dirty(key);
-                    if matches!(flow, Flow::Parked) {
+                    let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) else {
+                        return;
+                    };
+                    if matches!(flow, Flow::Parked) || h.close_after_write {
                         return;
                     }
-                    let keep_alive_idle = self.http_rbuf_empty(key);
-                    if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
-                        h.keep_alive_idle = keep_alive_idle;
-                    }
+                    let keep_alive_idle = h.rbuf.is_empty();
+                    h.keep_alive_idle = keep_alive_idle;
                     self.set_conn_timer(key, Some(idle_timeout(&self.config, keep_alive_idle)));
                 }
             }
         }
     }
 
-    pub(super) fn http_rbuf_empty(&mut self, key: ConnKey) -> bool {
-        matches!(self.conn_mut(key).map(|c| &c.state), Some(ConnState::Http(h)) if h.rbuf.is_empty())
+    /// Reads the request at the start of `rbuf` and, once its body is there, handles it.
+    /// `body` carries a body's progress from one read to the next.
+    fn next_request(
+        &mut self,
+        key: ConnKey,
+        rbuf: &[u8],
+        body: &mut Option<Box<PendingBody>>,
+    ) -> Next {
+        let max = self.config.max_payload;
+        let (mut req, head_len) = match http::request::parse_head(rbuf, max) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Next::Wait(0..0),
+            Err(e) => {
+                self.respond_http_error(key, e);
+                return Next::Handled(Flow::Close, rbuf.len());
+            }
+        };
+        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+            h.exchange = req.exchange();
+        }
+        // `Expect: 100-continue`: the client waits before sending its body. Only a polling
+        // POST to a live session reads one; anything else gets its final answer at once, and
+        // the connection closes rather than read a body nobody wants.
+        if req.expect_continue && !body.as_ref().is_some_and(|b| b.continued) {
+            if !self.wants_body(key, &req) {
+                if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                    h.exchange.close = true;
+                }
+                let flow = self.on_request(key, &req, &[]);
+                return Next::Handled(flow, rbuf.len());
+            }
+            PendingBody::of(body, max).continued = true;
+            if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                h.wbuf.extend_from_slice(http::CONTINUE);
+                self.mark_dirty(key);
+            }
+        }
+        let rest = &rbuf[head_len..];
+        let used = match req.framing {
+            Framing::Length(n) if rest.len() < n => return Next::Wait(0..0),
+            Framing::Length(n) => {
+                req.body = (&rest[..n]).into();
+                n
+            }
+            Framing::Chunked => match PendingBody::of(body, max).decode(rest) {
+                Err(e) => {
+                    self.respond_http_error(key, e);
+                    return Next::Handled(Flow::Close, rbuf.len());
+                }
+                Ok(p) if !p.done => return Next::Wait(head_len..head_len + p.used),
+                Ok(p) => {
+                    req.body = PendingBody::of(body, max).decoded.as_slice().into();
+                    p.used
+                }
+            },
+        };
+        let consumed = head_len + used;
+        let flow = self.on_request(key, &req, &rbuf[consumed..]);
+        Next::Handled(flow, consumed)
     }
 
-    pub(super) fn put_back_rbuf(&mut self, key: ConnKey, mut rbuf: Vec<u8>, consumed: usize) {
+    /// Whether the body of this request is wanted: only a polling POST to a live session
+    /// (from an allowed origin, on a connection that is not refused) reads one.
+    fn wants_body(&mut self, key: ConnKey, req: &Request<'_>) -> bool {
+        let served = self
+            .conn_mut(key)
+            .is_some_and(|c| !c.refused && !c.metrics_only);
+        let live_polling = req
+            .query_param("sid")
+            .and_then(Sid::parse)
+            .and_then(|sid| self.sids.get(&sid).copied())
+            .and_then(|id| self.session_mut(id))
+            .is_some_and(|s| matches!(s.transport, Transport::Polling { .. }));
+        served
+            && live_polling
+            && req.method == Method::Post
+            && self.is_engine_path(req.path)
+            && req.query_param("transport") == Some("polling")
+            && req.query_param("EIO") == Some("4")
+            && req
+                .headers
+                .origin
+                .is_none_or(|o| self.config.cors_origins.allows(o))
+    }
+
+    fn is_engine_path(&self, path: &str) -> bool {
+        path == self.config.path || path == self.config.path.trim_end_matches('/')
+    }
+
+    /// Gives the read buffer (less the `consumed` bytes of handled requests) and the body in
+    /// progress back to the connection.
+    pub(super) fn put_back_rbuf(
+        &mut self,
+        key: ConnKey,
+        mut rbuf: Vec<u8>,
+        consumed: usize,
+        body: Option<Box<PendingBody>>,
+    ) {
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
             rbuf.drain(..consumed);
             if rbuf.is_empty() && rbuf.capacity() > 16 * 1024 {
                 rbuf = Vec::new(); // do not keep a large body's buffer on an idle connection
             }
             h.rbuf = rbuf;
+            h.body = body;
         }
     }
 
+    /// Writes an answer to the request being handled; after one that closes (by its own say,
+    /// the request's, or a stopping server's), the connection reads nothing more.
     pub(super) fn respond(&mut self, key: ConnKey, response: Response<'_>) {
+        let stopping = self.stopping;
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
-            response.write_to(&mut h.wbuf);
+            let mut exchange = h.exchange;
+            exchange.close |= response.close || stopping;
+            response.write_to(&mut h.wbuf, exchange);
+            h.close_after_write |= exchange.close;
             self.mark_dirty(key);
         }
     }
@@ -145,9 +245,13 @@ impl<H: Handler> Server<H> {
     pub(super) fn render_metrics(&mut self) -> String {
         let mut g = Gauges::default();
         for (_, c) in &self.conns {
-            match c.state {
+            match &c.state {
                 ConnState::Ws(_) => g.websocket_connections += 1,
-                _ => g.http_connections += 1,
+                ConnState::Http(h) => {
+                    g.http_connections += 1;
+                    g.parked_polls += u64::from(h.parked.is_some());
+                }
+                ConnState::Closing => g.http_connections += 1,
             }
         }
         for (_, s) in &self.sessions {
@@ -200,9 +304,8 @@ impl<H: Handler> Server<H> {
         }
         let serve_metrics =
             self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
-        let engine_path = !metrics_only
-            && (req.path == self.config.path || req.path == self.config.path.trim_end_matches('/'));
-        let flow = if req.path == "/metrics" && serve_metrics {
+        let engine_path = !metrics_only && self.is_engine_path(req.path);
+        if req.path == "/metrics" && serve_metrics {
             self.respond_to_get(key, req, "text/plain; version=0.0.4", Self::render_metrics)
         } else if req.path == "/health" {
             self.respond_to_get(key, req, "application/json", |_| http::health_body())
@@ -211,15 +314,11 @@ impl<H: Handler> Server<H> {
         } else {
             self.respond(key, Response::text(404, "Not Found"));
             Flow::Continue
-        };
-        if !req.keep_alive && matches!(flow, Flow::Continue) {
-            Flow::Close
-        } else {
-            flow
         }
     }
 
-    /// A resource that only answers GET: `body` for GET, 405 with `Allow` otherwise.
+    /// A resource that only answers GET (and HEAD): `body` for those, 405 with `Allow`
+    /// otherwise.
     fn respond_to_get(
         &mut self,
         key: ConnKey,
@@ -227,12 +326,12 @@ impl<H: Handler> Server<H> {
         content_type: &str,
         body: impl FnOnce(&mut Self) -> String,
     ) -> Flow {
-        if req.method == Method::Get {
+        if matches!(req.method, Method::Get | Method::Head) {
             let body = body(self);
             self.respond(key, Response::new(200, content_type, body.as_bytes()));
         } else {
             let mut r = Response::text(405, "Method Not Allowed");
-            r.extra = "Allow: GET\r\n";
+            r.extra = "Allow: GET, HEAD\r\n";
             self.respond(key, r);
         }
         Flow::Continue
@@ -269,9 +368,11 @@ impl<H: Handler> Server<H> {
         }
         let cors = Cors::new(origins, req.headers.origin);
         if req.method == Method::Options {
-            if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
-                http::write_preflight(&mut h.wbuf, cors, req.headers.acr_headers);
-            }
+            let mut extra = String::new();
+            self.respond(
+                key,
+                http::preflight(cors, req.headers.acr_headers, &mut extra),
+            );
             return Flow::Continue;
         }
         let transport = match req.query_param("transport") {
@@ -421,7 +522,7 @@ impl<H: Handler> Server<H> {
             h.parked = Some(Parked {
                 session: id,
                 origin,
-                keep_alive: req.keep_alive,
+                exchange: req.exchange(),
             });
         }
         self.set_conn_timer(key, None);
@@ -435,7 +536,7 @@ impl<H: Handler> Server<H> {
         req: &Request<'_>,
         cors: Cors<'_>,
     ) -> Flow {
-        let packets = match packet::decode_payload(req.body) {
+        let packets = match packet::decode_payload(&req.body) {
             Ok(p) => p,
             Err(e) => {
                 self.close_session(id, CloseReason::ParseError);

@@ -165,13 +165,15 @@ impl<H: Handler> Server<H> {
         };
         let Some(p) = h.parked.take() else { return };
         let cors = Cors::new(&self.config.cors_origins, p.origin.as_deref());
+        let mut exchange = p.exchange;
+        exchange.close |= self.stopping;
         Response::new(200, "text/plain; charset=UTF-8", &body)
             .cors(cors)
-            .write_to(&mut h.wbuf);
+            .write_to(&mut h.wbuf, exchange);
         let idle = idle_timeout(&self.config, h.rbuf.is_empty());
-        h.close_after_write |= !p.keep_alive;
+        h.close_after_write |= exchange.close;
         self.mark_dirty(key);
-        if p.keep_alive {
+        if !exchange.close {
             self.set_conn_timer(key, Some(idle));
             // Pipelined requests behind the poll can go on now.
             self.process_http(key);

@@ -105,6 +105,35 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Asks the server to stop (gracefully) without waiting for it; `drop` waits.
+    pub fn request_stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Waits until the server holds `n` parked long-poll GETs (its `pairchat_parked_polls`
+    /// gauge): proof that a GET sent before this call is parked, not merely sent.
+    pub fn wait_parked_polls(&self, n: u64) {
+        let deadline = std::time::Instant::now() + READ_TIMEOUT;
+        loop {
+            let metrics = self.get("/metrics").text();
+            let parked = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("pairchat_parked_polls "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a pairchat_parked_polls gauge in /metrics");
+            if parked == n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{parked} parked polls, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.stop();

@@ -3,6 +3,7 @@
 // PAIRCHAT_URL (default settings) and PAIRCHAT_EXPIRY_URL (`--room-ttl 1500ms`).
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { describe, it } from 'node:test';
 
 import {
@@ -99,6 +100,10 @@ describe('chat', { concurrency: TRANSPORTS.length }, () => {
         assert.deepEqual(await ack(b, 'joinRoom', { code: Number(code) }), {
           error: 'Room not found',
         });
+        // Six digits with a leading zero: well-formed, never a live room.
+        for (const zero of ['012345', '099999', '000000']) {
+          assert.deepEqual(await ack(b, 'joinRoom', { code: zero }), { error: 'Room not found' });
+        }
         await assertReceived([
           [a, []],
           [b, []],
@@ -115,7 +120,6 @@ describe('chat', { concurrency: TRANSPORTS.length }, () => {
           { code: '' },
           { code: '12345' },
           { code: '1234567' },
-          { code: '099999' },
           { code: 'abcdef' },
           { code: '12a456' },
           { code: 12345 },
@@ -765,6 +769,35 @@ describe('HTTP', () => {
     assert.equal(close.status, 200);
     assert.equal(close.headers.get('access-control-allow-origin'), origin);
     await close.text();
+  });
+
+  it("a keep-alive agent's requests that ask for close are all answered (as node-fetch sends them)", async () => {
+    // Node's agent puts a socket back in its pool unless the answer says `Connection: close`;
+    // the next queued request then goes out on a socket the server is closing: "socket hang up".
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path) =>
+      new Promise((resolve, reject) => {
+        const options = { agent, headers: { Connection: 'close' } };
+        const req = http.request(new globalThis.URL(path, URL), options, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      const paths = ['/health', '/nope', '/socket.io/?EIO=4&transport=polling', '/health'];
+      const answers = await Promise.all([...paths, ...paths].map(get));
+      assert.deepEqual(
+        answers.map((a) => [a.status, a.headers.connection]),
+        [200, 404, 200, 200, 200, 404, 200, 200].map((status) => [status, 'close']),
+      );
+      assert.equal(JSON.parse(answers[0].body).status, 'ok');
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('a CORS preflight for the polling endpoint is allowed', async () => {
