@@ -11,9 +11,10 @@ use std::time::Duration;
 /// Which `Origin`s may use the server from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
-    /// Any origin (`*`): the request's `Origin` is echoed back.
+    /// Any origin (`*`): answers say `Access-Control-Allow-Origin: *`, without credentials.
     Any,
-    /// Only these exact origins, e.g. `https://chat.example.com`.
+    /// Only these exact origins, e.g. `https://chat.example.com`: each is echoed back with
+    /// `Access-Control-Allow-Credentials: true`.
     List(Vec<String>),
 }
 
@@ -144,7 +145,11 @@ pub fn parse_addresses(s: &str) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
-/// A malformed duration such as `12parsecs`.
+/// The longest duration any setting takes: 2^31 - 1 ms (24.8 days). Clients' JavaScript
+/// timers overflow past it, and every deadline the loop computes stays far from wrapping.
+pub const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// A malformed duration such as `12parsecs`, a bare number, or one over `MAX_DURATION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurationError(String);
 
@@ -152,7 +157,7 @@ impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid duration `{}` (use e.g. 1500ms, 2s, 20m, 1h)",
+            "invalid duration `{}` (a number with a unit: 1500ms, 2s, 20m, 1h, 1d; at most 24d)",
             self.0
         )
     }
@@ -160,7 +165,8 @@ impl fmt::Display for DurationError {
 
 impl std::error::Error for DurationError {}
 
-/// Parses `1500ms`, `2s`, `20m`, `1h`; a bare number means milliseconds.
+/// Parses `1500ms`, `2s`, `20m`, `1h`, `1d`, up to `MAX_DURATION`. The unit is required: a
+/// bare `30` could mean 30 ms or 30 s.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(s.to_string());
     let s = s.trim();
@@ -168,13 +174,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| err())?;
     let ms = match unit {
-        "" | "ms" => Some(n),
+        "ms" => Some(n),
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => None,
     };
-    ms.map(Duration::from_millis).ok_or_else(err)
+    ms.map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(err)
 }
 
 #[cfg(test)]
@@ -187,7 +196,12 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("20m"), Ok(Duration::from_secs(1200)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24d"), Ok(Duration::from_secs(24 * 86_400)));
+        assert_eq!(parse_duration("2147483647ms"), Ok(MAX_DURATION));
+        assert!(parse_duration("2147483648ms").is_err());
+        assert!(parse_duration("25d").is_err());
+        assert!(parse_duration("18446744073709551615ms").is_err());
+        assert!(parse_duration("250").is_err(), "a unit is required");
         assert!(parse_duration("").is_err());
         assert!(parse_duration("2x").is_err());
         assert!(parse_duration("s").is_err());

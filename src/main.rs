@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use pairchat::chat::limits::Rate;
 use pairchat::chat::{Chat, ChatConfig};
-use pairchat::config::{CorsOrigins, parse_addresses, parse_duration};
+use pairchat::config::{CorsOrigins, MAX_DURATION, parse_addresses, parse_duration};
 use pairchat::log::{self, Level};
 use pairchat::sio::{SioConfig, SocketIo};
 use pairchat::{Config, Server};
@@ -119,7 +119,7 @@ const OPTIONS: &[Opt] = &[
     Opt {
         name: "cors-origin",
         value: "ORIGINS",
-        help: "comma-separated allowed browser origins, or *",
+        help: "comma-separated allowed browser origins (echoed, with credentials), or * (any, without)",
         default: "*",
         set: |s, v| {
             s.server.cors_origins = CorsOrigins::parse(v)?;
@@ -364,21 +364,11 @@ enum Command {
     Version,
 }
 
-/// Parses arguments (without the program name) over environment lookups.
+/// Parses arguments (without the program name) over environment lookups. A flag beats its
+/// `PAIRCHAT_*` variable, which beats `PORT` (and `PAIRCHAT_LOG`); a variable a flag overrides
+/// is not read at all, so a bad value there is no error.
 fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Command, String> {
-    let mut settings = Settings::default();
-    if let Some(port) = env("PORT") {
-        apply(&mut settings, "port", &port).map_err(|e| format!("PORT: {e}"))?;
-    }
-    if let Some(level) = env("PAIRCHAT_LOG") {
-        apply(&mut settings, "log-level", &level).map_err(|e| format!("PAIRCHAT_LOG: {e}"))?;
-    }
-    for opt in OPTIONS {
-        let var = env_name(opt.name);
-        if let Some(v) = env(&var) {
-            (opt.set)(&mut settings, &v).map_err(|e| format!("{var}: invalid value {v:?}: {e}"))?;
-        }
-    }
+    let mut flags: Vec<(&'static str, String)> = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -393,15 +383,44 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Comman
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag, None),
         };
-        if !OPTIONS.iter().any(|o| o.name == name) {
+        let Some(opt) = OPTIONS.iter().find(|o| o.name == name) else {
             return Err(format!("unknown flag --{name} (see --help)"));
-        }
+        };
         let value = match inline.or_else(|| args.next().cloned()) {
             Some(v) => v,
             None => return Err(format!("--{name}: missing value")),
         };
-        apply(&mut settings, name, &value)
+        flags.push((opt.name, value));
+    }
+    let given = |name: &str| flags.iter().any(|(n, _)| *n == name);
+
+    let mut settings = Settings::default();
+    for (fallback, flag) in [("PORT", "port"), ("PAIRCHAT_LOG", "log-level")] {
+        if !given(flag)
+            && env(&env_name(flag)).is_none()
+            && let Some(v) = env(fallback)
+        {
+            apply(&mut settings, flag, &v).map_err(|e| format!("{fallback}: {e}"))?;
+        }
+    }
+    for opt in OPTIONS.iter().filter(|o| !given(o.name)) {
+        let var = env_name(opt.name);
+        if let Some(v) = env(&var) {
+            (opt.set)(&mut settings, &v).map_err(|e| format!("{var}: invalid value {v:?}: {e}"))?;
+        }
+    }
+    for (name, value) in &flags {
+        apply(&mut settings, name, value)
             .map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
+    }
+    // The client arms one timer for both (socket.io-client's ping timeout check).
+    let heartbeat = settings.server.ping_interval + settings.server.ping_timeout;
+    if heartbeat > MAX_DURATION {
+        return Err(format!(
+            "--ping-interval + --ping-timeout: {} ms in all, over the {} ms a JavaScript timer holds",
+            heartbeat.as_millis(),
+            MAX_DURATION.as_millis()
+        ));
     }
     Ok(Command::Run(Box::new(settings)))
 }
@@ -433,7 +452,8 @@ fn help() -> String {
         ));
     }
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
-    out.push_str("\nDurations take a unit: 1500ms, 2s, 20m, 1h.\n");
+    out.push_str("\nDurations take a unit (1500ms, 2s, 20m, 1h, 1d) and are at most 24d.\n");
+    out.push_str("A flag beats its PAIRCHAT_* variable, which beats PORT.\n");
     out
 }
 
@@ -546,6 +566,17 @@ mod tests {
         assert_eq!(s.server.port, 5000);
         let s = run(&[], &[("PORT", "4000"), ("PAIRCHAT_PORT", "4500")]).unwrap();
         assert_eq!(s.server.port, 4500);
+        // A variable a flag (or a stronger variable) overrides is not read: no error.
+        let s = run(
+            &["--port", "5000"],
+            &[("PORT", "http"), ("PAIRCHAT_PORT", "x")],
+        )
+        .unwrap();
+        assert_eq!(s.server.port, 5000);
+        let s = run(&[], &[("PORT", "http"), ("PAIRCHAT_PORT", "4500")]).unwrap();
+        assert_eq!(s.server.port, 4500);
+        let e = run(&[], &[("PORT", "http")]).unwrap_err();
+        assert!(e.starts_with("PORT:"), "{e}");
         let s = run(
             &[
                 "--ping-interval",
@@ -576,6 +607,22 @@ mod tests {
         assert!(run(&["--nope", "1"], &[]).unwrap_err().contains("--nope"));
         assert!(run(&["--port"], &[]).unwrap_err().contains("missing value"));
         assert!(run(&["stray"], &[]).is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_stay_within_javascript_timers() {
+        let e = run(&["--room-ttl", "30"], &[]).unwrap_err();
+        assert!(e.starts_with("--room-ttl:"), "{e}");
+        let e = run(&["--header-timeout", "18446744073709551615ms"], &[]).unwrap_err();
+        assert!(e.starts_with("--header-timeout:"), "{e}");
+        let e = run(&["--room-ttl", "18446744073709551615ms"], &[]).unwrap_err();
+        assert!(e.starts_with("--room-ttl:"), "{e}");
+        let e = run(&["--ping-interval", "600h"], &[]).unwrap_err();
+        assert!(e.starts_with("--ping-interval:"), "{e}");
+        // Each within bounds, together over what the client's one timer holds.
+        let e = run(&["--ping-interval", "20d", "--ping-timeout", "5d"], &[]).unwrap_err();
+        assert!(e.starts_with("--ping-interval + --ping-timeout"), "{e}");
+        assert!(run(&["--room-ttl", "24d"], &[]).is_ok());
     }
 
     #[test]

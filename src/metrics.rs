@@ -66,6 +66,11 @@ const CLOSE_REASONS: [CloseReason; 7] = [
     CloseReason::ServerShutdown,
 ];
 
+/// Upper bounds (µs) of the loop-turn duration histogram's buckets.
+pub const LOOP_TURN_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];
+
 /// The loop's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -73,6 +78,8 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Engine.IO sessions opened.
     pub sessions_opened: u64,
+    /// Sessions closed to make room at the cap (never heard from).
+    pub sessions_reclaimed: u64,
     sessions_closed: [u64; CLOSE_REASONS.len()],
     /// Upgrades to WebSocket completed.
     pub upgrades_ok: u64,
@@ -87,11 +94,27 @@ pub struct Metrics {
     pub loop_iterations: u64,
     /// Longest loop iteration since the last scrape, in microseconds.
     pub loop_max_us: u64,
+    /// Loop iterations by duration: counts per `LOOP_TURN_BUCKETS_US` bucket (the last one
+    /// is everything longer), and the sum of all durations in microseconds.
+    loop_turns: [u64; LOOP_TURN_BUCKETS_US.len() + 1],
+    loop_turns_us: u64,
     /// Panics caught at the dispatch boundary.
     pub panics: u64,
 }
 
 impl Metrics {
+    /// Records how long one loop turn took.
+    pub fn loop_turn(&mut self, us: u64) {
+        self.loop_iterations += 1;
+        self.loop_max_us = self.loop_max_us.max(us);
+        let bucket = LOOP_TURN_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LOOP_TURN_BUCKETS_US.len());
+        self.loop_turns[bucket] += 1;
+        self.loop_turns_us += us;
+    }
+
     /// Counts a closed session.
     pub fn session_closed(&mut self, reason: CloseReason) {
         if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == reason) {
@@ -200,6 +223,41 @@ impl Metrics {
             self.loop_max_us as f64 / 1e6
         );
         self.loop_max_us = 0;
+        let _ = writeln!(
+            out,
+            "# HELP pairchat_loop_turn_seconds Event loop iterations by duration.\n\
+             # TYPE pairchat_loop_turn_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, n) in self.loop_turns.iter().enumerate() {
+            cumulative += n;
+            match LOOP_TURN_BUCKETS_US.get(i) {
+                Some(us) => {
+                    let le = *us as f64 / 1e6;
+                    let _ = writeln!(
+                        out,
+                        "pairchat_loop_turn_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "pairchat_loop_turn_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "pairchat_loop_turn_seconds_sum {:.6}\npairchat_loop_turn_seconds_count {cumulative}",
+            self.loop_turns_us as f64 / 1e6
+        );
+        counter(
+            out,
+            "pairchat_sessions_reclaimed_total",
+            "Sessions never heard from, closed to make room for a new one at the session cap.",
+            self.sessions_reclaimed,
+        );
         counter(
             out,
             "pairchat_panics_total",

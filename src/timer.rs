@@ -15,6 +15,17 @@ use slab::Slab;
 /// Milliseconds on the server's monotonic clock (since the loop started).
 pub type Millis = u64;
 
+/// Milliseconds of a duration, saturating rather than truncating.
+pub fn ms(d: std::time::Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// The time `after` from `now`: saturates at the end of time instead of wrapping round to a
+/// deadline in the past (a huge configured duration means "never", not "at once").
+pub fn deadline(now: Millis, after: std::time::Duration) -> Millis {
+    now.saturating_add(ms(after))
+}
+
 /// Number of buckets; one tick is one millisecond, so one turn of the wheel is ~4.1 s.
 const BUCKETS: usize = 4096;
 const MASK: u64 = BUCKETS as u64 - 1;

@@ -13,17 +13,20 @@ use crate::http::Request;
 /// The loop reads the socket into one shared buffer and feeds the bytes in; larger frames grow it.
 pub const READ_BUFFER: usize = 1024;
 
-/// Validates an upgrade request; `None` if it is not a valid RFC 6455 handshake.
+/// Validates an upgrade request; `None` if it is not a valid RFC 6455 handshake (§4.2.1: one
+/// `Sec-WebSocket-Key`, the base64 of 16 bytes).
 pub fn accept_key(req: &Request<'_>) -> Option<String> {
     let connection_upgrade = req.headers.connection.is_some_and(|c| {
         c.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
     let key = req.headers.ws_key?;
+    let nonce_len = crate::engine::base64::decode(key.as_bytes()).map(|n| n.len());
     if !req.is_websocket_upgrade()
         || !connection_upgrade
         || req.headers.ws_version != Some("13")
-        || key.len() != 24
+        || req.headers.ws_key_repeated
+        || nonce_len != Some(16)
     {
         return None;
     }

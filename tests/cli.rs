@@ -1,5 +1,7 @@
 //! The `pairchat` binary as an operator meets it: flags, errors, the start line, a clean stop.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -89,4 +91,37 @@ fn serves_health_then_stops_cleanly_on_sigterm() {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("pairchat stopped"), "{rest}");
+}
+
+/// A flag beats the environment, and a variable it overrides is not even read: a hosting
+/// platform's odd `PORT` stopped the server even with `--port` given.
+#[test]
+fn an_overridden_variable_is_not_an_error() {
+    // The helper gives `--port 0`.
+    let server = common::process::Proc::start_with_env(&[], &[("PORT", "http")]);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+/// Durations without a unit are refused (`--room-ttl 30` was 30 ms), and so are durations
+/// past what deadlines and JavaScript timers hold.
+#[test]
+fn durations_without_a_unit_or_too_long_exit_2_naming_the_flag() {
+    for (flag, value) in [
+        ("--room-ttl", "30"),
+        ("--header-timeout", "18446744073709551615ms"),
+        ("--ping-interval", "600h"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pairchat"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{err}");
+    }
 }

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,14 @@ fn calm_with(change: impl FnOnce(Config) -> Config) -> TestServer {
         ..engine_config(0)
     };
     TestServer::start(change(config), |_| Echo)
+}
+
+/// `calm`, allowing exactly `ORIGIN` (echoed, with credentials).
+fn listing_origin() -> TestServer {
+    calm_with(|c| Config {
+        cors_origins: CorsOrigins::List(vec![ORIGIN.into()]),
+        ..c
+    })
 }
 
 /// A polling session with a GET parked on it.
@@ -386,19 +395,34 @@ fn websocket_output_larger_than_the_socket_buffers_reaches_a_late_reader() {
         max_ws_buffer: 128 << 20,
         ..c
     });
-    let (mut ws, _) = server.open_websocket(PATH);
+    let (ws, _) = server.open_websocket(PATH);
     read_timeout(&ws, Duration::from_secs(5));
-    // 48 MB echoed while the client only writes: more than loopback's socket buffers hold
-    // (receive buffers grow to 32 MB here, send buffers to 4 MB).
+    // 48 MB echoed while the client only writes (from a second handle on the socket): more
+    // than loopback's socket buffers hold (receive buffers grow to 32 MB here, send buffers
+    // to 4 MB). The server stops reading once its output waits (backpressure), so the writer
+    // blocks until the reader starts.
     let chunk = format!("4{}", "e".repeat(64 * 1024));
-    for _ in 0..768 {
-        send_text(&mut ws, &chunk);
-    }
+    let frames: Vec<u8> = {
+        let mut client =
+            tungstenite::protocol::WebSocketContext::new(tungstenite::protocol::Role::Client, None);
+        let mut out = std::io::Cursor::new(Vec::new());
+        for _ in 0..768 {
+            client
+                .write(&mut out, Message::text(chunk.clone()))
+                .unwrap();
+        }
+        client.flush(&mut out).unwrap();
+        out.into_inner()
+    };
+    let mut raw = ws.get_ref().try_clone().unwrap();
+    let writer = std::thread::spawn(move || raw.write_all(&frames));
     // Let the server echo everything it can and block on the full socket.
     std::thread::sleep(Duration::from_millis(500));
+    let mut ws = ws;
     for i in 0..768 {
         assert_eq!(recv_text(&mut ws).len(), chunk.len(), "echo {i}");
     }
+    writer.join().unwrap().expect("all frames written");
 }
 
 // ---- heartbeat -------------------------------------------------------------------------------
@@ -688,7 +712,7 @@ fn assert_cors(res: &Response) {
 
 #[test]
 fn cors_headers_echo_the_origin() {
-    let server = calm();
+    let server = listing_origin();
     let res = server.request(&with_origin(
         "GET",
         &format!("{PATH}?EIO=4&transport=polling"),
@@ -713,20 +737,64 @@ fn cors_headers_echo_the_origin() {
 
 #[test]
 fn a_parked_poll_answer_carries_cors_headers() {
-    let server = calm();
+    let server = listing_origin();
     let (sid, _) = server.open_polling(PATH);
     let mut parked = HttpConn::new(server.connect());
     parked.send(with_origin("GET", &poll_path(&sid), "").as_bytes());
-    settle();
+    server.wait_parked_polls(1);
     assert_eq!(server.post(&poll_path(&sid), "4x").text(), "ok");
     let res = parked.response().expect("parked GET answered");
     assert_eq!(res.text(), "4x");
     assert_cors(&res);
 }
 
+/// The default `*` allows any origin the way socket.io's `origin: "*"` does: a literal `*`,
+/// never an echoed origin with credentials (any site could then make credentialed requests).
+#[test]
+fn any_origin_gets_a_literal_star_without_credentials() {
+    let server = calm();
+    let (sid, _) = server.open_polling(PATH);
+    let mut parked = HttpConn::new(server.connect());
+    parked.send(with_origin("GET", &poll_path(&sid), "").as_bytes());
+    server.wait_parked_polls(1);
+    let mut answers = vec![
+        server.request(&with_origin(
+            "GET",
+            &format!("{PATH}?EIO=4&transport=polling"),
+            "",
+        )),
+        server.request(&with_origin("POST", &poll_path(&sid), "4x")),
+        server.request(&with_origin(
+            "OPTIONS",
+            &format!("{PATH}?EIO=4&transport=polling"),
+            "",
+        )),
+        server.request(&with_origin("GET", &poll_path("AAAAAAAAAAAAAAAAAAAA"), "")),
+    ];
+    answers.push(parked.response().expect("parked GET answered"));
+    for res in &answers {
+        assert_eq!(
+            res.header("access-control-allow-origin"),
+            Some("*"),
+            "{res:?}"
+        );
+        assert_eq!(
+            res.header("access-control-allow-credentials"),
+            None,
+            "{res:?}"
+        );
+    }
+    // Even the `null` origin of a sandboxed page or a file: it may read, but not with cookies.
+    let res = server.request(&format!(
+        "GET {PATH}?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nOrigin: null\r\n\r\n"
+    ));
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(res.header("access-control-allow-credentials"), None);
+}
+
 #[test]
 fn cors_preflight_gets_204_with_methods_and_headers() {
-    let server = calm();
+    let server = listing_origin();
     let res = server.request(&format!(
         "OPTIONS {PATH}?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\nOrigin: {ORIGIN}\r\n\
          Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"
@@ -751,7 +819,7 @@ fn cors_preflight_gets_204_with_methods_and_headers() {
 
 #[test]
 fn error_answers_carry_cors_headers() {
-    let server = calm();
+    let server = listing_origin();
     for path in [
         format!("{PATH}?EIO=3&transport=polling"),
         format!("{PATH}?EIO=4&transport=abc"),

@@ -651,8 +651,12 @@ fn the_503_at_the_cap_says_connection_close() {
         },
         |_| Echo,
     );
-    server.open_polling("/socket.io/");
-    server.open_polling("/socket.io/");
+    // Sessions whose clients spoke (bare handshakes would be reclaimed at the cap).
+    for _ in 0..2 {
+        let (sid, _) = server.open_polling("/socket.io/");
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        assert_eq!(server.post(&path, "4hi").text(), "ok");
+    }
     let res = server.get("/socket.io/?EIO=4&transport=polling");
     assert_eq!(res.status, 503);
     assert_eq!(res.header("connection"), Some("close"));

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::chat::*;
 use common::{HttpConn, READ_TIMEOUT, TestServer};
 use pairchat::Config;
 use pairchat::chat::limits::Rate;
@@ -24,350 +25,8 @@ use pairchat::chat::{Chat, ChatConfig, errors};
 use pairchat::engine::{Event, Handler, Io};
 use pairchat::sio::{SioConfig, SocketIo};
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
+use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{Message, WebSocket};
-
-const PATH: &str = "/socket.io/";
-const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
-const METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
-
-type Ws = WebSocket<TcpStream>;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-// ---- servers -------------------------------------------------------------------------------
-
-/// Defaults with heartbeats too slow to show up in a test.
-fn config() -> Config {
-    Config {
-        ping_interval: Duration::from_secs(60),
-        ping_timeout: Duration::from_secs(60),
-        ..Config::default()
-    }
-}
-
-/// The chat with no abuse limits; tests switch on the one they are about.
-fn chat_config() -> ChatConfig {
-    ChatConfig {
-        join_failures: None,
-        message_rate: None,
-        ..ChatConfig::default()
-    }
-}
-
-fn chat_server(config: Config, chat: ChatConfig) -> TestServer {
-    TestServer::start(config, move |cfg| {
-        SocketIo::new(Chat::new(chat), SioConfig::default(), cfg.max_payload)
-    })
-}
-
-// ---- metrics -------------------------------------------------------------------------------
-
-/// The value of one series (`name` or `name{labels}`) in a `/metrics` text.
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-fn scrape(server: &TestServer) -> String {
-    let res = server.get("/metrics");
-    assert_eq!(res.status, 200);
-    res.text()
-}
-
-/// Scrapes until `series` satisfies `ok` (5 s at most); returns the last value.
-fn wait_metric(server: &TestServer, series: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    wait_metric_for(server, series, READ_TIMEOUT, ok)
-}
-
-fn wait_metric_for(
-    server: &TestServer,
-    series: &str,
-    limit: Duration,
-    ok: impl Fn(u64) -> bool,
-) -> u64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let value = metric(&scrape(server), series);
-        if ok(value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{series} stuck at {value}");
-        std::thread::sleep(ms(20));
-    }
-}
-
-const HTTP_CONNS: &str = "pairchat_connections{kind=\"http\"}";
-const WS_CONNS: &str = "pairchat_connections{kind=\"websocket\"}";
-
-fn rejected(reason: &str) -> String {
-    format!("pairchat_rejected_total{{reason=\"{reason}\"}}")
-}
-
-fn limited(limit: &str) -> String {
-    format!("pairchat_limited_total{{limit=\"{limit}\"}}")
-}
-
-// ---- Socket.IO clients ---------------------------------------------------------------------
-
-/// A TCP connection with the test read timeout.
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-/// A frame the chat sends on `/`.
-enum Frame {
-    /// `42[name, arg]`.
-    Event(String, Value),
-    /// `43<id>[arg]`.
-    Ack(u32, Value),
-    Other(String),
-}
-
-fn parse_frame(text: &str) -> Frame {
-    if let Some(rest) = text.strip_prefix("42") {
-        let v: Value = serde_json::from_str(rest).expect("event JSON");
-        let name = v[0].as_str().expect("event name").to_string();
-        return Frame::Event(name, v[1].clone());
-    }
-    if let Some(rest) = text.strip_prefix("43") {
-        let split = rest.find('[').expect("ack arguments");
-        let id = rest[..split].parse().expect("ack id");
-        let v: Value = serde_json::from_str(&rest[split..]).expect("ack JSON");
-        return Frame::Ack(id, v[0].clone());
-    }
-    Frame::Other(text.to_string())
-}
-
-/// A Socket.IO client of the chat over a WebSocket-only session.
-struct Client {
-    ws: Ws,
-    next_id: u32,
-    acks: HashMap<u32, Value>,
-    events: VecDeque<(String, Value)>,
-}
-
-impl Client {
-    /// Opens a session (optionally claiming a forwarded address) and connects to `/`.
-    fn connect(addr: SocketAddr, forwarded_for: Option<&str>) -> Client {
-        let mut req = format!("ws://{addr}{PATH}?EIO=4&transport=websocket")
-            .into_client_request()
-            .unwrap();
-        if let Some(xff) = forwarded_for {
-            req.headers_mut()
-                .insert("X-Forwarded-For", xff.parse().unwrap());
-        }
-        let (mut ws, res) = tungstenite::client(req, tcp(addr)).expect("websocket handshake");
-        assert_eq!(res.status(), 101);
-        let open = next_text(&mut ws);
-        assert!(open.starts_with("0{\"sid\":"), "{open}");
-        send_text(&mut ws, "40");
-        let connected = next_text(&mut ws);
-        assert!(connected.starts_with("40{\"sid\":"), "{connected}");
-        Client {
-            ws,
-            next_id: 0,
-            acks: HashMap::new(),
-            events: VecDeque::new(),
-        }
-    }
-
-    /// Writes an event asking for an ack (not flushed); returns the ack id.
-    fn queue(&mut self, event: &str, arg: Value) -> u32 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let text = format!("42{id}{}", json!([event, arg]));
-        self.ws.write(Message::text(text)).expect("websocket write");
-        id
-    }
-
-    fn flush(&mut self) {
-        self.ws.flush().expect("websocket flush");
-    }
-
-    /// Sends an event without asking for an ack.
-    fn emit(&mut self, event: &str, arg: Value) {
-        send_text(&mut self.ws, &format!("42{}", json!([event, arg])));
-    }
-
-    /// Reads one frame and files it.
-    fn read_one(&mut self) {
-        let text = next_text(&mut self.ws);
-        match parse_frame(&text) {
-            Frame::Event(name, arg) => self.events.push_back((name, arg)),
-            Frame::Ack(id, arg) => {
-                self.acks.insert(id, arg);
-            }
-            Frame::Other(text) => panic!("unexpected frame {text:?}"),
-        }
-    }
-
-    /// The answer to ack id `id`.
-    fn ack(&mut self, id: u32) -> Value {
-        loop {
-            if let Some(v) = self.acks.remove(&id) {
-                return v;
-            }
-            self.read_one();
-        }
-    }
-
-    /// Emits with an ack and waits for the answer.
-    fn call(&mut self, event: &str, arg: Value) -> Value {
-        let id = self.queue(event, arg);
-        self.flush();
-        self.ack(id)
-    }
-
-    /// The argument of the next `name` event (earlier events of other names are dropped).
-    fn event(&mut self, name: &str) -> Value {
-        loop {
-            while let Some((n, arg)) = self.events.pop_front() {
-                if n == name {
-                    return arg;
-                }
-            }
-            self.read_one();
-        }
-    }
-
-    /// Waits for the `newMessage` carrying `text` (other events before it are dropped).
-    fn message(&mut self, text: &str) {
-        while self.event("newMessage")["text"] != text {}
-    }
-
-    fn create_room(&mut self) -> String {
-        let res = self.call("createRoom", json!({}));
-        res["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("createRoom: {res}"))
-            .to_string()
-    }
-
-    fn join(&mut self, code: &str) -> Value {
-        self.call("joinRoom", json!({ "code": code }))
-    }
-
-    fn say(&mut self, code: &str, text: &str) -> Value {
-        self.call("sendMessage", json!({ "code": code, "text": text }))
-    }
-}
-
-/// The next text frame, answering Engine.IO pings.
-fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match ws.read().expect("websocket read") {
-            Message::Text(t) if t.as_str() == "2" => send_text(ws, "3"),
-            Message::Text(t) => return t.to_string(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).expect("websocket send");
-}
-
-fn error_of(v: &Value) -> &str {
-    v["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("expected an error, got {v}"))
-}
-
-fn assert_success(v: &Value) {
-    assert_eq!(v["success"], true, "{v}");
-}
-
-/// Two clients in one room: the well-behaved users that must not notice any limit.
-struct Pair {
-    a: Client,
-    b: Client,
-    code: String,
-    sent: u32,
-}
-
-impl Pair {
-    /// Two clients in a room, without a message yet.
-    fn join(addr: SocketAddr) -> Pair {
-        let mut a = Client::connect(addr, None);
-        let code = a.create_room();
-        let mut b = Client::connect(addr, None);
-        assert_success(&b.join(&code));
-        a.event("userJoined");
-        Pair {
-            a,
-            b,
-            code,
-            sent: 0,
-        }
-    }
-
-    /// Two clients in a room that chatted once each way.
-    fn new(addr: SocketAddr) -> Pair {
-        let mut pair = Pair::join(addr);
-        pair.round_trip();
-        pair
-    }
-
-    /// One message each way, seen by both.
-    fn round_trip(&mut self) {
-        for from_a in [true, false] {
-            self.sent += 1;
-            let text = format!("hello #{}", self.sent);
-            let (from, to) = if from_a {
-                (&mut self.a, &mut self.b)
-            } else {
-                (&mut self.b, &mut self.a)
-            };
-            assert_eq!(from.say(&self.code, &text), json!({"success": true}));
-            assert_eq!(from.event("newMessage")["text"], text.as_str());
-            assert_eq!(to.event("newMessage")["text"], text.as_str());
-        }
-    }
-}
-
-/// A six-digit code that is none of `taken`.
-fn absent_code(taken: &[&str]) -> String {
-    (100_000..)
-        .map(|n: u32| n.to_string())
-        .find(|c| !taken.contains(&c.as_str()))
-        .unwrap()
-}
-
-// ---- polling -------------------------------------------------------------------------------
-
-fn poll_url(sid: &str) -> String {
-    format!("{PATH}?EIO=4&transport=polling&sid={sid}")
-}
-
-/// A polling session connected to `/`.
-fn polling_connected(server: &TestServer) -> String {
-    let (sid, _) = server.open_polling(PATH);
-    let res = server.post(&poll_url(&sid), "40");
-    assert_eq!((res.status, res.text()), (200, "ok".to_string()));
-    let res = server.get(&poll_url(&sid));
-    assert!(res.text().starts_with("40{\"sid\":"), "{}", res.text());
-    sid
-}
-
-/// A keep-alive connection that has had one `/health` answered.
-fn health_checked(server: &TestServer) -> HttpConn {
-    let mut conn = HttpConn::new(server.connect());
-    conn.send(HEALTH);
-    assert_eq!(conn.response().unwrap().status, 200);
-    conn
-}
-
-fn get_on(conn: &mut HttpConn, path: &str) {
-    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
-}
 
 // ---- connection limits ---------------------------------------------------------------------
 
@@ -576,17 +235,71 @@ fn sessions_are_capped_at_max_connections_too() {
         chat_config(),
     );
     let mut pair = Pair::new(server.addr); // 2 sessions
-    let mut conn = HttpConn::new(server.connect());
     for _ in 0..8 {
-        get_on(&mut conn, &format!("{PATH}?EIO=4&transport=polling"));
-        let res = conn.response().expect("an answer");
-        assert_eq!(res.status, 200, "{}", res.text());
+        // Sessions whose clients connected to Socket.IO: none is reclaimed.
+        let mut conn = HttpConn::new(server.connect());
+        let sid = handshake_on(&mut conn);
+        conn.send_post(&format!("{PATH}?EIO=4&transport=polling&sid={sid}"), "40");
+        assert_eq!(conn.response().expect("an answer").text(), "ok");
     }
+    let mut conn = HttpConn::new(server.connect());
     get_on(&mut conn, &format!("{PATH}?EIO=4&transport=polling"));
     let res = conn.response().expect("an answer");
     assert_eq!(res.status, 503, "an eleventh session: {}", res.text());
     pair.round_trip();
     assert_eq!(metric(&scrape(&server), &rejected("over_capacity")), 1);
+}
+
+/// A handshake on `conn` (kept open), without reading the open packet's details: its sid.
+fn handshake_on(conn: &mut HttpConn) -> String {
+    get_on(conn, &format!("{PATH}?EIO=4&transport=polling"));
+    let res = conn.response().expect("an answer");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let open: Value = serde_json::from_str(&res.text()[1..]).expect("open packet");
+    open["sid"].as_str().expect("sid").to_string()
+}
+
+/// One connection pipelining handshakes cannot fill the session table: the answer to its
+/// fourth says `Connection: close`, and at the cap the oldest session whose client never
+/// spoke makes room, so a new client still gets in (it was 503 for 45 s on main).
+#[test]
+fn a_handshake_flood_cannot_lock_new_clients_out() {
+    let server = chat_server(
+        Config {
+            max_connections: 20,
+            ..config()
+        },
+        chat_config(),
+    );
+    let mut pair = Pair::new(server.addr); // 2 sessions, connected to Socket.IO
+    // 40 handshakes pipelined on one connection in one write.
+    let mut flood = HttpConn::new(server.connect());
+    let handshake = format!("GET {PATH}?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+    flood.send(handshake.repeat(40).as_bytes());
+    for i in 0..4 {
+        let res = flood.response().expect("a handshake answer");
+        assert_eq!(res.status, 200);
+        let close = res.header("connection");
+        assert_eq!(close, (i == 3).then_some("close"), "answer {i}");
+    }
+    assert!(flood.closed(), "the flooding connection was not closed");
+    // Many connections, four bare sessions each: the table (20) fills up with them...
+    let mut floods = Vec::new();
+    for _ in 0..6 {
+        let mut c = HttpConn::new(server.connect());
+        c.send(handshake.repeat(4).as_bytes());
+        for _ in 0..4 {
+            assert_eq!(c.response().expect("answer").status, 200);
+        }
+        floods.push(c);
+    }
+    // ...yet a new client gets a session, and it is a bare one that made room.
+    let mut late = Pair::new(server.addr);
+    late.round_trip();
+    pair.round_trip();
+    let m = scrape(&server);
+    assert!(metric(&m, "pairchat_sessions_reclaimed_total") >= 8, "{m}");
+    assert_eq!(metric(&m, &rejected("over_capacity")), 0);
 }
 
 #[test]

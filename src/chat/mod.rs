@@ -27,7 +27,6 @@ use serde_json::value::RawValue;
 
 use crate::sio::packet::{push_decimal, write_json_string};
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
-use crate::timer::Millis;
 use args::Fields;
 use limits::{Bucket, Failures, Rate};
 use rooms::{JoinError, Joined, Member, RoomCode, Rooms, SendError};
@@ -189,7 +188,7 @@ impl Chat {
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
         self.stats.rooms_created += 1;
         let generation = self.rooms.create(code, member);
-        let at = io.now() + self.config.room_ttl.as_millis() as Millis;
+        let at = crate::timer::deadline(io.now(), self.config.room_ttl);
         let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
         Ok(format!("{{\"code\":\"{code}\"}}").into())
@@ -212,8 +211,13 @@ impl Chat {
             self.stats.limited_joins += 1;
             return Err(errors::TOO_MANY_ATTEMPTS);
         }
+        // A member joining its own room again gets the history again: an answer as large as
+        // the history for a request of a few bytes, so it counts like a failure.
+        let repeat = Fields::of(args)
+            .code()
+            .is_ok_and(|code| self.rooms.room_of(socket) == Some(code));
         let result = self.join_room(socket, args, io);
-        if result.is_err()
+        if (result.is_err() || repeat)
             && let Some((per_socket, per_addr)) = &mut self.join_failures
         {
             let used_up =
@@ -222,7 +226,8 @@ impl Chat {
                 let client = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
                 crate::log::warn("failed-join limit reached", &[("client", &client)]);
             }
-        } else if result.is_ok() {
+        }
+        if result.is_ok() && !repeat {
             self.stats.joins += 1;
         }
         result

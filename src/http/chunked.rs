@@ -14,6 +14,8 @@ use super::request::MAX_HEAD;
 enum State {
     /// Reading a chunk-size's hex digits (`digits` so far).
     Size { size: u64, digits: u8 },
+    /// After the size: whitespace before an extension (`BWS`), then `;` or the line's CR.
+    SizeWs { size: u64 },
     /// After the size: skipping a chunk extension up to the line's CR.
     Extension { size: u64 },
     /// Expecting the LF of the chunk-size line.
@@ -129,12 +131,21 @@ impl ChunkedDecoder {
                     self.after_size(b, size)?
                 }
             },
+            State::SizeWs { size } => {
+                self.count_meta()?;
+                match b {
+                    b' ' | b'\t' => State::SizeWs { size },
+                    b';' => State::Extension { size },
+                    b'\r' => State::SizeLf { size },
+                    _ => return Err(HttpError::Malformed),
+                }
+            }
             State::Extension { size } => {
                 self.count_meta()?;
                 match b {
                     b'\r' => State::SizeLf { size },
-                    b'\n' => return Err(HttpError::Malformed),
-                    _ => State::Extension { size },
+                    b'\t' | b' '..=b'~' | 0x80.. => State::Extension { size },
+                    _ => return Err(HttpError::Malformed),
                 }
             }
             State::SizeLf { size } => match b {
@@ -171,9 +182,13 @@ impl ChunkedDecoder {
     fn after_size(&mut self, b: u8, size: u64) -> Result<State, HttpError> {
         match b {
             b'\r' => Ok(State::SizeLf { size }),
-            b';' | b' ' | b'\t' => {
+            b';' => {
                 self.count_meta()?;
                 Ok(State::Extension { size })
+            }
+            b' ' | b'\t' => {
+                self.count_meta()?;
+                Ok(State::SizeWs { size })
             }
             _ => Err(HttpError::Malformed),
         }
@@ -241,7 +256,7 @@ mod tests {
     #[test]
     fn decodes_at_every_split() {
         let wire =
-            b"5\r\nhello\r\n1;name=value\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+            b"5\r\nhello\r\n1 ;name=value\r\n \r\nA\t\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
         for step in 1..wire.len() {
             let (body, used) = in_steps(wire, step, 100).unwrap();
             assert_eq!(body, b"hello 0123456789", "step {step}");
@@ -308,6 +323,8 @@ mod tests {
             b"0\r\n\n",
             b"0x5\r\n",
             b"5;ext\n",
+            b"5 junk\r\n",
+            b"5;\x00\x01\r\n",
         ] {
             assert_eq!(
                 decode_all(bad, 100),

@@ -88,37 +88,85 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// The CORS headers for a request from `origin`, if that origin is allowed.
+/// The CORS headers of an answer to a request from a browser.
+///
+/// With any origin allowed (`*`, socket.io's `origin: "*"`) the answer says a literal `*`,
+/// which lets any page read it without credentials (all a default socket.io-client, with
+/// `withCredentials: false`, needs). Only an origin listed explicitly is echoed, with
+/// `Access-Control-Allow-Credentials: true`: a page may send cookies only to a server that
+/// named it.
 #[derive(Debug, Clone, Copy)]
 pub struct Cors<'a> {
-    origin: Option<&'a str>,
+    allow: Option<AllowOrigin<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AllowOrigin<'a> {
+    Any,
+    Listed(&'a str),
+}
+
+/// `Cors` that owns its origin (see `Cors::keep`).
+#[derive(Debug, Clone)]
+pub enum KeptCors {
+    /// No CORS headers.
+    None,
+    /// `*`.
+    Any,
+    /// This origin, with credentials.
+    Listed(Box<str>),
+}
+
+impl KeptCors {
+    /// The headers to write.
+    pub fn get(&self) -> Cors<'_> {
+        let allow = match self {
+            KeptCors::None => None,
+            KeptCors::Any => Some(AllowOrigin::Any),
+            KeptCors::Listed(o) => Some(AllowOrigin::Listed(o)),
+        };
+        Cors { allow }
+    }
 }
 
 impl<'a> Cors<'a> {
-    /// CORS for a request carrying `origin`, under the allowlist.
+    /// CORS for a request carrying `origin`, under the allowlist; none for a request with no
+    /// `Origin` (not from a browser) or from an origin that is not allowed.
     pub fn new(origins: &CorsOrigins, origin: Option<&'a str>) -> Self {
-        Cors {
-            origin: origin.filter(|o| origins.allows(o)),
-        }
+        let allow = origin.and_then(|o| match origins {
+            CorsOrigins::Any => Some(AllowOrigin::Any),
+            CorsOrigins::List(_) if origins.allows(o) => Some(AllowOrigin::Listed(o)),
+            CorsOrigins::List(_) => None,
+        });
+        Cors { allow }
     }
 
     /// No CORS headers.
     pub fn none() -> Self {
-        Cors { origin: None }
+        Cors { allow: None }
     }
 
-    /// The allowed origin that will be echoed, if any.
-    pub fn origin(&self) -> Option<&'a str> {
-        self.origin
+    /// The same headers, kept beyond the request's buffer (for an answer written later); only
+    /// an echoed origin allocates.
+    pub fn keep(&self) -> KeptCors {
+        match self.allow {
+            None => KeptCors::None,
+            Some(AllowOrigin::Any) => KeptCors::Any,
+            Some(AllowOrigin::Listed(o)) => KeptCors::Listed(o.into()),
+        }
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        if let Some(origin) = self.origin {
-            out.extend_from_slice(b"Access-Control-Allow-Origin: ");
-            out.extend_from_slice(origin.as_bytes());
-            out.extend_from_slice(
-                b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
-            );
+        match self.allow {
+            None => {}
+            Some(AllowOrigin::Any) => out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n"),
+            Some(AllowOrigin::Listed(origin)) => {
+                out.extend_from_slice(b"Access-Control-Allow-Origin: ");
+                out.extend_from_slice(origin.as_bytes());
+                out.extend_from_slice(
+                    b"\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
+                );
+            }
         }
     }
 }
@@ -227,7 +275,7 @@ mod tests {
     #[test]
     fn response_has_length_type_and_cors() {
         let mut out = Vec::new();
-        let origins = CorsOrigins::Any;
+        let origins = CorsOrigins::List(vec!["http://a".into()]);
         Response::text(200, "ok")
             .cors(Cors::new(&origins, Some("http://a")))
             .write_to(&mut out, Exchange::default());
@@ -238,6 +286,17 @@ mod tests {
         assert!(s.contains("Access-Control-Allow-Origin: http://a\r\n"));
         assert!(s.contains("Access-Control-Allow-Credentials: true\r\n"));
         assert!(s.ends_with("\r\n\r\nok"));
+    }
+
+    #[test]
+    fn any_origin_is_a_literal_star_without_credentials() {
+        let mut out = Vec::new();
+        Response::text(200, "ok")
+            .cors(Cors::new(&CorsOrigins::Any, Some("null")))
+            .write_to(&mut out, Exchange::default());
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Access-Control-Allow-Origin: *\r\n"), "{s}");
+        assert!(!s.contains("Credentials"), "{s}");
     }
 
     #[test]

@@ -33,10 +33,10 @@ use crate::engine::{
     CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
 };
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::{self, Cors, Exchange, Framing, HttpError, Method, Request, Response};
+use crate::http::{self, Cors, Exchange, Framing, HttpError, KeptCors, Method, Request, Response};
 use crate::log;
 use crate::metrics::{Gauges, Metrics, Rejected};
-use crate::timer::{Millis, TimerId, TimerWheel};
+use crate::timer::{Millis, TimerId, TimerWheel, deadline, ms};
 use crate::{sys, ws};
 
 mod requests;
@@ -52,6 +52,16 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 2);
 /// Bytes read from one connection per turn (one `recv` into the loop's shared buffer) before
 /// yielding to others.
 const READ_CHUNK: usize = 64 * 1024;
+/// Unsent output at which a connection's input waits: an HTTP connection handles (and reads)
+/// no more pipelined requests, a WebSocket decodes no more frames, until a flush has sent it
+/// (TCP backpressure, as Node's HTTP server applies). A client that pipelines without reading,
+/// or asks for large answers in a burst, gets at most this much (plus one answer) queued per
+/// loop turn, and only as fast as it reads.
+const OUTPUT_PAUSE: usize = 64 * 1024;
+/// Polling handshakes one connection may make: the answer to the last one closes it. A
+/// socket.io-client makes one per connection; a client pipelining thousands would otherwise
+/// fill the session table through one socket.
+const MAX_HANDSHAKES_PER_CONN: u8 = 4;
 /// How long a closing connection may linger to drain the peer's last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 /// Longest poll wait: bounds how late a stop request is noticed without a signal.
@@ -101,6 +111,12 @@ struct Conn {
     refused: bool,
     /// Accepted on the metrics port: only `/metrics` and `/health` are served.
     metrics_only: bool,
+    /// Its output is over `OUTPUT_PAUSE`: input waits (see `flush`, which resumes it).
+    paused: bool,
+    /// Resumed after a pause: the requests it already read go first, before any more input.
+    backlog: bool,
+    /// Polling handshakes made on this connection (see `MAX_HANDSHAKES_PER_CONN`).
+    handshakes: u8,
 }
 
 // Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
@@ -131,7 +147,7 @@ struct HttpConn {
 
 struct Parked {
     session: SessionId,
-    origin: Option<Box<str>>,
+    cors: KeptCors,
     exchange: Exchange,
 }
 
@@ -168,6 +184,10 @@ struct WsConn {
     head: Vec<u8>,
     session: SessionId,
     close_after_write: bool,
+    /// Bytes of frames queued since the last complete flush (see `OUTPUT_PAUSE`).
+    unflushed: usize,
+    /// Input read but not decoded yet: decoding stopped when `unflushed` passed the bound.
+    held: Option<Box<[u8]>>,
 }
 
 enum Transport {
@@ -205,6 +225,8 @@ struct Session {
     poll_ready: bool,
     /// The client's address, when trustworthy (see `Server::client_of`).
     client: Option<IpAddr>,
+    /// The client has sent a message on it (it is not a bare handshake).
+    heard: bool,
 }
 
 /// Where reading the next request got to.
@@ -226,6 +248,14 @@ enum Flow {
     Upgraded,
     /// Stop reading; close once the response is written.
     Close,
+}
+
+/// What a piece of guarded work was serving: what a panic in it closes.
+#[derive(Clone, Copy)]
+enum Culprit {
+    Conn(ConnKey),
+    Session(SessionId),
+    None,
 }
 
 /// Stops a running server from another thread.
@@ -266,6 +296,9 @@ pub struct Server<H: Handler> {
     next_gen: u32,
     dirty: Vec<ConnKey>,
     poll_ready: Vec<SessionId>,
+    /// HTTP connections whose parked poll was answered: the requests pipelined behind it are
+    /// handled at the end of the turn, outside whatever answered it.
+    resume: Vec<ConnKey>,
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
     /// Every read lands here first (`READ_CHUNK`, allocated on first use), so no connection
@@ -278,6 +311,10 @@ pub struct Server<H: Handler> {
     metrics_listener: Option<TcpListener>,
     /// Open connections per client address (only with `max_connections_per_ip`).
     per_ip: HashMap<IpAddr, u32>,
+    /// Open sessions per trustworthy client address (only with `max_connections_per_ip`).
+    sessions_per_ip: HashMap<IpAddr, u32>,
+    /// Sessions in opening order, for `reclaim_unheard_session` (stale entries dropped lazily).
+    unheard: std::collections::VecDeque<SessionId>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -337,12 +374,15 @@ impl<H: Handler> Server<H> {
             next_gen: 0,
             dirty: Vec::new(),
             poll_ready: Vec::new(),
+            resume: Vec::new(),
             deferred: Vec::new(),
             read_buf: Box::default(),
             accepting: true,
             stopping: false,
             metrics_listener,
             per_ip: HashMap::new(),
+            sessions_per_ip: HashMap::new(),
+            unheard: std::collections::VecDeque::new(),
             metrics: Metrics::default(),
             stop: Arc::new(AtomicBool::new(false)),
             waker,
@@ -430,10 +470,9 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
             let turn_started = self.tick_clock();
-            self.metrics.loop_iterations += 1;
-            self.guarded(None, |s| s.expire_timers(&mut fired));
+            self.expire_timers(&mut fired);
             for key in std::mem::take(&mut self.deferred) {
-                self.guarded(Some(key), |s| s.on_readable(key));
+                self.guarded(Culprit::Conn(key), |s| s.on_readable(key));
             }
             for event in events.iter() {
                 match event.token() {
@@ -443,9 +482,9 @@ impl<H: Handler> Server<H> {
                     _ => self.on_conn_event(event),
                 }
             }
-            self.guarded(None, Self::end_turn);
+            self.end_turn();
             let took = turn_started.elapsed().as_micros() as u64;
-            self.metrics.loop_max_us = self.metrics.loop_max_us.max(took);
+            self.metrics.loop_turn(took);
         }
         self.shutdown();
         Ok(())
@@ -469,13 +508,14 @@ impl<H: Handler> Server<H> {
             self.mark_dirty(key);
         }
         if event.is_readable() || closed {
-            self.guarded(Some(key), |s| s.on_readable(key));
+            self.guarded(Culprit::Conn(key), |s| s.on_readable(key));
         }
     }
 
     /// Runs one piece of event handling; a panic in it is caught here, counted and logged, and
-    /// closes only the connection being served (with its session), so the loop goes on.
-    fn guarded(&mut self, key: Option<ConnKey>, f: impl FnOnce(&mut Self)) {
+    /// closes only what it was serving (a connection with its session, or a session), so the
+    /// loop goes on.
+    fn guarded(&mut self, culprit: Culprit, f: impl FnOnce(&mut Self)) {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         if result.is_err() {
             self.metrics.panics += 1;
@@ -483,61 +523,93 @@ impl<H: Handler> Server<H> {
                 "panic while handling a connection; closed it",
                 &[("panics", &self.metrics.panics)],
             );
-            if let Some(key) = key {
-                let session = match self.conn_mut(key).map(|c| &c.state) {
-                    Some(ConnState::Ws(w)) => Some(w.session),
-                    Some(ConnState::Http(HttpConn {
-                        parked: Some(p), ..
-                    })) => Some(p.session),
-                    _ => None,
-                };
-                // Cleaning up may meet the same broken state: contain that too.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (key, session) = match culprit {
+                Culprit::Conn(key) => {
+                    let session = match self.conn_mut(key).map(|c| &c.state) {
+                        Some(ConnState::Ws(w)) => Some(w.session),
+                        Some(ConnState::Http(HttpConn {
+                            parked: Some(p), ..
+                        })) => Some(p.session),
+                        _ => None,
+                    };
+                    (Some(key), session)
+                }
+                Culprit::Session(id) => (None, Some(id)),
+                Culprit::None => (None, None),
+            };
+            // Cleaning up may meet the same broken state: contain that too.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(key) = key {
                     self.close_conn(key);
-                    if let Some(id) = session {
-                        self.close_session(id, CloseReason::TransportError);
-                    }
-                }));
-            }
+                }
+                if let Some(id) = session {
+                    self.close_session(id, CloseReason::TransportError);
+                }
+            }));
         }
     }
 
-    /// Answers ready long-polls and flushes every connection with queued output.
+    /// Answers ready long-polls, handles requests that waited behind answered polls and
+    /// flushes every connection with queued output, until none of that is left: each step
+    /// can make work for the others (a failed flush closes a session, which answers a poll).
     fn end_turn(&mut self) {
-        for id in std::mem::take(&mut self.poll_ready) {
-            self.answer_ready_poll(id);
-        }
-        while let Some(key) = self.dirty.pop() {
-            if let Some(conn) = self.conn_mut(key) {
-                conn.dirty = false;
-                self.flush(key);
+        loop {
+            for id in std::mem::take(&mut self.poll_ready) {
+                self.guarded(Culprit::Session(id), |s| s.answer_ready_poll(id));
+            }
+            for key in std::mem::take(&mut self.resume) {
+                self.guarded(Culprit::Conn(key), |s| s.process_http(key));
+            }
+            while let Some(key) = self.dirty.pop() {
+                if let Some(conn) = self.conn_mut(key) {
+                    conn.dirty = false;
+                    self.guarded(Culprit::Conn(key), |s| s.flush(key));
+                }
+            }
+            if self.poll_ready.is_empty() && self.resume.is_empty() {
+                return;
             }
         }
     }
 
+    /// Fires the timers due this turn, each on its own: a panic in one closes what that timer
+    /// was about and leaves the others to fire.
     fn expire_timers(&mut self, fired: &mut Vec<Timeout<H::Timer>>) {
         let now = self.now();
         self.timers.poll_to(now, fired);
-        for t in fired.drain(..) {
-            match t {
-                Timeout::Conn(key) => self.on_conn_timeout(key),
-                Timeout::Ping(id) => self.on_ping_due(id),
-                Timeout::Pong(id) => {
-                    if let Some(s) = self.session_mut(id) {
-                        s.heartbeat = None;
-                        self.close_session(id, CloseReason::PingTimeout);
-                    }
+        let mut batch = std::mem::take(fired);
+        for t in batch.drain(..) {
+            let culprit = match &t {
+                Timeout::Conn(key) => Culprit::Conn(*key),
+                Timeout::Ping(id) | Timeout::Pong(id) | Timeout::Upgrade(id) => {
+                    Culprit::Session(*id)
                 }
-                Timeout::Upgrade(id) => {
-                    if let Some(s) = self.session_mut(id) {
-                        s.upgrade_timer = None;
-                        if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
-                            self.close_conn(c); // abandons the upgrade (`abandon_probe`)
-                        }
-                    }
+                Timeout::App(_) => Culprit::None,
+            };
+            self.guarded(culprit, |s| s.on_timeout(t));
+        }
+        *fired = batch;
+    }
+
+    fn on_timeout(&mut self, t: Timeout<H::Timer>) {
+        match t {
+            Timeout::Conn(key) => self.on_conn_timeout(key),
+            Timeout::Ping(id) => self.on_ping_due(id),
+            Timeout::Pong(id) => {
+                if let Some(s) = self.session_mut(id) {
+                    s.heartbeat = None;
+                    self.close_session(id, CloseReason::PingTimeout);
                 }
-                Timeout::App(t) => self.dispatch(Event::Timer(t)),
             }
+            Timeout::Upgrade(id) => {
+                if let Some(s) = self.session_mut(id) {
+                    s.upgrade_timer = None;
+                    if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
+                        self.close_conn(c); // abandons the upgrade (`abandon_probe`)
+                    }
+                }
+            }
+            Timeout::App(t) => self.dispatch(Event::Timer(t)),
         }
     }
 
@@ -654,7 +726,7 @@ impl<H: Handler> Server<H> {
                 .then_some(peer);
         let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
         let generation = self.bump_gen();
-        let at = self.now() + ms(self.config.header_timeout);
+        let at = deadline(self.now(), self.config.header_timeout);
         let client = self.client_of(peer, None);
         let entry = self.conns.vacant_entry();
         let key = ConnKey {
@@ -686,6 +758,9 @@ impl<H: Handler> Server<H> {
             counted_ip,
             refused,
             metrics_only,
+            paused: false,
+            backlog: false,
+            handshakes: 0,
         });
     }
 
@@ -730,7 +805,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn set_conn_timer(&mut self, key: ConnKey, after: Option<Duration>) {
-        let at = after.map(|d| self.now() + ms(d));
+        let at = after.map(|d| deadline(self.now(), d));
         let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
@@ -748,7 +823,23 @@ impl<H: Handler> Server<H> {
         };
         conn.timer = None;
         match &conn.state {
-            // A parked poll has no timer; an idle or slow HTTP connection, or a lingering one, ends.
+            // A parked poll's deadline: a live session pings long before it, so this poll has
+            // outlived its session's heartbeat. A noop answers it; the client polls again.
+            ConnState::Http(HttpConn {
+                parked: Some(p), ..
+            }) => {
+                let id = p.session;
+                if let Some(Session {
+                    transport: Transport::Polling { parked, .. },
+                    ..
+                }) = self.session_mut(id)
+                    && *parked == Some(key)
+                {
+                    *parked = None;
+                }
+                self.answer_parked_conn(key, b"6");
+            }
+            // An idle or slow HTTP connection, or a lingering one, ends.
             ConnState::Http(h) => {
                 if !h.rbuf.is_empty() {
                     self.metrics.reject(Rejected::HeaderTimeout);
@@ -802,7 +893,7 @@ impl<H: Handler> Server<H> {
             }
             _ => {}
         }
-        if !self.accepting && self.conns.len() < self.config.max_connections * 9 / 10 {
+        if !self.accepting && resumes_accepting(self.conns.len(), self.config.max_connections) {
             self.accepting = true;
             self.accept();
         }
@@ -820,6 +911,28 @@ impl<H: Handler> Server<H> {
 
     /// Reads what the connection has (see `read_socket`) and hands it on by state.
     fn on_readable(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        // Input that waited for output to drain goes first.
+        if let ConnState::Ws(w) = &mut conn.state
+            && let Some(held) = w.held.take()
+        {
+            let eof = conn.peer_closed;
+            self.decode_ws(key, &held, eof);
+        }
+        // Requests read before a pause are handled before anything more is read: reading on
+        // while they pause the connection again would only pile input up.
+        if let Some(conn) = self.conn_mut(key)
+            && std::mem::take(&mut conn.backlog)
+            && matches!(conn.state, ConnState::Http(_))
+        {
+            self.process_http(key);
+        }
+        match self.conn_mut(key) {
+            Some(c) if !c.paused => {}
+            _ => return,
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         if buf.is_empty() {
             buf = vec![0; READ_CHUNK].into_boxed_slice();
@@ -893,7 +1006,10 @@ impl<H: Handler> Server<H> {
                     (Err(_), _) => Some(false),
                     (Ok(false), _) => None,
                     (Ok(true), Ok(())) if w.close_after_write => Some(true),
-                    (Ok(true), Ok(())) => None,
+                    (Ok(true), Ok(())) => {
+                        w.unflushed = 0;
+                        None
+                    }
                     (Ok(true), Err(tungstenite::Error::Io(e)))
                         if e.kind() == io::ErrorKind::WouldBlock =>
                     {
@@ -908,7 +1024,25 @@ impl<H: Handler> Server<H> {
         match outcome {
             Some(true) => self.begin_closing(key),
             Some(false) => self.close_conn(key),
-            None => {}
+            None => self.resume_if_drained(key),
+        }
+    }
+
+    /// A paused connection whose output went back under `OUTPUT_PAUSE` is served again next
+    /// turn (its input may have had its readiness event already).
+    fn resume_if_drained(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let drained = match &mut conn.state {
+            ConnState::Http(h) => h.wbuf.len() < OUTPUT_PAUSE,
+            ConnState::Ws(w) => w.unflushed < OUTPUT_PAUSE,
+            ConnState::Closing => false,
+        };
+        if conn.paused && drained {
+            conn.paused = false;
+            conn.backlog = true;
+            self.deferred.push(key);
         }
     }
 
@@ -966,12 +1100,11 @@ fn idle_timeout(config: &Config, rbuf_empty: bool) -> Duration {
     }
 }
 
-fn ms(d: Duration) -> Millis {
-    d.as_millis() as Millis
-}
-
-fn cors_origin(cors: Cors<'_>) -> Option<Box<str>> {
-    cors.origin().map(Box::from)
+/// Whether a server that stopped accepting at `max` connections accepts again with `open`:
+/// below 90 % of the cap, and with a cap under 10 at once below it (90 % of 1 or 2 rounds
+/// down to a level one idle keep-alive connection could hold forever).
+fn resumes_accepting(open: usize, max: usize) -> bool {
+    open < max - max / 10
 }
 
 fn encode_payload(queue: &mut Vec<Outgoing>) -> Vec<u8> {

@@ -62,6 +62,11 @@ impl<H: Handler> Server<H> {
             if h.parked.is_some() || h.close_after_write || h.rbuf.is_empty() {
                 return;
             }
+            // A client that pipelines without reading its answers gets no more of them.
+            if h.wbuf.len() >= OUTPUT_PAUSE {
+                conn.paused = true;
+                return;
+            }
             h.exchange = Exchange::default();
             let mut rbuf = std::mem::take(&mut h.rbuf);
             let mut body = h.body.take();
@@ -114,6 +119,10 @@ impl<H: Handler> Server<H> {
             Ok(Some(head)) => head,
             Ok(None) => return Next::Wait(0..0),
             Err(e) => {
+                // Even a request too broken to parse gets no body if it is a HEAD.
+                if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                    h.exchange.head = rbuf.starts_with(b"HEAD ");
+                }
                 self.respond_http_error(key, e);
                 return Next::Handled(Flow::Close, rbuf.len());
             }
@@ -121,10 +130,11 @@ impl<H: Handler> Server<H> {
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
             h.exchange = req.exchange();
         }
+        let body_follows = req.framing != Framing::Length(0);
         // `Expect: 100-continue`: the client waits before sending its body. Only a polling
         // POST to a live session reads one; anything else gets its final answer at once, and
         // the connection closes rather than read a body nobody wants.
-        if req.expect_continue && !body.as_ref().is_some_and(|b| b.continued) {
+        if req.expect_continue && body_follows && !body.as_ref().is_some_and(|b| b.continued) {
             if !self.wants_body(key, &req) {
                 if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                     h.exchange.close = true;
@@ -389,15 +399,35 @@ impl<H: Handler> Server<H> {
                 return self.respond_engine_error(key, cors, EngineError::BadHandshakeMethod);
             }
             // At `max_connections` no new sessions until below 90 %; and never more sessions
-            // than that (polling sessions need no connection of their own between polls).
+            // than that (polling sessions need no connection of their own between polls). At
+            // that cap a session its client never spoke on (bare handshakes, say a flood of
+            // them) makes room first.
+            if self.sessions.len() >= self.config.max_connections {
+                self.reclaim_unheard_session();
+            }
             if !self.accepting || self.sessions.len() >= self.config.max_connections {
                 self.metrics.reject(Rejected::OverCapacity);
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
             }
+            let client = self.conn_mut(key).and_then(|c| c.client);
+            if self.over_sessions_per_ip(client) {
+                self.metrics.reject(Rejected::PerIpLimit);
+                self.respond_unavailable(key, cors);
+                return Flow::Close;
+            }
             return match transport {
                 TransportKind::Polling => {
-                    let client = self.conn_mut(key).and_then(|c| c.client);
+                    // A socket.io-client opens one session per connection; one connection that
+                    // opens many is told to go (its next handshake needs a new connection).
+                    if let Some(conn) = self.conn_mut(key) {
+                        conn.handshakes = conn.handshakes.saturating_add(1);
+                        if conn.handshakes >= MAX_HANDSHAKES_PER_CONN
+                            && let ConnState::Http(h) = &mut conn.state
+                        {
+                            h.exchange.close = true;
+                        }
+                    }
                     let (id, open) = self.open_session(
                         Transport::Polling {
                             parked: None,
@@ -457,7 +487,7 @@ impl<H: Handler> Server<H> {
                 self.respond_engine_error(key, cors, EngineError::BadRequest)
             }
             TransportKind::Polling => match req.method {
-                Method::Get => self.on_poll_get(key, id, req, cors),
+                Method::Get => self.on_poll_get(key, id, cors),
                 Method::Post => self.on_poll_post(key, id, req, cors),
                 _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
             },
@@ -479,13 +509,7 @@ impl<H: Handler> Server<H> {
         )
     }
 
-    pub(super) fn on_poll_get(
-        &mut self,
-        key: ConnKey,
-        id: SessionId,
-        req: &Request<'_>,
-        cors: Cors<'_>,
-    ) -> Flow {
+    pub(super) fn on_poll_get(&mut self, key: ConnKey, id: SessionId, cors: Cors<'_>) -> Flow {
         let Some(session) = self.session_mut(id) else {
             return Flow::Continue;
         };
@@ -517,15 +541,21 @@ impl<H: Handler> Server<H> {
             return Flow::Continue;
         }
         *parked = Some(key);
-        let origin = cors_origin(cors);
+        // The connection's exchange, not the request's: one answered before its body was read
+        // closes after the answer.
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
             h.parked = Some(Parked {
                 session: id,
-                origin,
-                exchange: req.exchange(),
+                cors: cors.keep(),
+                exchange: h.exchange,
             });
         }
-        self.set_conn_timer(key, None);
+        // A deadline no live session reaches (its heartbeat answers the poll first).
+        let deadline = self
+            .config
+            .ping_interval
+            .saturating_add(self.config.ping_timeout);
+        self.set_conn_timer(key, Some(deadline));
         Flow::Parked
     }
 
@@ -563,11 +593,17 @@ impl<H: Handler> Server<H> {
     /// Handles one packet from a session's active transport; false once the session is closed.
     pub(super) fn on_packet(&mut self, id: SessionId, p: Packet<'_>) -> bool {
         match p {
-            Packet::Message(text) => self.dispatch(Event::Message { session: id, text }),
-            Packet::Binary(data) => self.dispatch(Event::Binary {
-                session: id,
-                data: &data,
-            }),
+            Packet::Message(text) => {
+                self.mark_heard(id);
+                self.dispatch(Event::Message { session: id, text })
+            }
+            Packet::Binary(data) => {
+                self.mark_heard(id);
+                self.dispatch(Event::Binary {
+                    session: id,
+                    data: &data,
+                })
+            }
             Packet::Pong(_) => self.on_pong(id),
             Packet::Close => {
                 self.close_session(id, CloseReason::ClientClose);

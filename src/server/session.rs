@@ -22,7 +22,10 @@ impl<H: Handler> Server<H> {
                 break sid;
             }
         };
-        let next_ping = self.now() + ms(self.config.ping_interval);
+        let next_ping = deadline(self.now(), self.config.ping_interval);
+        if let Some(ip) = client.filter(|_| self.config.max_connections_per_ip > 0) {
+            *self.sessions_per_ip.entry(ip).or_insert(0) += 1;
+        }
         let idx = self.sessions.insert(Session {
             sid,
             generation,
@@ -34,12 +37,24 @@ impl<H: Handler> Server<H> {
             upgrade_timer: None,
             poll_ready: false,
             client,
+            heard: false,
         });
         let id = SessionId {
             idx: idx as u32,
             generation,
         };
         self.sids.insert(sid, id);
+        // Entries of sessions that spoke or closed since are dropped lazily; pruned here so
+        // the queue stays within a constant factor of the table.
+        if self.unheard.len() > 2 * self.sessions.len() + 64 {
+            let sessions = &self.sessions;
+            self.unheard.retain(|id| {
+                sessions
+                    .get(id.idx as usize)
+                    .is_some_and(|s| s.generation == id.generation && !s.heard)
+            });
+        }
+        self.unheard.push_back(id);
         let timer = self.timers.insert(next_ping, Timeout::Ping(id));
         if let Some(s) = self.session_mut(id) {
             s.heartbeat = Some(timer);
@@ -68,19 +83,19 @@ impl<H: Handler> Server<H> {
         };
         if s.upgrade != Upgrade::None {
             // The heartbeat pauses while an upgrade is under way.
-            s.next_ping = now + interval;
+            s.next_ping = now.saturating_add(interval);
             let at = s.next_ping;
             s.heartbeat = Some(self.timers.insert(at, Timeout::Ping(id)));
             return;
         }
-        let deadline = s.next_ping + timeout;
-        s.pong_deadline = Some(deadline);
-        s.heartbeat = Some(self.timers.insert(deadline, Timeout::Pong(id)));
+        let pong_by = s.next_ping.saturating_add(timeout);
+        s.pong_deadline = Some(pong_by);
+        s.heartbeat = Some(self.timers.insert(pong_by, Timeout::Pong(id)));
         self.send(id, Outgoing::control(packet::PING));
     }
 
     pub(super) fn on_pong(&mut self, id: SessionId) {
-        let next = self.now() + ms(self.config.ping_interval);
+        let next = deadline(self.now(), self.config.ping_interval);
         let Some(s) = session_in(&mut self.sessions, id) else {
             return;
         };
@@ -92,6 +107,36 @@ impl<H: Handler> Server<H> {
         }
         s.next_ping = next;
         s.heartbeat = Some(self.timers.insert(next, Timeout::Ping(id)));
+    }
+
+    /// The client spoke on its session (see `reclaim_unheard_session`).
+    pub(super) fn mark_heard(&mut self, id: SessionId) {
+        if let Some(s) = self.session_mut(id) {
+            s.heard = true;
+        }
+    }
+
+    /// Closes the oldest session whose client never sent a packet; false if there is none.
+    pub(super) fn reclaim_unheard_session(&mut self) -> bool {
+        while let Some(id) = self.unheard.pop_front() {
+            if self.session_mut(id).is_some_and(|s| !s.heard) {
+                self.metrics.sessions_reclaimed += 1;
+                self.close_session(id, CloseReason::ServerClose);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a trustworthy client address already has `max_connections_per_ip` sessions.
+    pub(super) fn over_sessions_per_ip(&self, client: Option<IpAddr>) -> bool {
+        let max = self.config.max_connections_per_ip;
+        max > 0
+            && client.is_some_and(|ip| {
+                self.sessions_per_ip
+                    .get(&ip)
+                    .is_some_and(|n| *n as usize >= max)
+            })
     }
 
     /// Queues a packet on the session's transport.
@@ -156,7 +201,16 @@ impl<H: Handler> Server<H> {
         let Transport::Polling { parked, .. } = &mut s.transport else {
             return;
         };
-        let Some(key) = parked.take() else { return };
+        if let Some(key) = parked.take() {
+            self.answer_parked_conn(key, &body);
+        }
+    }
+
+    /// Answers the poll parked on connection `key`. Requests pipelined behind it are not
+    /// handled here (this runs in the middle of other work, a session's close among it): the
+    /// connection is queued to resume at the end of the turn.
+    pub(super) fn answer_parked_conn(&mut self, key: ConnKey, body: &[u8]) {
+        let stopping = self.stopping;
         let Some(conn) = conn_in(&mut self.conns, key) else {
             return;
         };
@@ -164,60 +218,77 @@ impl<H: Handler> Server<H> {
             return;
         };
         let Some(p) = h.parked.take() else { return };
-        let cors = Cors::new(&self.config.cors_origins, p.origin.as_deref());
         let mut exchange = p.exchange;
-        exchange.close |= self.stopping;
-        Response::new(200, "text/plain; charset=UTF-8", &body)
-            .cors(cors)
+        exchange.close |= stopping;
+        Response::new(200, "text/plain; charset=UTF-8", body)
+            .cors(p.cors.get())
             .write_to(&mut h.wbuf, exchange);
         let idle = idle_timeout(&self.config, h.rbuf.is_empty());
         h.close_after_write |= exchange.close;
         self.mark_dirty(key);
         if !exchange.close {
             self.set_conn_timer(key, Some(idle));
-            // Pipelined requests behind the poll can go on now.
-            self.process_http(key);
+            if !self.resume.contains(&key) {
+                self.resume.push(key);
+            }
         }
     }
 
-    /// Ends a session: answers its parked poll, closes its WebSockets, tells the handler.
+    /// Ends a session: takes it out of the tables first (nothing that runs later in this
+    /// close can reach it again), then answers its parked poll, closes its WebSockets and
+    /// tells the handler.
     pub(super) fn close_session(&mut self, id: SessionId, reason: CloseReason) {
         if self.session_mut(id).is_none() {
             return;
         }
-        // The client's own close is answered with a noop; a server-side close with a close packet.
-        let last = if reason == CloseReason::ClientClose {
-            "6"
-        } else {
-            "1"
-        };
-        self.release_parked_poll(id, last);
         self.metrics.session_closed(reason);
         if reason == CloseReason::ParseError {
             self.metrics.reject(Rejected::Malformed);
         }
         let s = self.sessions.remove(id.idx as usize);
         self.sids.remove(&s.sid);
+        if let Some(ip) = s.client
+            && let Some(n) = self.sessions_per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.sessions_per_ip.remove(&ip);
+            }
+        }
         for t in [s.heartbeat, s.upgrade_timer].into_iter().flatten() {
             self.timers.cancel(t);
         }
         if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
             self.ws_fail(c, CloseCode::Away, "");
         }
-        if let Transport::WebSocket(key) = s.transport {
-            let tell_client = matches!(
-                reason,
-                CloseReason::ServerClose | CloseReason::ServerShutdown
-            );
-            if tell_client {
-                self.ws_send(key, Message::text("1"));
+        match s.transport {
+            Transport::Polling {
+                parked: Some(key), ..
+            } => {
+                // The client's own close is answered with a noop; any other with a close packet.
+                let last = if reason == CloseReason::ClientClose {
+                    "6"
+                } else {
+                    "1"
+                };
+                self.answer_parked_conn(key, last.as_bytes());
             }
-            let code = match reason {
-                CloseReason::ParseError => CloseCode::Protocol,
-                CloseReason::ServerShutdown => CloseCode::Away,
-                _ => CloseCode::Normal,
-            };
-            self.ws_fail(key, code, "");
+            Transport::Polling { .. } => {}
+            Transport::WebSocket(key) => {
+                let tell_client = matches!(
+                    reason,
+                    CloseReason::ServerClose | CloseReason::ServerShutdown
+                );
+                if tell_client {
+                    self.ws_send(key, Message::text("1"));
+                }
+                let code = match reason {
+                    CloseReason::ParseError => CloseCode::Protocol,
+                    CloseReason::ServerShutdown => CloseCode::Away,
+                    _ => CloseCode::Normal,
+                };
+                self.ws_fail(key, code, "");
+            }
         }
         self.dispatch(Event::Close {
             session: id,

@@ -15,7 +15,7 @@ impl<H: Handler> Server<H> {
         let ctx = ws::context(&self.config, rest.to_vec());
         let (session, open) = match probe_of {
             Some(id) => {
-                let at = self.now() + ms(self.config.upgrade_timeout);
+                let at = deadline(self.now(), self.config.upgrade_timeout);
                 let timer = self.timers.insert(at, Timeout::Upgrade(id));
                 if let Some(s) = self.session_mut(id) {
                     s.upgrade = Upgrade::Probing(key);
@@ -36,6 +36,8 @@ impl<H: Handler> Server<H> {
                 head: ws::switching_protocols(accept),
                 session,
                 close_after_write: false,
+                unflushed: 0,
+                held: None,
             });
         }
         self.mark_dirty(key);
@@ -61,6 +63,8 @@ impl<H: Handler> Server<H> {
 
     /// Hands `input` to the connection's frame decoder and handles every complete message,
     /// including frames it had buffered before (say, sent along with the upgrade request).
+    /// Decoding stops while the connection's output is over `OUTPUT_PAUSE`: what is left of
+    /// `input` is held until a flush drains it (`resume_if_drained`).
     pub(super) fn decode_ws(&mut self, key: ConnKey, input: &[u8], eof: bool) {
         let mut at = 0;
         loop {
@@ -70,6 +74,13 @@ impl<H: Handler> Server<H> {
             let ConnState::Ws(w) = &mut conn.state else {
                 return;
             };
+            if w.unflushed >= OUTPUT_PAUSE {
+                if at < input.len() || eof {
+                    w.held = Some(input[at..].into());
+                    conn.paused = true;
+                }
+                return;
+            }
             let session = w.session;
             let mut io = WsStream {
                 input: &input[at..],
@@ -168,6 +179,7 @@ impl<H: Handler> Server<H> {
         let ConnState::Ws(w) = &mut conn.state else {
             return;
         };
+        w.unflushed += msg.len();
         let mut io = WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
         match w.ctx.write(&mut io, msg) {
             Ok(()) => self.mark_dirty(key),

@@ -447,7 +447,7 @@ impl<A: App> Handler for SocketIo<A> {
             Event::Open {
                 session, client, ..
             } => {
-                let at = io.now + self.config.connect_timeout.as_millis() as Millis;
+                let at = crate::timer::deadline(io.now, self.config.connect_timeout);
                 let timer = io.set_timer(at, SioTimer::ConnectTimeout(session));
                 self.clients.insert(
                     session,

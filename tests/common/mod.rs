@@ -12,6 +12,7 @@ use pairchat::engine::Handler;
 use pairchat::{Config, Server, StopHandle};
 use tungstenite::{Message, WebSocket};
 
+pub mod chat;
 pub mod process;
 
 /// How long a test waits for any single read before failing.

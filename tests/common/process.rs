@@ -28,6 +28,11 @@ impl Proc {
         Proc::spawn("0", args, &[], true)
     }
 
+    /// Starts the binary on port 0 with `env` set, and waits for its `listening on` line.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn("0", args, env, true)
+    }
+
     /// Starts the binary on `port` with `env` set, and waits until the port accepts (for log
     /// levels that hide the start line).
     pub fn start_quiet(port: u16, args: &[&str], env: &[(&str, &str)]) -> Proc {

@@ -1,0 +1,358 @@
+//! A Socket.IO client of the chat over real sockets (WebSocket-only sessions), a pair of
+//! well-behaved users, polling helpers and `/metrics` readers: shared by the tests that drive
+//! the chat (`limits`, `hostile`, `chat`).
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use pairchat::Config;
+use pairchat::chat::{Chat, ChatConfig};
+use pairchat::sio::{SioConfig, SocketIo};
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+use super::{HttpConn, READ_TIMEOUT, TestServer};
+
+pub const PATH: &str = "/socket.io/";
+pub const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+pub const METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+pub type Ws = WebSocket<TcpStream>;
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ---- servers -------------------------------------------------------------------------------
+
+/// Defaults with heartbeats too slow to show up in a test.
+pub fn config() -> Config {
+    Config {
+        ping_interval: Duration::from_secs(60),
+        ping_timeout: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+/// The chat with no abuse limits; tests switch on the one they are about.
+pub fn chat_config() -> ChatConfig {
+    ChatConfig {
+        join_failures: None,
+        message_rate: None,
+        ..ChatConfig::default()
+    }
+}
+
+pub fn chat_server(config: Config, chat: ChatConfig) -> TestServer {
+    TestServer::start(config, move |cfg| {
+        SocketIo::new(Chat::new(chat), SioConfig::default(), cfg.max_payload)
+    })
+}
+
+// ---- metrics -------------------------------------------------------------------------------
+
+/// The value of one series (`name` or `name{labels}`) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+pub fn scrape(server: &TestServer) -> String {
+    let res = server.get("/metrics");
+    assert_eq!(res.status, 200);
+    res.text()
+}
+
+/// Scrapes until `series` satisfies `ok` (5 s at most); returns the last value.
+pub fn wait_metric(server: &TestServer, series: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    wait_metric_for(server, series, READ_TIMEOUT, ok)
+}
+
+pub fn wait_metric_for(
+    server: &TestServer,
+    series: &str,
+    limit: Duration,
+    ok: impl Fn(u64) -> bool,
+) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = metric(&scrape(server), series);
+        if ok(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{series} stuck at {value}");
+        std::thread::sleep(ms(20));
+    }
+}
+
+pub const HTTP_CONNS: &str = "pairchat_connections{kind=\"http\"}";
+pub const WS_CONNS: &str = "pairchat_connections{kind=\"websocket\"}";
+
+pub fn rejected(reason: &str) -> String {
+    format!("pairchat_rejected_total{{reason=\"{reason}\"}}")
+}
+
+pub fn limited(limit: &str) -> String {
+    format!("pairchat_limited_total{{limit=\"{limit}\"}}")
+}
+
+// ---- Socket.IO clients ---------------------------------------------------------------------
+
+/// A TCP connection with the test read timeout.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// A frame the chat sends on `/`.
+pub enum Frame {
+    /// `42[name, arg]`.
+    Event(String, Value),
+    /// `43<id>[arg]`.
+    Ack(u32, Value),
+    Other(String),
+}
+
+pub fn parse_frame(text: &str) -> Frame {
+    if let Some(rest) = text.strip_prefix("42") {
+        let v: Value = serde_json::from_str(rest).expect("event JSON");
+        let name = v[0].as_str().expect("event name").to_string();
+        return Frame::Event(name, v[1].clone());
+    }
+    if let Some(rest) = text.strip_prefix("43") {
+        let split = rest.find('[').expect("ack arguments");
+        let id = rest[..split].parse().expect("ack id");
+        let v: Value = serde_json::from_str(&rest[split..]).expect("ack JSON");
+        return Frame::Ack(id, v[0].clone());
+    }
+    Frame::Other(text.to_string())
+}
+
+/// A Socket.IO client of the chat over a WebSocket-only session.
+pub struct Client {
+    pub ws: Ws,
+    pub next_id: u32,
+    pub acks: HashMap<u32, Value>,
+    pub events: VecDeque<(String, Value)>,
+}
+
+impl Client {
+    /// Opens a session (optionally claiming a forwarded address) and connects to `/`.
+    pub fn connect(addr: SocketAddr, forwarded_for: Option<&str>) -> Client {
+        let mut req = format!("ws://{addr}{PATH}?EIO=4&transport=websocket")
+            .into_client_request()
+            .unwrap();
+        if let Some(xff) = forwarded_for {
+            req.headers_mut()
+                .insert("X-Forwarded-For", xff.parse().unwrap());
+        }
+        let (mut ws, res) = tungstenite::client(req, tcp(addr)).expect("websocket handshake");
+        assert_eq!(res.status(), 101);
+        let open = next_text(&mut ws);
+        assert!(open.starts_with("0{\"sid\":"), "{open}");
+        send_text(&mut ws, "40");
+        let connected = next_text(&mut ws);
+        assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+        Client {
+            ws,
+            next_id: 0,
+            acks: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Writes an event asking for an ack (not flushed); returns the ack id.
+    pub fn queue(&mut self, event: &str, arg: Value) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = format!("42{id}{}", json!([event, arg]));
+        self.ws.write(Message::text(text)).expect("websocket write");
+        id
+    }
+
+    pub fn flush(&mut self) {
+        self.ws.flush().expect("websocket flush");
+    }
+
+    /// Sends an event without asking for an ack.
+    pub fn emit(&mut self, event: &str, arg: Value) {
+        send_text(&mut self.ws, &format!("42{}", json!([event, arg])));
+    }
+
+    /// Reads one frame and files it.
+    pub fn read_one(&mut self) {
+        let text = next_text(&mut self.ws);
+        match parse_frame(&text) {
+            Frame::Event(name, arg) => self.events.push_back((name, arg)),
+            Frame::Ack(id, arg) => {
+                self.acks.insert(id, arg);
+            }
+            Frame::Other(text) => panic!("unexpected frame {text:?}"),
+        }
+    }
+
+    /// The answer to ack id `id`.
+    pub fn ack(&mut self, id: u32) -> Value {
+        loop {
+            if let Some(v) = self.acks.remove(&id) {
+                return v;
+            }
+            self.read_one();
+        }
+    }
+
+    /// Emits with an ack and waits for the answer.
+    pub fn call(&mut self, event: &str, arg: Value) -> Value {
+        let id = self.queue(event, arg);
+        self.flush();
+        self.ack(id)
+    }
+
+    /// The argument of the next `name` event (earlier events of other names are dropped).
+    pub fn event(&mut self, name: &str) -> Value {
+        loop {
+            while let Some((n, arg)) = self.events.pop_front() {
+                if n == name {
+                    return arg;
+                }
+            }
+            self.read_one();
+        }
+    }
+
+    /// Waits for the `newMessage` carrying `text` (other events before it are dropped).
+    pub fn message(&mut self, text: &str) {
+        while self.event("newMessage")["text"] != text {}
+    }
+
+    pub fn create_room(&mut self) -> String {
+        let res = self.call("createRoom", json!({}));
+        res["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("createRoom: {res}"))
+            .to_string()
+    }
+
+    pub fn join(&mut self, code: &str) -> Value {
+        self.call("joinRoom", json!({ "code": code }))
+    }
+
+    pub fn say(&mut self, code: &str, text: &str) -> Value {
+        self.call("sendMessage", json!({ "code": code, "text": text }))
+    }
+}
+
+/// The next text frame, answering Engine.IO pings.
+pub fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match ws.read().expect("websocket read") {
+            Message::Text(t) if t.as_str() == "2" => send_text(ws, "3"),
+            Message::Text(t) => return t.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+pub fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).expect("websocket send");
+}
+
+pub fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error, got {v}"))
+}
+
+pub fn assert_success(v: &Value) {
+    assert_eq!(v["success"], true, "{v}");
+}
+
+/// Two clients in one room: the well-behaved users that must not notice any limit.
+pub struct Pair {
+    pub a: Client,
+    pub b: Client,
+    pub code: String,
+    pub sent: u32,
+}
+
+impl Pair {
+    /// Two clients in a room, without a message yet.
+    pub fn join(addr: SocketAddr) -> Pair {
+        let mut a = Client::connect(addr, None);
+        let code = a.create_room();
+        let mut b = Client::connect(addr, None);
+        assert_success(&b.join(&code));
+        a.event("userJoined");
+        Pair {
+            a,
+            b,
+            code,
+            sent: 0,
+        }
+    }
+
+    /// Two clients in a room that chatted once each way.
+    pub fn new(addr: SocketAddr) -> Pair {
+        let mut pair = Pair::join(addr);
+        pair.round_trip();
+        pair
+    }
+
+    /// One message each way, seen by both.
+    pub fn round_trip(&mut self) {
+        for from_a in [true, false] {
+            self.sent += 1;
+            let text = format!("hello #{}", self.sent);
+            let (from, to) = if from_a {
+                (&mut self.a, &mut self.b)
+            } else {
+                (&mut self.b, &mut self.a)
+            };
+            assert_eq!(from.say(&self.code, &text), json!({"success": true}));
+            assert_eq!(from.event("newMessage")["text"], text.as_str());
+            assert_eq!(to.event("newMessage")["text"], text.as_str());
+        }
+    }
+}
+
+/// A six-digit code that is none of `taken`.
+pub fn absent_code(taken: &[&str]) -> String {
+    (100_000..)
+        .map(|n: u32| n.to_string())
+        .find(|c| !taken.contains(&c.as_str()))
+        .unwrap()
+}
+
+// ---- polling -------------------------------------------------------------------------------
+
+pub fn poll_url(sid: &str) -> String {
+    format!("{PATH}?EIO=4&transport=polling&sid={sid}")
+}
+
+/// A polling session connected to `/`.
+pub fn polling_connected(server: &TestServer) -> String {
+    let (sid, _) = server.open_polling(PATH);
+    let res = server.post(&poll_url(&sid), "40");
+    assert_eq!((res.status, res.text()), (200, "ok".to_string()));
+    let res = server.get(&poll_url(&sid));
+    assert!(res.text().starts_with("40{\"sid\":"), "{}", res.text());
+    sid
+}
+
+/// A keep-alive connection that has had one `/health` answered.
+pub fn health_checked(server: &TestServer) -> HttpConn {
+    let mut conn = HttpConn::new(server.connect());
+    conn.send(HEALTH);
+    assert_eq!(conn.response().unwrap().status, 200);
+    conn
+}
+
+pub fn get_on(conn: &mut HttpConn, path: &str) {
+    conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+}
