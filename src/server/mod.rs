@@ -277,7 +277,9 @@ impl StopHandle {
 /// The server: listener, connections, sessions, timers and the application handler.
 pub struct Server<H: Handler> {
     poll: Poll,
-    listener: TcpListener,
+    /// The listener; closed when the server starts stopping, so new clients are refused at
+    /// once rather than left waiting in the backlog.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
     conns: Slab<Conn>,
@@ -357,7 +359,7 @@ impl<H: Handler> Server<H> {
         config.path = Config::normalized_path(&config.path);
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
             config,
             conns: Slab::new(),
@@ -616,7 +618,9 @@ impl<H: Handler> Server<H> {
     fn shutdown(&mut self) {
         self.tick_clock();
         self.stopping = true;
-        let _ = self.poll.registry().deregister(&mut self.listener);
+        // Dropping the listening sockets closes them (and takes them out of the poll set).
+        self.listener = None;
+        self.metrics_listener = None;
         log::info(
             "stopping",
             &[
@@ -691,7 +695,10 @@ impl<H: Handler> Server<H> {
                 self.accepting = false;
                 break;
             }
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, addr)) => self.add_conn(stream, addr.ip(), false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
