@@ -2,10 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pairchat");
 
@@ -46,24 +46,16 @@ fn help_lists_the_flags() {
 
 #[test]
 fn serves_health_then_stops_cleanly_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--host", "127.0.0.1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let mut server = common::process::Proc::start(&[]);
+    let first = server.log_so_far();
     assert!(
-        line.contains(&format!(
-            " INFO  pairchat {} listening on ",
+        first.lines().next().is_some_and(|l| l.contains(&format!(
+            " INFO  pairchat {} listening on 127.0.0.1:",
             env!("CARGO_PKG_VERSION")
-        )),
-        "{line}"
+        ))),
+        "{first}"
     );
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -71,26 +63,13 @@ fn serves_health_then_stops_cleanly_on_sigterm() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(code) = child.try_wait().unwrap() {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    server.term();
+    let code = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server stopped within 10 s of SIGTERM");
     assert!(code.success(), "{code:?}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("pairchat stopped"), "{rest}");
+    let log = server.log_after_exit();
+    assert!(log.contains("pairchat stopped"), "{log}");
 }
 
 /// A flag beats the environment, and a variable it overrides is not even read: a hosting

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::chat::wait_metric;
 use common::{HttpConn, Response, TestServer, recv_text, send_text, ws_closed};
 use pairchat::Config;
 use pairchat::config::CorsOrigins;
@@ -54,7 +55,7 @@ fn listing_origin() -> TestServer {
 fn parked_poll(server: &TestServer) -> (String, HttpConn) {
     let (sid, _) = server.open_polling(PATH);
     let parked = start_get(server, &poll_path(&sid));
-    settle();
+    server.wait_parked_polls(1);
     (sid, parked)
 }
 
@@ -79,11 +80,6 @@ fn start_get(server: &TestServer, path: &str) -> HttpConn {
     let mut conn = HttpConn::new(server.connect());
     conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
     conn
-}
-
-/// Lets the server take in a request just sent (there is no signal that a GET is parked).
-fn settle() {
-    std::thread::sleep(Duration::from_millis(100));
 }
 
 /// Asserts an Engine.IO error answer: 400 and `{"code":code,"message":message}`.
@@ -305,7 +301,7 @@ fn a_request_pipelined_behind_a_parked_poll_waits_its_turn() {
         )
         .as_bytes(),
     );
-    settle();
+    server.wait_parked_polls(1);
     assert_eq!(server.post(&poll_path(&sid), "4first").text(), "ok");
     let poll = conn.response().expect("poll answer");
     assert_eq!(poll.text(), "4first");
@@ -581,15 +577,15 @@ fn a_second_websocket_with_the_same_sid_after_the_upgrade_is_closed() {
     send_text(&mut ws, "2probe");
     send_text(&mut ws, "5");
     assert_eq!(recv_text(&mut ws), "3probe");
-    // Refused (HTTP error) or accepted and closed at once.
+    // Accepted and closed at once, as the reference server does (clients expect a close).
     let url = format!("ws://{}{}", server.addr, ws_path(&sid));
     let stream = server.connect();
     stream
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    if let Ok((mut second, _)) = tungstenite::client(url, stream) {
-        assert!(ws_closed(&mut second), "second WebSocket stays open");
-    }
+    let (mut second, res) = tungstenite::client(url, stream).expect("the handshake completes");
+    assert_eq!(res.status(), 101);
+    assert!(ws_closed(&mut second), "second WebSocket stays open");
     send_text(&mut ws, "4hello");
     assert_eq!(recv_text(&mut ws), "4hello");
 }
@@ -600,7 +596,9 @@ fn a_failed_probe_leaves_the_polling_session_working() {
     let (sid, _) = server.open_polling(PATH);
     let ws = server.websocket(&ws_path(&sid));
     drop(ws);
-    settle();
+    wait_metric(&server, "pairchat_upgrades_total{result=\"failed\"}", |n| {
+        n == 1
+    });
     assert_eq!(server.post(&poll_path(&sid), "4still").text(), "ok");
     assert_eq!(server.get(&poll_path(&sid)).text(), "4still");
 }
@@ -859,6 +857,43 @@ fn an_origin_outside_the_allowlist_is_refused() {
     assert_eq!(res.header("access-control-allow-origin"), None);
 }
 
+/// Cross-site WebSocket hijacking: a page from another origin opens a WebSocket (browsers send
+/// its `Origin`, and CORS does not apply to WebSockets). Refused like a polling request, for a
+/// new session and for an upgrade of an existing one; so are requests naming a session.
+#[test]
+fn a_disallowed_origin_cannot_open_or_use_sessions_over_any_transport() {
+    let server = listing_origin();
+    let evil = "http://evil.example";
+    let upgrade = |query: &str, origin: &str| {
+        format!(
+            "GET {PATH}?EIO=4&transport=websocket{query} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    assert_eq!(server.request(&upgrade("", ORIGIN)).status, 101);
+    let (sid, _) = server.open_polling(PATH);
+    for raw in [
+        upgrade("", evil),
+        upgrade(&format!("&sid={sid}"), evil),
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nOrigin: {evil}\r\n\r\n",
+            poll_path(&sid)
+        ),
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nOrigin: {evil}\r\nContent-Length: 2\r\n\r\n4x",
+            poll_path(&sid)
+        ),
+    ] {
+        let res = server.request(&raw);
+        assert_eq!(res.status, 403, "{raw}");
+        assert_eq!(res.json()["code"], 4);
+    }
+    // The session saw none of it.
+    assert_eq!(server.post(&poll_path(&sid), "4mine").text(), "ok");
+    assert_eq!(server.get(&poll_path(&sid)).text(), "4mine");
+}
+
 // ---- limits and transport mix-ups ------------------------------------------------------------
 
 /// A client that drops its pending poll has gone away (the reference server and the official
@@ -868,7 +903,8 @@ fn a_cancelled_parked_poll_closes_the_session() {
     let server = calm();
     let (sid, parked) = parked_poll(&server);
     drop(parked);
-    settle();
+    let closed = "pairchat_sessions_closed_total{reason=\"transport close\"}";
+    wait_metric(&server, closed, |n| n == 1);
     let res = server.get(&poll_path(&sid));
     assert_eq!(res.status, 400);
     assert_eq!(res.json()["code"], 1);
@@ -889,7 +925,7 @@ fn an_answered_poll_connection_serves_the_next_poll() {
     let (sid, _) = server.open_polling(PATH);
     let mut conn = start_get(&server, &poll_path(&sid));
     for word in ["4one", "4two"] {
-        settle();
+        server.wait_parked_polls(1);
         assert_eq!(server.post(&poll_path(&sid), word).text(), "ok");
         let res = conn.response().expect("poll answered");
         assert_eq!(res.text(), word);
@@ -939,4 +975,54 @@ fn an_unfinished_upgrade_times_out_and_polling_goes_on() {
     // Polling is back to normal: messages, not noops.
     assert_eq!(server.post(&poll_path(&sid), "4polling").text(), "ok");
     assert_eq!(server.get(&poll_path(&sid)).text(), "4polling");
+}
+
+// ---- metrics ---------------------------------------------------------------------------------
+
+/// `/metrics` counts each session's end under its own reason, and refused input under its own.
+#[test]
+fn closes_and_refusals_are_counted_by_reason() {
+    // Pings late enough not to answer the polls below, soon enough to time one session out.
+    let server = calm_with(|c| Config {
+        ping_interval: Duration::from_millis(1000),
+        ping_timeout: Duration::from_millis(200),
+        ..c
+    });
+    let series = |reason: &str| format!("pairchat_sessions_closed_total{{reason=\"{reason}\"}}");
+    // transport close: a WebSocket client goes away.
+    drop(server.open_websocket(PATH));
+    // client close: a close packet.
+    let (sid, _) = server.open_polling(PATH);
+    assert_eq!(server.post(&poll_path(&sid), "1").text(), "ok");
+    // parse error: a body that is no Engine.IO payload (and a malformed refusal).
+    let (sid, _) = server.open_polling(PATH);
+    assert_eq!(server.post(&poll_path(&sid), "x").status, 400);
+    // transport error: two polls at once.
+    let (sid, mut parked) = parked_poll(&server);
+    assert_eq!(server.get(&poll_path(&sid)).status, 400);
+    assert_eq!(parked.response().expect("first poll").text(), "1");
+    // ping timeout: a session that never answers its ping.
+    server.open_polling(PATH);
+    // headers too large.
+    let big = format!("GET /health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    assert_eq!(server.request(&big).status, 431);
+
+    for reason in [
+        "transport close",
+        "client close",
+        "parse error",
+        "transport error",
+        "ping timeout",
+    ] {
+        wait_metric(&server, &series(reason), |n| n == 1);
+    }
+    let m = server.get("/metrics").text();
+    let value = |s: &str| common::chat::metric(&m, s);
+    assert_eq!(value(&series("forced close")), 0);
+    assert_eq!(value("pairchat_rejected_total{reason=\"malformed\"}"), 1);
+    assert_eq!(
+        value("pairchat_rejected_total{reason=\"headers_too_large\"}"),
+        1
+    );
+    assert_eq!(value("pairchat_sessions_opened_total"), 5);
 }

@@ -10,14 +10,14 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::chat::*;
+use common::process::Proc;
 use common::{HttpConn, READ_TIMEOUT, TestServer};
 use pairchat::Config;
 use pairchat::chat::limits::Rate;
@@ -783,7 +783,18 @@ fn rejoining_a_room_with_a_full_history_is_not_a_slow_consumer() {
         Ok(Message::Text(t)) => t.to_string(),
         other => panic!("no joinRoom answer, the joiner was dropped: {other:?}"),
     };
-    assert!(answer.starts_with(&format!("43{id}[{{\"success\":true")));
+    let reply: Value = serde_json::from_str(
+        answer
+            .strip_prefix(&format!("43{id}"))
+            .expect("the joinRoom ack"),
+    )
+    .expect("ack JSON");
+    assert_eq!(reply[0]["success"], true);
+    // All 500 kept (about 1 MB: under the history's byte cap), re-encoded compactly.
+    let messages = reply[0]["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 500);
+    let want = "a".repeat(2000);
+    assert!(messages.iter().all(|m| m["text"] == want.as_str()));
     assert_eq!(
         metric(&scrape(&server), &rejected("slow_consumer")),
         0,
@@ -852,49 +863,6 @@ fn a_panic_closes_only_the_connection_being_served() {
 }
 
 // ---- soak ----------------------------------------------------------------------------------
-
-/// The binary, killed when dropped.
-struct Spawned {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_binary(args: &[&str]) -> Spawned {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pairchat"))
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pairchat");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while addr.is_none() {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no start line");
-        if line.contains("listening on ") {
-            addr = Some(line.trim().rsplit(' ').next().unwrap().parse().unwrap());
-        }
-    }
-    // Keep the log pipe drained; show warnings and errors.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if !line.contains(" INFO ") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
-    Spawned {
-        child,
-        addr: addr.unwrap(),
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -1131,9 +1099,9 @@ fn soak_churn_returns_to_idle_and_memory_stays_flat() {
         .unwrap_or(120);
     let warm_up = Duration::from_secs((secs / 4).clamp(5, 30));
     let workers = 6;
-    let server = spawn_binary(&["--host", "127.0.0.1", "--port", "0", "--message-rate", "0"]);
-    let pid = server.child.id();
-    let addr = server.addr;
+    let server = Proc::start(&["--message-rate", "0"]);
+    let pid = server.pid();
+    let addr: SocketAddr = server.addr.parse().expect("an address");
     let rss_start = rss_kib(pid);
     eprintln!("soak: {addr}, pid {pid}, RSS at start {rss_start} KiB");
 

@@ -1,9 +1,16 @@
-//! The room table driven through the timer wheel with stepped time, as the loop drives it.
+//! The chat as the loop drives it: `SocketIo<Chat>` handed engine events, its timers on a
+//! wheel stepped by hand (so the chat's own wiring of expiry timers is what runs); and the
+//! room table on its own.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::Value;
 
 use super::rooms::*;
-use super::{ChatConfig, ChatTimer};
-use crate::engine::Sid;
-use crate::sio::SocketRef;
+use super::{Chat, ChatConfig, ChatTimer};
+use crate::engine::{Command, Event, Handler, Io, Outgoing, SessionId, Sid};
+use crate::server::Timeout;
+use crate::sio::{SioConfig, SioTimer, SocketIo, SocketRef};
 use crate::timer::{Millis, TimerWheel};
 
 fn member(n: u32) -> Member {
@@ -13,98 +20,179 @@ fn member(n: u32) -> Member {
     }
 }
 
-struct Harness {
-    rooms: Rooms,
-    wheel: TimerWheel<ChatTimer>,
+type Wheel = TimerWheel<Timeout<SioTimer<ChatTimer>>>;
+
+/// `SocketIo<Chat>` with the loop's part played by hand: sessions, time and the wheel.
+struct Driver {
+    sio: SocketIo<Chat>,
+    wheel: Wheel,
+    rng: StdRng,
+    now: Millis,
+    commands: Vec<Command>,
+    /// Every Socket.IO packet sent, by session, without the Engine.IO `4`.
+    sent: Vec<(SessionId, String)>,
     ttl: Millis,
-    expired: Vec<(RoomCode, Vec<Member>)>,
 }
 
-impl Harness {
+impl Driver {
     fn new() -> Self {
-        let ttl = ChatConfig::default().room_ttl.as_millis() as Millis;
-        Harness {
-            rooms: Rooms::new(3),
+        let config = ChatConfig::default();
+        let ttl = crate::timer::ms(config.room_ttl);
+        Driver {
+            sio: SocketIo::new(Chat::new(config), SioConfig::default(), 1_000_000),
             wheel: TimerWheel::new(0),
+            rng: StdRng::seed_from_u64(7),
+            now: 0,
+            commands: Vec::new(),
+            sent: Vec::new(),
             ttl,
-            expired: Vec::new(),
         }
     }
 
-    fn create(&mut self, now: Millis, creator: Member) -> RoomCode {
-        let code = self
-            .rooms
-            .fresh_code(&mut rand::rng())
-            .expect("a free code");
-        let generation = self.rooms.create(code, creator);
-        let timer = self
-            .wheel
-            .insert(now + self.ttl, ChatTimer::Expire { code, generation });
-        self.rooms.set_expiry(code, timer);
-        code
+    fn handle(&mut self, event: Event<'_, SioTimer<ChatTimer>>) {
+        let mut io = Io {
+            now: self.now,
+            unix_ms: 1_700_000_000_000 + self.now,
+            commands: &mut self.commands,
+            timers: &mut self.wheel,
+            rng: &mut self.rng,
+        };
+        self.sio.handle(event, &mut io);
+        for c in self.commands.drain(..) {
+            match c {
+                Command::Send(id, Outgoing::Text(t)) => {
+                    let text = t.as_str().strip_prefix('4').expect("a message").to_string();
+                    self.sent.push((id, text));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
-    fn leave(&mut self, socket: SocketRef) -> Option<Left> {
-        let left = self.rooms.leave(socket)?;
-        if let Some(Some(timer)) = left.deleted {
-            self.wheel.cancel(timer);
-        }
-        Some(left)
+    /// A session connected to `/`.
+    fn connect(&mut self, n: u32) -> SessionId {
+        let session = SessionId {
+            idx: n,
+            generation: 1,
+        };
+        let sid = Sid::random(&mut self.rng);
+        self.handle(Event::Open {
+            session,
+            sid,
+            transport: crate::engine::TransportKind::WebSocket,
+            client: None,
+        });
+        self.handle(Event::Message { session, text: "0" });
+        self.sent.clear();
+        session
+    }
+
+    /// Emits `event` with an ack and returns the ack's argument.
+    fn call(&mut self, session: SessionId, event: &str, arg: &str) -> Value {
+        let text = format!("29[\"{event}\",{arg}]");
+        self.handle(Event::Message {
+            session,
+            text: &text,
+        });
+        let at = self
+            .sent
+            .iter()
+            .position(|(s, t)| *s == session && t.starts_with("39["))
+            .expect("an ack");
+        let (_, ack) = self.sent.remove(at);
+        serde_json::from_str::<Value>(&ack[2..]).expect("ack JSON")[0].clone()
+    }
+
+    /// The names of the events sent to `session` so far (and forgets them).
+    fn events(&mut self, session: SessionId) -> Vec<String> {
+        let mut names = Vec::new();
+        self.sent.retain(|(s, t)| {
+            if *s != session {
+                return true;
+            }
+            let v: Value = serde_json::from_str(&t[1..]).expect("event JSON");
+            names.push(v[0].as_str().expect("a name").to_string());
+            false
+        });
+        names
     }
 
     fn step_to(&mut self, now: Millis) {
+        self.now = now;
         let mut fired = Vec::new();
         self.wheel.poll_to(now, &mut fired);
-        for ChatTimer::Expire { code, generation } in fired {
-            if let Some(room) = self.rooms.expire(code, generation) {
-                self.expired.push((code, room.members));
+        for t in fired {
+            match t {
+                Timeout::App(t) => self.handle(Event::Timer(t)),
+                _ => unreachable!("only the application sets timers here"),
             }
         }
+    }
+
+    fn rooms(&self) -> &Rooms {
+        self.sio.app().rooms()
     }
 }
 
 #[test]
 fn rooms_expire_at_their_own_deadline() {
-    let mut h = Harness::new();
-    let (a, b, c) = (member(1), member(2), member(3));
-    let first = h.create(0, a);
-    h.rooms.join(first, b).unwrap();
-    let second = h.create(90_000, c);
+    let mut d = Driver::new();
+    let (a, b, c) = (d.connect(1), d.connect(2), d.connect(3));
+    let first = d.call(a, "createRoom", "{}")["code"].clone();
+    assert_eq!(
+        d.call(b, "joinRoom", &format!("{{\"code\":{first}}}"))["success"],
+        true
+    );
+    d.step_to(90_000);
+    d.call(c, "createRoom", "{}");
+    assert_eq!(d.events(a), ["userJoined"]);
 
-    h.step_to(h.ttl - 1);
-    assert!(h.expired.is_empty(), "nothing expires before its deadline");
-    assert_eq!(h.rooms.len(), 2);
+    d.step_to(d.ttl - 1);
+    assert!(d.sent.is_empty(), "nothing expires before its deadline");
+    assert_eq!(d.rooms().len(), 2);
 
-    h.step_to(h.ttl);
-    assert_eq!(h.expired, vec![(first, vec![a, b])]);
-    assert!(h.rooms.get(first).is_none());
-    assert_eq!(h.rooms.room_of(a.socket), None);
-    assert_eq!(h.rooms.room_of(c.socket), Some(second));
+    d.step_to(d.ttl);
+    assert_eq!(d.events(a), ["roomExpired"]);
+    assert_eq!(d.events(b), ["roomExpired"]);
+    assert!(d.sent.is_empty(), "the other room lives on");
+    assert_eq!(d.rooms().len(), 1);
+    let code = format!("{{\"code\":{first}}}");
+    assert_eq!(d.call(a, "joinRoom", &code)["error"], "Room not found");
 
     // A long pause: the wheel catches up in one step.
-    h.step_to(10 * h.ttl);
-    assert_eq!(h.expired.len(), 2);
-    assert_eq!(h.expired[1], (second, vec![c]));
-    assert!(h.rooms.is_empty());
-    assert_eq!(h.wheel.len(), 0);
+    d.step_to(10 * d.ttl);
+    assert_eq!(d.events(c), ["roomExpired"]);
+    assert!(d.rooms().is_empty());
+    assert_eq!(d.wheel.len(), 0);
 }
 
 #[test]
 fn an_empty_room_is_deleted_at_once_and_its_timer_cancelled() {
-    let mut h = Harness::new();
-    let (a, b) = (member(1), member(2));
-    let code = h.create(0, a);
-    h.rooms.join(code, b).unwrap();
-    let left = h.leave(a.socket).unwrap();
-    assert_eq!(left.remaining, vec![b]);
-    assert_eq!(left.deleted, None);
-    let left = h.leave(b.socket).unwrap();
-    assert!(left.remaining.is_empty());
-    assert!(matches!(left.deleted, Some(Some(_))));
-    assert!(h.rooms.is_empty());
-    assert_eq!(h.wheel.len(), 0, "the expiry timer went with the room");
-    h.step_to(2 * h.ttl);
-    assert!(h.expired.is_empty());
+    let mut d = Driver::new();
+    let (a, b) = (d.connect(1), d.connect(2));
+    let code = d.call(a, "createRoom", "{}")["code"].clone();
+    let arg = format!("{{\"code\":{code}}}");
+    assert_eq!(d.call(b, "joinRoom", &arg)["success"], true);
+    assert_eq!(d.events(a), ["userJoined"]);
+    assert_eq!(d.wheel.len(), 1, "the room's expiry");
+    assert_eq!(d.call(a, "leaveRoom", &arg)["success"], true);
+    assert_eq!(d.events(b), ["userLeft"]);
+    assert_eq!(d.rooms().len(), 1);
+    d.handle(Event::Close {
+        session: b,
+        reason: crate::engine::CloseReason::TransportClose,
+    });
+    assert!(
+        d.rooms().is_empty(),
+        "the last member's disconnect deletes the room"
+    );
+    assert_eq!(d.wheel.len(), 0, "the expiry timer went with the room");
+    d.step_to(2 * d.ttl);
+    assert!(
+        d.sent.is_empty(),
+        "no roomExpired for a deleted room: {:?}",
+        d.sent
+    );
 }
 
 #[test]

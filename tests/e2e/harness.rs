@@ -151,8 +151,18 @@ pub struct Run {
 }
 
 impl Run {
+    /// The process exited 0 and node's test runner reported at least one test, every one of
+    /// them passed (a file with no tests at all also exits 0: that is a failure here).
     pub fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
+        let count = |key: &str| {
+            // The summary of node's `spec` (`ℹ tests 84`) or `tap` (`# tests 84`) reporter.
+            self.output.lines().find_map(|l| {
+                let l = l.strip_prefix("ℹ ").or_else(|| l.strip_prefix("# "))?;
+                l.strip_prefix(key)?.trim().parse::<u32>().ok()
+            })
+        };
+        let (tests, pass) = (count("tests"), count("pass"));
+        self.status.is_some_and(|s| s.success()) && tests.is_some_and(|n| n > 0) && pass == tests
     }
 
     pub fn describe(&self) -> String {
