@@ -5,6 +5,8 @@
 mod common;
 
 use std::io::{ErrorKind, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::chat::*;
@@ -12,7 +14,7 @@ use common::{HttpConn, TestServer};
 use pairchat::Config;
 use pairchat::chat::ChatConfig;
 use pairchat::chat::limits::Rate;
-use pairchat::engine::Echo;
+use pairchat::engine::{Echo, Event, Handler, Io};
 use serde_json::json;
 
 fn echo(config: Config) -> TestServer {
@@ -348,4 +350,64 @@ fn a_body_behind_an_expecting_poll_is_not_a_request() {
         c.closed(),
         "a second answer (the smuggled request) followed"
     );
+}
+
+/// A handler whose first timer panics; every timer it set records that it fired.
+struct PanickyTimers {
+    deadline: Option<u64>,
+    next: u32,
+    fired: Arc<AtomicUsize>,
+}
+
+impl Handler for PanickyTimers {
+    type Timer = u32;
+
+    fn handle(&mut self, event: Event<'_, u32>, io: &mut Io<'_, u32>) {
+        match event {
+            // One deadline for all: the timers fire in the same turn, in the order they were set.
+            Event::Open { .. } => {
+                let at = *self.deadline.get_or_insert(io.now + 300);
+                io.set_timer(at, self.next);
+                self.next += 1;
+            }
+            Event::Timer(0) => panic!("boom in a timer"),
+            Event::Timer(_) => {
+                self.fired.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Each fired timer is its own panic boundary: a panic in the first of a turn's timers used to
+/// unwind through the loop over them and drop every other one (sessions that lost their ping
+/// timer then lived on with no deadline).
+#[test]
+fn a_panic_in_one_timer_does_not_drop_the_others_of_its_turn() {
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = fired.clone();
+    let server = TestServer::start(Config::default(), move |_| PanickyTimers {
+        deadline: None,
+        next: 0,
+        fired: counter,
+    });
+    // Twenty sessions on five connections, opened within a few milliseconds.
+    let handshake = get_raw(&format!("{PATH}?EIO=4&transport=polling"));
+    for _ in 0..5 {
+        let mut c = HttpConn::new(server.connect());
+        c.send(handshake.repeat(4).as_bytes());
+        for _ in 0..4 {
+            assert_eq!(c.response().expect("handshake").status, 200);
+        }
+    }
+    wait_metric(&server, "pairchat_panics_total", |n| n == 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fired.load(Ordering::SeqCst) < 19 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {fired:?} of 19 timers fired"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.get("/health").status, 200);
 }

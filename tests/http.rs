@@ -731,3 +731,22 @@ fn input_piling_up_behind_a_parked_poll_is_bounded() {
         "the session outlived its poll"
     );
 }
+
+/// A parked poll that asked to close (HTTP/1.0 without keep-alive, or `Connection: close`)
+/// gets its answer with `Connection: close` when it comes, and then the connection closes.
+#[test]
+fn a_parked_poll_that_asked_to_close_says_so_in_its_answer() {
+    let server = server();
+    for version in ["HTTP/1.0", "HTTP/1.1\r\nConnection: close"] {
+        let (sid, _) = server.open_polling("/socket.io/");
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let mut conn = HttpConn::new(server.connect());
+        conn.send(format!("GET {path} {version}\r\nHost: x\r\n\r\n").as_bytes());
+        server.wait_parked_polls(1);
+        assert_eq!(server.post(&path, "4later").text(), "ok");
+        let res = conn.response().expect("the parked poll's answer");
+        assert_eq!(res.text(), "4later");
+        assert_eq!(res.header("connection"), Some("close"), "{version}");
+        assert!(conn.closed(), "{version}");
+    }
+}

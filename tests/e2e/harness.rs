@@ -131,10 +131,13 @@ fn npm_ci_if_stale(npm: &Path, dir: &Path) {
     );
 }
 
-/// `node --test` on `file` in `tests/e2e`, with Node's own test settings cleared.
+/// Node on the test `file` in `tests/e2e` (its `node:test` cases, spec reporter), with Node's own
+/// test settings cleared.
 pub fn node_test(node: &Path, file: &str) -> Command {
     let mut cmd = Command::new(node);
-    cmd.args(["--test", "--test-reporter=spec", file])
+    // The file is run as a script, not under `--test`: `--test` counts a file that defines
+    // no test at all as one passing test, which would make an empty suite pass.
+    cmd.args(["--test-reporter=spec", file])
         .current_dir(suite_dir())
         .env("NO_COLOR", "1")
         .env_remove("NODE_OPTIONS")
