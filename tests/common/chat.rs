@@ -136,6 +136,8 @@ pub fn parse_frame(text: &str) -> Frame {
 
 /// A Socket.IO client of the chat over a WebSocket-only session.
 pub struct Client {
+    /// The socket id (`socket.id`: the `sid` of the CONNECT reply).
+    pub id: String,
     pub ws: Ws,
     pub next_id: u32,
     pub acks: HashMap<u32, Value>,
@@ -158,8 +160,11 @@ impl Client {
         assert!(open.starts_with("0{\"sid\":"), "{open}");
         send_text(&mut ws, "40");
         let connected = next_text(&mut ws);
-        assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+        let reply = connected.strip_prefix("40").expect("a CONNECT reply");
+        let reply: Value = serde_json::from_str(reply).expect("CONNECT JSON");
+        let id = reply["sid"].as_str().expect("a socket id").to_string();
         Client {
+            id,
             ws,
             next_id: 0,
             acks: HashMap::new(),
