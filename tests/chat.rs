@@ -464,6 +464,11 @@ fn bad_text_is_refused_with_the_documented_errors_and_delivered_to_nobody() {
             json!({ "code": code, "text": "   \n\t " }),
             errors::TEXT_EMPTY,
         ),
+        // Blank for JavaScript's `trim` too (a byte-order mark, a no-break space).
+        (
+            json!({ "code": code, "text": "\u{feff}\u{a0}" }),
+            errors::TEXT_EMPTY,
+        ),
         (
             json!({ "code": code, "text": "x".repeat(11) }),
             errors::TEXT_TOO_LONG,
@@ -740,4 +745,54 @@ fn history_past_max_history_drops_the_oldest() {
     assert_eq!(a.take("newMessage"), m);
     sent.push(m);
     assert_eq!(a.join(&code), joined(&sent[3..]));
+}
+
+/// The room is checked before the text: a non-member is told so whatever it sent, and a
+/// refused message costs no rate-limit token.
+#[test]
+fn refusals_for_the_room_come_first_and_cost_no_token() {
+    let server = chat_server(
+        config(),
+        ChatConfig {
+            // Bursts of twice the rate: two messages at once.
+            message_rate: Some(pairchat::chat::limits::Rate {
+                count: 1,
+                per: std::time::Duration::from_secs(60),
+            }),
+            ..chat_config()
+        },
+    );
+    let (mut a, mut b, code) = pair(&server);
+    let mut outsider = User::connect(&server);
+    assert_eq!(outsider.say(&code, " "), error(errors::NOT_MEMBER));
+    let dead = dead_code(&server);
+    for _ in 0..5 {
+        assert_eq!(a.say(&dead, "lost"), error(errors::ROOM_NOT_FOUND));
+    }
+    // The burst is whole: two messages go, the third is limited.
+    send(&mut a, &code, "one");
+    send(&mut a, &code, "two");
+    assert_eq!(a.say(&code, "three"), error(errors::RATE_LIMITED));
+    assert_eq!(b.heard().len(), 2);
+}
+
+/// At `--max-rooms`, a member of a two-person room asking for a new room is refused and keeps
+/// the room it has (it used to leave it first: its partner heard `userLeft`).
+#[test]
+fn a_refused_create_room_costs_nothing() {
+    let server = chat_server(
+        config(),
+        ChatConfig {
+            max_rooms: 1,
+            ..chat_config()
+        },
+    );
+    let (mut a, mut b, code) = pair(&server);
+    assert_eq!(a.call("createRoom", json!({})), error(errors::SERVER_BUSY));
+    assert_eq!(b.heard(), NOTHING);
+    send(&mut a, &code, "still here");
+    // Alone in its room, a member may trade it for a new one: leaving frees the slot.
+    b.leave(&code);
+    let fresh = a.create_room();
+    assert_ne!(fresh, code);
 }

@@ -177,8 +177,14 @@ impl Chat {
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
         let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
-        self.leave(socket, io);
-        if self.rooms.len() >= self.config.max_rooms {
+        // Capacity first: a refused createRoom must not cost the caller its current room (a
+        // room it is alone in goes when it leaves, which makes room).
+        let frees_one = self
+            .rooms
+            .room_of(socket)
+            .and_then(|c| self.rooms.get(c))
+            .is_some_and(|r| r.members.len() == 1);
+        if self.rooms.len() - usize::from(frees_one) >= self.config.max_rooms {
             self.stats.busy += 1;
             if crate::log::sampled(self.stats.busy) {
                 crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
@@ -186,6 +192,7 @@ impl Chat {
             return Err(errors::SERVER_BUSY);
         }
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
+        self.leave(socket, io);
         self.stats.rooms_created += 1;
         let generation = self.rooms.create(code, member);
         let at = crate::timer::deadline(io.now(), self.config.room_ttl);
@@ -276,8 +283,16 @@ impl Chat {
     ) -> Result<Reply, &'static str> {
         let fields = Fields::of(args);
         let code = fields.code()?;
+        // The room before the text: a refused message spends no rate-limit token.
+        self.rooms
+            .check_member(code, socket)
+            .map_err(send_error_text)?;
         let (text, raw_text) = fields.text()?;
-        if text.trim().is_empty() {
+        // Blank as JavaScript's `trim` sees it (a NestJS gateway's check): BOM included.
+        if text
+            .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+            .is_empty()
+        {
             return Err(errors::TEXT_EMPTY);
         }
         if text.chars().count() > self.config.max_message_chars {
@@ -312,10 +327,7 @@ impl Chat {
         let members = self
             .rooms
             .push_message(code, socket, message)
-            .map_err(|e| match e {
-                SendError::NotFound => errors::ROOM_NOT_FOUND,
-                SendError::NotMember => errors::NOT_MEMBER,
-            })?;
+            .map_err(send_error_text)?;
         for m in members {
             io.send_to(m.socket, &packets);
         }
@@ -428,6 +440,13 @@ impl App for Chat {
 }
 
 const SUCCESS: &str = "{\"success\":true}";
+
+fn send_error_text(e: SendError) -> &'static str {
+    match e {
+        SendError::NotFound => errors::ROOM_NOT_FOUND,
+        SendError::NotMember => errors::NOT_MEMBER,
+    }
+}
 
 fn member(socket: SocketRef, io: &Io<'_, '_>) -> Option<Member> {
     io.socket_id(socket).map(|id| Member { socket, id })

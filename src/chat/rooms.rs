@@ -265,6 +265,15 @@ impl Rooms {
         })
     }
 
+    /// Whether `socket` may send to the room `code`.
+    pub fn check_member(&self, code: RoomCode, socket: SocketRef) -> Result<(), SendError> {
+        match self.rooms.get(&code) {
+            None => Err(SendError::NotFound),
+            Some(room) if !room.is_member(socket) => Err(SendError::NotMember),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Appends a message (wire JSON) from `sender`; returns the members to deliver it to.
     pub fn push_message(
         &mut self,
