@@ -118,8 +118,9 @@ pub enum Event<'a, T> {
 pub enum Command {
     /// Queue a packet for a session (dropped if the session is gone).
     Send(SessionId, Outgoing),
-    /// Close a session (sends an Engine.IO close packet first).
-    Close(SessionId),
+    /// Close a session, for this reason (`ParseError` for input the layer above could not
+    /// read, `ServerClose` for its own decision: the client is sent a close packet first).
+    Close(SessionId, CloseReason),
 }
 
 /// The handler's way back into the loop: commands, timers, the clock and randomness.
@@ -139,9 +140,9 @@ impl<T> Io<'_, T> {
         self.commands.push(Command::Send(session, packet));
     }
 
-    /// Closes a session.
-    pub fn close(&mut self, session: SessionId) {
-        self.commands.push(Command::Close(session));
+    /// Closes a session for `reason`.
+    pub fn close(&mut self, session: SessionId, reason: CloseReason) {
+        self.commands.push(Command::Close(session, reason));
     }
 
     /// Sets a timer that comes back as `Event::Timer(value)` at `at`.

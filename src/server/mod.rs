@@ -1073,7 +1073,7 @@ impl<H: Handler> Server<H> {
             for command in batch.drain(..) {
                 match command {
                     Command::Send(id, p) => self.send(id, p),
-                    Command::Close(id) => self.close_session(id, CloseReason::ServerClose),
+                    Command::Close(id, reason) => self.close_session(id, reason),
                 }
             }
             if self.spare_commands.capacity() < batch.capacity() {

@@ -458,14 +458,15 @@ impl<A: App> Handler for SocketIo<A> {
                     },
                 );
             }
+            // Input that is no Socket.IO: Engine.IO's "parse error" (never recovered).
             Event::Message { session, text } => {
                 if self.on_message(session, text, io).is_err() {
-                    io.close(session);
+                    io.close(session, CloseReason::ParseError);
                 }
             }
             Event::Binary { session, data } => {
                 if self.on_binary(session, data, io).is_err() {
-                    io.close(session);
+                    io.close(session, CloseReason::ParseError);
                 }
             }
             Event::Close { session, reason } => {
@@ -484,7 +485,7 @@ impl<A: App> Handler for SocketIo<A> {
                 if let Some(client) = self.clients.get_mut(&session) {
                     client.connect_timer = None;
                     if client.sockets.is_empty() {
-                        io.close(session);
+                        io.close(session, CloseReason::ServerClose);
                     }
                 }
             }
@@ -778,7 +779,7 @@ impl<T> SioIo<'_, '_, T> {
     /// Disconnects a socket's whole Engine.IO session.
     pub fn close_session(&mut self, socket: SocketRef) {
         if let Some(s) = self.tables.socket(socket) {
-            self.io.close(s.session);
+            self.io.close(s.session, CloseReason::ServerClose);
         }
     }
 }
