@@ -8,11 +8,13 @@
 //! - [`sio`]: Socket.IO v5 (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
 //! - [`chat`]: the chat rooms as a Socket.IO application;
 //! - [`conformance`]: the servers the official protocol test suites expect;
+//! - [`cli`]: flags and environment → the configuration of all of the above;
 //! - [`timer`]: the hashed timer wheel behind every deadline;
 //! - [`sys`]: the few libc calls std lacks (listen backlog, stop signals, fd limit).
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod engine;

@@ -35,6 +35,16 @@ impl Level {
         }
     }
 
+    /// The level as `--log-level` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Level::Error => "ERROR",

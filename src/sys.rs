@@ -1,24 +1,21 @@
-//! The libc calls std does not expose: a larger listen backlog, a signal flag and the
-//! file-descriptor limit. They are declared here by hand (libc is linked by std anyway) and
-//! used once at start-up.
+//! The system calls std does not expose: a larger listen backlog, stop signals and the
+//! file-descriptor limit, through `libc` (so each platform's constants and structs are its
+//! own: `RLIMIT_NOFILE` is 7 on Linux, 8 on macOS). Used once at start-up.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-unsafe extern "C" {
-    fn listen(fd: i32, backlog: i32) -> i32;
-    fn signal(signum: i32, handler: usize) -> usize;
-    fn getrlimit(resource: i32, rlim: *mut [u64; 2]) -> i32;
-}
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The soft limit on open file descriptors (`RLIMIT_NOFILE`), if known and finite.
 pub fn fd_limit() -> Option<usize> {
-    const RLIMIT_NOFILE: i32 = 7;
-    let mut limit = [0u64; 2];
-    // SAFETY: `getrlimit` writes two `rlim_t` (u64 on Linux) into the array it is given.
-    let rc = unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) };
-    (rc == 0 && limit[0] != u64::MAX).then(|| usize::try_from(limit[0]).unwrap_or(usize::MAX))
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` into the struct it is given, which lives here.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY)
+        .then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which
@@ -26,7 +23,7 @@ pub fn fd_limit() -> Option<usize> {
 pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: `listen` only reads its two integer arguments; the fd is owned by `listener`,
     // which outlives the call.
-    let rc = unsafe { listen(listener.as_raw_fd(), backlog) };
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) };
     if rc == 0 {
         Ok(())
     } else {
@@ -37,30 +34,32 @@ pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
 /// Set by SIGINT/SIGTERM.
 pub static STOP_SIGNAL: AtomicBool = AtomicBool::new(false);
 /// Count of stop signals (a second one exits at once).
-static SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn on_stop_signal(_: i32) {
+extern "C" fn on_stop_signal(_: libc::c_int) {
     // Only async-signal-safe work here: atomics, and `_exit` on a second signal.
     STOP_SIGNAL.store(true, Ordering::SeqCst);
     if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
-        unsafe extern "C" {
-            fn _exit(status: i32) -> !;
-        }
         // SAFETY: `_exit` is async-signal-safe and never returns.
-        unsafe { _exit(1) }
+        unsafe { libc::_exit(1) }
     }
 }
 
-/// Routes SIGINT and SIGTERM to `STOP_SIGNAL`. A blocked `epoll_wait` returns `EINTR` when the
-/// signal arrives, so the loop sees the flag at once.
+/// Routes SIGINT and SIGTERM to `STOP_SIGNAL` with `sigaction` (without `SA_RESTART`, so a
+/// blocked `epoll_wait` returns `EINTR` when the signal arrives and the loop sees the flag at
+/// once).
 pub fn install_stop_signals() {
-    const SIGINT: i32 = 2;
-    const SIGTERM: i32 = 15;
-    for sig in [SIGINT, SIGTERM] {
-        // SAFETY: the handler is an `extern "C" fn(i32)` that only touches atomics and calls
-        // `_exit`, both async-signal-safe.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed `sigaction` is a valid value to fill in; the handler is an
+        // `extern "C" fn(c_int)` that only touches atomics and calls `_exit`, both
+        // async-signal-safe; `sigemptyset` and `sigaction` get pointers to live locals.
         unsafe {
-            signal(sig, on_stop_signal as *const () as usize);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction =
+                on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = 0;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
 }
