@@ -8,10 +8,9 @@ use serde_json::Value;
 
 use super::rooms::*;
 use super::{Chat, ChatConfig, ChatTimer};
-use crate::engine::{Command, Event, Handler, Io, Outgoing, SessionId, Sid};
-use crate::server::Timeout;
+use crate::engine::{Command, Event, Handler, Io, Outgoing, SessionId, Sid, Timers};
 use crate::sio::{SioConfig, SioTimer, SocketIo, SocketRef};
-use crate::timer::{Millis, TimerWheel};
+use crate::timer::{Millis, TimerId, TimerWheel};
 
 fn member(n: u32) -> Member {
     Member {
@@ -20,7 +19,18 @@ fn member(n: u32) -> Member {
     }
 }
 
-type Wheel = TimerWheel<Timeout<SioTimer<ChatTimer>>>;
+/// The handler's timers on a wheel of their own.
+struct Wheel(TimerWheel<SioTimer<ChatTimer>>);
+
+impl Timers<SioTimer<ChatTimer>> for Wheel {
+    fn set(&mut self, at: Millis, value: SioTimer<ChatTimer>) -> TimerId {
+        self.0.insert(at, value)
+    }
+
+    fn cancel(&mut self, id: TimerId) {
+        self.0.cancel(id);
+    }
+}
 
 /// `SocketIo<Chat>` with the loop's part played by hand: sessions, time and the wheel.
 struct Driver {
@@ -40,7 +50,7 @@ impl Driver {
         let ttl = crate::timer::ms(config.room_ttl);
         Driver {
             sio: SocketIo::new(Chat::new(config), SioConfig::default(), 1_000_000),
-            wheel: TimerWheel::new(0),
+            wheel: Wheel(TimerWheel::new(0)),
             rng: StdRng::seed_from_u64(7),
             now: 0,
             commands: Vec::new(),
@@ -120,12 +130,9 @@ impl Driver {
     fn step_to(&mut self, now: Millis) {
         self.now = now;
         let mut fired = Vec::new();
-        self.wheel.poll_to(now, &mut fired);
+        self.wheel.0.poll_to(now, &mut fired);
         for t in fired {
-            match t {
-                Timeout::App(t) => self.handle(Event::Timer(t)),
-                _ => unreachable!("only the application sets timers here"),
-            }
+            self.handle(Event::Timer(t));
         }
     }
 
@@ -163,7 +170,7 @@ fn rooms_expire_at_their_own_deadline() {
     d.step_to(10 * d.ttl);
     assert_eq!(d.events(c), ["roomExpired"]);
     assert!(d.rooms().is_empty());
-    assert_eq!(d.wheel.len(), 0);
+    assert_eq!(d.wheel.0.len(), 0);
 }
 
 #[test]
@@ -174,7 +181,7 @@ fn an_empty_room_is_deleted_at_once_and_its_timer_cancelled() {
     let arg = format!("{{\"code\":{code}}}");
     assert_eq!(d.call(b, "joinRoom", &arg)["success"], true);
     assert_eq!(d.events(a), ["userJoined"]);
-    assert_eq!(d.wheel.len(), 1, "the room's expiry");
+    assert_eq!(d.wheel.0.len(), 1, "the room's expiry");
     assert_eq!(d.call(a, "leaveRoom", &arg)["success"], true);
     assert_eq!(d.events(b), ["userLeft"]);
     assert_eq!(d.rooms().len(), 1);
@@ -186,7 +193,7 @@ fn an_empty_room_is_deleted_at_once_and_its_timer_cancelled() {
         d.rooms().is_empty(),
         "the last member's disconnect deletes the room"
     );
-    assert_eq!(d.wheel.len(), 0, "the expiry timer went with the room");
+    assert_eq!(d.wheel.0.len(), 0, "the expiry timer went with the room");
     d.step_to(2 * d.ttl);
     assert!(
         d.sent.is_empty(),

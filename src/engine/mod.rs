@@ -19,8 +19,7 @@ pub use error::EngineError;
 pub use packet::Outgoing;
 pub use sid::Sid;
 
-use crate::server::Timeout;
-use crate::timer::{Millis, TimerId, TimerWheel};
+use crate::timer::{Millis, TimerId};
 
 /// A session: its slot in the loop's session table plus a generation, so a stale id never
 /// reaches a session that reused the slot.
@@ -123,6 +122,14 @@ pub enum Command {
     Close(SessionId, CloseReason),
 }
 
+/// Where a handler's timers go: the loop's wheel, shared with its own deadlines.
+pub trait Timers<T> {
+    /// Sets a timer that comes back as `Event::Timer(value)` at `at`.
+    fn set(&mut self, at: Millis, value: T) -> TimerId;
+    /// Cancels a timer (a fired or cancelled one is ignored).
+    fn cancel(&mut self, id: TimerId);
+}
+
 /// The handler's way back into the loop: commands, timers, the clock and randomness.
 pub struct Io<'a, T> {
     /// The loop's clock (milliseconds since start), read once per loop turn.
@@ -130,7 +137,7 @@ pub struct Io<'a, T> {
     /// The wall clock (milliseconds since the Unix epoch), read with `now`.
     pub unix_ms: u64,
     pub(crate) commands: &'a mut Vec<Command>,
-    pub(crate) timers: &'a mut TimerWheel<Timeout<T>>,
+    pub(crate) timers: &'a mut dyn Timers<T>,
     pub(crate) rng: &'a mut StdRng,
 }
 
@@ -147,7 +154,7 @@ impl<T> Io<'_, T> {
 
     /// Sets a timer that comes back as `Event::Timer(value)` at `at`.
     pub fn set_timer(&mut self, at: Millis, value: T) -> TimerId {
-        self.timers.insert(at, Timeout::App(value))
+        self.timers.set(at, value)
     }
 
     /// Cancels a timer set with `set_timer`.

@@ -69,6 +69,17 @@ const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Listen backlog (mio's default of 128 makes bursts of clients wait for SYN retries).
 const BACKLOG: i32 = 1024;
 
+/// The application's timers live on the loop's wheel beside the loop's own.
+impl<T> crate::engine::Timers<T> for TimerWheel<Timeout<T>> {
+    fn set(&mut self, at: Millis, value: T) -> TimerId {
+        self.insert(at, Timeout::App(value))
+    }
+
+    fn cancel(&mut self, id: TimerId) {
+        TimerWheel::cancel(self, id);
+    }
+}
+
 /// A connection: its slab index plus a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConnKey {
