@@ -10,6 +10,7 @@
 //! - [`conformance`]: the servers the official protocol test suites expect;
 //! - [`cli`]: flags and environment → the configuration of all of the above;
 //! - [`timer`]: the hashed timer wheel behind every deadline;
+//! - [`slots`]: the generation-checked tables every connection, session and socket lives in;
 //! - [`sys`]: the few libc calls std lacks (listen backlog, stop signals, fd limit).
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod sio;
+pub mod slots;
 pub mod sys;
 pub mod timer;
 pub mod ws;

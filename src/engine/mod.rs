@@ -29,6 +29,18 @@ pub struct SessionId {
     pub(crate) generation: u32,
 }
 
+impl crate::slots::SlotKey for SessionId {
+    fn new(idx: u32, generation: u32) -> Self {
+        SessionId { idx, generation }
+    }
+    fn idx(&self) -> u32 {
+        self.idx
+    }
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 /// The transport a session uses now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 use tungstenite::Message;
 use tungstenite::protocol::WebSocketContext;
 use tungstenite::protocol::frame::CloseFrame;
@@ -36,6 +35,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::{self, Cors, Exchange, Framing, HttpError, KeptCors, Method, Request, Response};
 use crate::log;
 use crate::metrics::{Gauges, Metrics, Rejected};
+use crate::slots::{SlotKey, Slots};
 use crate::timer::{Millis, TimerId, TimerWheel, deadline, ms};
 use crate::{sys, ws};
 
@@ -80,11 +80,23 @@ impl<T> crate::engine::Timers<T> for TimerWheel<Timeout<T>> {
     }
 }
 
-/// A connection: its slab index plus a generation.
+/// A connection: its slot (also its `mio::Token`) plus a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConnKey {
-    idx: usize,
+    idx: u32,
     generation: u32,
+}
+
+impl SlotKey for ConnKey {
+    fn new(idx: u32, generation: u32) -> Self {
+        ConnKey { idx, generation }
+    }
+    fn idx(&self) -> u32 {
+        self.idx
+    }
+    fn generation(&self) -> u32 {
+        self.generation
+    }
 }
 
 /// What a timer on the wheel is for.
@@ -104,7 +116,6 @@ pub(crate) enum Timeout<T> {
 
 struct Conn {
     stream: TcpStream,
-    generation: u32,
     state: ConnState,
     timer: Option<TimerId>,
     /// Queued on `dirty` for a flush this turn.
@@ -222,7 +233,6 @@ enum Upgrade {
 
 struct Session {
     sid: Sid,
-    generation: u32,
     transport: Transport,
     upgrade: Upgrade,
     /// The ping or pong-timeout timer.
@@ -293,8 +303,8 @@ pub struct Server<H: Handler> {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
-    conns: Slab<Conn>,
-    sessions: Slab<Session>,
+    conns: Slots<ConnKey, Conn>,
+    sessions: Slots<SessionId, Session>,
     sids: HashMap<Sid, SessionId>,
     timers: TimerWheel<Timeout<H::Timer>>,
     handler: H,
@@ -306,7 +316,6 @@ pub struct Server<H: Handler> {
     /// Read once per loop turn (see `tick_clock`): the loop's clock and the wall clock.
     now: Millis,
     unix_ms: u64,
-    next_gen: u32,
     dirty: Vec<ConnKey>,
     poll_ready: Vec<SessionId>,
     /// HTTP connections whose parked poll was answered: the requests pipelined behind it are
@@ -373,8 +382,8 @@ impl<H: Handler> Server<H> {
             listener: Some(listener),
             local_addr,
             config,
-            conns: Slab::new(),
-            sessions: Slab::new(),
+            conns: Slots::default(),
+            sessions: Slots::default(),
             sids: HashMap::new(),
             timers: TimerWheel::new(0),
             handler,
@@ -384,7 +393,6 @@ impl<H: Handler> Server<H> {
             clock: Instant::now(),
             now: 0,
             unix_ms: crate::http::unix_millis(),
-            next_gen: 0,
             dirty: Vec::new(),
             poll_ready: Vec::new(),
             resume: Vec::new(),
@@ -505,13 +513,8 @@ impl<H: Handler> Server<H> {
 
     /// A readiness event of a connection.
     fn on_conn_event(&mut self, event: &mio::event::Event) {
-        let idx = event.token().0;
-        let Some(conn) = self.conns.get_mut(idx) else {
+        let Some((key, conn)) = self.conns.get_slot_mut(event.token().0) else {
             return;
-        };
-        let key = ConnKey {
-            idx,
-            generation: conn.generation,
         };
         let closed = event.is_read_closed() || event.is_error();
         conn.peer_closed |= closed;
@@ -639,14 +642,7 @@ impl<H: Handler> Server<H> {
                 ("connections", &self.conns.len()),
             ],
         );
-        let ids: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .map(|(idx, s)| SessionId {
-                idx: idx as u32,
-                generation: s.generation,
-            })
-            .collect();
+        let ids: Vec<SessionId> = self.sessions.iter().map(|(id, _)| id).collect();
         for id in ids {
             self.close_session(id, CloseReason::ServerShutdown);
         }
@@ -691,10 +687,7 @@ impl<H: Handler> Server<H> {
         self.conns
             .iter()
             .filter(|(_, c)| keep(c))
-            .map(|(idx, c)| ConnKey {
-                idx,
-                generation: c.generation,
-            })
+            .map(|(key, _)| key)
             .collect()
     }
 
@@ -733,7 +726,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, peer: IpAddr, metrics_only: bool) {
+    fn add_conn(&mut self, stream: TcpStream, peer: IpAddr, metrics_only: bool) {
         let _ = stream.set_nodelay(true);
         self.metrics.connections_accepted += 1;
         let trusted_proxy = self.config.trust_proxy.contains(&peer);
@@ -743,32 +736,12 @@ impl<H: Handler> Server<H> {
             (self.config.max_connections_per_ip > 0 && !trusted_proxy && !metrics_only)
                 .then_some(peer);
         let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
-        let generation = self.bump_gen();
         let at = deadline(self.now(), self.config.header_timeout);
         let client = self.client_of(peer, None);
-        let entry = self.conns.vacant_entry();
-        let key = ConnKey {
-            idx: entry.key(),
-            generation,
-        };
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(key.idx),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            return;
-        }
-        let timer = self.timers.insert(at, Timeout::Conn(key));
-        entry.insert(Conn {
+        let key = self.conns.insert(Conn {
             stream,
-            generation,
             state: ConnState::Http(HttpConn::default()),
-            timer: Some(timer),
+            timer: None,
             dirty: false,
             peer_closed: false,
             peer,
@@ -780,6 +753,23 @@ impl<H: Handler> Server<H> {
             backlog: false,
             handshakes: 0,
         });
+        let timer = self.timers.insert(at, Timeout::Conn(key));
+        let registry = self.poll.registry();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.timer = Some(timer);
+        let token = Token(key.idx as usize);
+        if registry
+            .register(
+                &mut conn.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.close_conn(key);
+        }
     }
 
     /// Counts one more connection from `ip`; true when that is over the per-address limit.
@@ -800,17 +790,12 @@ impl<H: Handler> Server<H> {
         (!peer.is_loopback() || !trusted.is_empty()).then_some(peer)
     }
 
-    fn bump_gen(&mut self) -> u32 {
-        self.next_gen = self.next_gen.wrapping_add(1);
-        self.next_gen
-    }
-
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        conn_in(&mut self.conns, key)
+        self.conns.get_mut(key)
     }
 
     fn session_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        session_in(&mut self.sessions, id)
+        self.sessions.get_mut(id)
     }
 
     fn mark_dirty(&mut self, key: ConnKey) {
@@ -824,7 +809,7 @@ impl<H: Handler> Server<H> {
 
     fn set_conn_timer(&mut self, key: ConnKey, after: Option<Duration>) {
         let at = after.map(|d| deadline(self.now(), d));
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if let Some(old) = conn.timer.take() {
@@ -871,12 +856,11 @@ impl<H: Handler> Server<H> {
 
     /// Removes a connection at once and detaches it from its session.
     fn close_conn(&mut self, key: ConnKey) {
-        if self.conn_mut(key).is_none() {
-            return;
-        }
         // Dropping the socket closes it, which takes it out of the epoll set (it is never
         // duplicated): no separate `epoll_ctl` to deregister.
-        let mut conn = self.conns.remove(key.idx);
+        let Some(mut conn) = self.conns.remove(key) else {
+            return;
+        };
         if let Some(ip) = conn.counted_ip
             && let Some(n) = self.per_ip.get_mut(&ip)
         {
@@ -974,7 +958,7 @@ impl<H: Handler> Server<H> {
     /// `EAGAIN` — except after the peer's FIN (its one event), when reads go on to the end. A
     /// connection that filled `buf` may have more: it is served again next turn.
     fn read_socket(&mut self, key: ConnKey, buf: &mut [u8]) -> Option<(usize, bool)> {
-        let conn = conn_in(&mut self.conns, key)?;
+        let conn = self.conns.get_mut(key)?;
         let (mut n, mut eof) = (0, false);
         while n < buf.len() {
             match conn.stream.read(&mut buf[n..]) {
@@ -1000,7 +984,7 @@ impl<H: Handler> Server<H> {
 
     /// Writes queued output; closes or lingers when the connection asked for it.
     fn flush(&mut self, key: ConnKey) {
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let outcome = match &mut conn.state {
@@ -1092,20 +1076,6 @@ impl<H: Handler> Server<H> {
             }
         }
     }
-}
-
-/// A connection by key; a free function so a caller can borrow other fields of the server
-/// (metrics, timers) beside it.
-fn conn_in(conns: &mut Slab<Conn>, key: ConnKey) -> Option<&mut Conn> {
-    conns
-        .get_mut(key.idx)
-        .filter(|c| c.generation == key.generation)
-}
-
-fn session_in(sessions: &mut Slab<Session>, id: SessionId) -> Option<&mut Session> {
-    sessions
-        .get_mut(id.idx as usize)
-        .filter(|s| s.generation == id.generation)
 }
 
 /// How long an HTTP connection may wait next: for a new request under the keep-alive timeout

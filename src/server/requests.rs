@@ -254,7 +254,7 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn render_metrics(&mut self) -> String {
         let mut g = Gauges::default();
-        for (_, c) in &self.conns {
+        for (_, c) in self.conns.iter() {
             match &c.state {
                 ConnState::Ws(_) => g.websocket_connections += 1,
                 ConnState::Http(h) => {
@@ -264,7 +264,7 @@ impl<H: Handler> Server<H> {
                 ConnState::Closing => g.http_connections += 1,
             }
         }
-        for (_, s) in &self.sessions {
+        for (_, s) in self.sessions.iter() {
             match s.transport {
                 Transport::WebSocket(_) => g.websocket_sessions += 1,
                 Transport::Polling { .. } => g.polling_sessions += 1,

@@ -15,7 +15,6 @@ impl<H: Handler> Server<H> {
             Transport::Polling { .. } => TransportKind::Polling,
             Transport::WebSocket(_) => TransportKind::WebSocket,
         };
-        let generation = self.bump_gen();
         let sid = loop {
             let sid = Sid::random(&mut self.rng);
             if !self.sids.contains_key(&sid) {
@@ -26,9 +25,8 @@ impl<H: Handler> Server<H> {
         if let Some(ip) = client.filter(|_| self.config.max_connections_per_ip > 0) {
             *self.sessions_per_ip.entry(ip).or_insert(0) += 1;
         }
-        let idx = self.sessions.insert(Session {
+        let id = self.sessions.insert(Session {
             sid,
-            generation,
             transport,
             upgrade: Upgrade::None,
             heartbeat: None,
@@ -39,20 +37,13 @@ impl<H: Handler> Server<H> {
             client,
             heard: false,
         });
-        let id = SessionId {
-            idx: idx as u32,
-            generation,
-        };
         self.sids.insert(sid, id);
         // Entries of sessions that spoke or closed since are dropped lazily; pruned here so
         // the queue stays within a constant factor of the table.
         if self.unheard.len() > 2 * self.sessions.len() + 64 {
             let sessions = &self.sessions;
-            self.unheard.retain(|id| {
-                sessions
-                    .get(id.idx as usize)
-                    .is_some_and(|s| s.generation == id.generation && !s.heard)
-            });
+            self.unheard
+                .retain(|id| sessions.get(*id).is_some_and(|s| !s.heard));
         }
         self.unheard.push_back(id);
         let timer = self.timers.insert(next_ping, Timeout::Ping(id));
@@ -78,7 +69,7 @@ impl<H: Handler> Server<H> {
         let interval = ms(self.config.ping_interval);
         let timeout = ms(self.config.ping_timeout);
         let now = self.now();
-        let Some(s) = session_in(&mut self.sessions, id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         if s.upgrade != Upgrade::None {
@@ -96,7 +87,7 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn on_pong(&mut self, id: SessionId) {
         let next = deadline(self.now(), self.config.ping_interval);
-        let Some(s) = session_in(&mut self.sessions, id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         if s.pong_deadline.take().is_none() {
@@ -211,7 +202,7 @@ impl<H: Handler> Server<H> {
     /// connection is queued to resume at the end of the turn.
     pub(super) fn answer_parked_conn(&mut self, key: ConnKey, body: &[u8]) {
         let stopping = self.stopping;
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let ConnState::Http(h) = &mut conn.state else {
@@ -245,7 +236,9 @@ impl<H: Handler> Server<H> {
         if reason == CloseReason::ParseError {
             self.metrics.reject(Rejected::Malformed);
         }
-        let s = self.sessions.remove(id.idx as usize);
+        let Some(s) = self.sessions.remove(id) else {
+            return;
+        };
         self.sids.remove(&s.sid);
         if let Some(ip) = s.client
             && let Some(n) = self.sessions_per_ip.get_mut(&ip)

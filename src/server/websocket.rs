@@ -68,7 +68,7 @@ impl<H: Handler> Server<H> {
     pub(super) fn decode_ws(&mut self, key: ConnKey, input: &[u8], eof: bool) {
         let mut at = 0;
         loop {
-            let Some(conn) = conn_in(&mut self.conns, key) else {
+            let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
             let ConnState::Ws(w) = &mut conn.state else {
@@ -173,7 +173,7 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn ws_send(&mut self, key: ConnKey, msg: Message) {
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let ConnState::Ws(w) = &mut conn.state else {
@@ -199,7 +199,7 @@ impl<H: Handler> Server<H> {
 
     /// Closes a WebSocket with a close frame (and its session, if it is the active transport).
     pub(super) fn ws_fail(&mut self, key: ConnKey, code: CloseCode, reason: &'static str) {
-        let Some(conn) = conn_in(&mut self.conns, key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let ConnState::Ws(w) = &mut conn.state else {

@@ -13,8 +13,8 @@ pub mod packet;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::slots::{SlotKey, SlotMap, Slots};
 use serde_json::value::RawValue;
-use slab::Slab;
 use tungstenite::Bytes;
 
 use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid};
@@ -28,6 +28,18 @@ pub use packet::PacketType;
 pub struct SocketRef {
     idx: u32,
     generation: u32,
+}
+
+impl SlotKey for SocketRef {
+    fn new(idx: u32, generation: u32) -> Self {
+        SocketRef { idx, generation }
+    }
+    fn idx(&self) -> u32 {
+        self.idx
+    }
+    fn generation(&self) -> u32 {
+        self.generation
+    }
 }
 
 impl SocketRef {
@@ -130,7 +142,6 @@ struct Socket {
     id: Sid,
     /// The client's address, when trustworthy.
     addr: Option<IpAddr>,
-    generation: u32,
     session: SessionId,
     nsp: Nsp,
     rooms: Vec<Box<str>>,
@@ -146,42 +157,8 @@ struct Client {
     pending: Option<PendingBinary>,
 }
 
-/// Per-session state, indexed by the session's slot (sessions live in the loop's slab, so
-/// slots are small and dense): a lookup per packet without hashing.
-#[derive(Default)]
-struct Clients(Vec<Option<(u32, Client)>>);
-
-impl Clients {
-    fn get(&self, id: &SessionId) -> Option<&Client> {
-        match self.0.get(id.idx as usize) {
-            Some(Some((generation, c))) if *generation == id.generation => Some(c),
-            _ => None,
-        }
-    }
-
-    fn get_mut(&mut self, id: &SessionId) -> Option<&mut Client> {
-        match self.0.get_mut(id.idx as usize) {
-            Some(Some((generation, c))) if *generation == id.generation => Some(c),
-            _ => None,
-        }
-    }
-
-    fn insert(&mut self, id: SessionId, client: Client) {
-        let idx = id.idx as usize;
-        if self.0.len() <= idx {
-            self.0.resize_with(idx + 1, || None);
-        }
-        self.0[idx] = Some((id.generation, client));
-    }
-
-    fn remove(&mut self, id: &SessionId) -> Option<Client> {
-        let slot = self.0.get_mut(id.idx as usize)?;
-        match slot {
-            Some((generation, _)) if *generation == id.generation => slot.take().map(|(_, c)| c),
-            _ => None,
-        }
-    }
-}
+/// Per-session state, attached to the loop's session ids (a lookup per packet, no hashing).
+type Clients = SlotMap<SessionId, Client>;
 
 struct PendingBinary {
     text: String,
@@ -194,10 +171,9 @@ struct PendingBinary {
 #[derive(Default)]
 struct Tables {
     namespaces: Vec<String>,
-    sockets: Slab<Socket>,
+    sockets: Slots<SocketRef, Socket>,
     /// Members of each room, per namespace.
     rooms: Vec<HashMap<Box<str>, Vec<SocketRef>>>,
-    next_generation: u32,
 }
 
 /// The Socket.IO layer: an Engine.IO handler running an `App`.
@@ -254,7 +230,7 @@ impl<A: App> SocketIo<A> {
     ) -> Result<(), SioError> {
         let client = self
             .clients
-            .get_mut(&session)
+            .get_mut(session)
             .ok_or(SioError::UnknownSession)?;
         if client.pending.is_some() {
             return Err(SioError::BadAttachments); // text where an attachment was due
@@ -285,7 +261,7 @@ impl<A: App> SocketIo<A> {
     ) -> Result<(), SioError> {
         let client = self
             .clients
-            .get_mut(&session)
+            .get_mut(session)
             .ok_or(SioError::UnknownSession)?;
         let pending = client.pending.as_mut().ok_or(SioError::BadAttachments)?;
         pending.bytes += data.len();
@@ -370,7 +346,7 @@ impl<A: App> SocketIo<A> {
     }
 
     fn socket_of(&self, session: SessionId, nsp: Nsp) -> Option<SocketRef> {
-        let client = self.clients.get(&session)?;
+        let client = self.clients.get(session)?;
         client
             .sockets
             .iter()
@@ -386,23 +362,15 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         let id = Sid::random(io.rng());
-        let addr = self.clients.get(&session).and_then(|c| c.addr);
-        let t = &mut self.tables;
-        t.next_generation = t.next_generation.wrapping_add(1);
-        let generation = t.next_generation;
-        let idx = t.sockets.insert(Socket {
+        let addr = self.clients.get(session).and_then(|c| c.addr);
+        let socket = self.tables.sockets.insert(Socket {
             id,
             addr,
-            generation,
             session,
             nsp,
             rooms: Vec::new(),
         });
-        let socket = SocketRef {
-            idx: idx as u32,
-            generation,
-        };
-        let Some(client) = self.clients.get_mut(&session) else {
+        let Some(client) = self.clients.get_mut(session) else {
             return;
         };
         client.sockets.push(socket);
@@ -432,8 +400,8 @@ impl<A: App> SocketIo<A> {
         };
         let session = s.session;
         self.tables.leave_all(socket);
-        self.tables.sockets.remove(socket.idx as usize);
-        if let Some(client) = self.clients.get_mut(&session) {
+        self.tables.sockets.remove(socket);
+        if let Some(client) = self.clients.get_mut(session) {
             client.sockets.retain(|s| *s != socket);
         }
     }
@@ -470,7 +438,7 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Close { session, reason } => {
-                let Some(client) = self.clients.remove(&session) else {
+                let Some(client) = self.clients.remove(session) else {
                     return;
                 };
                 if let Some(timer) = client.connect_timer {
@@ -482,7 +450,7 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Timer(SioTimer::ConnectTimeout(session)) => {
-                if let Some(client) = self.clients.get_mut(&session) {
+                if let Some(client) = self.clients.get_mut(session) {
                     client.connect_timer = None;
                     if client.sockets.is_empty() {
                         io.close(session, CloseReason::ServerClose);
@@ -516,17 +484,11 @@ fn empty_object() -> &'static RawValue {
 
 impl Tables {
     fn socket(&self, s: SocketRef) -> Option<&Socket> {
-        self.sockets
-            .get(s.idx as usize)
-            .filter(|x| x.generation == s.generation)
+        self.sockets.get(s)
     }
 
     fn leave_all(&mut self, socket: SocketRef) {
-        let Some(s) = self
-            .sockets
-            .get_mut(socket.idx as usize)
-            .filter(|x| x.generation == socket.generation)
-        else {
+        let Some(s) = self.sockets.get_mut(socket) else {
             return;
         };
         let nsp = s.nsp.0 as usize;
@@ -742,12 +704,7 @@ impl<T> SioIo<'_, '_, T> {
 
     /// Adds a socket to a room (no-op if it is already in).
     pub fn join(&mut self, socket: SocketRef, room: &str) {
-        let Some(s) = self
-            .tables
-            .sockets
-            .get_mut(socket.idx as usize)
-            .filter(|x| x.generation == socket.generation)
-        else {
+        let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
         if s.rooms.iter().any(|r| &**r == room) {
@@ -763,12 +720,7 @@ impl<T> SioIo<'_, '_, T> {
 
     /// Removes a socket from a room.
     pub fn leave(&mut self, socket: SocketRef, room: &str) {
-        let Some(s) = self
-            .tables
-            .sockets
-            .get_mut(socket.idx as usize)
-            .filter(|x| x.generation == socket.generation)
-        else {
+        let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
         s.rooms.retain(|r| &**r != room);
