@@ -77,7 +77,7 @@ impl App for SioConformance {
                     _ => {}
                 }
             }
-            SioEvent::Disconnect { .. } => {}
+            SioEvent::Disconnect { .. } | SioEvent::Socket { .. } => {}
         }
     }
 }

@@ -1026,3 +1026,86 @@ fn closes_and_refusals_are_counted_by_reason() {
     );
     assert_eq!(value("pairchat_sessions_opened_total"), 5);
 }
+
+// ---- the handler's own sockets ----------------------------------------------------------------
+
+/// A handler with a socket of its own in the loop's poll: it connects to `peer` when a session
+/// opens and relays what arrives there to that session.
+struct SideChannel {
+    peer: std::net::SocketAddr,
+    side: Option<(mio::net::TcpStream, pairchat::engine::SocketToken)>,
+    session: Option<pairchat::engine::SessionId>,
+}
+
+impl pairchat::engine::Handler for SideChannel {
+    type Timer = ();
+
+    fn handle(
+        &mut self,
+        event: pairchat::engine::Event<'_, ()>,
+        io: &mut pairchat::engine::Io<'_, ()>,
+    ) {
+        use pairchat::engine::{Event, Outgoing};
+        match event {
+            Event::Open { session, .. } => {
+                let mut stream = mio::net::TcpStream::connect(self.peer).expect("connect");
+                let token = io
+                    .register_socket(&mut stream, mio::Interest::READABLE)
+                    .expect("register");
+                self.side = Some((stream, token));
+                self.session = Some(session);
+            }
+            Event::Socket {
+                token, readable, ..
+            } => {
+                let (Some((stream, mine)), Some(session)) = (&mut self.side, self.session) else {
+                    return;
+                };
+                assert_eq!(token, *mine);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                // Edge-triggered: read until the socket is empty.
+                if readable {
+                    loop {
+                        match std::io::Read::read(stream, &mut buf) {
+                            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                            _ => break,
+                        }
+                    }
+                }
+                if !got.is_empty() {
+                    io.send(
+                        session,
+                        Outgoing::message_str(&String::from_utf8_lossy(&got)),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The extra-socket seam: a handler's own non-blocking socket lives in the loop's poll (no
+/// thread) and its readiness reaches the handler as an event.
+#[test]
+fn a_handler_socket_in_the_loop_delivers_its_readiness() {
+    let side = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = side.local_addr().unwrap();
+    let quiet = Config {
+        ping_interval: Duration::from_secs(20),
+        ping_timeout: Duration::from_secs(20),
+        ..engine_config(0)
+    };
+    let server = TestServer::start(quiet, move |_| SideChannel {
+        peer,
+        side: None,
+        session: None,
+    });
+    let (mut ws, _) = server.open_websocket(PATH);
+    read_timeout(&ws, Duration::from_secs(5));
+    let (mut other_end, _) = side.accept().expect("the handler connected");
+    other_end.write_all(b"from a side socket").unwrap();
+    assert_eq!(recv_text(&mut ws), "4from a side socket");
+    other_end.write_all(b"and again").unwrap();
+    assert_eq!(recv_text(&mut ws), "4and again");
+}

@@ -60,7 +60,7 @@ impl App for Rooms {
             SioEvent::Disconnect { socket, .. } => {
                 self.nsp.remove(&socket);
             }
-            SioEvent::Timer(()) => {}
+            SioEvent::Timer(()) | SioEvent::Socket { .. } => {}
             SioEvent::Event(e) => {
                 let nsp = self.nsp[&e.socket];
                 let room: String = e

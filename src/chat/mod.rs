@@ -423,7 +423,8 @@ impl App for Chat {
 
     fn handle(&mut self, event: SioEvent<'_, ChatTimer>, io: &mut Io<'_, '_>) {
         match event {
-            SioEvent::Connect { .. } => {}
+            // The embedded chat has no sockets of its own (a cluster's Redis link will).
+            SioEvent::Connect { .. } | SioEvent::Socket { .. } => {}
             SioEvent::Event(e) => self.on_event(e, io),
             SioEvent::Disconnect { socket, .. } => {
                 self.leave(socket, io);

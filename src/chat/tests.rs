@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::rooms::*;
 use super::{Chat, ChatConfig, ChatTimer};
-use crate::engine::{Command, Event, Handler, Io, Outgoing, SessionId, Sid, Timers};
+use crate::engine::{
+    Command, Event, Handler, Io, Outgoing, SessionId, Sid, SocketRegistry, SocketToken, Timers,
+};
 use crate::sio::{SioConfig, SioTimer, SocketIo, SocketRef};
 use crate::timer::{Millis, TimerId, TimerWheel};
 
@@ -29,6 +31,27 @@ impl Timers<SioTimer<ChatTimer>> for Wheel {
 
     fn cancel(&mut self, id: TimerId) {
         self.0.cancel(id);
+    }
+}
+
+/// No sockets of the handler's own here.
+struct NoSockets;
+
+impl SocketRegistry for NoSockets {
+    fn register(
+        &mut self,
+        _: &mut dyn mio::event::Source,
+        _: mio::Interest,
+    ) -> std::io::Result<SocketToken> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    fn deregister(
+        &mut self,
+        _: &mut dyn mio::event::Source,
+        _: SocketToken,
+    ) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -65,6 +88,7 @@ impl Driver {
             unix_ms: 1_700_000_000_000 + self.now,
             commands: &mut self.commands,
             timers: &mut self.wheel,
+            sockets: &mut NoSockets,
             rng: &mut self.rng,
         };
         self.sio.handle(event, &mut io);
@@ -90,6 +114,7 @@ impl Driver {
             session,
             sid,
             transport: crate::engine::TransportKind::WebSocket,
+            protocol: crate::engine::Protocol::V4,
             client: None,
         });
         self.handle(Event::Message { session, text: "0" });

@@ -50,6 +50,15 @@ pub enum TransportKind {
     WebSocket,
 }
 
+/// The Engine.IO protocol revision a session speaks: it decides the heartbeat's direction and
+/// the polling payload's framing (only v4 is served today; v3 is the next codec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Engine.IO v4 (`EIO=4`): the server pings, payloads are joined by `\x1e`.
+    #[default]
+    V4,
+}
+
 /// Why a session ended (the reason strings are socket.io's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -95,6 +104,8 @@ pub enum Event<'a, T> {
         sid: Sid,
         /// The transport it opened on.
         transport: TransportKind,
+        /// The protocol revision it speaks.
+        protocol: Protocol,
         /// The client's address, when it can be trusted for per-address limits: a direct
         /// peer's, or what a trusted proxy forwarded (`Config::trust_proxy`).
         client: Option<std::net::IpAddr>,
@@ -122,6 +133,15 @@ pub enum Event<'a, T> {
     },
     /// A timer set through `Io::set_timer` fired.
     Timer(T),
+    /// A socket registered through `Io::register_socket` is ready.
+    Socket {
+        /// Which one.
+        token: SocketToken,
+        /// Readable (or closed: reading tells).
+        readable: bool,
+        /// Writable again.
+        writable: bool,
+    },
 }
 
 /// What a handler asks of the engine.
@@ -132,6 +152,29 @@ pub enum Command {
     /// Close a session, for this reason (`ParseError` for input the layer above could not
     /// read, `ServerClose` for its own decision: the client is sent a close packet first).
     Close(SessionId, CloseReason),
+}
+
+/// A socket of the handler's own in the loop's poll (a connection to Redis or to another
+/// node, say): its readiness comes back as `Event::Socket` with this token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketToken(pub u32);
+
+/// Where a handler's own sockets are registered: the loop's `mio::Poll`, in a token range of
+/// their own. The handler keeps the socket (and reads and writes it, non-blocking); the loop
+/// only tells it when it is ready. No thread, no second poll.
+pub trait SocketRegistry {
+    /// Registers `source` (edge-triggered, as the loop's own sockets).
+    fn register(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        interest: mio::Interest,
+    ) -> std::io::Result<SocketToken>;
+    /// Takes `source` out of the poll; its token may be handed out again.
+    fn deregister(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        token: SocketToken,
+    ) -> std::io::Result<()>;
 }
 
 /// Where a handler's timers go: the loop's wheel, shared with its own deadlines.
@@ -150,6 +193,7 @@ pub struct Io<'a, T> {
     pub unix_ms: u64,
     pub(crate) commands: &'a mut Vec<Command>,
     pub(crate) timers: &'a mut dyn Timers<T>,
+    pub(crate) sockets: &'a mut dyn SocketRegistry,
     pub(crate) rng: &'a mut StdRng,
 }
 
@@ -177,6 +221,25 @@ impl<T> Io<'_, T> {
     /// A cryptographically secure random number generator.
     pub fn rng(&mut self) -> &mut StdRng {
         self.rng
+    }
+
+    /// Puts a non-blocking socket of the handler's own into the loop's poll: its readiness
+    /// comes back as `Event::Socket` with the token returned.
+    pub fn register_socket(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        interest: mio::Interest,
+    ) -> std::io::Result<SocketToken> {
+        self.sockets.register(source, interest)
+    }
+
+    /// Takes a socket registered with `register_socket` out of the poll.
+    pub fn deregister_socket(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        token: SocketToken,
+    ) -> std::io::Result<()> {
+        self.sockets.deregister(source, token)
     }
 }
 

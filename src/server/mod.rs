@@ -29,7 +29,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::config::Config;
 use crate::engine::packet::{self, Packet};
 use crate::engine::{
-    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, TransportKind,
+    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, Protocol, SessionId, Sid,
+    SocketToken, TransportKind,
 };
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{self, Cors, Exchange, Framing, HttpError, KeptCors, Method, Request, Response};
@@ -49,6 +50,9 @@ use self::stream::{Counted, WsStream, write_all_nonblocking};
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const METRICS_LISTENER: Token = Token(usize::MAX - 2);
+/// The first token of the handler's own sockets (`Io::register_socket`); connections' tokens
+/// are their slots, far below.
+const EXTRA_BASE: usize = usize::MAX / 2;
 /// Bytes read from one connection per turn (one `recv` into the loop's shared buffer) before
 /// yielding to others.
 const READ_CHUNK: usize = 64 * 1024;
@@ -77,6 +81,46 @@ impl<T> crate::engine::Timers<T> for TimerWheel<Timeout<T>> {
 
     fn cancel(&mut self, id: TimerId) {
         TimerWheel::cancel(self, id);
+    }
+}
+
+/// The handler's own sockets in the loop's poll, at tokens from `EXTRA_BASE` up.
+struct ExtraSockets {
+    registry: mio::Registry,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl crate::engine::SocketRegistry for ExtraSockets {
+    fn register(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        interest: Interest,
+    ) -> io::Result<SocketToken> {
+        let n = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        match self
+            .registry
+            .register(source, Token(EXTRA_BASE + n as usize), interest)
+        {
+            Ok(()) => Ok(SocketToken(n)),
+            Err(e) => {
+                self.free.push(n);
+                Err(e)
+            }
+        }
+    }
+
+    fn deregister(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        token: SocketToken,
+    ) -> io::Result<()> {
+        self.registry.deregister(source)?;
+        self.free.push(token.0);
+        Ok(())
     }
 }
 
@@ -233,6 +277,7 @@ enum Upgrade {
 
 struct Session {
     sid: Sid,
+    protocol: Protocol,
     transport: Transport,
     upgrade: Upgrade,
     /// The ping or pong-timeout timer.
@@ -308,6 +353,8 @@ pub struct Server<H: Handler> {
     sids: HashMap<Sid, SessionId>,
     timers: TimerWheel<Timeout<H::Timer>>,
     handler: H,
+    /// The handler's own sockets (`Io::register_socket`).
+    extra: ExtraSockets,
     commands: Vec<Command>,
     /// The other half of the command double buffer (see `dispatch`).
     spare_commands: Vec<Command>,
@@ -377,6 +424,11 @@ impl<H: Handler> Server<H> {
         };
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
+        let extra = ExtraSockets {
+            registry: poll.registry().try_clone()?,
+            free: Vec::new(),
+            next: 0,
+        };
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -386,6 +438,7 @@ impl<H: Handler> Server<H> {
             sessions: Slots::default(),
             sids: HashMap::new(),
             timers: TimerWheel::new(0),
+            extra,
             handler,
             commands: Vec::new(),
             spare_commands: Vec::new(),
@@ -500,6 +553,20 @@ impl<H: Handler> Server<H> {
                     LISTENER => self.accept(),
                     METRICS_LISTENER => self.accept_metrics(),
                     WAKER => {}
+                    Token(t) if t >= EXTRA_BASE => {
+                        let token = SocketToken((t - EXTRA_BASE) as u32);
+                        let (readable, writable) = (
+                            event.is_readable() || event.is_read_closed() || event.is_error(),
+                            event.is_writable(),
+                        );
+                        self.guarded(Culprit::None, |s| {
+                            s.dispatch(Event::Socket {
+                                token,
+                                readable,
+                                writable,
+                            })
+                        });
+                    }
                     _ => self.on_conn_event(event),
                 }
             }
@@ -1057,6 +1124,7 @@ impl<H: Handler> Server<H> {
             unix_ms: self.unix_ms,
             commands: &mut self.commands,
             timers: &mut self.timers,
+            sockets: &mut self.extra,
             rng: &mut self.rng,
         };
         self.handler.handle(event, &mut io);

@@ -27,6 +27,7 @@ impl<H: Handler> Server<H> {
         }
         let id = self.sessions.insert(Session {
             sid,
+            protocol: Protocol::V4,
             transport,
             upgrade: Upgrade::None,
             heartbeat: None,
@@ -55,11 +56,13 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn dispatch_open(&mut self, id: SessionId, transport: TransportKind) {
-        if let Some((sid, client)) = self.session_mut(id).map(|s| (s.sid, s.client)) {
+        if let Some(s) = self.session_mut(id) {
+            let (sid, client, protocol) = (s.sid, s.client, s.protocol);
             self.dispatch(Event::Open {
                 session: id,
                 sid,
                 transport,
+                protocol,
                 client,
             });
         }

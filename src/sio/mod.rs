@@ -17,7 +17,7 @@ use crate::slots::{SlotKey, SlotMap, Slots};
 use serde_json::value::RawValue;
 use tungstenite::Bytes;
 
-use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid};
+use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken};
 use crate::timer::{Millis, TimerId};
 
 pub use error::SioError;
@@ -97,6 +97,15 @@ pub enum SioEvent<'a, T> {
     },
     /// An application timer fired.
     Timer(T),
+    /// A socket of the application's own (`SioIo::register_socket`) is ready.
+    Socket {
+        /// Which one.
+        token: SocketToken,
+        /// Readable (or closed).
+        readable: bool,
+        /// Writable again.
+        writable: bool,
+    },
 }
 
 /// A Socket.IO application.
@@ -458,6 +467,18 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
+            Event::Socket {
+                token,
+                readable,
+                writable,
+            } => self.dispatch(
+                SioEvent::Socket {
+                    token,
+                    readable,
+                    writable,
+                },
+                io,
+            ),
         }
     }
 
@@ -548,6 +569,25 @@ impl<T> SioIo<'_, '_, T> {
     /// A cryptographically secure random number generator.
     pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
         self.io.rng()
+    }
+
+    /// Puts a socket of the application's own into the loop's poll (see
+    /// `engine::Io::register_socket`); its readiness comes as `SioEvent::Socket`.
+    pub fn register_socket(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        interest: mio::Interest,
+    ) -> std::io::Result<SocketToken> {
+        self.io.register_socket(source, interest)
+    }
+
+    /// Takes a socket registered with `register_socket` out of the poll.
+    pub fn deregister_socket(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        token: SocketToken,
+    ) -> std::io::Result<()> {
+        self.io.deregister_socket(source, token)
     }
 
     /// Sets an application timer.
