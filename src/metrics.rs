@@ -100,6 +100,8 @@ pub struct Metrics {
     loop_turns_us: u64,
     /// Panics caught at the dispatch boundary.
     pub panics: u64,
+    /// Sessions and connections the sweep found with nothing left to end them.
+    pub zombies: u64,
 }
 
 impl Metrics {
@@ -251,6 +253,12 @@ impl Metrics {
             out,
             "pairchat_loop_turn_seconds_sum {:.6}\npairchat_loop_turn_seconds_count {cumulative}",
             self.loop_turns_us as f64 / 1e6
+        );
+        counter(
+            out,
+            "pairchat_zombies_total",
+            "Sessions and connections closed by the periodic sweep: nothing else would have ended them (a bug, or what a caught panic left).",
+            self.zombies,
         );
         counter(
             out,

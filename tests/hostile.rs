@@ -411,3 +411,32 @@ fn a_panic_in_one_timer_does_not_drop_the_others_of_its_turn() {
     }
     assert_eq!(server.get("/health").status, 200);
 }
+
+/// A WebSocket client that stops reading: its session ends at the ping timeout, and the close
+/// frame queued behind megabytes of unread output cannot leave. The connection used to stay
+/// open forever (no deadline was left on it); now it is dropped after a linger.
+#[test]
+fn a_websocket_that_never_reads_its_close_is_dropped() {
+    let server = echo(Config {
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(200),
+        ..Config::default()
+    });
+    let (mut ws, _) = server.open_websocket(PATH);
+    // Echoed output that fills the socket buffers; the client reads none of it.
+    let chunk = format!("4{}", "z".repeat(60 * 1024));
+    for _ in 0..200 {
+        if ws.send(tungstenite::Message::text(chunk.clone())).is_err() {
+            break;
+        }
+    }
+    let timed_out = "pairchat_sessions_closed_total{reason=\"ping timeout\"}";
+    wait_metric(&server, timed_out, |n| n == 1);
+    wait_metric(&server, "pairchat_connections{kind=\"websocket\"}", |n| {
+        n == 0
+    });
+    // Its own deadline ended it, not the sweep that catches what nothing would end (which did,
+    // ten seconds in, before the deadline existed).
+    assert_eq!(metric(&scrape(&server), "pairchat_zombies_total"), 0);
+    drop(ws);
+}

@@ -66,6 +66,8 @@ const OUTPUT_PAUSE: usize = 64 * 1024;
 /// socket.io-client makes one per connection; a client pipelining thousands would otherwise
 /// fill the session table through one socket.
 const MAX_HANDSHAKES_PER_CONN: u8 = 4;
+/// How often `sweep` looks for sessions and connections nothing would end.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// How long a closing connection may linger to drain the peer's last bytes.
 const LINGER: Duration = Duration::from_secs(2);
 /// Longest poll wait: bounds how late a stop request is noticed without a signal.
@@ -154,6 +156,8 @@ pub(crate) enum Timeout<T> {
     Pong(SessionId),
     /// A WebSocket upgrade that never completed.
     Upgrade(SessionId),
+    /// The coarse check for sessions and connections nothing would ever end (`sweep`).
+    Sweep,
     /// The application's own timer.
     App(T),
 }
@@ -429,6 +433,8 @@ impl<H: Handler> Server<H> {
             free: Vec::new(),
             next: 0,
         };
+        let mut timers = TimerWheel::new(0);
+        timers.insert(ms(SWEEP_EVERY), Timeout::Sweep);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -437,7 +443,7 @@ impl<H: Handler> Server<H> {
             conns: Slots::default(),
             sessions: Slots::default(),
             sids: HashMap::new(),
-            timers: TimerWheel::new(0),
+            timers,
             extra,
             handler,
             commands: Vec::new(),
@@ -667,16 +673,59 @@ impl<H: Handler> Server<H> {
                 Timeout::Ping(id) | Timeout::Pong(id) | Timeout::Upgrade(id) => {
                     Culprit::Session(*id)
                 }
-                Timeout::App(_) => Culprit::None,
+                Timeout::App(_) | Timeout::Sweep => Culprit::None,
             };
             self.guarded(culprit, |s| s.on_timeout(t));
         }
         *fired = batch;
     }
 
+    /// A safety net (sozu's `zombie_check`): every `SWEEP_EVERY`, sessions and connections
+    /// that have no live deadline left — nothing would ever end them, whatever a bug or a
+    /// caught panic left behind — are closed and counted (`pairchat_zombies_total`). Every
+    /// session has a heartbeat timer; every HTTP or closing connection a timer (a parked poll
+    /// too); every WebSocket belongs to a live session, as its transport or its probe, or is
+    /// flushing its close.
+    fn sweep(&mut self) {
+        let at = deadline(self.now(), SWEEP_EVERY);
+        self.timers.insert(at, Timeout::Sweep);
+        let timers = &self.timers;
+        let live = |t: Option<TimerId>| t.is_some_and(|t| timers.deadline(t).is_some());
+        let sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !live(s.heartbeat))
+            .map(|(id, _)| id)
+            .collect();
+        let conns: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(key, c)| match &c.state {
+                ConnState::Http(_) | ConnState::Closing => !live(c.timer),
+                ConnState::Ws(w) if w.close_after_write => !live(c.timer),
+                ConnState::Ws(w) => {
+                    !self.sessions.get(w.session).is_some_and(|s| {
+                            matches!(s.transport, Transport::WebSocket(k) if k == *key)
+                                || matches!(s.upgrade, Upgrade::Probing(k) | Upgrade::Probed(k) if k == *key)
+                        })
+                }
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for id in sessions {
+            self.metrics.zombies += 1;
+            self.close_session(id, CloseReason::TransportError);
+        }
+        for key in conns {
+            self.metrics.zombies += 1;
+            self.close_conn(key);
+        }
+    }
+
     fn on_timeout(&mut self, t: Timeout<H::Timer>) {
         match t {
             Timeout::Conn(key) => self.on_conn_timeout(key),
+            Timeout::Sweep => self.sweep(),
             Timeout::Ping(id) => self.on_ping_due(id),
             Timeout::Pong(id) => {
                 if let Some(s) = self.session_mut(id) {
@@ -917,6 +966,8 @@ impl<H: Handler> Server<H> {
                 self.close_conn(key)
             }
             ConnState::Closing => self.close_conn(key),
+            // A close frame that could not be sent in time.
+            ConnState::Ws(w) if w.close_after_write => self.close_conn(key),
             ConnState::Ws(_) => {}
         }
     }

@@ -214,6 +214,8 @@ impl<H: Handler> Server<H> {
         let _ = w.ctx.close(&mut io, Some(frame));
         w.close_after_write = true;
         self.mark_dirty(key);
+        // A peer that never reads its close frame is not waited for beyond this.
+        self.set_conn_timer(key, Some(LINGER));
         if self.is_active_ws(key, id) {
             self.close_session(id, CloseReason::TransportError);
         } else {
