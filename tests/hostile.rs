@@ -22,10 +22,7 @@ fn echo(config: Config) -> TestServer {
 }
 
 fn post_raw(path: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
+    common::post_request(path, body)
 }
 
 fn get_raw(path: &str) -> String {

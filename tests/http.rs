@@ -50,6 +50,12 @@ fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The polling path (`?EIO=4&transport=polling&sid=…`) of a new session.
+fn polling_path(server: &TestServer) -> String {
+    let (sid, _) = server.open_polling("/socket.io/");
+    format!("/socket.io/?EIO=4&transport=polling&sid={sid}")
+}
+
 fn head_status(head: &str) -> u16 {
     head.split(' ').nth(1).unwrap().parse().unwrap()
 }
@@ -379,8 +385,7 @@ fn idle_keep_alive_connections_are_dropped_after_the_keep_alive_timeout() {
 #[test]
 fn a_large_body_spanning_many_reads_is_received_whole() {
     let server = server();
-    let (sid, _) = server.open_polling("/socket.io/");
-    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let path = polling_path(&server);
     let body = format!("4{}", "xyz".repeat(300_000));
     let res = server.post(&path, &body);
     assert_eq!(res.status, 200);
@@ -395,8 +400,7 @@ fn a_large_body_spanning_many_reads_is_received_whole() {
 #[test]
 fn a_chunked_post_body_is_decoded() {
     let server = server();
-    let (sid, _) = server.open_polling("/socket.io/");
-    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let path = polling_path(&server);
     let mut conn = HttpConn::new(server.connect());
     let raw = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -486,8 +490,7 @@ fn ambiguous_framing_is_refused_and_closes() {
 #[test]
 fn expect_continue_gets_100_before_the_body() {
     let server = server();
-    let (sid, _) = server.open_polling("/socket.io/");
-    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let path = polling_path(&server);
     for framing in ["Content-Length: 6", "Transfer-Encoding: chunked"] {
         let mut conn = HttpConn::new(server.connect());
         conn.send(
@@ -653,8 +656,7 @@ fn the_503_at_the_cap_says_connection_close() {
     );
     // Sessions whose clients spoke (bare handshakes would be reclaimed at the cap).
     for _ in 0..2 {
-        let (sid, _) = server.open_polling("/socket.io/");
-        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let path = polling_path(&server);
         assert_eq!(server.post(&path, "4hi").text(), "ok");
     }
     let res = server.get("/socket.io/?EIO=4&transport=polling");
@@ -713,8 +715,7 @@ fn input_piling_up_behind_a_parked_poll_is_bounded() {
         },
         |_| Echo,
     );
-    let (sid, _) = server.open_polling("/socket.io/");
-    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let path = polling_path(&server);
     let mut conn = HttpConn::new(server.connect());
     conn.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
     std::thread::sleep(Duration::from_millis(100));
@@ -738,8 +739,7 @@ fn input_piling_up_behind_a_parked_poll_is_bounded() {
 fn a_parked_poll_that_asked_to_close_says_so_in_its_answer() {
     let server = server();
     for version in ["HTTP/1.0", "HTTP/1.1\r\nConnection: close"] {
-        let (sid, _) = server.open_polling("/socket.io/");
-        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let path = polling_path(&server);
         let mut conn = HttpConn::new(server.connect());
         conn.send(format!("GET {path} {version}\r\nHost: x\r\n\r\n").as_bytes());
         server.wait_parked_polls(1);
