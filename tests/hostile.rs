@@ -29,6 +29,12 @@ fn get_raw(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
 }
 
+/// A new session's polling path, and a fresh connection to send its requests on.
+fn session_and_connection(server: &TestServer) -> (String, HttpConn) {
+    let (sid, _) = server.open_polling(PATH);
+    (poll_url(&sid), HttpConn::new(server.connect()))
+}
+
 fn panics(server: &TestServer) -> u64 {
     metric(&scrape(server), "pairchat_panics_total")
 }
@@ -39,9 +45,7 @@ fn panics(server: &TestServer) -> u64 {
 #[test]
 fn a_close_pipelined_behind_a_parked_poll_does_not_close_twice() {
     let server = echo(Config::default());
-    let (sid, _) = server.open_polling(PATH);
-    let path = poll_url(&sid);
-    let mut c1 = HttpConn::new(server.connect());
+    let (path, mut c1) = session_and_connection(&server);
     c1.send(format!("{}{}", get_raw(&path), post_raw(&path, "1")).as_bytes());
     server.wait_parked_polls(1);
     let mut c2 = HttpConn::new(server.connect());
@@ -69,9 +73,7 @@ fn a_close_pipelined_behind_a_parked_poll_does_not_close_twice() {
 #[test]
 fn a_session_opened_during_a_close_survives_it() {
     let server = echo(Config::default());
-    let (sid, _) = server.open_polling(PATH);
-    let path = poll_url(&sid);
-    let mut c1 = HttpConn::new(server.connect());
+    let (path, mut c1) = session_and_connection(&server);
     let handshake = get_raw(&format!("{PATH}?EIO=4&transport=polling"));
     c1.send(format!("{}{}{handshake}", get_raw(&path), post_raw(&path, "1")).as_bytes());
     server.wait_parked_polls(1);
@@ -94,9 +96,7 @@ fn a_session_opened_during_a_close_survives_it() {
 #[test]
 fn a_poll_queued_behind_a_closing_session_is_answered() {
     let server = echo(Config::default());
-    let (sid, _) = server.open_polling(PATH);
-    let path = poll_url(&sid);
-    let mut c1 = HttpConn::new(server.connect());
+    let (path, mut c1) = session_and_connection(&server);
     c1.send(format!("{}{}", get_raw(&path), get_raw(&path)).as_bytes());
     server.wait_parked_polls(1);
     assert_eq!(server.post(&path, "1").text(), "ok");
