@@ -10,6 +10,7 @@ pub mod base64;
 mod echo;
 mod error;
 pub mod packet;
+pub mod session;
 pub mod sid;
 
 use rand::rngs::StdRng;

@@ -28,9 +28,13 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
 use crate::engine::packet::{self, Packet};
+use crate::engine::session::{
+    Beat, Polled, Probe, Received, Sent, Session as EioSession, Settings as EioSettings,
+    Transport as EioTransport, Upgrade,
+};
 use crate::engine::{
-    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, Protocol, SessionId, Sid,
-    SocketToken, TransportKind,
+    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken,
+    TransportKind,
 };
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{self, Cors, Exchange, Framing, HttpError, KeptCors, Method, Request, Response};
@@ -260,43 +264,14 @@ struct WsConn {
     held: Option<Box<[u8]>>,
 }
 
-enum Transport {
-    Polling {
-        /// The connection holding this session's long-poll GET.
-        parked: Option<ConnKey>,
-        queue: Vec<Outgoing>,
-        queued_bytes: usize,
-    },
-    WebSocket(ConnKey),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Upgrade {
-    None,
-    /// A WebSocket with this sid is open; `2probe` not seen yet.
-    Probing(ConnKey),
-    /// `3probe` sent; polling is answered with noops until `5`.
-    Probed(ConnKey),
-}
-
+/// A session on the loop: the Engine.IO state machine and the loop's handles on it.
 struct Session {
-    sid: Sid,
-    protocol: Protocol,
-    transport: Transport,
-    upgrade: Upgrade,
+    eio: EioSession<ConnKey>,
     /// The ping or pong-timeout timer.
     heartbeat: Option<TimerId>,
-    /// When the next ping is due.
-    next_ping: Millis,
-    /// Set while a ping awaits its pong.
-    pong_deadline: Option<Millis>,
     upgrade_timer: Option<TimerId>,
     /// Queued on `poll_ready` to answer the parked GET this turn.
     poll_ready: bool,
-    /// The client's address, when trustworthy (see `Server::client_of`).
-    client: Option<IpAddr>,
-    /// The client has sent a message on it (it is not a bare handshake).
-    heard: bool,
 }
 
 /// Where reading the next request got to.
@@ -352,6 +327,8 @@ pub struct Server<H: Handler> {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
+    /// The sessions' settings, from `config`.
+    eio: EioSettings,
     conns: Slots<ConnKey, Conn>,
     sessions: Slots<SessionId, Session>,
     sids: HashMap<Sid, SessionId>,
@@ -439,6 +416,12 @@ impl<H: Handler> Server<H> {
             poll,
             listener: Some(listener),
             local_addr,
+            eio: EioSettings {
+                ping_interval: ms(config.ping_interval),
+                ping_timeout: ms(config.ping_timeout),
+                max_poll_buffer: config.max_poll_buffer,
+                max_payload: config.max_payload,
+            },
             config,
             conns: Slots::default(),
             sessions: Slots::default(),
@@ -703,12 +686,10 @@ impl<H: Handler> Server<H> {
             .filter(|(key, c)| match &c.state {
                 ConnState::Http(_) | ConnState::Closing => !live(c.timer),
                 ConnState::Ws(w) if w.close_after_write => !live(c.timer),
-                ConnState::Ws(w) => {
-                    !self.sessions.get(w.session).is_some_and(|s| {
-                            matches!(s.transport, Transport::WebSocket(k) if k == *key)
-                                || matches!(s.upgrade, Upgrade::Probing(k) | Upgrade::Probed(k) if k == *key)
-                        })
-                }
+                ConnState::Ws(w) => !self
+                    .sessions
+                    .get(w.session)
+                    .is_some_and(|s| s.eio.is_transport(*key) || s.eio.is_probe(*key)),
             })
             .map(|(key, _)| key)
             .collect();
@@ -727,16 +708,11 @@ impl<H: Handler> Server<H> {
             Timeout::Conn(key) => self.on_conn_timeout(key),
             Timeout::Sweep => self.sweep(),
             Timeout::Ping(id) => self.on_ping_due(id),
-            Timeout::Pong(id) => {
-                if let Some(s) = self.session_mut(id) {
-                    s.heartbeat = None;
-                    self.close_session(id, CloseReason::PingTimeout);
-                }
-            }
+            Timeout::Pong(id) => self.on_pong_missed(id),
             Timeout::Upgrade(id) => {
                 if let Some(s) = self.session_mut(id) {
                     s.upgrade_timer = None;
-                    if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.upgrade {
+                    if let Upgrade::Probing(c) | Upgrade::Probed(c) = s.eio.upgrade {
                         self.close_conn(c); // abandons the upgrade (`abandon_probe`)
                     }
                 }
@@ -948,13 +924,8 @@ impl<H: Handler> Server<H> {
                 parked: Some(p), ..
             }) => {
                 let id = p.session;
-                if let Some(Session {
-                    transport: Transport::Polling { parked, .. },
-                    ..
-                }) = self.session_mut(id)
-                    && *parked == Some(key)
-                {
-                    *parked = None;
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.eio.unpark(key);
                 }
                 self.answer_parked_conn(key, b"6");
             }
@@ -995,12 +966,9 @@ impl<H: Handler> Server<H> {
                 parked: Some(p), ..
             }) => {
                 // A client that drops its pending poll is gone (as in the reference server).
-                if let Some(Session {
-                    transport: Transport::Polling { parked, .. },
-                    ..
-                }) = self.session_mut(p.session)
+                if let Some(s) = self.sessions.get_mut(p.session)
+                    && s.eio.unpark(key)
                 {
-                    *parked = None;
                     self.close_session(p.session, CloseReason::TransportClose);
                 }
             }
@@ -1212,14 +1180,6 @@ fn idle_timeout(config: &Config, rbuf_empty: bool) -> Duration {
 /// down to a level one idle keep-alive connection could hold forever).
 fn resumes_accepting(open: usize, max: usize) -> bool {
     open < max - max / 10
-}
-
-fn encode_payload(queue: &mut Vec<Outgoing>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(queue.iter().map(|p| p.len() + 1).sum());
-    for p in queue.drain(..) {
-        p.append_to_payload(&mut body);
-    }
-    body
 }
 
 fn outgoing_to_ws(p: Outgoing) -> Message {

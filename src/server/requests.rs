@@ -183,7 +183,7 @@ impl<H: Handler> Server<H> {
             .and_then(Sid::parse)
             .and_then(|sid| self.sids.get(&sid).copied())
             .and_then(|id| self.session_mut(id))
-            .is_some_and(|s| matches!(s.transport, Transport::Polling { .. }));
+            .is_some_and(|s| s.eio.transport_kind() == TransportKind::Polling);
         served
             && live_polling
             && req.method == Method::Post
@@ -265,9 +265,9 @@ impl<H: Handler> Server<H> {
             }
         }
         for (_, s) in self.sessions.iter() {
-            match s.transport {
-                Transport::WebSocket(_) => g.websocket_sessions += 1,
-                Transport::Polling { .. } => g.polling_sessions += 1,
+            match s.eio.transport_kind() {
+                TransportKind::WebSocket => g.websocket_sessions += 1,
+                TransportKind::Polling => g.polling_sessions += 1,
             }
         }
         let mut out = String::with_capacity(4096);
@@ -428,16 +428,9 @@ impl<H: Handler> Server<H> {
                             h.exchange.close = true;
                         }
                     }
-                    let (id, open) = self.open_session(
-                        Transport::Polling {
-                            parked: None,
-                            queue: Vec::new(),
-                            queued_bytes: 0,
-                        },
-                        client,
-                    );
+                    let (id, open) = self.open_session(EioSession::polling(), client);
                     self.respond(key, Response::text(200, &open).cors(cors));
-                    self.dispatch_open(id, TransportKind::Polling);
+                    self.dispatch_open(id);
                     Flow::Continue
                 }
                 TransportKind::WebSocket => match ws::accept_key(req) {
@@ -452,37 +445,28 @@ impl<H: Handler> Server<H> {
         };
         // The heartbeat deadline is checked here too, not only by the timer: a request that
         // arrives after it finds the session closed.
-        if self
-            .session_mut(id)
-            .and_then(|s| s.pong_deadline)
-            .is_some_and(|d| d <= now)
-        {
+        if self.session_mut(id).is_some_and(|s| s.eio.expired(now)) {
             self.close_session(id, CloseReason::PingTimeout);
             return self.respond_engine_error(key, cors, EngineError::UnknownSid);
         }
         let Some(session) = self.session_mut(id) else {
             return self.respond_engine_error(key, cors, EngineError::UnknownSid);
         };
-        let polling = matches!(session.transport, Transport::Polling { .. });
+        let polling = session.eio.transport_kind() == TransportKind::Polling;
         match transport {
-            TransportKind::WebSocket => {
-                let accept = ws::accept_key(req);
-                match accept {
-                    Some(accept)
-                        if req.method == Method::Get
-                            && polling
-                            && session.upgrade == Upgrade::None =>
-                    {
+            TransportKind::WebSocket => match ws::accept_key(req) {
+                Some(accept) if req.method == Method::Get => {
+                    if session.eio.begin_probe(key) {
                         self.upgrade_to_ws(key, &accept, rest, Some(id))
-                    }
-                    // A second WebSocket for a session that already has one is accepted and
-                    // closed at once, as the reference server does (clients expect a close).
-                    Some(accept) if req.method == Method::Get => {
+                    } else {
+                        // A second WebSocket for a session that already has one is accepted
+                        // and closed at once, as the reference server does (clients expect a
+                        // close).
                         self.accept_and_close_ws(key, &accept)
                     }
-                    _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
                 }
-            }
+                _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
+            },
             TransportKind::Polling if !polling => {
                 self.respond_engine_error(key, cors, EngineError::BadRequest)
             }
@@ -494,69 +478,44 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// The Engine.IO open packet of a new session.
-    pub(super) fn open_packet(&self, sid: Sid, transport: TransportKind) -> String {
-        let upgrades = if transport == TransportKind::Polling {
-            "[\"websocket\"]"
-        } else {
-            "[]"
-        };
-        format!(
-            "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
-            ms(self.config.ping_interval),
-            ms(self.config.ping_timeout),
-            self.config.max_payload
-        )
-    }
-
     pub(super) fn on_poll_get(&mut self, key: ConnKey, id: SessionId, cors: Cors<'_>) -> Flow {
         let Some(session) = self.session_mut(id) else {
             return Flow::Continue;
         };
-        let Transport::Polling {
-            parked,
-            queue,
-            queued_bytes,
-        } = &mut session.transport
-        else {
-            return Flow::Continue;
-        };
-        if parked.is_some() {
-            // Two concurrent GETs: refuse this one and close the session (the first gets `1`).
-            self.respond_engine_error(key, cors, EngineError::BadRequest);
-            self.close_session(id, CloseReason::TransportError);
-            return Flow::Continue;
+        match session.eio.on_poll(key) {
+            Polled::Conflict => {
+                // Two concurrent GETs: refuse this one and close the session (the first gets
+                // `1`).
+                self.respond_engine_error(key, cors, EngineError::BadRequest);
+                self.close_session(id, CloseReason::TransportError);
+                Flow::Continue
+            }
+            Polled::Answer(body) => {
+                self.respond(
+                    key,
+                    Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors),
+                );
+                Flow::Continue
+            }
+            Polled::Park => {
+                // The connection's exchange, not the request's: one answered before its body
+                // was read closes after the answer.
+                if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
+                    h.parked = Some(Parked {
+                        session: id,
+                        cors: cors.keep(),
+                        exchange: h.exchange,
+                    });
+                }
+                // A deadline no live session reaches (its heartbeat answers the poll first).
+                let deadline = self
+                    .config
+                    .ping_interval
+                    .saturating_add(self.config.ping_timeout);
+                self.set_conn_timer(key, Some(deadline));
+                Flow::Parked
+            }
         }
-        if matches!(session.upgrade, Upgrade::Probed(_)) {
-            self.respond(key, Response::text(200, "6").cors(cors));
-            return Flow::Continue;
-        }
-        if !queue.is_empty() {
-            let body = encode_payload(queue);
-            *queued_bytes = 0;
-            self.respond(
-                key,
-                Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors),
-            );
-            return Flow::Continue;
-        }
-        *parked = Some(key);
-        // The connection's exchange, not the request's: one answered before its body was read
-        // closes after the answer.
-        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
-            h.parked = Some(Parked {
-                session: id,
-                cors: cors.keep(),
-                exchange: h.exchange,
-            });
-        }
-        // A deadline no live session reaches (its heartbeat answers the poll first).
-        let deadline = self
-            .config
-            .ping_interval
-            .saturating_add(self.config.ping_timeout);
-        self.set_conn_timer(key, Some(deadline));
-        Flow::Parked
     }
 
     pub(super) fn on_poll_post(
@@ -592,24 +551,25 @@ impl<H: Handler> Server<H> {
 
     /// Handles one packet from a session's active transport; false once the session is closed.
     pub(super) fn on_packet(&mut self, id: SessionId, p: Packet<'_>) -> bool {
-        match p {
-            Packet::Message(text) => {
-                self.mark_heard(id);
-                self.dispatch(Event::Message { session: id, text })
-            }
-            Packet::Binary(data) => {
-                self.mark_heard(id);
-                self.dispatch(Event::Binary {
+        let now = self.now();
+        let Some(s) = self.sessions.get_mut(id) else {
+            return false;
+        };
+        match s.eio.on_packet(&p, now, &self.eio) {
+            Received::Deliver => match p {
+                Packet::Message(text) => self.dispatch(Event::Message { session: id, text }),
+                Packet::Binary(data) => self.dispatch(Event::Binary {
                     session: id,
                     data: &data,
-                })
-            }
-            Packet::Pong(_) => self.on_pong(id),
-            Packet::Close => {
+                }),
+                _ => {}
+            },
+            Received::Rearm(beat) => self.arm_heartbeat(id, beat),
+            Received::Nothing => {}
+            Received::Close => {
                 self.close_session(id, CloseReason::ClientClose);
                 return false;
             }
-            Packet::Ping(_) | Packet::Upgrade | Packet::Noop => {}
         }
         self.session_mut(id).is_some()
     }

@@ -14,18 +14,18 @@ impl<H: Handler> Server<H> {
     ) -> Flow {
         let ctx = ws::context(&self.config, rest.to_vec());
         let (session, open) = match probe_of {
+            // The session took this connection as its probe (`begin_probe`).
             Some(id) => {
                 let at = deadline(self.now(), self.config.upgrade_timeout);
                 let timer = self.timers.insert(at, Timeout::Upgrade(id));
                 if let Some(s) = self.session_mut(id) {
-                    s.upgrade = Upgrade::Probing(key);
                     s.upgrade_timer = Some(timer);
                 }
                 (id, None)
             }
             None => {
                 let client = self.conn_mut(key).and_then(|c| c.client);
-                let (id, open) = self.open_session(Transport::WebSocket(key), client);
+                let (id, open) = self.open_session(EioTransport::WebSocket(key), client);
                 (id, Some(open))
             }
         };
@@ -43,7 +43,7 @@ impl<H: Handler> Server<H> {
         self.mark_dirty(key);
         if let Some(open) = open {
             self.ws_send(key, Message::text(open));
-            self.dispatch_open(session, TransportKind::WebSocket);
+            self.dispatch_open(session);
         }
         // Frames that arrived with the upgrade request are already buffered: handle them now.
         // The request's read emptied the socket, so there is nothing more to read yet.
@@ -124,7 +124,8 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn is_active_ws(&mut self, key: ConnKey, id: SessionId) -> bool {
-        matches!(self.session_mut(id), Some(Session { transport: Transport::WebSocket(c), .. }) if *c == key)
+        self.session_mut(id)
+            .is_some_and(|s| s.eio.is_transport(key))
     }
 
     pub(super) fn on_ws_text(&mut self, key: ConnKey, id: SessionId, text: &str) {
@@ -140,35 +141,31 @@ impl<H: Handler> Server<H> {
         let Some(session) = self.session_mut(id) else {
             return self.ws_fail(key, CloseCode::Normal, "");
         };
-        match (session.upgrade, packet::decode_text(text)) {
-            (Upgrade::Probing(c), Ok(Packet::Ping("probe"))) if c == key => {
-                session.upgrade = Upgrade::Probed(key);
+        match session
+            .eio
+            .on_probe_packet(key, packet::decode_text(text).map_err(drop))
+        {
+            Probe::Probed(parked) => {
                 self.ws_send(key, Message::text("3probe"));
-                self.release_parked_poll(id, "6");
+                if let Some(parked) = parked {
+                    self.answer_parked_conn(parked, b"6");
+                }
             }
-            (Upgrade::Probed(c), Ok(Packet::Upgrade)) if c == key => self.complete_upgrade(key, id),
-            (Upgrade::Probing(c) | Upgrade::Probed(c), Ok(Packet::Noop)) if c == key => {}
-            _ => self.ws_fail(key, CloseCode::Policy, "bad upgrade"),
-        }
-    }
-
-    /// The client sent `5`: the session moves to this WebSocket with everything still queued.
-    pub(super) fn complete_upgrade(&mut self, key: ConnKey, id: SessionId) {
-        self.metrics.upgrades_ok += 1;
-        self.release_parked_poll(id, "6");
-        let Some(session) = self.session_mut(id) else {
-            return;
-        };
-        session.upgrade = Upgrade::None;
-        let timer = session.upgrade_timer.take();
-        let old = std::mem::replace(&mut session.transport, Transport::WebSocket(key));
-        if let Some(t) = timer {
-            self.timers.cancel(t);
-        }
-        if let Transport::Polling { queue, .. } = old {
-            for p in queue {
-                self.ws_send(key, outgoing_to_ws(p));
+            // The session moved to this WebSocket: what polling had queued follows, in order.
+            Probe::Upgraded(parked, queue) => {
+                self.metrics.upgrades_ok += 1;
+                if let Some(parked) = parked {
+                    self.answer_parked_conn(parked, b"6");
+                }
+                if let Some(t) = self.session_mut(id).and_then(|s| s.upgrade_timer.take()) {
+                    self.timers.cancel(t);
+                }
+                for p in queue {
+                    self.ws_send(key, outgoing_to_ws(p));
+                }
             }
+            Probe::Nothing => {}
+            Probe::Failed => self.ws_fail(key, CloseCode::Policy, "bad upgrade"),
         }
     }
 
@@ -229,8 +226,7 @@ impl<H: Handler> Server<H> {
         let Some(s) = self.session_mut(id) else {
             return;
         };
-        if matches!(s.upgrade, Upgrade::Probing(c) | Upgrade::Probed(c) if c == key) {
-            s.upgrade = Upgrade::None;
+        if s.eio.abandon_probe(key) {
             if let Some(t) = s.upgrade_timer.take() {
                 self.timers.cancel(t);
             }
