@@ -11,8 +11,10 @@
 //!
 //! Events out: `newMessage {sender,text,timestamp}` to both members, `userJoined {userId}`,
 //! `userLeft {userId}`, `roomExpired {}`. Rooms expire on the loop's timer wheel; a room whose
-//! members are all gone is deleted at once. This module parses payloads and decides; the room
-//! table (`rooms`) holds the state; the Socket.IO layer does the wire.
+//! members are all gone is deleted at once. This module parses payloads and decides. A room's
+//! members are a Socket.IO room named by its code (the one room model, behind `sio`'s
+//! adapter); the chat's own table (`rooms`) adds the history and the expiry; the Socket.IO
+//! layer does the wire. The chat serves the main namespace.
 
 mod args;
 pub mod limits;
@@ -29,7 +31,7 @@ use crate::sio::packet::{push_decimal, write_json_string};
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use args::Fields;
 use limits::{Bucket, Failures, Rate};
-use rooms::{JoinError, Joined, Member, RoomCode, Rooms, SendError};
+use rooms::{RoomCode, Rooms};
 
 /// Error texts sent in `{"error":…}` acks.
 pub mod errors {
@@ -176,14 +178,10 @@ impl Chat {
         socket: SocketRef,
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
-        let member = member(socket, io).ok_or(errors::SERVER_BUSY)?;
+        io.socket_id(socket).ok_or(errors::SERVER_BUSY)?;
         // Capacity first: a refused createRoom must not cost the caller its current room (a
         // room it is alone in goes when it leaves, which makes room).
-        let frees_one = self
-            .rooms
-            .room_of(socket)
-            .and_then(|c| self.rooms.get(c))
-            .is_some_and(|r| r.members.len() == 1);
+        let frees_one = room_of(io, socket).is_some_and(|c| members(io, c).len() == 1);
         if self.rooms.len() - usize::from(frees_one) >= self.config.max_rooms {
             self.stats.busy += 1;
             if crate::log::sampled(self.stats.busy) {
@@ -194,7 +192,8 @@ impl Chat {
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
         self.leave(socket, io);
         self.stats.rooms_created += 1;
-        let generation = self.rooms.create(code, member);
+        let generation = self.rooms.create(code);
+        io.join(socket, &code.name());
         let at = crate::timer::deadline(io.now(), self.config.room_ttl);
         let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
@@ -222,7 +221,7 @@ impl Chat {
         // the history for a request of a few bytes, so it counts like a failure.
         let repeat = Fields::of(args)
             .code()
-            .is_ok_and(|code| self.rooms.room_of(socket) == Some(code));
+            .is_ok_and(|code| room_of(io, socket) == Some(code));
         let result = self.join_room(socket, args, io);
         if (result.is_err() || repeat)
             && let Some((per_socket, per_addr)) = &mut self.join_failures
@@ -247,26 +246,26 @@ impl Chat {
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
         let code = Fields::of(args).code()?;
-        let member = member(socket, io).ok_or(errors::ROOM_NOT_FOUND)?;
-        if self.rooms.room_of(socket).is_some_and(|c| c != code) {
-            // Check first so a failed join does not cost the current room.
-            match self.rooms.get(code) {
-                None => return Err(errors::ROOM_NOT_FOUND),
-                Some(room) if room.members.len() >= rooms::ROOM_CAPACITY => {
-                    return Err(errors::ROOM_FULL);
-                }
-                Some(_) => self.leave(socket, io),
+        let id = io.socket_id(socket).ok_or(errors::ROOM_NOT_FOUND)?;
+        let current = room_of(io, socket);
+        // Joining the room one is in changes nothing (the history comes again).
+        if current != Some(code) {
+            // Checked first, so a failed join does not cost the current room.
+            if self.rooms.get(code).is_none() {
+                return Err(errors::ROOM_NOT_FOUND);
             }
-        }
-        match self.rooms.join(code, member) {
-            Ok(Joined::New {
-                partner: Some(partner),
-            }) => {
-                io.emit(partner.socket, "userJoined", &user_json(&member));
+            let present = members(io, code);
+            if present.len() >= rooms::ROOM_CAPACITY {
+                return Err(errors::ROOM_FULL);
             }
-            Ok(Joined::New { partner: None } | Joined::Already) => {}
-            Err(JoinError::NotFound) => return Err(errors::ROOM_NOT_FOUND),
-            Err(JoinError::Full) => return Err(errors::ROOM_FULL),
+            let partner = present.first().copied();
+            if current.is_some() {
+                self.leave(socket, io);
+            }
+            io.join(socket, &code.name());
+            if let Some(partner) = partner {
+                io.emit(partner, "userJoined", &user_json(id));
+            }
         }
         let history = self
             .rooms
@@ -284,9 +283,13 @@ impl Chat {
         let fields = Fields::of(args);
         let code = fields.code()?;
         // The room before the text: a refused message spends no rate-limit token.
-        self.rooms
-            .check_member(code, socket)
-            .map_err(send_error_text)?;
+        if self.rooms.get(code).is_none() {
+            return Err(errors::ROOM_NOT_FOUND);
+        }
+        let name = code.name();
+        if !io.rooms_of(socket).iter().any(|r| **r == *name) {
+            return Err(errors::NOT_MEMBER);
+        }
         let (text, raw_text) = fields.text()?;
         // Blank as JavaScript's `trim` sees it (a NestJS gateway's check): BOM included.
         if text
@@ -324,13 +327,8 @@ impl Chat {
         let message = &mut self.message_buf;
         write_message_json(message, sender.as_str(), raw_text, io.unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
-        let members = self
-            .rooms
-            .push_message(code, socket, message)
-            .map_err(send_error_text)?;
-        for m in members {
-            io.send_to(m.socket, &packets);
-        }
+        self.rooms.push_message(code, message);
+        io.send_to_room(Nsp::MAIN, &name, &packets);
         self.stats.messages += 1;
         Ok(SUCCESS.into())
     }
@@ -342,7 +340,7 @@ impl Chat {
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
         let code = Fields::of(args).code()?;
-        if self.rooms.room_of(socket) != Some(code) {
+        if room_of(io, socket) != Some(code) {
             return Err(if self.rooms.get(code).is_some() {
                 errors::NOT_MEMBER
             } else {
@@ -355,29 +353,31 @@ impl Chat {
 
     /// Takes a socket out of its room: the partner is told, an empty room is deleted.
     fn leave(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
-        let Some(left) = self.rooms.leave(socket) else {
+        let Some(code) = room_of(io, socket) else {
             return;
         };
-        if let Some(Some(timer)) = left.deleted {
-            io.cancel_timer(timer);
-        }
-        if left.remaining.is_empty() {
+        let name = code.name();
+        io.leave(socket, &name);
+        if members(io, code).is_empty() {
+            if let Some(timer) = self.rooms.remove(code).and_then(|r| r.expiry) {
+                io.cancel_timer(timer);
+            }
             return;
         }
         let id = io.socket_id(socket);
-        let json = id.map_or_else(|| "{}".into(), |id| format!("{{\"userId\":\"{id}\"}}"));
-        for m in &left.remaining {
-            io.emit(m.socket, "userLeft", &json);
-        }
+        let json = id.map_or_else(|| "{}".into(), user_json);
+        io.emit_to_room(Nsp::MAIN, &name, "userLeft", &json);
     }
 
     fn on_expire(&mut self, code: RoomCode, generation: u64, io: &mut Io<'_, '_>) {
-        let Some(room) = self.rooms.expire(code, generation) else {
+        if self.rooms.expire(code, generation).is_none() {
             return;
-        };
+        }
         self.stats.rooms_expired += 1;
-        for m in &room.members {
-            io.emit(m.socket, "roomExpired", "{}");
+        let name = code.name();
+        io.emit_to_room(Nsp::MAIN, &name, "roomExpired", "{}");
+        for member in members(io, code).to_vec() {
+            io.leave(member, &name);
         }
     }
 }
@@ -442,15 +442,14 @@ impl App for Chat {
 
 const SUCCESS: &str = "{\"success\":true}";
 
-fn send_error_text(e: SendError) -> &'static str {
-    match e {
-        SendError::NotFound => errors::ROOM_NOT_FOUND,
-        SendError::NotMember => errors::NOT_MEMBER,
-    }
+/// The room a socket is in: its only Socket.IO room (the chat puts sockets in no other).
+fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
+    io.rooms_of(socket).first().and_then(|r| RoomCode::parse(r))
 }
 
-fn member(socket: SocketRef, io: &Io<'_, '_>) -> Option<Member> {
-    io.socket_id(socket).map(|id| Member { socket, id })
+/// The members of a room, in joining order.
+fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
+    io.room_members(Nsp::MAIN, &code.name())
 }
 
 /// Writes `{"sender":…,"text":…,"timestamp":…}` over `out` (the wire JSON, kept as history
@@ -469,8 +468,8 @@ fn write_message_json(out: &mut String, sender: &str, raw_text: &str, timestamp:
 /// What an event's ack carries when it succeeds: mostly a constant.
 type Reply = Cow<'static, str>;
 
-fn user_json(member: &Member) -> String {
-    format!("{{\"userId\":\"{}\"}}", member.id)
+fn user_json(id: crate::engine::Sid) -> String {
+    format!("{{\"userId\":\"{id}\"}}")
 }
 
 fn error_json(message: &str) -> String {

@@ -1,18 +1,16 @@
-//! The room table: codes, members, history. Pure data, no I/O and no clock of its own.
+//! The room table: codes, history, expiry. Pure data, no I/O and no clock of its own.
 //!
-//! A room holds at most two members and a bounded history of messages, each kept as the JSON
-//! object that is sent on the wire (`{"sender":…,"text":…,"timestamp":…}`), so joining and
-//! delivering never re-encode. Every room carries a generation so a stale expiry timer (for a
-//! code that was freed and drawn again) cannot expire its successor. A socket is in at most
-//! one room; `room_of` answers that in O(1).
+//! Who is in a room is Socket.IO's business (its rooms, behind the adapter: one room model,
+//! named by the code); this keeps what the chat adds to a room: a bounded history of messages,
+//! each kept as the JSON object that is sent on the wire (`{"sender":…,"text":…,"timestamp":…}`)
+//! so joining and delivering never re-encode, the expiry timer, and a generation so a stale
+//! expiry timer (for a code that was freed and drawn again) cannot expire its successor.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use rand::RngExt;
 
-use crate::engine::Sid;
-use crate::sio::SocketRef;
 use crate::timer::TimerId;
 
 /// Members per room.
@@ -49,19 +47,36 @@ impl RoomCode {
     }
 }
 
+/// A code as its six digits, without allocating (the name of its Socket.IO room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeName([u8; 6]);
+
+impl std::ops::Deref for CodeName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Six ASCII digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl RoomCode {
+    /// The six digits (leading zeros kept): the name of the room's Socket.IO room.
+    pub fn name(self) -> CodeName {
+        let mut digits = [b'0'; 6];
+        let mut n = self.0;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        CodeName(digits)
+    }
+}
+
 impl fmt::Display for RoomCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:06}", self.0)
     }
-}
-
-/// A member: the socket and its id as clients see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member {
-    /// The Socket.IO socket.
-    pub socket: SocketRef,
-    /// Its id (`sender`, `userId` on the wire).
-    pub id: Sid,
 }
 
 /// Most bytes of history kept per room, whatever `max_history` says: the joinRoom answer that
@@ -71,8 +86,6 @@ pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 /// A live room.
 #[derive(Debug)]
 pub struct Room {
-    /// Members in joining order (at most two).
-    pub members: Vec<Member>,
     /// Messages as wire JSON objects, oldest first, each after a comma (`,{…},{…}`): one
     /// buffer per room, so keeping a message allocates nothing once the buffer has grown.
     history: VecDeque<u8>,
@@ -108,58 +121,12 @@ impl Room {
     pub fn history_len(&self) -> usize {
         self.history_lens.len()
     }
-
-    fn is_member(&self, socket: SocketRef) -> bool {
-        self.members.iter().any(|m| m.socket == socket)
-    }
-}
-
-/// Why a join failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinError {
-    /// No live room has this code.
-    NotFound,
-    /// The room already has two members.
-    Full,
-}
-
-/// A successful join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
-    /// The socket was added; `partner` is the member already there.
-    New {
-        /// The other member, if any.
-        partner: Option<Member>,
-    },
-    /// The socket was already a member: nothing changed.
-    Already,
-}
-
-/// Why a message was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// No live room has this code.
-    NotFound,
-    /// The sender is not in the room.
-    NotMember,
-}
-
-/// The result of a member leaving.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Left {
-    /// The room it left.
-    pub code: RoomCode,
-    /// Who is still there (to be told `userLeft`).
-    pub remaining: Vec<Member>,
-    /// The room's expiry timer, when the room was deleted because it became empty.
-    pub deleted: Option<Option<TimerId>>,
 }
 
 /// All live rooms.
 #[derive(Debug)]
 pub struct Rooms {
     rooms: HashMap<RoomCode, Room>,
-    room_of: HashMap<SocketRef, RoomCode>,
     max_history: usize,
     next_generation: u64,
 }
@@ -169,7 +136,6 @@ impl Rooms {
     pub fn new(max_history: usize) -> Self {
         Rooms {
             rooms: HashMap::new(),
-            room_of: HashMap::new(),
             max_history,
             next_generation: 0,
         }
@@ -190,11 +156,6 @@ impl Rooms {
         self.rooms.get(&code)
     }
 
-    /// The room a socket is in.
-    pub fn room_of(&self, socket: SocketRef) -> Option<RoomCode> {
-        self.room_of.get(&socket).copied()
-    }
-
     /// Draws a code no live room uses; `None` when (nearly) every code is taken.
     pub fn fresh_code(&self, rng: &mut impl rand::Rng) -> Option<RoomCode> {
         let total = (RoomCode::MAX - RoomCode::MIN + 1) as usize;
@@ -208,20 +169,17 @@ impl Rooms {
             .find(|c| !self.rooms.contains_key(c))
     }
 
-    /// Creates a room with `creator` as its first member; returns the room's generation.
-    /// The creator must not be in a room (`leave` first).
-    pub fn create(&mut self, code: RoomCode, creator: Member) -> u64 {
+    /// Creates a room; returns its generation.
+    pub fn create(&mut self, code: RoomCode) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
         let room = Room {
-            members: vec![creator],
             history: VecDeque::new(),
             history_lens: VecDeque::new(),
             expiry: None,
             generation,
         };
         self.rooms.insert(code, room);
-        self.room_of.insert(creator.socket, code);
         generation
     }
 
@@ -232,59 +190,16 @@ impl Rooms {
         }
     }
 
-    /// Adds `member` to a room. The member must not be in another room (`leave` first).
-    pub fn join(&mut self, code: RoomCode, member: Member) -> Result<Joined, JoinError> {
-        let room = self.rooms.get_mut(&code).ok_or(JoinError::NotFound)?;
-        if room.is_member(member.socket) {
-            return Ok(Joined::Already);
-        }
-        if room.members.len() >= ROOM_CAPACITY {
-            return Err(JoinError::Full);
-        }
-        let partner = room.members.first().copied();
-        room.members.push(member);
-        self.room_of.insert(member.socket, code);
-        Ok(Joined::New { partner })
+    /// Deletes a room (its last member left); returns it, for its expiry timer.
+    pub fn remove(&mut self, code: RoomCode) -> Option<Room> {
+        self.rooms.remove(&code)
     }
 
-    /// Removes a socket from its room, deleting the room when it becomes empty.
-    pub fn leave(&mut self, socket: SocketRef) -> Option<Left> {
-        let code = self.room_of.remove(&socket)?;
-        let room = self.rooms.get_mut(&code)?;
-        room.members.retain(|m| m.socket != socket);
-        let remaining = room.members.clone();
-        let deleted = if remaining.is_empty() {
-            self.rooms.remove(&code).map(|r| r.expiry)
-        } else {
-            None
+    /// Keeps a message (wire JSON) in a room's history; false if no such room is live.
+    pub fn push_message(&mut self, code: RoomCode, message: &str) -> bool {
+        let Some(room) = self.rooms.get_mut(&code) else {
+            return false;
         };
-        Some(Left {
-            code,
-            remaining,
-            deleted,
-        })
-    }
-
-    /// Whether `socket` may send to the room `code`.
-    pub fn check_member(&self, code: RoomCode, socket: SocketRef) -> Result<(), SendError> {
-        match self.rooms.get(&code) {
-            None => Err(SendError::NotFound),
-            Some(room) if !room.is_member(socket) => Err(SendError::NotMember),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Appends a message (wire JSON) from `sender`; returns the members to deliver it to.
-    pub fn push_message(
-        &mut self,
-        code: RoomCode,
-        sender: SocketRef,
-        message: &str,
-    ) -> Result<&[Member], SendError> {
-        let room = self.rooms.get_mut(&code).ok_or(SendError::NotFound)?;
-        if !room.is_member(sender) {
-            return Err(SendError::NotMember);
-        }
         if self.max_history > 0 && message.len() < MAX_HISTORY_BYTES {
             room.history.push_back(b',');
             room.history.extend(message.as_bytes());
@@ -300,7 +215,7 @@ impl Rooms {
                 room.history.drain(..old as usize);
             }
         }
-        Ok(&room.members)
+        true
     }
 
     /// Deletes a room whose time is up, if it is still the room of that generation.
@@ -308,11 +223,7 @@ impl Rooms {
         if self.rooms.get(&code)?.generation != generation {
             return None;
         }
-        let room = self.rooms.remove(&code)?;
-        for m in &room.members {
-            self.room_of.remove(&m.socket);
-        }
-        Some(room)
+        self.rooms.remove(&code)
     }
 }
 
@@ -345,6 +256,12 @@ mod tests {
         }
         assert_eq!(RoomCode::new(99_999), None);
         assert_eq!(RoomCode::new(1_000_000), None);
+    }
+
+    #[test]
+    fn a_code_names_its_room_with_all_six_digits() {
+        assert_eq!(&*RoomCode::new(483_920).unwrap().name(), "483920");
+        assert_eq!(&*RoomCode::parse("012345").unwrap().name(), "012345");
     }
 
     #[test]

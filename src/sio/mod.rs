@@ -1,16 +1,17 @@
 //! Socket.IO v5 on top of Engine.IO: namespaces, sockets, acks, binary attachments and rooms.
 //!
 //! `SocketIo<A>` is an Engine.IO `Handler`. It decodes Socket.IO packets from a session's
-//! messages, keeps the sockets (one per namespace a session joined) and the rooms, and hands
+//! messages, keeps the sockets (one per namespace a session joined) and their rooms (behind an
+//! `Adapter`: in this process by default, `adapter::LocalAdapter`), and hands
 //! the application `SioEvent`s as values: a socket connected (with its auth payload), an event
 //! arrived (name, raw JSON arguments, attachments, ack id), a socket disconnected, a timer
 //! fired. The application answers through `SioIo`: ack, emit to a socket or a room, join and
 //! leave rooms, timers. Malformed packets close the Engine.IO session.
 
+pub mod adapter;
 mod error;
 pub mod packet;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::slots::{SlotKey, SlotMap, Slots};
@@ -20,6 +21,7 @@ use tungstenite::Bytes;
 use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken};
 use crate::timer::{Millis, TimerId};
 
+pub use adapter::{Adapter, LocalAdapter};
 pub use error::SioError;
 pub use packet::PacketType;
 
@@ -177,12 +179,11 @@ struct PendingBinary {
 }
 
 /// Sockets, rooms and namespaces: the tables `SioIo` works on.
-#[derive(Default)]
 struct Tables {
     namespaces: Vec<String>,
     sockets: Slots<SocketRef, Socket>,
-    /// Members of each room, per namespace.
-    rooms: Vec<HashMap<Box<str>, Vec<SocketRef>>>,
+    /// Room membership (each socket also lists its own rooms, for `rooms_of` and its exit).
+    rooms: Box<dyn Adapter>,
 }
 
 /// The Socket.IO layer: an Engine.IO handler running an `App`.
@@ -195,11 +196,21 @@ pub struct SocketIo<A: App> {
 }
 
 impl<A: App> SocketIo<A> {
-    /// The layer with `app` on top; `max_payload` bounds binary attachments.
+    /// The layer with `app` on top, rooms in this process (`LocalAdapter`); `max_payload`
+    /// bounds binary attachments.
     pub fn new(app: A, config: SioConfig, max_payload: usize) -> Self {
+        Self::with_adapter(app, config, max_payload, Box::new(LocalAdapter::default()))
+    }
+
+    /// The layer with `app` on top and its rooms kept by `rooms`.
+    pub fn with_adapter(
+        app: A,
+        config: SioConfig,
+        max_payload: usize,
+        rooms: Box<dyn Adapter>,
+    ) -> Self {
         let mut namespaces = vec!["/".to_string()];
         namespaces.extend(config.namespaces.iter().cloned());
-        let rooms = namespaces.iter().map(|_| HashMap::new()).collect();
         SocketIo {
             app,
             config,
@@ -207,8 +218,8 @@ impl<A: App> SocketIo<A> {
             clients: Clients::default(),
             tables: Tables {
                 namespaces,
+                sockets: Slots::default(),
                 rooms,
-                ..Tables::default()
             },
         }
     }
@@ -512,18 +523,8 @@ impl Tables {
         let Some(s) = self.sockets.get_mut(socket) else {
             return;
         };
-        let nsp = s.nsp.0 as usize;
         for room in std::mem::take(&mut s.rooms) {
-            remove_member(&mut self.rooms[nsp], &room, socket);
-        }
-    }
-}
-
-fn remove_member(rooms: &mut HashMap<Box<str>, Vec<SocketRef>>, room: &str, socket: SocketRef) {
-    if let Some(members) = rooms.get_mut(room) {
-        members.retain(|m| *m != socket);
-        if members.is_empty() {
-            rooms.remove(room);
+            self.rooms.leave(s.nsp, &room, socket);
         }
     }
 }
@@ -721,18 +722,24 @@ impl<T> SioIo<'_, '_, T> {
     /// Emits an event to every member of a room (built once, shared by all).
     pub fn emit_to_room(&mut self, nsp: Nsp, room: &str, event: &str, args: &str) {
         let packets = self.event_packet(nsp, event, args, &[]);
-        for member in self.room_members(nsp, room).to_vec() {
-            self.send_to(member, &packets);
+        self.send_to_room(nsp, room, &packets);
+    }
+
+    /// Sends packets built by `event_packet` to every member of a room.
+    pub fn send_to_room(&mut self, nsp: Nsp, room: &str, packets: &[Outgoing]) {
+        let Tables { sockets, rooms, .. } = &*self.tables;
+        for member in rooms.members(nsp, room) {
+            if let Some(s) = sockets.get(*member) {
+                for p in packets {
+                    self.io.send(s.session, p.clone());
+                }
+            }
         }
     }
 
     /// The members of a room, in joining order.
     pub fn room_members(&self, nsp: Nsp, room: &str) -> &[SocketRef] {
-        self.tables
-            .rooms
-            .get(nsp.0 as usize)
-            .and_then(|r| r.get(room))
-            .map_or(&[], Vec::as_slice)
+        self.tables.rooms.members(nsp, room)
     }
 
     /// The rooms a socket is in.
@@ -751,11 +758,7 @@ impl<T> SioIo<'_, '_, T> {
             return;
         }
         s.rooms.push(room.into());
-        let nsp = s.nsp.0 as usize;
-        self.tables.rooms[nsp]
-            .entry(room.into())
-            .or_default()
-            .push(socket);
+        self.tables.rooms.join(s.nsp, room, socket);
     }
 
     /// Removes a socket from a room.
@@ -764,8 +767,7 @@ impl<T> SioIo<'_, '_, T> {
             return;
         };
         s.rooms.retain(|r| &**r != room);
-        let nsp = s.nsp.0 as usize;
-        remove_member(&mut self.tables.rooms[nsp], room, socket);
+        self.tables.rooms.leave(s.nsp, room, socket);
     }
 
     /// Disconnects a socket's whole Engine.IO session.
