@@ -193,7 +193,9 @@ impl Chat {
         self.leave(socket, io);
         self.stats.rooms_created += 1;
         let generation = self.rooms.create(code);
-        io.join(socket, &code.name());
+        let name = code.name();
+        io.join(socket, &name);
+        self.rooms.set_members(code, io.room_id(Nsp::MAIN, &name));
         let at = crate::timer::deadline(io.now(), self.config.room_ttl);
         let timer = io.set_timer(at, ChatTimer::Expire { code, generation });
         self.rooms.set_expiry(code, timer);
@@ -283,11 +285,13 @@ impl Chat {
         let fields = Fields::of(args);
         let code = fields.code()?;
         // The room before the text: a refused message spends no rate-limit token.
-        if self.rooms.get(code).is_none() {
-            return Err(errors::ROOM_NOT_FOUND);
-        }
-        let name = code.name();
-        if !io.rooms_of(socket).iter().any(|r| **r == *name) {
+        let room = self.rooms.get(code).ok_or(errors::ROOM_NOT_FOUND)?;
+        let (name, members) = (code.name(), room.members);
+        if !io
+            .rooms_of(socket)
+            .iter()
+            .any(|r| r.as_bytes() == name.as_bytes())
+        {
             return Err(errors::NOT_MEMBER);
         }
         let (text, raw_text) = fields.text()?;
@@ -328,7 +332,9 @@ impl Chat {
         write_message_json(message, sender.as_str(), raw_text, io.unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
         self.rooms.push_message(code, message);
-        io.send_to_room(Nsp::MAIN, &name, &packets);
+        if let Some(members) = members {
+            io.send_to_room_id(members, &packets);
+        }
         self.stats.messages += 1;
         Ok(SUCCESS.into())
     }

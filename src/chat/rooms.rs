@@ -11,6 +11,7 @@ use std::fmt;
 
 use rand::RngExt;
 
+use crate::sio::RoomId;
 use crate::timer::TimerId;
 
 /// Members per room.
@@ -51,6 +52,13 @@ impl RoomCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeName([u8; 6]);
 
+impl CodeName {
+    /// The digits as bytes (no UTF-8 check).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl std::ops::Deref for CodeName {
     type Target = str;
 
@@ -86,6 +94,8 @@ pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 /// A live room.
 #[derive(Debug)]
 pub struct Room {
+    /// Its Socket.IO room (the members), by handle: messages reach them without a lookup.
+    pub members: Option<RoomId>,
     /// Messages as wire JSON objects, oldest first, each after a comma (`,{…},{…}`): one
     /// buffer per room, so keeping a message allocates nothing once the buffer has grown.
     history: VecDeque<u8>,
@@ -174,6 +184,7 @@ impl Rooms {
         self.next_generation += 1;
         let generation = self.next_generation;
         let room = Room {
+            members: None,
             history: VecDeque::new(),
             history_lens: VecDeque::new(),
             expiry: None,
@@ -181,6 +192,13 @@ impl Rooms {
         };
         self.rooms.insert(code, room);
         generation
+    }
+
+    /// Records the handle of a room's Socket.IO room.
+    pub fn set_members(&mut self, code: RoomCode, members: Option<RoomId>) {
+        if let Some(room) = self.rooms.get_mut(&code) {
+            room.members = members;
+        }
     }
 
     /// Records the expiry timer of a room.

@@ -21,7 +21,7 @@ use tungstenite::Bytes;
 use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken};
 use crate::timer::{Millis, TimerId};
 
-pub use adapter::{Adapter, LocalAdapter};
+pub use adapter::{Adapter, LocalAdapter, RoomId};
 pub use error::SioError;
 pub use packet::PacketType;
 
@@ -529,6 +529,22 @@ impl Tables {
     }
 }
 
+/// Queues `packets` for every socket of `members`.
+fn deliver(
+    io: &mut Io<'_, SioTimer<impl Sized>>,
+    sockets: &Slots<SocketRef, Socket>,
+    members: &[SocketRef],
+    packets: &[Outgoing],
+) {
+    for member in members {
+        if let Some(s) = sockets.get(*member) {
+            for p in packets {
+                io.send(s.session, p.clone());
+            }
+        }
+    }
+}
+
 /// The Engine.IO messages of one Socket.IO packet (the text, then any attachments), built once
 /// and sent to any number of sockets. Derefs to a slice; the common case needs no `Vec`.
 #[derive(Debug)]
@@ -728,13 +744,14 @@ impl<T> SioIo<'_, '_, T> {
     /// Sends packets built by `event_packet` to every member of a room.
     pub fn send_to_room(&mut self, nsp: Nsp, room: &str, packets: &[Outgoing]) {
         let Tables { sockets, rooms, .. } = &*self.tables;
-        for member in rooms.members(nsp, room) {
-            if let Some(s) = sockets.get(*member) {
-                for p in packets {
-                    self.io.send(s.session, p.clone());
-                }
-            }
-        }
+        deliver(self.io, sockets, rooms.members(nsp, room), packets);
+    }
+
+    /// Sends packets built by `event_packet` to every member of a room, by its handle (from
+    /// `join`): no name to look up.
+    pub fn send_to_room_id(&mut self, room: RoomId, packets: &[Outgoing]) {
+        let Tables { sockets, rooms, .. } = &*self.tables;
+        deliver(self.io, sockets, rooms.members_of(room), packets);
     }
 
     /// The members of a room, in joining order.
@@ -754,11 +771,15 @@ impl<T> SioIo<'_, '_, T> {
         let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
-        if s.rooms.iter().any(|r| &**r == room) {
-            return;
+        if !s.rooms.iter().any(|r| &**r == room) {
+            s.rooms.push(room.into());
         }
-        s.rooms.push(room.into());
         self.tables.rooms.join(s.nsp, room, socket);
+    }
+
+    /// A room's handle (for `send_to_room_id`), while it has members.
+    pub fn room_id(&self, nsp: Nsp, room: &str) -> Option<RoomId> {
+        self.tables.rooms.id(nsp, room)
     }
 
     /// Removes a socket from a room.
