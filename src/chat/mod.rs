@@ -264,7 +264,10 @@ impl Chat {
             if current.is_some() {
                 self.leave(socket, io);
             }
-            io.join(socket, &code.name());
+            let name = code.name();
+            io.join(socket, &name);
+            // The room's handle, as Socket.IO has it now (it made the room at the first join).
+            self.rooms.set_members(code, io.room_id(Nsp::MAIN, &name));
             if let Some(partner) = partner {
                 io.emit(partner, "userJoined", &user_json(id));
             }

@@ -313,9 +313,14 @@ impl<C: Copy + PartialEq> Session<C> {
         (Some(Outgoing::control(packet::PING)), Beat::Pong(pong_by))
     }
 
-    /// The pong deadline passed: whether the session is dead (a pong may have come first).
-    pub fn on_pong_missed(&self, now: Millis) -> bool {
-        self.expired(now)
+    /// The pong timer fired: `None` if the session is dead, else when the heartbeat wants the
+    /// loop back (a pong came first, or the deadline is still ahead).
+    pub fn on_pong_missed(&self, now: Millis) -> Option<Beat> {
+        match self.pong_deadline {
+            Some(d) if d <= now => None,
+            Some(d) => Some(Beat::Pong(d)),
+            None => Some(Beat::Ping(self.next_ping)),
+        }
     }
 
     /// A WebSocket with this sid asks to take over (`?sid=…&transport=websocket`): true if it
@@ -533,13 +538,18 @@ mod tests {
             s.on_packet(&packet("3"), 350, &S),
             Received::Rearm(Beat::Ping(650))
         );
-        assert!(!s.on_pong_missed(500), "the pong came");
+        assert_eq!(
+            s.on_pong_missed(500),
+            Some(Beat::Ping(650)),
+            "the pong came"
+        );
         let (_, beat) = s.on_ping_due(650, &S);
         assert_eq!(beat, Beat::Pong(850));
         assert!(!s.expired(849));
         // A request at the deadline finds it dead, before the timer fires.
         assert!(s.expired(850));
-        assert!(s.on_pong_missed(850));
+        assert_eq!(s.on_pong_missed(849), Some(Beat::Pong(850)), "not yet");
+        assert_eq!(s.on_pong_missed(850), None);
         // A stray pong (none awaited) changes nothing.
         let mut t = polling(0);
         assert_eq!(t.on_packet(&packet("3"), 10, &S), Received::Nothing);

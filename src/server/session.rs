@@ -88,8 +88,9 @@ impl<H: Handler> Server<H> {
             return;
         };
         s.heartbeat = None;
-        if s.eio.on_pong_missed(now) {
-            self.close_session(id, CloseReason::PingTimeout);
+        match s.eio.on_pong_missed(now) {
+            None => self.close_session(id, CloseReason::PingTimeout),
+            Some(beat) => self.arm_heartbeat(id, beat),
         }
     }
 

@@ -147,8 +147,14 @@ impl<H: Handler> Server<H> {
         {
             Probe::Probed(parked) => {
                 self.ws_send(key, Message::text("3probe"));
+                // A write that failed closed the session: its poll gets the close packet.
                 if let Some(parked) = parked {
-                    self.answer_parked_conn(parked, b"6");
+                    let body = if self.sessions.contains(id) {
+                        b"6"
+                    } else {
+                        b"1"
+                    };
+                    self.answer_parked_conn(parked, body);
                 }
             }
             // The session moved to this WebSocket: what polling had queued follows, in order.
