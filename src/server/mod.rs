@@ -1002,12 +1002,12 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
-        // Input that waited for output to drain goes first.
+        // Input that waited for output to drain goes first. Not its end of stream, even if
+        // the peer closed: the socket may hold more, which the read below gets first.
         if let ConnState::Ws(w) = &mut conn.state
             && let Some(held) = w.held.take()
         {
-            let eof = conn.peer_closed;
-            self.decode_ws(key, &held, eof);
+            self.decode_ws(key, &held, false);
         }
         // Requests read before a pause are handled before anything more is read: reading on
         // while they pause the connection again would only pile input up.

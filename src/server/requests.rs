@@ -21,11 +21,18 @@ impl<H: Handler> Server<H> {
             self.set_conn_timer(key, Some(self.config.header_timeout));
         }
         self.process_http(key);
-        // What is left is one incomplete request, unless a parked poll holds up the rest.
         let most = http::request::MAX_HEAD + self.config.max_payload;
-        if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &c.state)
-            && h.rbuf.len() > most
-        {
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        // Paused for its unsent output, it holds complete requests it reads no more after
+        // (at most one read's worth): they wait, and so does its end of stream, which the read
+        // after the pause meets again.
+        if conn.paused {
+            return;
+        }
+        // What is left is one incomplete request, unless a parked poll holds up the rest.
+        if matches!(&conn.state, ConnState::Http(h) if h.rbuf.len() > most) {
             self.metrics.reject(Rejected::PayloadTooLarge);
             return self.close_conn(key);
         }

@@ -168,11 +168,11 @@ impl<H: Handler> Server<H> {
         let idle = idle_timeout(&self.config, h.rbuf.is_empty());
         h.close_after_write |= exchange.close;
         self.mark_dirty(key);
-        if !exchange.close {
-            self.set_conn_timer(key, Some(idle));
-            if !self.resume.contains(&key) {
-                self.resume.push(key);
-            }
+        // A deadline in every case: an answer that cannot leave (a peer that stopped
+        // reading) does not keep the connection past it.
+        self.set_conn_timer(key, Some(idle));
+        if !exchange.close && !self.resume.contains(&key) {
+            self.resume.push(key);
         }
     }
 

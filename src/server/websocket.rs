@@ -75,6 +75,7 @@ impl<H: Handler> Server<H> {
                 return;
             };
             if w.unflushed >= OUTPUT_PAUSE {
+                // The rest waits; an end of stream is met again by the read after the pause.
                 if at < input.len() || eof {
                     w.held = Some(input[at..].into());
                     conn.paused = true;

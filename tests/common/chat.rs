@@ -147,6 +147,11 @@ pub struct Client {
 impl Client {
     /// Opens a session (optionally claiming a forwarded address) and connects to `/`.
     pub fn connect(addr: SocketAddr, forwarded_for: Option<&str>) -> Client {
+        Client::connect_on(tcp(addr), addr, forwarded_for)
+    }
+
+    /// `connect` over a TCP connection made by the caller (with socket options of its own).
+    pub fn connect_on(stream: TcpStream, addr: SocketAddr, forwarded_for: Option<&str>) -> Client {
         let mut req = format!("ws://{addr}{PATH}?EIO=4&transport=websocket")
             .into_client_request()
             .unwrap();
@@ -154,7 +159,7 @@ impl Client {
             req.headers_mut()
                 .insert("X-Forwarded-For", xff.parse().unwrap());
         }
-        let (mut ws, res) = tungstenite::client(req, tcp(addr)).expect("websocket handshake");
+        let (mut ws, res) = tungstenite::client(req, stream).expect("websocket handshake");
         assert_eq!(res.status(), 101);
         let open = next_text(&mut ws);
         assert!(open.starts_with("0{\"sid\":"), "{open}");
