@@ -55,7 +55,7 @@ fn example_page_in_headless_chromium() {
 
     eprintln!("---- node --test output ----\n{}", run.output);
     eprintln!("---- end of node output ({elapsed:.1?}) ----");
-    if !run.succeeded() {
+    if !run.all_tests_passed() {
         eprintln!("---- server log ----\n{}", server.stop_and_log());
         panic!(
             "the browser end-to-end test failed ({}); its output is above",

@@ -60,7 +60,7 @@ fn socket_io_client_end_to_end() {
 
     eprintln!("---- node --test output ----\n{}", run.output);
     eprintln!("---- end of node output ({elapsed:.1?}) ----");
-    if !run.succeeded() {
+    if !run.all_tests_passed() {
         eprintln!("---- server logs ----");
         eprintln!("main server:\n{}", main.stop_and_log());
         eprintln!("expiry server:\n{}", expiry.stop_and_log());

@@ -124,7 +124,7 @@ fn npm_ci_if_stale(npm: &Path, dir: &Path) {
     cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
     let run = run(cmd, INSTALL_TIMEOUT);
     assert!(
-        run.succeeded(),
+        run.exited_ok(),
         "npm ci failed ({}):\n{}",
         run.describe(),
         run.output
@@ -154,9 +154,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// The process exited 0 before its timeout.
+    pub fn exited_ok(&self) -> bool {
+        self.timed_out.is_none() && self.status.is_some_and(|s| s.success())
+    }
+
     /// The process exited 0 and node's test runner reported at least one test, every one of
     /// them passed (a file with no tests at all also exits 0: that is a failure here).
-    pub fn succeeded(&self) -> bool {
+    pub fn all_tests_passed(&self) -> bool {
         let count = |key: &str| {
             // The summary of node's `spec` (`ℹ tests 84`) or `tap` (`# tests 84`) reporter.
             self.output.lines().find_map(|l| {
@@ -165,7 +170,7 @@ impl Run {
             })
         };
         let (tests, pass) = (count("tests"), count("pass"));
-        self.status.is_some_and(|s| s.success()) && tests.is_some_and(|n| n > 0) && pass == tests
+        self.exited_ok() && tests.is_some_and(|n| n > 0) && pass == tests
     }
 
     pub fn describe(&self) -> String {
