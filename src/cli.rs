@@ -347,6 +347,40 @@ const OPTIONS: &[Opt] = &[
             Ok(())
         },
     },
+    Opt {
+        name: "recovery-window",
+        value: "DURATION",
+        help: "how long a dropped client can come back with its id, room and missed events (0: off)",
+        show: |s| show_duration(s.sio.recovery.window),
+        set: |s, v| {
+            s.sio.recovery.window = if v.trim() == "0" {
+                Duration::ZERO
+            } else {
+                parse_duration(v).map_err(|e| e.to_string())?
+            };
+            Ok(())
+        },
+    },
+    Opt {
+        name: "recovery-max-events",
+        value: "N",
+        help: "events kept per socket for recovery",
+        show: |s| s.sio.recovery.max_events.to_string(),
+        set: |s, v| {
+            s.sio.recovery.max_events = positive(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "recovery-max-bytes",
+        value: "BYTES",
+        help: "bytes kept for recovery in all",
+        show: |s| s.sio.recovery.max_bytes.to_string(),
+        set: |s, v| {
+            s.sio.recovery.max_bytes = positive(v)?;
+            Ok(())
+        },
+    },
 ];
 
 /// A duration as a flag value, in its largest whole unit (`25s`, `20m`, `1500ms`).

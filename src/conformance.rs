@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::Config;
-use crate::sio::{App, SioConfig, SioEvent, SioIo, SocketIo, SocketRef};
+use crate::sio::{App, RecoveryConfig, SioConfig, SioEvent, SioIo, SocketIo, SocketRef};
 
 /// The Engine.IO suite's server settings on `port` (an [`crate::engine::Echo`] handler goes with them).
 pub fn engine_config(port: u16) -> Config {
@@ -37,6 +37,8 @@ pub fn sio_handler(config: &Config) -> SocketIo<SioConformance> {
     let sio = SioConfig {
         namespaces: vec!["/custom".into()],
         connect_timeout: Duration::from_millis(1000),
+        // The suite expects socket.io's wire without recovery (`40{"sid":…}`, no offsets).
+        recovery: RecoveryConfig::off(),
     };
     SocketIo::new(SioConformance, sio, config.max_payload)
 }
@@ -77,7 +79,7 @@ impl App for SioConformance {
                     _ => {}
                 }
             }
-            SioEvent::Disconnect { .. } | SioEvent::Socket { .. } => {}
+            SioEvent::Away { .. } | SioEvent::Disconnect { .. } | SioEvent::Socket { .. } => {}
         }
     }
 }

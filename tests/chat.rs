@@ -18,6 +18,7 @@ use std::ops::{Deref, DerefMut, RangeInclusive};
 use common::TestServer;
 use common::chat::*;
 use pairchat::chat::{ChatConfig, errors};
+use pairchat::sio::{RecoveryConfig, SioConfig};
 use serde_json::{Value, json};
 
 const ROOMS: &str = "pairchat_rooms";
@@ -629,7 +630,11 @@ fn a_disconnect_sends_user_left_to_the_partner_and_the_room_lives_on() {
 
 #[test]
 fn the_last_member_disconnecting_deletes_the_room() {
-    let server = chat_server(config(), chat_config());
+    let sio = SioConfig {
+        recovery: RecoveryConfig::off(),
+        ..SioConfig::default()
+    };
+    let server = chat_server_with(config(), chat_config(), sio);
     let (a, mut b, code) = pair(&server);
     let gone = a.id.clone();
     drop(a);
@@ -640,6 +645,38 @@ fn the_last_member_disconnecting_deletes_the_room() {
     wait_metric(&server, ROOMS, |n| n == 0);
     let mut c = User::connect(&server);
     assert_eq!(c.join(&code), error(errors::ROOM_NOT_FOUND));
+}
+
+#[test]
+fn with_recovery_the_room_waits_for_dropped_members_until_their_window_closes() {
+    let sio = SioConfig {
+        recovery: RecoveryConfig {
+            window: ms(1500),
+            ..RecoveryConfig::default()
+        },
+        ..SioConfig::default()
+    };
+    let server = chat_server_with(config(), chat_config(), sio);
+    let (a, mut b, code) = pair(&server);
+    let gone = a.id.clone();
+    drop(a);
+    assert_eq!(
+        b.take("userLeft"),
+        json!({ "userId": gone }),
+        "told at once"
+    );
+    drop(b);
+    wait_metric(&server, "pairchat_sio_away_sockets", |n| n == 2);
+    // Both dropped: the room is there for them (a new socket can join the free seat).
+    let mut c = User::connect(&server);
+    assert_eq!(c.join(&code)["success"], true);
+    drop(c);
+    // Once every window has closed, the room is gone.
+    wait_metric(&server, "pairchat_sio_away_sockets", |n| n == 0);
+    wait_metric(&server, ROOMS, |n| n == 0);
+    assert_eq!(metric(&scrape(&server), "pairchat_sio_sockets"), 0);
+    let mut d = User::connect(&server);
+    assert_eq!(d.join(&code), error(errors::ROOM_NOT_FOUND));
 }
 
 #[test]

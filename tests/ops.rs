@@ -319,6 +319,11 @@ fn metrics_are_prometheus_text_and_follow_a_chat() {
         "pairchat_joins_total",
         "pairchat_messages_total",
         "pairchat_limited_total{limit=\"max_rooms\"}",
+        "pairchat_sio_away_sockets",
+        "pairchat_recovery_bytes",
+        "pairchat_recoveries_total{result=\"recovered\"}",
+        "pairchat_recoveries_total{result=\"unknown_session\"}",
+        "pairchat_recoveries_total{result=\"missed_events_dropped\"}",
     ] {
         m0.get(key);
     }
@@ -355,13 +360,15 @@ fn metrics_are_prometheus_text_and_follow_a_chat() {
     // The message went out to both members.
     assert!(bytes_out >= 2000.0, "bytes out grew by {bytes_out}");
 
-    // Gone clients leave the gauges; their empty room is deleted.
+    // Dropped clients leave the gauges but may come back (recovery): their room waits.
     drop(a);
     drop(b);
     scrape_until(addr, "both WebSocket sessions closed", |m| {
         m.get("pairchat_connections{kind=\"websocket\"}") == 0.0
             && m.get("pairchat_sio_sockets") == 0.0
-            && m.get("pairchat_rooms") == 0.0
+            && m.get("pairchat_sio_away_sockets") == 2.0
+            && m.get("pairchat_rooms") == 1.0
+            && m.get("pairchat_recovery_bytes") > 2000.0
             && m.sum("pairchat_sessions_closed_total") == 2.0
     });
 

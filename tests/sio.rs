@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{READ_TIMEOUT, TestServer, recv_skip_pings, send_text};
-use pairchat::sio::{App, Nsp, SioConfig, SioEvent, SioIo, SocketIo, SocketRef};
+use pairchat::sio::{App, Nsp, RecoveryConfig, SioConfig, SioEvent, SioIo, SocketIo, SocketRef};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
@@ -35,6 +35,7 @@ fn server_with_attachment_budget(max_payload: usize) -> TestServer {
         let sio = SioConfig {
             namespaces: vec!["/custom".into()],
             connect_timeout: Duration::from_millis(1000),
+            recovery: RecoveryConfig::off(),
         };
         SocketIo::new(pairchat::conformance::SioConformance, sio, max_payload)
     })
@@ -57,6 +58,7 @@ impl App for Rooms {
             SioEvent::Connect { socket, nsp, .. } => {
                 self.nsp.insert(socket, nsp);
             }
+            SioEvent::Away { .. } => {}
             SioEvent::Disconnect { socket, .. } => {
                 self.nsp.remove(&socket);
             }
@@ -74,7 +76,7 @@ impl App for Rooms {
                     "leave" => io.leave(e.socket, &room),
                     "say" => {
                         let args: Vec<&str> = e.args.iter().map(|a| a.get()).collect();
-                        io.emit_to_room(nsp, &room, "said", &args.join(","));
+                        io.emit_to_room(nsp, &room, None, "said", &args.join(","));
                     }
                     "count" => answer = io.room_members(nsp, &room).len().to_string(),
                     "rooms" => {
@@ -100,6 +102,7 @@ fn rooms_server() -> TestServer {
         let sio = SioConfig {
             namespaces: vec!["/custom".into()],
             connect_timeout: Duration::from_secs(10),
+            recovery: RecoveryConfig::off(),
         };
         SocketIo::new(Rooms::default(), sio, cfg.max_payload)
     })

@@ -44,6 +44,8 @@ fn server() -> SocketAddr {
         let sio = SioConfig {
             namespaces: vec!["/custom".into()],
             connect_timeout: Duration::from_secs(1),
+            // Recovery on, as pairchat runs: restores and away sockets are fuzzed too.
+            ..SioConfig::default()
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -10,8 +10,14 @@
 //! | `leaveRoom` | `{code}` | `{"success":true}` or `{"error":…}` |
 //!
 //! Events out: `newMessage {sender,text,timestamp}` to both members, `userJoined {userId}`,
-//! `userLeft {userId}`, `roomExpired {}`. Rooms expire on the loop's timer wheel; a room whose
-//! members are all gone is deleted at once. This module parses payloads and decides. A room's
+//! `userLeft {userId}`, `roomExpired {}`, and `roomUnavailable {code,error}` to a member that
+//! came back (connection state recovery) to find its seat taken. Rooms expire on the loop's
+//! timer wheel; a room whose members are all gone for good is deleted at once.
+//!
+//! With recovery on, a member whose transport drops is *away*: its partner is told
+//! `userLeft` at once and its seat is free, but it stays in the Socket.IO room (so the room's
+//! events are kept for it) and the room lives on, until it comes back (its partner is told
+//! `userJoined` with the same id, if its seat is still free) or its window closes. This module parses payloads and decides. A room's
 //! members are a Socket.IO room named by its code (the one room model, behind `sio`'s
 //! adapter); the chat's own table (`rooms`) adds the history and the expiry; the Socket.IO
 //! layer does the wire. The chat serves the main namespace.
@@ -180,7 +186,7 @@ impl Chat {
     ) -> Result<Reply, &'static str> {
         io.socket_id(socket).ok_or(errors::SERVER_BUSY)?;
         // Capacity first: a refused createRoom must not cost the caller its current room (a
-        // room it is alone in goes when it leaves, which makes room).
+        // room it is alone in, with no away member, goes when it leaves, which makes room).
         let frees_one = room_of(io, socket).is_some_and(|c| members(io, c).len() == 1);
         if self.rooms.len() - usize::from(frees_one) >= self.config.max_rooms {
             self.stats.busy += 1;
@@ -256,11 +262,10 @@ impl Chat {
             if self.rooms.get(code).is_none() {
                 return Err(errors::ROOM_NOT_FOUND);
             }
-            let present = members(io, code);
-            if present.len() >= rooms::ROOM_CAPACITY {
+            // Seats are taken by members present: an away one's seat is free.
+            if present(io, code) >= rooms::ROOM_CAPACITY {
                 return Err(errors::ROOM_FULL);
             }
-            let partner = present.first().copied();
             if current.is_some() {
                 self.leave(socket, io);
             }
@@ -268,9 +273,8 @@ impl Chat {
             io.join(socket, &name);
             // The room's handle, as Socket.IO has it now (it made the room at the first join).
             self.rooms.set_members(code, io.room_id(Nsp::MAIN, &name));
-            if let Some(partner) = partner {
-                io.emit(partner, "userJoined", &user_json(id));
-            }
+            // To the partner, and kept for an away member.
+            io.emit_to_room(Nsp::MAIN, &name, Some(socket), "userJoined", &user_json(id));
         }
         let history = self
             .rooms
@@ -360,11 +364,13 @@ impl Chat {
         Ok(SUCCESS.into())
     }
 
-    /// Takes a socket out of its room: the partner is told, an empty room is deleted.
+    /// Takes a socket out of its room: the partner is told (unless it was told when the
+    /// socket went away), a room with no member left (present or away) is deleted.
     fn leave(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
         let Some(code) = room_of(io, socket) else {
             return;
         };
+        let told = !io.is_present(socket);
         let name = code.name();
         io.leave(socket, &name);
         if members(io, code).is_empty() {
@@ -373,9 +379,44 @@ impl Chat {
             }
             return;
         }
-        let id = io.socket_id(socket);
-        let json = id.map_or_else(|| "{}".into(), user_json);
-        io.emit_to_room(Nsp::MAIN, &name, "userLeft", &json);
+        if !told {
+            self.announce(socket, code, "userLeft", io);
+        }
+    }
+
+    /// Tells the room's other members (present, and kept for away ones) `event {userId}`.
+    fn announce(&mut self, socket: SocketRef, code: RoomCode, event: &str, io: &mut Io<'_, '_>) {
+        let json = io.socket_id(socket).map_or_else(|| "{}".into(), user_json);
+        io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), event, &json);
+    }
+
+    /// A member's transport dropped (it may come back): its partner is told it left and its
+    /// seat is free; the room stays while it may come back.
+    fn on_away(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
+        if let Some(code) = room_of(io, socket) {
+            self.announce(socket, code, "userLeft", io);
+        }
+    }
+
+    /// A socket came back (it has had every event it missed): back in its room if its seat is
+    /// still free (its partner is told it joined, same id); otherwise out, and told so.
+    fn on_recovered(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
+        let Some(code) = room_of(io, socket) else {
+            return;
+        };
+        let others = members(io, code)
+            .iter()
+            .filter(|m| **m != socket && io.is_present(**m))
+            .count();
+        if others < rooms::ROOM_CAPACITY {
+            self.announce(socket, code, "userJoined", io);
+            return;
+        }
+        io.leave(socket, &code.name());
+        let mut json = format!("{{\"code\":\"{code}\",\"error\":");
+        write_json_string(&mut json, errors::ROOM_FULL);
+        json.push('}');
+        io.emit(socket, "roomUnavailable", &json);
     }
 
     fn on_expire(&mut self, code: RoomCode, generation: u64, io: &mut Io<'_, '_>) {
@@ -384,7 +425,7 @@ impl Chat {
         }
         self.stats.rooms_expired += 1;
         let name = code.name();
-        io.emit_to_room(Nsp::MAIN, &name, "roomExpired", "{}");
+        io.emit_to_room(Nsp::MAIN, &name, None, "roomExpired", "{}");
         for member in members(io, code).to_vec() {
             io.leave(member, &name);
         }
@@ -432,8 +473,14 @@ impl App for Chat {
 
     fn handle(&mut self, event: SioEvent<'_, ChatTimer>, io: &mut Io<'_, '_>) {
         match event {
+            SioEvent::Connect {
+                socket,
+                recovered: true,
+                ..
+            } => self.on_recovered(socket, io),
             // The embedded chat has no sockets of its own (a cluster's Redis link will).
             SioEvent::Connect { .. } | SioEvent::Socket { .. } => {}
+            SioEvent::Away { socket, .. } => self.on_away(socket, io),
             SioEvent::Event(e) => self.on_event(e, io),
             SioEvent::Disconnect { socket, .. } => {
                 self.leave(socket, io);
@@ -456,9 +503,17 @@ fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
     io.rooms_of(socket).first().and_then(|r| RoomCode::parse(r))
 }
 
-/// The members of a room, in joining order.
+/// The members of a room, in joining order, away ones included.
 fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
     io.room_members(Nsp::MAIN, &code.name())
+}
+
+/// How many members of a room are present (the seats taken).
+fn present(io: &Io<'_, '_>, code: RoomCode) -> usize {
+    members(io, code)
+        .iter()
+        .filter(|m| io.is_present(**m))
+        .count()
 }
 
 /// Writes `{"sender":…,"text":…,"timestamp":…}` over `out` (the wire JSON, kept as history

@@ -8,10 +8,11 @@ use serde_json::Value;
 
 use super::rooms::*;
 use super::{Chat, ChatConfig, ChatTimer};
+use crate::engine::CloseReason;
 use crate::engine::{
     Command, Event, Handler, Io, Outgoing, SessionId, Sid, SocketRegistry, SocketToken, Timers,
 };
-use crate::sio::{SioConfig, SioTimer, SocketIo};
+use crate::sio::{RecoveryConfig, SioConfig, SioTimer, SocketIo};
 use crate::timer::{Millis, TimerId, TimerWheel};
 
 /// The handler's timers on a wheel of their own.
@@ -57,20 +58,36 @@ struct Driver {
     commands: Vec<Command>,
     /// Every Socket.IO packet sent, by session, without the Engine.IO `4`.
     sent: Vec<(SessionId, String)>,
+    /// Sessions the handler closed.
+    closed: Vec<(SessionId, CloseReason)>,
     ttl: Millis,
 }
 
 impl Driver {
+    /// With recovery as pairchat runs it (on, 2 minutes).
     fn new() -> Self {
+        Self::with(RecoveryConfig::default())
+    }
+
+    fn without_recovery() -> Self {
+        Self::with(RecoveryConfig::off())
+    }
+
+    fn with(recovery: RecoveryConfig) -> Self {
         let config = ChatConfig::default();
         let ttl = crate::timer::ms(config.room_ttl);
+        let sio = SioConfig {
+            recovery,
+            ..SioConfig::default()
+        };
         Driver {
-            sio: SocketIo::new(Chat::new(config), SioConfig::default(), 1_000_000),
+            sio: SocketIo::new(Chat::new(config), sio, 1_000_000),
             wheel: Wheel(TimerWheel::new(0)),
             rng: StdRng::seed_from_u64(7),
             now: 0,
             commands: Vec::new(),
             sent: Vec::new(),
+            closed: Vec::new(),
             ttl,
         }
     }
@@ -91,6 +108,7 @@ impl Driver {
                     let text = t.as_str().strip_prefix('4').expect("a message").to_string();
                     self.sent.push((id, text));
                 }
+                Command::Close(id, reason) => self.closed.push((id, reason)),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -98,6 +116,14 @@ impl Driver {
 
     /// A session connected to `/`.
     fn connect(&mut self, n: u32) -> SessionId {
+        let session = self.open(n);
+        self.handle(Event::Message { session, text: "0" });
+        self.take(session);
+        session
+    }
+
+    /// A new Engine.IO session (no Socket.IO CONNECT yet).
+    fn open(&mut self, n: u32) -> SessionId {
         let session = SessionId {
             idx: n,
             generation: 1,
@@ -110,9 +136,38 @@ impl Driver {
             protocol: crate::engine::Protocol::V4,
             client: None,
         });
-        self.handle(Event::Message { session, text: "0" });
-        self.sent.clear();
         session
+    }
+
+    /// The CONNECT reply `{sid, pid}` most recently sent to `session` (and forgets it).
+    fn handshake(&mut self, session: SessionId) -> Value {
+        let at = self
+            .sent
+            .iter()
+            .rposition(|(s, t)| *s == session && t.starts_with("0{"))
+            .expect("a CONNECT reply");
+        let (_, reply) = self.sent.remove(at);
+        serde_json::from_str(&reply[1..]).expect("CONNECT JSON")
+    }
+
+    /// Everything sent to `session` so far, as Socket.IO packets (and forgets it).
+    fn take(&mut self, session: SessionId) -> Vec<String> {
+        let mut out = Vec::new();
+        self.sent.retain(|(s, t)| {
+            if *s != session {
+                return true;
+            }
+            out.push(t.clone());
+            false
+        });
+        out
+    }
+
+    fn drop_transport(&mut self, session: SessionId) {
+        self.handle(Event::Close {
+            session,
+            reason: CloseReason::TransportClose,
+        });
     }
 
     /// Emits `event` with an ack and returns the ack's argument.
@@ -193,7 +248,7 @@ fn rooms_expire_at_their_own_deadline() {
 
 #[test]
 fn an_empty_room_is_deleted_at_once_and_its_timer_cancelled() {
-    let mut d = Driver::new();
+    let mut d = Driver::without_recovery();
     let (a, b) = (d.connect(1), d.connect(2));
     let code = d.call(a, "createRoom", "{}")["code"].clone();
     let arg = format!("{{\"code\":{code}}}");
@@ -290,4 +345,327 @@ fn fresh_codes_are_unique_among_live_rooms() {
         rooms.create(code);
     }
     assert_eq!(rooms.len(), 20_000);
+}
+
+// ---- Connection state recovery ---------------------------------------------------------------
+
+/// The offset an event packet carries (its data's last element).
+fn offset_of(packet: &str) -> String {
+    let v: Value = serde_json::from_str(&packet[1..]).expect("event JSON");
+    let args = v.as_array().expect("an array");
+    args.last()
+        .and_then(Value::as_str)
+        .expect("an offset")
+        .to_string()
+}
+
+/// `a` and `b` in one room; answers the room's code argument and `a`'s `{sid, pid}`.
+fn pair(d: &mut Driver, a: SessionId, b: SessionId) -> (String, Value) {
+    let hello = d.handshake(a);
+    let code = d.call(a, "createRoom", "{}")["code"].clone();
+    let arg = format!("{{\"code\":{code}}}");
+    assert_eq!(d.call(b, "joinRoom", &arg)["success"], true);
+    assert_eq!(d.events(a), ["userJoined"]);
+    (arg, hello)
+}
+
+/// Connects `n` and keeps the CONNECT reply in `sent`.
+fn connect_keep(d: &mut Driver, n: u32) -> SessionId {
+    let session = d.open(n);
+    d.handle(Event::Message { session, text: "0" });
+    session
+}
+
+fn say(d: &mut Driver, from: SessionId, arg: &str, text: &str) {
+    let code = &arg[8..arg.len() - 1];
+    let msg = format!("{{\"code\":{code},\"text\":\"{text}\"}}");
+    assert_eq!(d.call(from, "sendMessage", &msg)["success"], true);
+}
+
+/// Sends `0{pid, offset}` on a new session `n`; answers it and what it was sent, in order.
+fn come_back(
+    d: &mut Driver,
+    n: u32,
+    pid: &Value,
+    offset: Option<&str>,
+) -> (SessionId, Vec<String>) {
+    let session = d.open(n);
+    let claim = match offset {
+        Some(o) => format!("0{{\"pid\":{pid},\"offset\":\"{o}\"}}"),
+        None => format!("0{{\"pid\":{pid}}}"),
+    };
+    d.handle(Event::Message {
+        session,
+        text: &claim,
+    });
+    (session, d.take(session))
+}
+
+fn texts_of(packets: &[String]) -> Vec<String> {
+    packets
+        .iter()
+        .filter(|p| p.starts_with("2["))
+        .map(|p| {
+            let v: Value = serde_json::from_str(&p[1..]).unwrap();
+            match v[0].as_str().unwrap() {
+                "newMessage" => v[1]["text"].as_str().unwrap().to_string(),
+                other => other.to_string(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_carries_an_offset_and_acks_none() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    assert!(hello["pid"].is_string(), "{hello}");
+    say(&mut d, a, &arg, "hi");
+    let (to_a, to_b) = (d.take(a), d.take(b));
+    assert_eq!(to_a.len(), 1);
+    let offset = offset_of(&to_a[0]);
+    assert_eq!(
+        offset_of(&to_b[0]),
+        offset,
+        "one packet, one offset, both members"
+    );
+    assert!(offset.parse::<u64>().is_ok());
+    // Recovery off: socket.io's wire exactly.
+    let mut d = Driver::without_recovery();
+    let a = connect_keep(&mut d, 1);
+    let hello = d.handshake(a);
+    assert!(hello.get("pid").is_none(), "{hello}");
+    let code = d.call(a, "createRoom", "{}")["code"].clone();
+    let b = d.connect(2);
+    d.call(b, "joinRoom", &format!("{{\"code\":{code}}}"));
+    let joined: Value = serde_json::from_str(&d.take(a)[0][1..]).unwrap();
+    assert_eq!(joined.as_array().unwrap().len(), 2, "no offset: {joined}");
+}
+
+#[test]
+fn a_dropped_member_comes_back_with_its_id_room_and_missed_events_in_order() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "seen");
+    let last = offset_of(&d.take(a)[0]);
+    d.take(b);
+    // Lost in flight: sent, never received.
+    say(&mut d, b, &arg, "in flight");
+    d.drop_transport(a);
+    assert_eq!(d.events(b), ["newMessage", "userLeft"]);
+    say(&mut d, b, &arg, "while away 1");
+    say(&mut d, b, &arg, "while away 2");
+    d.take(b);
+    assert_eq!(d.rooms().len(), 1, "the room waits for its away member");
+
+    let (a2, packets) = come_back(&mut d, 3, &hello["pid"], Some(&last));
+    assert_eq!(
+        texts_of(&packets),
+        ["in flight", "while away 1", "while away 2"],
+        "every missed event once, in order (not its own userLeft): {packets:?}"
+    );
+    let reply_at = packets.iter().position(|p| p.starts_with("0{")).unwrap();
+    assert_eq!(reply_at, 3, "the replay comes before the CONNECT reply");
+    let reply: Value = serde_json::from_str(&packets[reply_at][1..]).unwrap();
+    assert_eq!(reply, hello, "same sid and pid");
+    // The partner is told it joined, with the same id as before.
+    let joined = d.take(b);
+    assert_eq!(joined.len(), 1);
+    let joined: Value = serde_json::from_str(&joined[0][1..]).unwrap();
+    assert_eq!(joined[0], "userJoined");
+    assert_eq!(joined[1]["userId"], hello["sid"]);
+    // Back in the room, as a member.
+    say(&mut d, a2, &arg, "back");
+    assert_eq!(texts_of(&d.take(b)), ["back"]);
+    let mine: Value = serde_json::from_str(&d.take(a2)[0][1..]).unwrap();
+    assert_eq!(mine[1]["sender"], hello["sid"]);
+}
+
+#[test]
+fn without_an_offset_everything_since_it_connected_is_replayed() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "one");
+    d.drop_transport(a);
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], None);
+    // The userJoined it saw before pair() took it, then the message: it had no offset yet.
+    assert_eq!(texts_of(&packets), ["userJoined", "one"]);
+    assert!(packets.last().unwrap().starts_with("0{"));
+}
+
+#[test]
+fn a_quiet_room_recovers_however_old_its_last_event() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "long ago");
+    let last = offset_of(&d.take(a)[0]);
+    d.step_to(10 * 60_000); // ten minutes of silence: five windows
+    d.drop_transport(a);
+    d.step_to(10 * 60_000 + 1000);
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], Some(&last));
+    assert_eq!(texts_of(&packets), Vec::<String>::new());
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_eq!(reply["sid"], hello["sid"]);
+}
+
+#[test]
+fn recovery_works_again_and_again_and_a_stale_socket_is_closed_first() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    let mut session = a;
+    for round in 0..3u32 {
+        say(&mut d, b, &arg, &format!("r{round}"));
+        let last = offset_of(&d.take(session)[0]);
+        d.take(b);
+        d.drop_transport(session);
+        say(&mut d, b, &arg, &format!("away{round}"));
+        let (s, packets) = come_back(&mut d, 10 + round, &hello["pid"], Some(&last));
+        assert_eq!(texts_of(&packets), [format!("away{round}")]);
+        assert_eq!(d.events(b), ["userLeft", "newMessage", "userJoined"]);
+        session = s;
+    }
+    // The server has not seen the drop yet (black hole): the client is back on a new session
+    // while the old one still holds the socket. The old one is closed; the socket moves.
+    say(&mut d, b, &arg, "x");
+    let last = offset_of(&d.take(session)[0]);
+    d.take(b);
+    let (s, packets) = come_back(&mut d, 20, &hello["pid"], Some(&last));
+    assert!(d.closed.contains(&(session, CloseReason::ServerClose)));
+    assert_eq!(texts_of(&packets), Vec::<String>::new());
+    assert_eq!(d.events(b), ["userLeft", "userJoined"]);
+    // The old session's close, when the loop reports it, touches nothing.
+    d.drop_transport(session);
+    assert!(d.sent.is_empty(), "{:?}", d.sent);
+    say(&mut d, s, &arg, "still here");
+    assert_eq!(texts_of(&d.take(b)), ["still here"]);
+    assert_eq!(d.sio.socket_count(), 2);
+}
+
+#[test]
+fn a_taken_seat_is_not_given_back_and_the_member_is_told() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    d.drop_transport(a);
+    // A refreshed page: a new socket, no pid, joins with the code.
+    let c = d.connect(3);
+    assert_eq!(d.call(c, "joinRoom", &arg)["success"], true);
+    assert_eq!(d.events(b), ["userLeft", "userJoined"]);
+    let (a2, packets) = come_back(&mut d, 4, &hello["pid"], None);
+    let names = texts_of(&packets);
+    assert_eq!(names, ["userJoined", "userJoined", "roomUnavailable"]);
+    let told: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_eq!(told[1]["code"].as_str(), Some(&arg[9..15]));
+    assert_eq!(told[1]["error"], "Room full");
+    assert!(
+        d.sent.iter().all(|(s, _)| *s == a2),
+        "partners untouched: {:?}",
+        d.sent
+    );
+    // Not a member: it cannot write there.
+    let msg = format!("{{\"code\":\"{}\",\"text\":\"x\"}}", &arg[9..15]);
+    assert_eq!(
+        d.call(a2, "sendMessage", &msg)["error"],
+        "Not a member of this room"
+    );
+}
+
+#[test]
+fn a_room_that_expired_while_away_is_told_on_return() {
+    let mut d = Driver::with(RecoveryConfig {
+        window: std::time::Duration::from_secs(30 * 60),
+        ..RecoveryConfig::default()
+    });
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (_, hello) = pair(&mut d, a, b);
+    d.drop_transport(a);
+    d.step_to(d.ttl);
+    assert_eq!(d.events(b), ["userLeft", "roomExpired"]);
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], None);
+    assert_eq!(texts_of(&packets), ["userJoined", "roomExpired"]);
+    assert!(d.rooms().is_empty());
+}
+
+#[test]
+fn a_room_whose_members_all_dropped_goes_when_the_window_closes() {
+    let mut d = Driver::new();
+    let (c, e) = (connect_keep(&mut d, 4), d.connect(5));
+    pair(&mut d, c, e);
+    d.step_to(1000);
+    d.drop_transport(c);
+    assert_eq!(d.events(e), ["userLeft"]);
+    d.drop_transport(e);
+    d.step_to(1000 + 120_000 - 1);
+    assert_eq!(d.rooms().len(), 1, "the room waits for its members");
+    d.step_to(1000 + 120_000);
+    assert!(d.rooms().is_empty(), "gone for good: deleted");
+    assert_eq!(d.sio.socket_count(), 0);
+    assert_eq!(
+        d.wheel.0.len(),
+        0,
+        "no timer left: not the expiry, not the windows"
+    );
+    assert!(d.sent.is_empty(), "{:?}", d.sent);
+}
+
+#[test]
+fn refusals_give_a_fresh_socket() {
+    let mut d = Driver::with(RecoveryConfig {
+        max_events: 2,
+        ..RecoveryConfig::default()
+    });
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "1");
+    let last = offset_of(&d.take(a)[0]);
+    d.drop_transport(a);
+    say(&mut d, b, &arg, "2");
+    say(&mut d, b, &arg, "3");
+    say(&mut d, b, &arg, "4"); // 2 was dropped: the client, last at 1, would miss it
+    let (s, packets) = come_back(&mut d, 3, &hello["pid"], Some(&last));
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_ne!(
+        reply["sid"], hello["sid"],
+        "a fresh socket, never a short replay"
+    );
+    assert_eq!(texts_of(&packets), Vec::<String>::new());
+    assert_eq!(d.rooms().len(), 1, "b is still in it");
+    assert_eq!(
+        d.sio.socket_count(),
+        2,
+        "the old socket is gone: b and the fresh one"
+    );
+    // Unknown pids, offsets that are not ours, a pid on an explicit disconnect: fresh too.
+    for claim in [
+        "{\"pid\":\"AAAAAAAAAAAAAAAAAAAA\"}",
+        "{\"pid\":3}",
+        "{\"pid\":\"x\",\"offset\":7}",
+    ] {
+        let n = d.open(40);
+        d.handle(Event::Message {
+            session: n,
+            text: &format!("0{claim}"),
+        });
+        let reply = d.handshake(n);
+        assert!(
+            reply["sid"].is_string() && reply["pid"].is_string(),
+            "{claim}"
+        );
+    }
+    let hello = reply;
+    d.handle(Event::Message {
+        session: s,
+        text: "1",
+    });
+    let (_, packets) = come_back(&mut d, 50, &hello["pid"], None);
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_ne!(
+        reply["sid"], hello["sid"],
+        "an explicit disconnect is not recovered"
+    );
 }

@@ -92,6 +92,12 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server shutting down",
         }
     }
+
+    /// Whether a socket closed for this reason may be recovered (socket.io's list): not after
+    /// the client's own close or input that is no Engine.IO.
+    pub fn recoverable(self) -> bool {
+        !matches!(self, CloseReason::ClientClose | CloseReason::ParseError)
+    }
 }
 
 /// What happened, handed to the `Handler`.

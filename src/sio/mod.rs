@@ -7,11 +7,19 @@
 //! arrived (name, raw JSON arguments, attachments, ack id), a socket disconnected, a timer
 //! fired. The application answers through `SioIo`: ack, emit to a socket or a room, join and
 //! leave rooms, timers. Malformed packets close the Engine.IO session.
+//!
+//! With connection state recovery on (`recovery`), a socket whose transport drops is first
+//! *away* (`SioEvent::Away`): still registered with its id and rooms, its events kept, for the
+//! recovery window. A client that comes back with the socket's private id gets it back
+//! (`SioEvent::Connect` with `recovered`); otherwise the window closes with
+//! `SioEvent::Disconnect`, which always means gone for good.
 
 pub mod adapter;
 mod error;
 pub mod packet;
+pub mod recovery;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::slots::{SlotKey, SlotMap, Slots};
@@ -24,6 +32,7 @@ use crate::timer::{Millis, TimerId};
 pub use adapter::{Adapter, LocalAdapter, RoomId};
 pub use error::SioError;
 pub use packet::PacketType;
+pub use recovery::RecoveryConfig;
 
 /// A socket: a session's membership of one namespace. Generation-checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +88,7 @@ pub struct EventData<'a> {
 /// What the Socket.IO layer hands the application.
 #[derive(Debug)]
 pub enum SioEvent<'a, T> {
-    /// A socket connected to a namespace.
+    /// A socket connected to a namespace, or came back to it.
     Connect {
         /// The socket.
         socket: SocketRef,
@@ -87,10 +96,23 @@ pub enum SioEvent<'a, T> {
         nsp: Nsp,
         /// The handshake's auth payload (`{}` when none was sent).
         auth: &'a RawValue,
+        /// The socket is one that was away, back with its id and rooms; the events it missed
+        /// were sent again before the CONNECT reply.
+        recovered: bool,
     },
     /// An event.
     Event(EventData<'a>),
-    /// A socket is gone (namespace disconnect or session closed).
+    /// A socket's transport dropped and it may come back (recovery on): it keeps its id and
+    /// rooms, and room events reach it (kept, not sent) until it is back (`Connect` with
+    /// `recovered`) or gone (`Disconnect`).
+    Away {
+        /// The socket.
+        socket: SocketRef,
+        /// Why the transport dropped (socket.io's reason strings).
+        reason: &'static str,
+    },
+    /// A socket is gone for good (namespace disconnect, session closed without recovery, or
+    /// its recovery window closed). It is still registered while this is handled.
     Disconnect {
         /// The socket.
         socket: SocketRef,
@@ -127,6 +149,8 @@ pub trait App {
 pub enum SioTimer<T> {
     /// The session sent no CONNECT in time.
     ConnectTimeout(SessionId),
+    /// An away socket's recovery window closed.
+    RecoveryWindow(SocketRef),
     /// The application's own.
     App(T),
 }
@@ -138,6 +162,8 @@ pub struct SioConfig {
     pub namespaces: Vec<String>,
     /// How long a session may go without connecting to a namespace. Defaults to 45 s.
     pub connect_timeout: std::time::Duration,
+    /// Connection state recovery (on by default, for 2 minutes).
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for SioConfig {
@@ -145,6 +171,7 @@ impl Default for SioConfig {
         SioConfig {
             namespaces: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(45),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -153,9 +180,44 @@ struct Socket {
     id: Sid,
     /// The client's address, when trustworthy.
     addr: Option<IpAddr>,
+    /// The session it is connected through (the last one, while away).
     session: SessionId,
     nsp: Nsp,
     rooms: Vec<Box<str>>,
+    /// Recovery on: the private id a client comes back with, and the last events sent.
+    pid: Option<Sid>,
+    outbox: recovery::Outbox,
+    /// Set while the transport is gone and the socket may come back.
+    away: Option<Away>,
+}
+
+struct Away {
+    /// When the recovery window closes.
+    timer: TimerId,
+    /// Why the transport dropped.
+    reason: &'static str,
+}
+
+/// Recovery's state: offsets, the pids of the sockets that can come back, the shared budget.
+struct Recovery {
+    window: std::time::Duration,
+    max_events: usize,
+    budget: recovery::Budget,
+    /// The last offset given to a packet.
+    offset: u64,
+    pids: HashMap<Sid, SocketRef>,
+    away: usize,
+    stats: RecoveryStats,
+}
+
+/// Recoveries for `/metrics`, by outcome.
+#[derive(Default)]
+struct RecoveryStats {
+    recovered: u64,
+    /// No socket with that pid (never, or its window closed), or on another namespace.
+    unknown: u64,
+    /// Events after the client's offset were dropped by a cap (or the offset is not ours).
+    incomplete: u64,
 }
 
 #[derive(Default)]
@@ -184,6 +246,8 @@ struct Tables {
     sockets: Slots<SocketRef, Socket>,
     /// Room membership (each socket also lists its own rooms, for `rooms_of` and its exit).
     rooms: Box<dyn Adapter>,
+    /// Connection state recovery, when on.
+    recovery: Option<Recovery>,
 }
 
 /// The Socket.IO layer: an Engine.IO handler running an `App`.
@@ -211,6 +275,19 @@ impl<A: App> SocketIo<A> {
     ) -> Self {
         let mut namespaces = vec!["/".to_string()];
         namespaces.extend(config.namespaces.iter().cloned());
+        let r = &config.recovery;
+        let recovery = r.enabled().then(|| Recovery {
+            window: r.window,
+            max_events: r.max_events,
+            budget: recovery::Budget {
+                used: 0,
+                max: r.max_bytes,
+            },
+            offset: 0,
+            pids: HashMap::new(),
+            away: 0,
+            stats: RecoveryStats::default(),
+        });
         SocketIo {
             app,
             config,
@@ -220,6 +297,7 @@ impl<A: App> SocketIo<A> {
                 namespaces,
                 sockets: Slots::default(),
                 rooms,
+                recovery,
             },
         }
     }
@@ -336,7 +414,10 @@ impl<A: App> SocketIo<A> {
                     Some(d) => serde_json::from_str(d).map_err(|_| SioError::BadPayload)?,
                     None => empty_object(),
                 };
-                self.connect(session, nsp, auth, io);
+                let claim = self.tables.recovery.as_ref().and_then(|_| Claim::of(auth));
+                if !claim.is_some_and(|c| self.restore(session, nsp, c, auth, io)) {
+                    self.connect(session, nsp, auth, io);
+                }
             }
             PacketType::Disconnect => {
                 if let Some(socket) = socket {
@@ -382,6 +463,7 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         let id = Sid::random(io.rng());
+        let pid = self.tables.recovery.as_ref().map(|_| Sid::random(io.rng()));
         let addr = self.clients.get(session).and_then(|c| c.addr);
         let socket = self.tables.sockets.insert(Socket {
             id,
@@ -389,7 +471,32 @@ impl<A: App> SocketIo<A> {
             session,
             nsp,
             rooms: Vec::new(),
+            pid,
+            outbox: recovery::Outbox::default(),
+            away: None,
         });
+        if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
+            r.pids.insert(pid, socket);
+        }
+        self.attach(session, socket, io);
+        self.dispatch(
+            SioEvent::Connect {
+                socket,
+                nsp,
+                auth,
+                recovered: false,
+            },
+            io,
+        );
+    }
+
+    /// Gives a session the socket (new or back) and sends the CONNECT reply.
+    fn attach(
+        &mut self,
+        session: SessionId,
+        socket: SocketRef,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) {
         let Some(client) = self.clients.get_mut(session) else {
             return;
         };
@@ -397,15 +504,125 @@ impl<A: App> SocketIo<A> {
         if let Some(timer) = client.connect_timer.take() {
             io.cancel_timer(timer);
         }
-        let name = &self.tables.namespaces[nsp.0 as usize];
-        let mut s = String::with_capacity(48);
-        s.push_str("{\"sid\":\"");
-        s.push_str(id.as_str());
-        s.push_str("\"}");
-        let mut out = String::with_capacity(64);
-        packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&s));
+        let Some(s) = self.tables.socket(socket) else {
+            return;
+        };
+        let name = &self.tables.namespaces[s.nsp.0 as usize];
+        let mut data = String::with_capacity(64);
+        data.push_str("{\"sid\":\"");
+        data.push_str(s.id.as_str());
+        if let Some(pid) = s.pid {
+            data.push_str("\",\"pid\":\"");
+            data.push_str(pid.as_str());
+        }
+        data.push_str("\"}");
+        let mut out = String::with_capacity(80);
+        packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
         io.send(session, Outgoing::message_str(&out));
-        self.dispatch(SioEvent::Connect { socket, nsp, auth }, io);
+    }
+
+    /// A CONNECT with a `pid`: gives the client its away socket back, with every event after
+    /// its offset sent again first, if that is complete. False: connect a fresh socket.
+    fn restore(
+        &mut self,
+        session: SessionId,
+        nsp: Nsp,
+        claim: Claim,
+        auth: &RawValue,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) -> bool {
+        let Tables {
+            sockets, recovery, ..
+        } = &mut self.tables;
+        let Some(r) = recovery else {
+            return false;
+        };
+        let found = claim
+            .pid
+            .and_then(|pid| r.pids.get(&pid).copied())
+            .filter(|s| sockets.get(*s).is_some_and(|s| s.nsp == nsp));
+        let Some(socket) = found else {
+            r.stats.unknown += 1;
+            return false;
+        };
+        // Still connected through another session: that transport is stale (the client is
+        // here now), so the socket goes away from it first and that session closes.
+        if let Some(s) = sockets.get(socket)
+            && s.away.is_none()
+        {
+            let old = s.session;
+            self.go_away(socket, CloseReason::TransportClose.as_str(), io);
+            if self.clients.get(old).is_some_and(|c| c.sockets.is_empty()) {
+                io.close(old, CloseReason::ServerClose);
+            }
+        }
+        let Tables {
+            sockets, recovery, ..
+        } = &mut self.tables;
+        let (Some(s), Some(r)) = (sockets.get_mut(socket), recovery.as_mut()) else {
+            return false;
+        };
+        let replay: Option<Vec<Outgoing>> = match claim.offset.map(|o| s.outbox.after(o)) {
+            Ok(Ok(missed)) => Some(missed.cloned().collect()),
+            _ => None,
+        };
+        let Some(replay) = replay else {
+            // The client missed events that are gone: it gets a fresh socket, and this one
+            // (which cannot come back whole) is gone too.
+            r.stats.incomplete += 1;
+            let reason = s.away.as_ref().map_or("transport close", |a| a.reason);
+            self.remove_socket(socket, reason, io);
+            return false;
+        };
+        r.stats.recovered += 1;
+        if let Some(away) = s.away.take() {
+            r.away -= 1;
+            io.cancel_timer(away.timer);
+        }
+        s.session = session;
+        s.addr = self.clients.get(session).and_then(|c| c.addr);
+        for packet in replay {
+            io.send(session, packet);
+        }
+        self.attach(session, socket, io);
+        self.dispatch(
+            SioEvent::Connect {
+                socket,
+                nsp,
+                auth,
+                recovered: true,
+            },
+            io,
+        );
+        true
+    }
+
+    /// The socket's transport dropped: with recovery on, it stays (away) for the window;
+    /// otherwise it is gone.
+    fn go_away(
+        &mut self,
+        socket: SocketRef,
+        reason: &'static str,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) {
+        let Some(r) = &mut self.tables.recovery else {
+            self.remove_socket(socket, reason, io);
+            return;
+        };
+        let Some(s) = self.tables.sockets.get_mut(socket) else {
+            return;
+        };
+        let at = crate::timer::deadline(io.now, r.window);
+        let timer = io.set_timer(at, SioTimer::RecoveryWindow(socket));
+        if let Some(old) = s.away.replace(Away { timer, reason }) {
+            io.cancel_timer(old.timer);
+        } else {
+            r.away += 1;
+        }
+        if let Some(client) = self.clients.get_mut(s.session) {
+            client.sockets.retain(|x| *x != socket);
+        }
+        self.dispatch(SioEvent::Away { socket, reason }, io);
     }
 
     fn remove_socket(
@@ -415,15 +632,52 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         self.dispatch(SioEvent::Disconnect { socket, reason }, io);
-        let Some(s) = self.tables.socket(socket) else {
+        let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
         let session = s.session;
+        if let Some(r) = &mut self.tables.recovery {
+            if let Some(away) = s.away.take() {
+                r.away -= 1;
+                io.cancel_timer(away.timer);
+            }
+            if let Some(pid) = s.pid {
+                r.pids.remove(&pid);
+            }
+            s.outbox.clear(&mut r.budget);
+        }
         self.tables.leave_all(socket);
         self.tables.sockets.remove(socket);
         if let Some(client) = self.clients.get_mut(session) {
             client.sockets.retain(|s| *s != socket);
         }
+    }
+}
+
+/// What a CONNECT asking for recovery claims: the socket's private id and the last offset the
+/// client saw (`Err`: one that is no offset of ours).
+struct Claim {
+    pid: Option<Sid>,
+    offset: Result<Option<u64>, ()>,
+}
+
+impl Claim {
+    /// The claim in a CONNECT's auth payload, if it has a `pid`.
+    fn of(auth: &RawValue) -> Option<Claim> {
+        if !auth.get().contains("\"pid\"") {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_str(auth.get()).ok()?;
+        let pid = value.get("pid")?;
+        let offset = match value.get("offset") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(o)) => recovery::parse_offset(o).map(Some).ok_or(()),
+            Some(_) => Err(()),
+        };
+        Some(Claim {
+            pid: pid.as_str().and_then(Sid::parse),
+            offset,
+        })
     }
 }
 
@@ -464,9 +718,14 @@ impl<A: App> Handler for SocketIo<A> {
                 if let Some(timer) = client.connect_timer {
                     io.cancel_timer(timer);
                 }
+                let recoverable = reason.recoverable();
                 let reason = disconnect_reason(reason);
                 for socket in client.sockets {
-                    self.remove_socket(socket, reason, io);
+                    if recoverable {
+                        self.go_away(socket, reason, io);
+                    } else {
+                        self.remove_socket(socket, reason, io);
+                    }
                 }
             }
             Event::Timer(SioTimer::ConnectTimeout(session)) => {
@@ -475,6 +734,12 @@ impl<A: App> Handler for SocketIo<A> {
                     if client.sockets.is_empty() {
                         io.close(session, CloseReason::ServerClose);
                     }
+                }
+            }
+            Event::Timer(SioTimer::RecoveryWindow(socket)) => {
+                let away = self.tables.socket(socket).and_then(|s| s.away.as_ref());
+                if let Some(reason) = away.map(|a| a.reason) {
+                    self.remove_socket(socket, reason, io);
                 }
             }
             Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
@@ -494,9 +759,29 @@ impl<A: App> Handler for SocketIo<A> {
     }
 
     fn metrics(&self, out: &mut String) {
-        let sockets = self.tables.sockets.len() as u64;
+        use crate::metrics::{gauge, labelled_counter};
+        let r = self.tables.recovery.as_ref();
+        let away = r.map_or(0, |r| r.away);
+        let sockets = (self.tables.sockets.len() - away) as u64;
         let help = "Connected Socket.IO sockets (all namespaces).";
-        crate::metrics::gauge(out, "pairchat_sio_sockets", help, sockets);
+        gauge(out, "pairchat_sio_sockets", help, sockets);
+        if let Some(r) = r {
+            let help = "Sockets whose transport dropped, within their recovery window.";
+            gauge(out, "pairchat_sio_away_sockets", help, away as u64);
+            let help = "Bytes kept for connection state recovery.";
+            gauge(out, "pairchat_recovery_bytes", help, r.budget.used as u64);
+            labelled_counter(
+                out,
+                "pairchat_recoveries_total",
+                "Connection state recoveries asked for, by result.",
+                "result",
+                [
+                    ("recovered", r.stats.recovered),
+                    ("unknown_session", r.stats.unknown),
+                    ("missed_events_dropped", r.stats.incomplete),
+                ],
+            );
+        }
         self.app.metrics(out);
     }
 }
@@ -529,16 +814,31 @@ impl Tables {
     }
 }
 
-/// Queues `packets` for every socket of `members`.
+/// Queues `packets` for every socket of `members` (and keeps an event in each one's outbox,
+/// recovery on; an away socket only keeps it).
 fn deliver(
     io: &mut Io<'_, SioTimer<impl Sized>>,
-    sockets: &Slots<SocketRef, Socket>,
+    sockets: &mut Slots<SocketRef, Socket>,
+    mut recovery: Option<&mut Recovery>,
     members: &[SocketRef],
-    packets: &[Outgoing],
+    except: Option<SocketRef>,
+    packets: &Packets,
 ) {
     for member in members {
-        if let Some(s) = sockets.get(*member) {
-            for p in packets {
+        if Some(*member) == except {
+            continue;
+        }
+        let Some(s) = sockets.get_mut(*member) else {
+            continue;
+        };
+        if let (Some(offset), Some(r)) = (packets.offset, recovery.as_deref_mut()) {
+            for p in packets.iter() {
+                s.outbox
+                    .push(offset, p.clone(), r.max_events, &mut r.budget);
+            }
+        }
+        if s.away.is_none() {
+            for p in packets.iter() {
                 io.send(s.session, p.clone());
             }
         }
@@ -548,7 +848,14 @@ fn deliver(
 /// The Engine.IO messages of one Socket.IO packet (the text, then any attachments), built once
 /// and sent to any number of sockets. Derefs to a slice; the common case needs no `Vec`.
 #[derive(Debug)]
-pub enum Packets {
+pub struct Packets {
+    /// The event's offset (recovery on); `None` for acks.
+    offset: Option<u64>,
+    parts: Parts,
+}
+
+#[derive(Debug)]
+enum Parts {
     /// A packet without attachments.
     One([Outgoing; 1]),
     /// A packet with binary attachments.
@@ -559,9 +866,9 @@ impl std::ops::Deref for Packets {
     type Target = [Outgoing];
 
     fn deref(&self) -> &[Outgoing] {
-        match self {
-            Packets::One(one) => one,
-            Packets::Many(many) => many,
+        match &self.parts {
+            Parts::One(one) => one,
+            Parts::Many(many) => many,
         }
     }
 }
@@ -628,9 +935,10 @@ impl<T> SioIo<'_, '_, T> {
         self.tables.socket(socket).map(|s| s.id)
     }
 
-    /// Builds an event packet once (`args`: the raw JSON arguments, comma-separated).
+    /// Builds an event packet once (`args`: the raw JSON arguments, comma-separated). With
+    /// recovery on, the packet gets the next offset, as the last element of its data.
     pub fn event_packet(
-        &self,
+        &mut self,
         nsp: Nsp,
         event: &str,
         args: &str,
@@ -641,20 +949,32 @@ impl<T> SioIo<'_, '_, T> {
         } else {
             PacketType::BinaryEvent
         };
-        // `["event",args]`, with room for escapes in the name.
-        let data_len = event.len() * 2 + args.len() + 8;
-        self.packet(kind, nsp, None, attachments, data_len, |s| {
-            packet::write_event_data(s, event, args)
+        let offset = self.tables.recovery.as_mut().map(|r| {
+            r.offset += 1;
+            r.offset
+        });
+        // `["event",args,"offset"]`, with room for escapes in the name.
+        let data_len = event.len() * 2 + args.len() + 32;
+        self.packet(kind, nsp, None, offset, attachments, data_len, |s| {
+            packet::write_event_data(s, event, args);
+            if let Some(offset) = offset {
+                s.pop(); // `]`
+                s.push_str(",\"");
+                packet::push_decimal(s, offset);
+                s.push_str("\"]");
+            }
         })
     }
 
     /// A packet built in one buffer: head, then what `write_data` appends (about `data_len`
     /// bytes), then the attachments.
+    #[allow(clippy::too_many_arguments)]
     fn packet(
         &self,
         kind: PacketType,
         nsp: Nsp,
         id: Option<u64>,
+        offset: Option<u64>,
         attachments: &[Bytes],
         data_len: usize,
         write_data: impl FnOnce(&mut String),
@@ -669,21 +989,38 @@ impl<T> SioIo<'_, '_, T> {
             write_data(s);
         });
         if attachments.is_empty() {
-            return Packets::One([text]);
+            return Packets {
+                offset,
+                parts: Parts::One([text]),
+            };
         }
         let mut out = Vec::with_capacity(1 + attachments.len());
         out.push(text);
         out.extend(attachments.iter().map(|a| Outgoing::Binary(a.clone())));
-        Packets::Many(out)
+        Packets {
+            offset,
+            parts: Parts::Many(out),
+        }
     }
 
     /// Sends packets built by `event_packet` to a socket.
-    pub fn send_to(&mut self, socket: SocketRef, packets: &[Outgoing]) {
-        if let Some(s) = self.tables.socket(socket) {
-            for p in packets {
-                self.io.send(s.session, p.clone());
-            }
-        }
+    pub fn send_to(&mut self, socket: SocketRef, packets: &Packets) {
+        let Tables {
+            sockets, recovery, ..
+        } = &mut *self.tables;
+        deliver(
+            self.io,
+            sockets,
+            recovery.as_mut(),
+            &[socket],
+            None,
+            packets,
+        );
+    }
+
+    /// Whether a socket is connected (not away, recovery on).
+    pub fn is_present(&self, socket: SocketRef) -> bool {
+        self.tables.socket(socket).is_some_and(|s| s.away.is_none())
     }
 
     /// Emits an event to one socket.
@@ -727,31 +1064,71 @@ impl<T> SioIo<'_, '_, T> {
         } else {
             PacketType::BinaryAck
         };
-        let packets = self.packet(kind, nsp, Some(id), attachments, args.len() + 2, |s| {
-            s.push('[');
-            s.push_str(args);
-            s.push(']');
-        });
+        let packets = self.packet(
+            kind,
+            nsp,
+            Some(id),
+            None,
+            attachments,
+            args.len() + 2,
+            |s| {
+                s.push('[');
+                s.push_str(args);
+                s.push(']');
+            },
+        );
         self.send_to(socket, &packets);
     }
 
-    /// Emits an event to every member of a room (built once, shared by all).
-    pub fn emit_to_room(&mut self, nsp: Nsp, room: &str, event: &str, args: &str) {
+    /// Emits an event to every member of a room (built once, shared by all) but `except`.
+    pub fn emit_to_room(
+        &mut self,
+        nsp: Nsp,
+        room: &str,
+        except: Option<SocketRef>,
+        event: &str,
+        args: &str,
+    ) {
         let packets = self.event_packet(nsp, event, args, &[]);
-        self.send_to_room(nsp, room, &packets);
+        self.send_to_room(nsp, room, except, &packets);
     }
 
-    /// Sends packets built by `event_packet` to every member of a room.
-    pub fn send_to_room(&mut self, nsp: Nsp, room: &str, packets: &[Outgoing]) {
-        let Tables { sockets, rooms, .. } = &*self.tables;
-        deliver(self.io, sockets, rooms.members(nsp, room), packets);
+    /// Sends packets built by `event_packet` to every member of a room but `except`.
+    pub fn send_to_room(
+        &mut self,
+        nsp: Nsp,
+        room: &str,
+        except: Option<SocketRef>,
+        packets: &Packets,
+    ) {
+        let Tables {
+            sockets,
+            rooms,
+            recovery,
+            ..
+        } = &mut *self.tables;
+        let members = rooms.members(nsp, room);
+        deliver(
+            self.io,
+            sockets,
+            recovery.as_mut(),
+            members,
+            except,
+            packets,
+        );
     }
 
     /// Sends packets built by `event_packet` to every member of a room, by its handle (from
     /// `join`): no name to look up.
-    pub fn send_to_room_id(&mut self, room: RoomId, packets: &[Outgoing]) {
-        let Tables { sockets, rooms, .. } = &*self.tables;
-        deliver(self.io, sockets, rooms.members_of(room), packets);
+    pub fn send_to_room_id(&mut self, room: RoomId, packets: &Packets) {
+        let Tables {
+            sockets,
+            rooms,
+            recovery,
+            ..
+        } = &mut *self.tables;
+        let members = rooms.members_of(room);
+        deliver(self.io, sockets, recovery.as_mut(), members, None, packets);
     }
 
     /// The members of a room, in joining order.

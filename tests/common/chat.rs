@@ -47,8 +47,12 @@ pub fn chat_config() -> ChatConfig {
 }
 
 pub fn chat_server(config: Config, chat: ChatConfig) -> TestServer {
+    chat_server_with(config, chat, SioConfig::default())
+}
+
+pub fn chat_server_with(config: Config, chat: ChatConfig, sio: SioConfig) -> TestServer {
     TestServer::start(config, move |cfg| {
-        SocketIo::new(Chat::new(chat), SioConfig::default(), cfg.max_payload)
+        SocketIo::new(Chat::new(chat), sio, cfg.max_payload)
     })
 }
 
@@ -188,6 +192,14 @@ impl Client {
 
     pub fn flush(&mut self) {
         self.ws.flush().expect("websocket flush");
+    }
+
+    /// Leaves for good, as `socket.disconnect()` does (a Socket.IO DISCONNECT, then the
+    /// transport closes): not recoverable.
+    pub fn disconnect(mut self) {
+        send_text(&mut self.ws, "41");
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
     }
 
     /// Sends an event without asking for an ack.

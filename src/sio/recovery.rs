@@ -1,0 +1,346 @@
+//! Connection state recovery: what lets a socket whose transport dropped come back with its id,
+//! its rooms and every event it missed (socket.io's `connectionStateRecovery`, which
+//! socket.io-client 4.x speaks natively).
+//!
+//! With recovery on, every event sent to a client without an ack id carries an offset as the
+//! last element of its data array, and each socket keeps its last events in an `Outbox` (the
+//! shared packets, not copies). A socket whose transport drops stays registered for the
+//! recovery window, its outbox still filling; a client that reconnects with the socket's
+//! private id (`pid`) and the last offset it saw gets every event after that offset again,
+//! before the CONNECT reply. The outbox keeps the last events by count, not by age (a quiet
+//! room recovers however old its last event is), bounded per socket and in total: when a cap
+//! drops an event the client may not have seen, recovery past it fails cleanly (a fresh socket),
+//! never silently short. Pure data: no I/O here.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::engine::Outgoing;
+
+/// Recovery settings.
+#[derive(Debug, Clone)]
+pub struct RecoveryConfig {
+    /// How long a socket whose transport dropped can come back; zero turns recovery off (no
+    /// `pid`, no offsets: socket.io's wire without it). Defaults to 2 minutes (socket.io's).
+    pub window: Duration,
+    /// Most events kept per socket. Defaults to 1000.
+    pub max_events: usize,
+    /// Most bytes kept for recovery in total (packets counted once per socket holding them,
+    /// plus a fixed cost per entry). Defaults to 64 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            window: Duration::from_secs(120),
+            max_events: 1000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// Recovery off.
+    pub fn off() -> Self {
+        RecoveryConfig {
+            window: Duration::ZERO,
+            ..RecoveryConfig::default()
+        }
+    }
+
+    /// Whether recovery is on.
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+}
+
+/// What an entry costs besides its packet's bytes (the entry itself and the packet's header).
+pub const ENTRY_COST: usize = 48;
+
+/// The bytes an entry accounts for.
+fn cost(packet: &Outgoing) -> usize {
+    ENTRY_COST
+        + match packet {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Binary(b) => b.len(),
+        }
+}
+
+/// The total budget shared by every socket's outbox.
+#[derive(Debug)]
+pub struct Budget {
+    /// Bytes held now.
+    pub used: usize,
+    /// The cap.
+    pub max: usize,
+}
+
+/// A socket's last events: each packet's Engine.IO messages (the text, then any attachments)
+/// tagged with the packet's offset, in the order they were sent.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    entries: VecDeque<(u64, Outgoing)>,
+    /// The offset of the last packet dropped to stay within the caps.
+    dropped: Option<u64>,
+    /// Packets held (entries with a new offset).
+    packets: usize,
+}
+
+/// Why a restore cannot give the client everything it missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// Events after the client's offset were dropped by a cap (or the offset was never sent).
+    Dropped,
+}
+
+impl Outbox {
+    /// Appends one message of the packet with `offset`; drops the oldest packets past
+    /// `max_events` or the shared budget (the new one too if the budget cannot hold it).
+    pub fn push(&mut self, offset: u64, packet: Outgoing, max_events: usize, budget: &mut Budget) {
+        let size = cost(&packet);
+        let new_packet = self.entries.back().is_none_or(|(o, _)| *o != offset);
+        if new_packet {
+            self.packets += 1;
+        }
+        self.entries.push_back((offset, packet));
+        budget.used += size;
+        while self.packets > max_events || budget.used > budget.max {
+            if !self.drop_oldest(budget) {
+                break;
+            }
+        }
+    }
+
+    /// Drops the oldest packet (all its messages); false when empty.
+    fn drop_oldest(&mut self, budget: &mut Budget) -> bool {
+        let Some(&(offset, _)) = self.entries.front() else {
+            return false;
+        };
+        while let Some((o, p)) = self.entries.front()
+            && *o == offset
+        {
+            budget.used -= cost(p);
+            self.entries.pop_front();
+        }
+        self.packets -= 1;
+        self.dropped = Some(offset);
+        true
+    }
+
+    /// The messages sent after the packet with `offset` (after nothing: every message kept),
+    /// when nothing after it was dropped.
+    pub fn after(
+        &self,
+        offset: Option<u64>,
+    ) -> Result<impl Iterator<Item = &Outgoing>, Incomplete> {
+        let start = match offset {
+            None if self.dropped.is_none() => 0,
+            Some(o) if self.dropped == Some(o) => 0,
+            Some(o) => match self.entries.iter().rposition(|(e, _)| *e == o) {
+                Some(i) => {
+                    // Past every message of that packet.
+                    let mut j = i + 1;
+                    while j < self.entries.len() && self.entries[j].0 == o {
+                        j += 1;
+                    }
+                    j
+                }
+                None => return Err(Incomplete::Dropped),
+            },
+            None => return Err(Incomplete::Dropped),
+        };
+        Ok(self.entries.range(start..).map(|(_, p)| p))
+    }
+
+    /// Empties the outbox, giving its bytes back to the budget.
+    pub fn clear(&mut self, budget: &mut Budget) {
+        for (_, p) in self.entries.drain(..) {
+            budget.used -= cost(&p);
+        }
+        self.packets = 0;
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.packets
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.packets == 0
+    }
+}
+
+/// Parses an offset the client sent back (`"123"`); `None` when it is no offset of ours.
+pub fn parse_offset(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt as _, SeedableRng};
+
+    fn text(s: &str) -> Outgoing {
+        Outgoing::message_str(s)
+    }
+
+    fn texts<'a>(it: impl Iterator<Item = &'a Outgoing>) -> Vec<String> {
+        it.map(|p| match p {
+            Outgoing::Text(t) => t.as_str()[1..].to_string(),
+            Outgoing::Binary(b) => format!("<{} bytes>", b.len()),
+        })
+        .collect()
+    }
+
+    fn budget(max: usize) -> Budget {
+        Budget { used: 0, max }
+    }
+
+    #[test]
+    fn replays_after_the_offset_and_everything_without_one() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        for (off, s) in [(1, "a"), (2, "b"), (5, "c")] {
+            o.push(off, text(s), 10, &mut b);
+        }
+        assert_eq!(texts(o.after(Some(2)).unwrap()), ["c"]);
+        assert_eq!(texts(o.after(Some(5)).unwrap()), Vec::<String>::new());
+        assert_eq!(texts(o.after(None).unwrap()), ["a", "b", "c"]);
+        assert_eq!(
+            o.after(Some(3)).err(),
+            Some(Incomplete::Dropped),
+            "never sent"
+        );
+    }
+
+    #[test]
+    fn a_packets_attachments_travel_with_it() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        o.push(1, text("a"), 2, &mut b);
+        o.push(2, text("b"), 2, &mut b);
+        o.push(2, Outgoing::binary(vec![0u8; 3]), 2, &mut b);
+        assert_eq!(o.len(), 2);
+        assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<3 bytes>"]);
+        assert_eq!(texts(o.after(Some(2)).unwrap()), Vec::<String>::new());
+        o.push(3, text("c"), 2, &mut b);
+        // Packet 1 went whole; packet 2 kept its attachment.
+        assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<3 bytes>", "c"]);
+        o.push(4, text("d"), 2, &mut b);
+        assert_eq!(texts(o.after(Some(2)).unwrap()), ["c", "d"]);
+        assert_eq!(o.after(Some(1)).err(), Some(Incomplete::Dropped));
+    }
+
+    #[test]
+    fn the_count_cap_drops_the_oldest_and_recovery_past_it_fails() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        for off in 1..=5 {
+            o.push(off, text(&off.to_string()), 3, &mut b);
+        }
+        assert_eq!(o.len(), 3);
+        assert_eq!(
+            texts(o.after(Some(2)).unwrap()),
+            ["3", "4", "5"],
+            "2 was the last dropped"
+        );
+        assert_eq!(o.after(Some(1)).err(), Some(Incomplete::Dropped));
+        assert_eq!(
+            o.after(None).err(),
+            Some(Incomplete::Dropped),
+            "3 of 5 left"
+        );
+    }
+
+    #[test]
+    fn the_shared_budget_holds_and_is_given_back() {
+        let per = cost(&text("0123456789"));
+        let mut b = budget(per * 3);
+        let (mut x, mut y) = (Outbox::default(), Outbox::default());
+        x.push(1, text("0123456789"), 100, &mut b);
+        x.push(2, text("0123456789"), 100, &mut b);
+        y.push(3, text("0123456789"), 100, &mut b);
+        assert_eq!(b.used, per * 3);
+        y.push(4, text("0123456789"), 100, &mut b);
+        assert_eq!(
+            b.used,
+            per * 3,
+            "over the budget, the growing outbox drops its oldest"
+        );
+        assert_eq!(texts(y.after(Some(3)).unwrap()), ["0123456789"]);
+        // A packet larger than the whole budget is not kept at all.
+        y.push(5, text(&"z".repeat(per * 4)), 100, &mut b);
+        assert!(y.is_empty());
+        assert_eq!(y.after(Some(4)).err(), Some(Incomplete::Dropped));
+        assert_eq!(texts(y.after(Some(5)).unwrap()), Vec::<String>::new());
+        x.clear(&mut b);
+        assert_eq!(b.used, 0);
+    }
+
+    /// Against a model: every message pushed is a number; what `after` gives is exactly the
+    /// model's messages after the offset, or an error exactly when one of those was dropped.
+    #[test]
+    fn after_matches_a_model() {
+        let mut rng = StdRng::seed_from_u64(14);
+        for _ in 0..300 {
+            let max_events = rng.random_range(1..8usize);
+            let mut b = budget(rng.random_range(1..20usize) * (ENTRY_COST + 4));
+            let mut o = Outbox::default();
+            let mut sent: Vec<(u64, String)> = Vec::new();
+            let mut offset = 0u64;
+            for _ in 0..rng.random_range(0..30) {
+                offset += rng.random_range(1..3u64);
+                for part in 0..rng.random_range(1..3) {
+                    let s = format!("{offset}.{part}");
+                    o.push(offset, text(&s), max_events, &mut b);
+                    sent.push((offset, s));
+                }
+            }
+            let kept: Vec<String> = texts(o.after(None).unwrap_or_else(|_| {
+                o.after(o.dropped)
+                    .expect("everything after the last dropped is kept")
+            }));
+            // What is kept is a suffix of what was sent, whole packets only.
+            assert!(
+                sent.iter()
+                    .map(|(_, s)| s.clone())
+                    .collect::<Vec<_>>()
+                    .ends_with(&kept)
+            );
+            assert!(b.used <= b.max);
+            for probe in (0..=offset + 1).map(Some).chain([None]) {
+                let want: Vec<String> = sent
+                    .iter()
+                    .skip_while(|(o, _)| probe.is_some_and(|p| *o <= p))
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                let sent_offset = probe.is_none_or(|p| sent.iter().any(|(o, _)| *o == p));
+                match o.after(probe) {
+                    Ok(got) => {
+                        assert!(sent_offset, "{probe:?} was never sent");
+                        assert_eq!(texts(got), want, "after {probe:?}");
+                    }
+                    Err(_) => assert!(
+                        !sent_offset || want.len() > kept.len(),
+                        "after {probe:?}: refused although {want:?} is kept"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offsets_parse_strictly() {
+        assert_eq!(parse_offset("0"), Some(0));
+        assert_eq!(parse_offset("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "-1", "1.0", "x", "18446744073709551616", " 1"] {
+            assert_eq!(parse_offset(bad), None, "{bad:?}");
+        }
+    }
+}
