@@ -669,3 +669,21 @@ fn refusals_give_a_fresh_socket() {
         "an explicit disconnect is not recovered"
     );
 }
+
+#[test]
+fn past_the_budget_a_dropped_socket_is_not_kept() {
+    let mut d = Driver::with(RecoveryConfig {
+        max_bytes: crate::sio::recovery::AWAY_COST + 400,
+        ..RecoveryConfig::default()
+    });
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    pair(&mut d, a, b);
+    d.drop_transport(a);
+    assert_eq!(d.sio.socket_count(), 2, "one away socket fits");
+    d.drop_transport(b);
+    assert_eq!(d.sio.socket_count(), 1, "a second does not: gone at once");
+    d.step_to(120_000);
+    assert_eq!(d.sio.socket_count(), 0);
+    assert!(d.rooms().is_empty());
+    assert_eq!(d.wheel.0.len(), 0);
+}

@@ -218,6 +218,8 @@ struct RecoveryStats {
     unknown: u64,
     /// Events after the client's offset were dropped by a cap (or the offset is not ours).
     incomplete: u64,
+    /// Transports that dropped when the budget could keep no more away sockets.
+    no_room: u64,
 }
 
 #[derive(Default)]
@@ -577,6 +579,7 @@ impl<A: App> SocketIo<A> {
         r.stats.recovered += 1;
         if let Some(away) = s.away.take() {
             r.away -= 1;
+            r.budget.used -= recovery::AWAY_COST;
             io.cancel_timer(away.timer);
         }
         s.session = session;
@@ -612,12 +615,19 @@ impl<A: App> SocketIo<A> {
         let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
+        if s.away.is_none() && r.budget.used + recovery::AWAY_COST > r.budget.max {
+            // No room left to keep one more socket: it cannot come back.
+            r.stats.no_room += 1;
+            self.remove_socket(socket, reason, io);
+            return;
+        }
         let at = crate::timer::deadline(io.now, r.window);
         let timer = io.set_timer(at, SioTimer::RecoveryWindow(socket));
         if let Some(old) = s.away.replace(Away { timer, reason }) {
             io.cancel_timer(old.timer);
         } else {
             r.away += 1;
+            r.budget.used += recovery::AWAY_COST;
         }
         if let Some(client) = self.clients.get_mut(s.session) {
             client.sockets.retain(|x| *x != socket);
@@ -639,6 +649,7 @@ impl<A: App> SocketIo<A> {
         if let Some(r) = &mut self.tables.recovery {
             if let Some(away) = s.away.take() {
                 r.away -= 1;
+                r.budget.used -= recovery::AWAY_COST;
                 io.cancel_timer(away.timer);
             }
             if let Some(pid) = s.pid {
@@ -770,6 +781,14 @@ impl<A: App> Handler for SocketIo<A> {
             gauge(out, "pairchat_sio_away_sockets", help, away as u64);
             let help = "Bytes kept for connection state recovery.";
             gauge(out, "pairchat_recovery_bytes", help, r.budget.used as u64);
+            let help =
+                "Sockets not kept for recovery when their transport dropped: the budget was full.";
+            crate::metrics::counter(
+                out,
+                "pairchat_recovery_refused_total",
+                help,
+                r.stats.no_room,
+            );
             labelled_counter(
                 out,
                 "pairchat_recoveries_total",

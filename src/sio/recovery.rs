@@ -58,6 +58,14 @@ impl RecoveryConfig {
 /// What an entry costs besides its packet's bytes (the entry itself and the packet's header).
 pub const ENTRY_COST: usize = 48;
 
+/// What an away socket costs the budget while it waits (its registration and tables): the
+/// budget bounds how many sockets can be away at once, not only their events.
+pub const AWAY_COST: usize = 512;
+
+/// Most bytes one socket keeps: what it may be sent again in one go stays well within a
+/// polling session's output buffer (4 MiB by default), so a replay never overflows it.
+pub const MAX_SOCKET_BYTES: usize = 1 << 20;
+
 /// The bytes an entry accounts for.
 fn cost(packet: &Outgoing) -> usize {
     ENTRY_COST
@@ -85,6 +93,8 @@ pub struct Outbox {
     dropped: Option<u64>,
     /// Packets held (entries with a new offset).
     packets: usize,
+    /// Bytes held (as the budget counts them).
+    bytes: usize,
 }
 
 /// Why a restore cannot give the client everything it missed.
@@ -105,7 +115,9 @@ impl Outbox {
         }
         self.entries.push_back((offset, packet));
         budget.used += size;
-        while self.packets > max_events || budget.used > budget.max {
+        self.bytes += size;
+        while self.packets > max_events || self.bytes > MAX_SOCKET_BYTES || budget.used > budget.max
+        {
             if !self.drop_oldest(budget) {
                 break;
             }
@@ -121,6 +133,7 @@ impl Outbox {
             && *o == offset
         {
             budget.used -= cost(p);
+            self.bytes -= cost(p);
             self.entries.pop_front();
         }
         self.packets -= 1;
@@ -159,6 +172,7 @@ impl Outbox {
             budget.used -= cost(&p);
         }
         self.packets = 0;
+        self.bytes = 0;
     }
 
     /// Packets held.
@@ -256,6 +270,23 @@ mod tests {
             Some(Incomplete::Dropped),
             "3 of 5 left"
         );
+    }
+
+    #[test]
+    fn one_socket_keeps_at_most_a_megabyte() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        let big = "x".repeat(300 << 10);
+        for off in 1..=5 {
+            o.push(off, text(&big), 100, &mut b);
+        }
+        assert_eq!(
+            o.len(),
+            3,
+            "three 300 KiB packets fit in 1 MiB, four do not"
+        );
+        assert!(o.bytes <= MAX_SOCKET_BYTES && b.used == o.bytes);
+        assert_eq!(o.after(Some(2)).map(|r| r.count()).ok(), Some(3));
     }
 
     #[test]
