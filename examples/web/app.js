@@ -74,9 +74,16 @@ function start() {
     setConnection('online', `Connected · ${engine.transport.name}`);
     engine.once('upgrade', (transport) => setConnection('online', `Connected · ${transport.name}`));
     setBusy(false);
-    // A reconnect is a new socket id: take our place in the room back (the server keeps the
-    // history while the partner stays).
-    if (room && !room.expired) rejoin(room.code);
+    if (!room || room.expired) return;
+    if (socket.recovered) {
+      // Back within the server's recovery window: same id, same room, and what we missed
+      // arrived as events before this.
+      setStatus('Reconnected.', 'good');
+    } else {
+      // A new socket id: take our place in the room back (the server keeps the history while
+      // the partner stays).
+      rejoin(room.code);
+    }
   });
   socket.on('connect_error', () => {
     setConnection('error', 'Cannot reach the server');
@@ -93,6 +100,11 @@ function start() {
   });
   socket.on('userJoined', () => setStatus('Your partner joined. Say hello!', 'good'));
   socket.on('userLeft', () => setStatus('Your partner left the chat.', 'warn'));
+  socket.on('roomUnavailable', ({ code }) => {
+    if (!room || room.code !== code) return;
+    leaveView();
+    showError(`Someone took your place in room ${code} while you were away.`);
+  });
   socket.on('roomExpired', () => {
     if (!room) return;
     room.expired = true;
