@@ -687,3 +687,92 @@ fn past_the_budget_a_dropped_socket_is_not_kept() {
     assert!(d.rooms().is_empty());
     assert_eq!(d.wheel.0.len(), 0);
 }
+
+/// Random chats with random drops, each losing a random tail of what was in flight: the member
+/// that comes back (always within its window here) has seen every message of the room exactly
+/// once, in order, under the same id, and its partner saw it leave and come back each time.
+#[test]
+fn recovery_against_a_model_of_the_client() {
+    use rand::RngExt as _;
+    let mut rng = StdRng::seed_from_u64(1414);
+    for _ in 0..40 {
+        let mut d = Driver::new();
+        let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+        let (arg, hello) = pair(&mut d, a, b);
+        let (mut session, mut next_session) = (a, 10);
+        let mut connected = true;
+        // What the client has: the texts it saw, its last offset.
+        let (mut seen, mut offset): (Vec<String>, Option<String>) = (Vec::new(), None);
+        let mut sent = Vec::new();
+        let (mut drops, mut n) = (0, 0);
+        for _ in 0..rng.random_range(1..60) {
+            match rng.random_range(0..10) {
+                0..4 => {
+                    n += 1;
+                    let from = if connected && rng.random_bool(0.5) {
+                        session
+                    } else {
+                        b
+                    };
+                    say(&mut d, from, &arg, &format!("m{n}"));
+                    sent.push(format!("m{n}"));
+                }
+                4..7 if connected => {
+                    // The client reads what reached it; on a drop a random tail never does.
+                    let packets = d.take(session);
+                    let lost = if rng.random_bool(0.5) {
+                        rng.random_range(0..=packets.len())
+                    } else {
+                        0
+                    };
+                    for p in &packets[..packets.len() - lost] {
+                        if p.starts_with("2[") {
+                            offset = Some(offset_of(p));
+                            seen.extend(texts_of(std::slice::from_ref(p)));
+                        }
+                    }
+                    if lost > 0 || rng.random_bool(0.3) {
+                        d.drop_transport(session);
+                        connected = false;
+                        drops += 1;
+                    }
+                }
+                _ if !connected => {
+                    d.step_to(d.now + rng.random_range(0..60_000));
+                    let (s, packets) =
+                        come_back(&mut d, next_session, &hello["pid"], offset.as_deref());
+                    next_session += 1;
+                    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+                    assert_eq!(reply, hello, "recovered, same ids");
+                    for p in &packets[..packets.len() - 1] {
+                        offset = Some(offset_of(p));
+                        seen.extend(texts_of(std::slice::from_ref(p)));
+                    }
+                    session = s;
+                    connected = true;
+                }
+                _ => {}
+            }
+        }
+        if !connected {
+            let (s, packets) = come_back(&mut d, next_session, &hello["pid"], offset.as_deref());
+            for p in &packets[..packets.len() - 1] {
+                seen.extend(texts_of(std::slice::from_ref(p)));
+            }
+            session = s;
+        }
+        for p in d.take(session) {
+            seen.extend(texts_of(std::slice::from_ref(&p)));
+        }
+        let messages: Vec<&String> = seen.iter().filter(|t| t.starts_with('m')).collect();
+        assert_eq!(
+            messages,
+            sent.iter().collect::<Vec<_>>(),
+            "after {drops} drops"
+        );
+        let b_saw = d.events(b);
+        let lefts = b_saw.iter().filter(|e| *e == "userLeft").count();
+        let joins = b_saw.iter().filter(|e| *e == "userJoined").count();
+        assert_eq!((lefts, joins), (drops, drops), "b saw each drop and return");
+    }
+}
