@@ -503,13 +503,63 @@ fn a_quiet_room_recovers_however_old_its_last_event() {
     let (arg, hello) = pair(&mut d, a, b);
     say(&mut d, b, &arg, "long ago");
     let last = offset_of(&d.take(a)[0]);
-    d.step_to(10 * 60_000); // ten minutes of silence: five windows
+    // Ten minutes of silence (five windows), the heartbeat going on: every pong forgets what
+    // surely reached the client.
+    for minute in 1..=10 {
+        d.step_to(minute * 60_000);
+        d.handle(Event::Pong { session: a });
+        d.handle(Event::Pong { session: b });
+    }
+    assert_eq!(recovery_bytes(&mut d), 0, "nothing left to resend");
     d.drop_transport(a);
     d.step_to(10 * 60_000 + 1000);
     let (_, packets) = come_back(&mut d, 3, &hello["pid"], Some(&last));
     assert_eq!(texts_of(&packets), Vec::<String>::new());
     let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
     assert_eq!(reply["sid"], hello["sid"]);
+}
+
+fn recovery_bytes(d: &mut Driver) -> u64 {
+    let mut out = String::new();
+    crate::engine::Handler::metrics(&d.sio, &mut out);
+    out.lines()
+        .find_map(|l| l.strip_prefix("pairchat_recovery_bytes "))
+        .expect("the gauge")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn pongs_forget_what_reached_the_client_and_the_rest_is_still_recovered() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "1");
+    d.handle(Event::Pong { session: a }); // a's ping goes out after "1"
+    say(&mut d, b, &arg, "2");
+    let held = recovery_bytes(&mut d);
+    d.handle(Event::Pong { session: a }); // "1" has reached a
+    assert!(recovery_bytes(&mut d) < held);
+    let got = d.take(a);
+    assert_eq!(texts_of(&got), ["1", "2"]);
+    let at_1 = offset_of(&got[0]);
+    d.drop_transport(a);
+    say(&mut d, b, &arg, "3");
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], Some(&at_1));
+    assert_eq!(texts_of(&packets), ["2", "3"]);
+    // A client claiming to have seen less than what reached it is refused: a fresh socket.
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "1");
+    let at_1 = offset_of(&d.take(a)[0]);
+    say(&mut d, b, &arg, "2");
+    d.handle(Event::Pong { session: a });
+    d.handle(Event::Pong { session: a });
+    d.drop_transport(a);
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], Some(&at_1));
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_ne!(reply["sid"], hello["sid"]);
 }
 
 #[test]
@@ -695,10 +745,13 @@ fn past_the_budget_a_dropped_socket_is_not_kept() {
 fn recovery_against_a_model_of_the_client() {
     use rand::RngExt as _;
     let mut rng = StdRng::seed_from_u64(1414);
-    for _ in 0..40 {
+    for _ in 0..300 {
         let mut d = Driver::new();
         let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
-        let (arg, hello) = pair(&mut d, a, b);
+        let hello = d.handshake(a);
+        let code = d.call(a, "createRoom", "{}")["code"].clone();
+        let arg = format!("{{\"code\":{code}}}");
+        assert_eq!(d.call(b, "joinRoom", &arg)["success"], true);
         let (mut session, mut next_session) = (a, 10);
         let mut connected = true;
         // What the client has: the texts it saw, its last offset.
@@ -730,6 +783,11 @@ fn recovery_against_a_model_of_the_client() {
                             offset = Some(offset_of(p));
                             seen.extend(texts_of(std::slice::from_ref(p)));
                         }
+                    }
+                    if lost == 0 && rng.random_bool(0.5) {
+                        // Everything reached it, a ping too: its pong comes back.
+                        d.handle(Event::Pong { session });
+                        d.handle(Event::Pong { session });
                     }
                     if lost > 0 || rng.random_bool(0.3) {
                         d.drop_transport(session);

@@ -14,7 +14,11 @@ impl Handler for Echo {
         match event {
             Event::Message { session, text } => io.send(session, Outgoing::message_str(text)),
             Event::Binary { session, data } => io.send(session, Outgoing::binary(data.to_vec())),
-            Event::Open { .. } | Event::Close { .. } | Event::Timer(()) | Event::Socket { .. } => {}
+            Event::Open { .. }
+            | Event::Close { .. }
+            | Event::Pong { .. }
+            | Event::Timer(())
+            | Event::Socket { .. } => {}
         }
     }
 }

@@ -117,6 +117,12 @@ pub enum Event<'a, T> {
         /// peer's, or what a trusted proxy forwarded (`Config::trust_proxy`).
         client: Option<std::net::IpAddr>,
     },
+    /// The client answered a ping: everything queued for the session before that ping has
+    /// reached it (the transport keeps order), so a layer above may forget it was sent.
+    Pong {
+        /// The session.
+        session: SessionId,
+    },
     /// A text message (`4…`), without the type digit.
     Message {
         /// The session.

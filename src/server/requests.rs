@@ -571,7 +571,10 @@ impl<H: Handler> Server<H> {
                 }),
                 _ => {}
             },
-            Received::Rearm(beat) => self.arm_heartbeat(id, beat),
+            Received::Rearm(beat) => {
+                self.arm_heartbeat(id, beat);
+                self.dispatch(Event::Pong { session: id });
+            }
             Received::Nothing => {}
             Received::Close => {
                 self.close_session(id, CloseReason::ClientClose);

@@ -579,9 +579,9 @@ impl<A: App> SocketIo<A> {
         r.stats.recovered += 1;
         if let Some(away) = s.away.take() {
             r.away -= 1;
-            r.budget.used -= recovery::AWAY_COST;
             io.cancel_timer(away.timer);
         }
+        s.outbox.resent();
         s.session = session;
         s.addr = self.clients.get(session).and_then(|c| c.addr);
         for packet in replay {
@@ -615,7 +615,7 @@ impl<A: App> SocketIo<A> {
         let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
-        if s.away.is_none() && r.budget.used + recovery::AWAY_COST > r.budget.max {
+        if s.away.is_none() && (r.away + 1) * recovery::AWAY_COST > r.budget.max {
             // No room left to keep one more socket: it cannot come back.
             r.stats.no_room += 1;
             self.remove_socket(socket, reason, io);
@@ -627,7 +627,6 @@ impl<A: App> SocketIo<A> {
             io.cancel_timer(old.timer);
         } else {
             r.away += 1;
-            r.budget.used += recovery::AWAY_COST;
         }
         if let Some(client) = self.clients.get_mut(s.session) {
             client.sockets.retain(|x| *x != socket);
@@ -649,7 +648,6 @@ impl<A: App> SocketIo<A> {
         if let Some(r) = &mut self.tables.recovery {
             if let Some(away) = s.away.take() {
                 r.away -= 1;
-                r.budget.used -= recovery::AWAY_COST;
                 io.cancel_timer(away.timer);
             }
             if let Some(pid) = s.pid {
@@ -744,6 +742,18 @@ impl<A: App> Handler for SocketIo<A> {
                     client.connect_timer = None;
                     if client.sockets.is_empty() {
                         io.close(session, CloseReason::ServerClose);
+                    }
+                }
+            }
+            Event::Pong { session } => {
+                let (Some(client), Some(r)) =
+                    (self.clients.get(session), &mut self.tables.recovery)
+                else {
+                    return;
+                };
+                for socket in &client.sockets {
+                    if let Some(s) = self.tables.sockets.get_mut(*socket) {
+                        s.outbox.confirm(&mut r.budget);
                     }
                 }
             }

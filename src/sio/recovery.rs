@@ -58,8 +58,8 @@ impl RecoveryConfig {
 /// What an entry costs besides its packet's bytes (the entry itself and the packet's header).
 pub const ENTRY_COST: usize = 48;
 
-/// What an away socket costs the budget while it waits (its registration and tables): the
-/// budget bounds how many sockets can be away at once, not only their events.
+/// What an away socket is reckoned to cost while it waits (its registration and tables): at
+/// most `max_bytes / AWAY_COST` sockets are away at once, whatever the events hold.
 pub const AWAY_COST: usize = 512;
 
 /// Most bytes one socket keeps: what it may be sent again in one go stays well within a
@@ -85,10 +85,17 @@ pub struct Budget {
 }
 
 /// A socket's last events: each packet's Engine.IO messages (the text, then any attachments)
-/// tagged with the packet's offset, in the order they were sent.
+/// tagged with the packet's offset, in the order they were sent. What the client has surely
+/// received is forgotten: a pong answers a ping sent after the previous pong, so at each pong
+/// everything held at the previous one has reached the client (`confirm`). A connected socket
+/// keeps about one ping interval of events; an away one keeps everything since its last pong.
 #[derive(Debug, Default)]
 pub struct Outbox {
     entries: VecDeque<(u64, Outgoing)>,
+    /// Entries ever removed from the front.
+    popped: u64,
+    /// `popped + entries.len()` at the previous pong: what the next pong confirms.
+    mark: u64,
     /// The offset of the last packet dropped to stay within the caps.
     dropped: Option<u64>,
     /// Packets held (entries with a new offset).
@@ -135,6 +142,7 @@ impl Outbox {
             budget.used -= cost(p);
             self.bytes -= cost(p);
             self.entries.pop_front();
+            self.popped += 1;
         }
         self.packets -= 1;
         self.dropped = Some(offset);
@@ -164,6 +172,18 @@ impl Outbox {
             None => return Err(Incomplete::Dropped),
         };
         Ok(self.entries.range(start..).map(|(_, p)| p))
+    }
+
+    /// The client answered a ping: forgets what was held at the previous pong (it has reached
+    /// the client), and marks what is held now for the next one.
+    pub fn confirm(&mut self, budget: &mut Budget) {
+        while self.popped < self.mark && self.drop_oldest(budget) {}
+        self.mark = self.popped + self.entries.len() as u64;
+    }
+
+    /// The socket is back on a new transport: what it holds was sent again, unconfirmed.
+    pub fn resent(&mut self) {
+        self.mark = self.popped;
     }
 
     /// Empties the outbox, giving its bytes back to the budget.
@@ -273,6 +293,40 @@ mod tests {
     }
 
     #[test]
+    fn a_pong_forgets_what_the_previous_pong_saw_and_recovery_still_finds_the_client() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        o.push(1, text("a"), 10, &mut b);
+        o.confirm(&mut b); // the ping after this pong is queued after "a"
+        o.push(2, text("b"), 10, &mut b);
+        o.push(2, Outgoing::binary(vec![1u8]), 10, &mut b);
+        assert_eq!(o.len(), 2, "nothing confirmed yet");
+        o.confirm(&mut b); // "a" has reached the client
+        assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<1 bytes>"]);
+        assert_eq!(texts(o.after(Some(2)).unwrap()), Vec::<String>::new());
+        o.push(3, text("c"), 10, &mut b);
+        o.confirm(&mut b); // "b" too
+        assert_eq!(
+            texts(o.after(Some(2)).unwrap()),
+            ["c"],
+            "the client is at 2 or later"
+        );
+        assert_eq!(
+            o.after(None).err(),
+            Some(Incomplete::Dropped),
+            "it had events"
+        );
+        // Back on a new transport: the replay is unconfirmed again.
+        o.resent();
+        o.confirm(&mut b);
+        assert_eq!(o.len(), 1);
+        o.confirm(&mut b);
+        assert!(o.is_empty());
+        assert_eq!(b.used, 0);
+        assert_eq!(texts(o.after(Some(3)).unwrap()), Vec::<String>::new());
+    }
+
+    #[test]
     fn one_socket_keeps_at_most_a_megabyte() {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
@@ -326,6 +380,9 @@ mod tests {
             let mut sent: Vec<(u64, String)> = Vec::new();
             let mut offset = 0u64;
             for _ in 0..rng.random_range(0..30) {
+                if rng.random_bool(0.2) {
+                    o.confirm(&mut b);
+                }
                 offset += rng.random_range(1..3u64);
                 for part in 0..rng.random_range(1..3) {
                     let s = format!("{offset}.{part}");
