@@ -10,6 +10,7 @@
 //! - [`conformance`]: the servers the official protocol test suites expect;
 //! - [`cli`]: flags and environment → the configuration of all of the above;
 //! - [`timer`]: the hashed timer wheel behind every deadline;
+//! - [`json`]: reading a few fields of a client's JSON object in one pass;
 //! - [`slots`]: the generation-checked tables every connection, session and socket lives in;
 //! - [`sys`]: the few libc calls std lacks (listen backlog, stop signals, fd limit).
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod config;
 pub mod conformance;
 pub mod engine;
 pub mod http;
+pub mod json;
 pub mod log;
 pub mod metrics;
 pub mod server;

@@ -3,9 +3,7 @@
 //! exactly as it came in (it is valid JSON already) and is decoded only to be checked.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::errors;
@@ -23,9 +21,11 @@ pub struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// The fields of the first argument; empty when there is none or it is not an object.
     pub fn of(args: &[&'a RawValue]) -> Fields<'a> {
-        args.first()
-            .and_then(|a| serde_json::from_str(a.get()).ok())
-            .unwrap_or_default()
+        let fields = args
+            .first()
+            .and_then(|a| crate::json::raw_fields(a.get(), ["code", "text"]));
+        let [code, text] = fields.unwrap_or_default();
+        Fields { code, text }
     }
 
     /// The room code: six digits as a string, or the number itself.
@@ -63,58 +63,6 @@ fn decode_str(raw: &str) -> Option<Cow<'_, str>> {
     match serde_json::from_str::<&str>(raw) {
         Ok(s) => Some(Cow::Borrowed(s)),
         Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-    }
-}
-
-enum Key {
-    Code,
-    Text,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "code" => Key::Code,
-                    "text" => Key::Text,
-                    _ => Key::Other,
-                })
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = Fields::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Code => fields.code = Some(map.next_value()?),
-                        Key::Text => fields.text = Some(map.next_value()?),
-                        Key::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(fields)
-            }
-        }
-        d.deserialize_map(FieldsVisitor)
     }
 }
 

@@ -673,18 +673,20 @@ struct Claim {
 impl Claim {
     /// The claim in a CONNECT's auth payload, if it has a `pid`.
     fn of(auth: &RawValue) -> Option<Claim> {
-        if !auth.get().contains("\"pid\"") {
-            return None;
+        let [pid, offset] = crate::json::raw_fields(auth.get(), ["pid", "offset"])?;
+        fn string(raw: &RawValue) -> Option<&str> {
+            serde_json::from_str(raw.get()).ok()
         }
-        let value: serde_json::Value = serde_json::from_str(auth.get()).ok()?;
-        let pid = value.get("pid")?;
-        let offset = match value.get("offset") {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(o)) => recovery::parse_offset(o).map(Some).ok_or(()),
-            Some(_) => Err(()),
+        let offset = match offset.map(RawValue::get) {
+            None | Some("null") => Ok(None),
+            Some(_) => offset
+                .and_then(string)
+                .and_then(recovery::parse_offset)
+                .map(Some)
+                .ok_or(()),
         };
         Some(Claim {
-            pid: pid.as_str().and_then(Sid::parse),
+            pid: string(pid?).and_then(Sid::parse),
             offset,
         })
     }
