@@ -269,6 +269,18 @@ impl Chat {
             if current.is_some() {
                 self.leave(socket, io);
             }
+            // The free seat may be an away member's: it loses it now (and is told when it
+            // comes back), so a room never holds more than two members, away ones included.
+            while members(io, code).len() >= rooms::ROOM_CAPACITY {
+                let Some(away) = members(io, code)
+                    .iter()
+                    .copied()
+                    .find(|m| !io.is_present(*m))
+                else {
+                    break;
+                };
+                unseat(away, code, io);
+            }
             let name = code.name();
             io.join(socket, &name);
             // The room's handle, as Socket.IO has it now (it made the room at the first join).
@@ -398,25 +410,13 @@ impl Chat {
         }
     }
 
-    /// A socket came back (it has had every event it missed): back in its room if its seat is
-    /// still free (its partner is told it joined, same id); otherwise out, and told so.
+    /// A socket came back (it has had every event it missed): still in its room, its seat
+    /// is still its own (a join takes an away member's seat away, `unseat`), and its partner is
+    /// told it joined, with the same id.
     fn on_recovered(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
-        let Some(code) = room_of(io, socket) else {
-            return;
-        };
-        let others = members(io, code)
-            .iter()
-            .filter(|m| **m != socket && io.is_present(**m))
-            .count();
-        if others < rooms::ROOM_CAPACITY {
+        if let Some(code) = room_of(io, socket) {
             self.announce(socket, code, "userJoined", io);
-            return;
         }
-        io.leave(socket, &code.name());
-        let mut json = format!("{{\"code\":\"{code}\",\"error\":");
-        write_json_string(&mut json, errors::ROOM_FULL);
-        json.push('}');
-        io.emit(socket, "roomUnavailable", &json);
     }
 
     fn on_expire(&mut self, code: RoomCode, generation: u64, io: &mut Io<'_, '_>) {
@@ -506,6 +506,16 @@ fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
 /// The members of a room, in joining order, away ones included.
 fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
     io.room_members(Nsp::MAIN, &code.name())
+}
+
+/// Takes an away member out of its room, whose seat a new member takes: `roomUnavailable` is
+/// kept for it (it gets it if it comes back).
+fn unseat(away: SocketRef, code: RoomCode, io: &mut Io<'_, '_>) {
+    let mut json = format!("{{\"code\":\"{code}\",\"error\":");
+    write_json_string(&mut json, errors::ROOM_FULL);
+    json.push('}');
+    io.emit(away, "roomUnavailable", &json);
+    io.leave(away, &code.name());
 }
 
 /// How many members of a room are present (the seats taken).
