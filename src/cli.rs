@@ -218,6 +218,8 @@ const OPTIONS: &[Opt] = &[
             let n = positive(v)?;
             s.server.max_poll_buffer = n;
             s.server.max_ws_buffer = n;
+            // What a restore sends again in one go must fit the buffer, with room to spare.
+            s.sio.recovery.max_socket_bytes = (n / 2).min(1 << 20);
             Ok(())
         },
     },
@@ -635,6 +637,20 @@ mod tests {
             s.server.cors_origins,
             CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
         );
+    }
+
+    #[test]
+    fn recovery_flags() {
+        let s = run(&["--recovery-window", "0"], &[]).unwrap();
+        assert!(!s.sio.recovery.enabled());
+        let s = run(&["--recovery-window", "30s", "--max-buffer", "65536"], &[]).unwrap();
+        assert_eq!(s.sio.recovery.window, Duration::from_secs(30));
+        assert_eq!(
+            s.sio.recovery.max_socket_bytes, 32768,
+            "a replay fits the buffer"
+        );
+        assert!(run(&["--recovery-max-events", "0"], &[]).is_err());
+        assert!(run(&["--recovery-window", "-1s"], &[]).is_err());
     }
 
     #[test]

@@ -862,3 +862,55 @@ fn away_members_do_not_pile_up_in_a_room() {
     );
     assert!(one < 200, "{one}");
 }
+
+#[test]
+fn a_socket_is_restored_at_most_ten_times_a_minute() {
+    let mut d = Driver::new();
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (_, hello) = pair(&mut d, a, b);
+    let mut session = a;
+    for n in 0..11 {
+        d.drop_transport(session);
+        let (s, packets) = come_back(&mut d, 10 + n, &hello["pid"], None);
+        let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+        assert_eq!(reply["sid"] == hello["sid"], n < 10, "restore {n}");
+        session = s;
+    }
+}
+
+#[test]
+fn at_the_cap_on_away_sockets_the_oldest_goes() {
+    let mut d = Driver::with(RecoveryConfig {
+        max_bytes: 2 * crate::sio::recovery::AWAY_COST,
+        ..RecoveryConfig::default()
+    });
+    let sessions: Vec<SessionId> = (1..=3).map(|n| d.connect(n)).collect();
+    for s in &sessions {
+        d.call(*s, "createRoom", "{}");
+    }
+    for s in &sessions {
+        d.drop_transport(*s);
+    }
+    assert_eq!(d.sio.socket_count(), 2, "two fit; the first went");
+    assert_eq!(d.rooms().len(), 2, "its room with it");
+}
+
+#[test]
+fn when_the_budget_is_short_the_oldest_away_socket_loses_its_events_first() {
+    let mut d = Driver::with(RecoveryConfig {
+        max_bytes: 1500,
+        ..RecoveryConfig::default()
+    });
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    d.drop_transport(a);
+    for n in 0..6 {
+        say(&mut d, b, &arg, &format!("message {n}"));
+    }
+    // a's events went to make room: it gets a fresh socket, never a short replay.
+    let (_, packets) = come_back(&mut d, 3, &hello["pid"], None);
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_ne!(reply["sid"], hello["sid"]);
+    assert_eq!(texts_of(&packets), Vec::<String>::new());
+    assert!(recovery_bytes(&mut d) <= 1500);
+}

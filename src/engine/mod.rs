@@ -93,10 +93,12 @@ impl CloseReason {
         }
     }
 
-    /// Whether a socket closed for this reason may be recovered (socket.io's list): not after
-    /// the client's own close or input that is no Engine.IO.
+    /// Whether a socket closed for this reason may be recovered: not after input that is no
+    /// Engine.IO. A client's close packet is recoverable (socket.io's "transport close"): a
+    /// polling client sends one as it gives up on a broken transport, before reconnecting; a
+    /// client leaving for good disconnects its sockets first (`41`).
     pub fn recoverable(self) -> bool {
-        !matches!(self, CloseReason::ClientClose | CloseReason::ParseError)
+        self != CloseReason::ParseError
     }
 }
 

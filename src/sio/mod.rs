@@ -19,7 +19,7 @@ mod error;
 pub mod packet;
 pub mod recovery;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::slots::{SlotKey, SlotMap, Slots};
@@ -189,6 +189,8 @@ struct Socket {
     outbox: recovery::Outbox,
     /// Set while the transport is gone and the socket may come back.
     away: Option<Away>,
+    /// Restores lately: when the count started, and the count (`recovery::MAX_RESTORES`).
+    restores: (Millis, u32),
 }
 
 struct Away {
@@ -196,17 +198,23 @@ struct Away {
     timer: TimerId,
     /// Why the transport dropped.
     reason: &'static str,
+    /// Its place in `Recovery::away_order`.
+    seq: u64,
 }
 
 /// Recovery's state: offsets, the pids of the sockets that can come back, the shared budget.
 struct Recovery {
     window: std::time::Duration,
-    max_events: usize,
+    caps: recovery::Caps,
     budget: recovery::Budget,
     /// The last offset given to a packet.
     offset: u64,
     pids: HashMap<Sid, SocketRef>,
     away: usize,
+    /// Away sockets whose events are still kept, oldest first: the first to lose them when
+    /// the budget is short (those nearest the end of their window).
+    away_order: BTreeMap<u64, SocketRef>,
+    away_seq: u64,
     stats: RecoveryStats,
 }
 
@@ -218,8 +226,10 @@ struct RecoveryStats {
     unknown: u64,
     /// Events after the client's offset were dropped by a cap (or the offset is not ours).
     incomplete: u64,
-    /// Transports that dropped when the budget could keep no more away sockets.
+    /// Away sockets ended early to make room (at the cap on away sockets, the oldest goes).
     no_room: u64,
+    /// Refused: the socket was restored `MAX_RESTORES` times within `RESTORE_PERIOD`.
+    too_often: u64,
 }
 
 #[derive(Default)]
@@ -280,7 +290,10 @@ impl<A: App> SocketIo<A> {
         let r = &config.recovery;
         let recovery = r.enabled().then(|| Recovery {
             window: r.window,
-            max_events: r.max_events,
+            caps: recovery::Caps {
+                events: r.max_events,
+                bytes: r.max_socket_bytes,
+            },
             budget: recovery::Budget {
                 used: 0,
                 max: r.max_bytes,
@@ -288,6 +301,8 @@ impl<A: App> SocketIo<A> {
             offset: 0,
             pids: HashMap::new(),
             away: 0,
+            away_order: BTreeMap::new(),
+            away_seq: 0,
             stats: RecoveryStats::default(),
         });
         SocketIo {
@@ -476,6 +491,7 @@ impl<A: App> SocketIo<A> {
             pid,
             outbox: recovery::Outbox::default(),
             away: None,
+            restores: (io.now, 0),
         });
         if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
             r.pids.insert(pid, socket);
@@ -564,14 +580,26 @@ impl<A: App> SocketIo<A> {
         let (Some(s), Some(r)) = (sockets.get_mut(socket), recovery.as_mut()) else {
             return false;
         };
+        if io.now.saturating_sub(s.restores.0) >= recovery::RESTORE_PERIOD {
+            s.restores = (io.now, 0);
+        }
+        s.restores.1 += 1;
         let replay: Option<Vec<Outgoing>> = match claim.offset.map(|o| s.outbox.after(o)) {
-            Ok(Ok(missed)) => Some(missed.cloned().collect()),
-            _ => None,
+            Ok(Ok(missed)) if s.restores.1 <= recovery::MAX_RESTORES => {
+                Some(missed.cloned().collect())
+            }
+            Ok(Ok(_)) => {
+                r.stats.too_often += 1;
+                None
+            }
+            _ => {
+                r.stats.incomplete += 1;
+                None
+            }
         };
         let Some(replay) = replay else {
-            // The client missed events that are gone: it gets a fresh socket, and this one
-            // (which cannot come back whole) is gone too.
-            r.stats.incomplete += 1;
+            // The client missed events that are gone (or comes back too often): it gets a
+            // fresh socket, and this one (which cannot come back whole) is gone too.
             let reason = s.away.as_ref().map_or("transport close", |a| a.reason);
             self.remove_socket(socket, reason, io);
             return false;
@@ -579,6 +607,7 @@ impl<A: App> SocketIo<A> {
         r.stats.recovered += 1;
         if let Some(away) = s.away.take() {
             r.away -= 1;
+            r.away_order.remove(&away.seq);
             io.cancel_timer(away.timer);
         }
         s.outbox.resent();
@@ -612,19 +641,33 @@ impl<A: App> SocketIo<A> {
             self.remove_socket(socket, reason, io);
             return;
         };
+        if (r.away + 1) * recovery::AWAY_COST > r.budget.max {
+            // As many sockets away as the budget allows: the oldest one's window ends now
+            // (or, when none is left to end, this one cannot be kept).
+            r.stats.no_room += 1;
+            let oldest = r.away_order.first_key_value().map(|(_, s)| *s);
+            let ended = oldest.unwrap_or(socket);
+            let why = self.tables.socket(ended).and_then(|s| s.away.as_ref());
+            let why = why.map_or(reason, |a| a.reason);
+            self.remove_socket(ended, why, io);
+            if ended == socket {
+                return;
+            }
+        }
+        let Some(r) = &mut self.tables.recovery else {
+            return;
+        };
         let Some(s) = self.tables.sockets.get_mut(socket) else {
             return;
         };
-        if s.away.is_none() && (r.away + 1) * recovery::AWAY_COST > r.budget.max {
-            // No room left to keep one more socket: it cannot come back.
-            r.stats.no_room += 1;
-            self.remove_socket(socket, reason, io);
-            return;
-        }
         let at = crate::timer::deadline(io.now, r.window);
         let timer = io.set_timer(at, SioTimer::RecoveryWindow(socket));
-        if let Some(old) = s.away.replace(Away { timer, reason }) {
+        r.away_seq += 1;
+        let seq = r.away_seq;
+        r.away_order.insert(seq, socket);
+        if let Some(old) = s.away.replace(Away { timer, reason, seq }) {
             io.cancel_timer(old.timer);
+            r.away_order.remove(&old.seq);
         } else {
             r.away += 1;
         }
@@ -648,6 +691,7 @@ impl<A: App> SocketIo<A> {
         if let Some(r) = &mut self.tables.recovery {
             if let Some(away) = s.away.take() {
                 r.away -= 1;
+                r.away_order.remove(&away.seq);
                 io.cancel_timer(away.timer);
             }
             if let Some(pid) = s.pid {
@@ -794,7 +838,7 @@ impl<A: App> Handler for SocketIo<A> {
             let help = "Bytes kept for connection state recovery.";
             gauge(out, "pairchat_recovery_bytes", help, r.budget.used as u64);
             let help =
-                "Sockets not kept for recovery when their transport dropped: the budget was full.";
+                "Away sockets whose window ended early: as many were away as the budget allows.";
             crate::metrics::counter(
                 out,
                 "pairchat_recovery_refused_total",
@@ -810,6 +854,7 @@ impl<A: App> Handler for SocketIo<A> {
                     ("recovered", r.stats.recovered),
                     ("unknown_session", r.stats.unknown),
                     ("missed_events_dropped", r.stats.incomplete),
+                    ("too_often", r.stats.too_often),
                 ],
             );
         }
@@ -859,20 +904,46 @@ fn deliver(
         if Some(*member) == except {
             continue;
         }
-        let Some(s) = sockets.get_mut(*member) else {
+        if let (Some(offset), Some(r)) = (packets.offset, recovery.as_deref_mut()) {
+            keep(sockets, r, *member, offset, packets);
+        }
+        let Some(s) = sockets.get(*member) else {
             continue;
         };
-        if let (Some(offset), Some(r)) = (packets.offset, recovery.as_deref_mut()) {
-            for p in packets.iter() {
-                s.outbox
-                    .push(offset, p.clone(), r.max_events, &mut r.budget);
-            }
-        }
         if s.away.is_none() {
             for p in packets.iter() {
                 io.send(s.session, p.clone());
             }
         }
+    }
+}
+
+/// Keeps an event in a socket's outbox; when the budget is short, the oldest away sockets
+/// lose what they kept first (they are nearest the end of their window), then the socket's own
+/// oldest events go.
+fn keep(
+    sockets: &mut Slots<SocketRef, Socket>,
+    r: &mut Recovery,
+    socket: SocketRef,
+    offset: u64,
+    packets: &Packets,
+) {
+    let Some(s) = sockets.get_mut(socket) else {
+        return;
+    };
+    for p in packets.iter() {
+        s.outbox.push(offset, p.clone(), r.caps, &mut r.budget);
+    }
+    while r.budget.used > r.budget.max {
+        let Some((_, oldest)) = r.away_order.pop_first() else {
+            break;
+        };
+        if let Some(o) = sockets.get_mut(oldest) {
+            o.outbox.lose(&mut r.budget);
+        }
+    }
+    if let Some(s) = sockets.get_mut(socket) {
+        s.outbox.trim(&mut r.budget);
     }
 }
 

@@ -26,8 +26,13 @@ pub struct RecoveryConfig {
     /// Most events kept per socket. Defaults to 1000.
     pub max_events: usize,
     /// Most bytes kept for recovery in total (packets counted once per socket holding them,
-    /// plus a fixed cost per entry). Defaults to 64 MiB.
+    /// plus a fixed cost per entry); also bounds the sockets away at once, to one per
+    /// `AWAY_COST` bytes. Defaults to 64 MiB.
     pub max_bytes: usize,
+    /// Most bytes one socket keeps: what a restore sends again in one go, so keep it within
+    /// half the engine's output buffers (`--max-buffer` sets it to half of that, 1 MiB at
+    /// most). Defaults to 1 MiB.
+    pub max_socket_bytes: usize,
 }
 
 impl Default for RecoveryConfig {
@@ -36,6 +41,7 @@ impl Default for RecoveryConfig {
             window: Duration::from_secs(120),
             max_events: 1000,
             max_bytes: 64 << 20,
+            max_socket_bytes: 1 << 20,
         }
     }
 }
@@ -62,9 +68,12 @@ pub const ENTRY_COST: usize = 48;
 /// most `max_bytes / AWAY_COST` sockets are away at once, whatever the events hold.
 pub const AWAY_COST: usize = 512;
 
-/// Most bytes one socket keeps: what it may be sent again in one go stays well within a
-/// polling session's output buffer (4 MiB by default), so a replay never overflows it.
-pub const MAX_SOCKET_BYTES: usize = 1 << 20;
+/// Most restores of one socket per `RESTORE_PERIOD`: each one sends everything unconfirmed
+/// again, so without a bound a client reconnecting in a loop is an amplifier.
+pub const MAX_RESTORES: u32 = 10;
+
+/// The period of `MAX_RESTORES`, in milliseconds.
+pub const RESTORE_PERIOD: u64 = 60_000;
 
 /// The bytes an entry accounts for.
 fn cost(packet: &Outgoing) -> usize {
@@ -82,6 +91,15 @@ pub struct Budget {
     pub used: usize,
     /// The cap.
     pub max: usize,
+}
+
+/// The caps on one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Most packets.
+    pub events: usize,
+    /// Most bytes.
+    pub bytes: usize,
 }
 
 /// A socket's last events: each packet's Engine.IO messages (the text, then any attachments)
@@ -102,6 +120,10 @@ pub struct Outbox {
     packets: usize,
     /// Bytes held (as the budget counts them).
     bytes: usize,
+    /// Emptied to make room for others: it can restore nothing.
+    lost: bool,
+    /// The offset of the first packet it ever held.
+    first: Option<u64>,
 }
 
 /// Why a restore cannot give the client everything it missed.
@@ -112,10 +134,15 @@ pub enum Incomplete {
 }
 
 impl Outbox {
-    /// Appends one message of the packet with `offset`; drops the oldest packets past
-    /// `max_events` or the shared budget (the new one too if the budget cannot hold it).
-    pub fn push(&mut self, offset: u64, packet: Outgoing, max_events: usize, budget: &mut Budget) {
+    /// Appends one message of the packet with `offset`; drops the oldest packets past its
+    /// caps (the new one too if they cannot hold it). The shared budget is the caller's
+    /// (`trim`).
+    pub fn push(&mut self, offset: u64, packet: Outgoing, caps: Caps, budget: &mut Budget) {
+        if self.lost {
+            return;
+        }
         let size = cost(&packet);
+        self.first.get_or_insert(offset);
         let new_packet = self.entries.back().is_none_or(|(o, _)| *o != offset);
         if new_packet {
             self.packets += 1;
@@ -123,12 +150,23 @@ impl Outbox {
         self.entries.push_back((offset, packet));
         budget.used += size;
         self.bytes += size;
-        while self.packets > max_events || self.bytes > MAX_SOCKET_BYTES || budget.used > budget.max
-        {
-            if !self.drop_oldest(budget) {
-                break;
-            }
-        }
+        while (self.packets > caps.events || self.bytes > caps.bytes) && self.drop_oldest(budget) {}
+    }
+
+    /// Drops the oldest packets while the shared budget is exceeded.
+    pub fn trim(&mut self, budget: &mut Budget) {
+        while budget.used > budget.max && self.drop_oldest(budget) {}
+    }
+
+    /// Empties the outbox for good, to make room for others: it can restore nothing now.
+    pub fn lose(&mut self, budget: &mut Budget) {
+        self.clear(budget);
+        self.lost = true;
+    }
+
+    /// Whether it was emptied for others.
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Drops the oldest packet (all its messages); false when empty.
@@ -150,11 +188,17 @@ impl Outbox {
     }
 
     /// The messages sent after the packet with `offset` (after nothing: every message kept),
-    /// when nothing after it was dropped.
+    /// when nothing after it was dropped. Offsets come from one sequence for all sockets: an
+    /// offset below the first this socket was sent is the client's last from an earlier
+    /// socket (socket.io-client keeps it across sockets), so this one sent it nothing yet.
     pub fn after(
         &self,
         offset: Option<u64>,
     ) -> Result<impl Iterator<Item = &Outgoing>, Incomplete> {
+        if self.lost {
+            return Err(Incomplete::Dropped);
+        }
+        let offset = offset.filter(|o| self.first.is_some_and(|f| *o >= f));
         let start = match offset {
             None if self.dropped.is_none() => 0,
             Some(o) if self.dropped == Some(o) => 0,
@@ -179,6 +223,16 @@ impl Outbox {
     pub fn confirm(&mut self, budget: &mut Budget) {
         while self.popped < self.mark && self.drop_oldest(budget) {}
         self.mark = self.popped + self.entries.len() as u64;
+        self.shrink();
+    }
+
+    /// Gives back the memory of a deque that held far more than it holds now (after a busy
+    /// spell, a quiet socket would otherwise keep its peak capacity for good).
+    fn shrink(&mut self) {
+        let (len, capacity) = (self.entries.len(), self.entries.capacity());
+        if capacity > 16 && len < capacity / 4 {
+            self.entries.shrink_to(len * 2);
+        }
     }
 
     /// The socket is back on a new transport: what it holds was sent again, unconfirmed.
@@ -188,9 +242,10 @@ impl Outbox {
 
     /// Empties the outbox, giving its bytes back to the budget.
     pub fn clear(&mut self, budget: &mut Budget) {
-        for (_, p) in self.entries.drain(..) {
+        for (_, p) in std::mem::take(&mut self.entries) {
             budget.used -= cost(&p);
         }
+        self.popped += self.packets as u64;
         self.packets = 0;
         self.bytes = 0;
     }
@@ -232,6 +287,13 @@ mod tests {
         .collect()
     }
 
+    fn caps(events: usize) -> Caps {
+        Caps {
+            events,
+            bytes: 1 << 20,
+        }
+    }
+
     fn budget(max: usize) -> Budget {
         Budget { used: 0, max }
     }
@@ -241,7 +303,7 @@ mod tests {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
         for (off, s) in [(1, "a"), (2, "b"), (5, "c")] {
-            o.push(off, text(s), 10, &mut b);
+            o.push(off, text(s), caps(10), &mut b);
         }
         assert_eq!(texts(o.after(Some(2)).unwrap()), ["c"]);
         assert_eq!(texts(o.after(Some(5)).unwrap()), Vec::<String>::new());
@@ -254,19 +316,41 @@ mod tests {
     }
 
     #[test]
+    fn an_offset_from_before_the_socket_means_it_saw_nothing_of_it() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        assert_eq!(texts(o.after(Some(7)).unwrap()), Vec::<String>::new());
+        o.push(10, text("a"), caps(10), &mut b);
+        o.push(12, text("b"), caps(10), &mut b);
+        assert_eq!(texts(o.after(Some(7)).unwrap()), ["a", "b"]);
+        assert_eq!(
+            o.after(Some(11)).err(),
+            Some(Incomplete::Dropped),
+            "never sent"
+        );
+        o.confirm(&mut b);
+        o.confirm(&mut b);
+        assert_eq!(
+            o.after(Some(7)).err(),
+            Some(Incomplete::Dropped),
+            "a was received"
+        );
+    }
+
+    #[test]
     fn a_packets_attachments_travel_with_it() {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
-        o.push(1, text("a"), 2, &mut b);
-        o.push(2, text("b"), 2, &mut b);
-        o.push(2, Outgoing::binary(vec![0u8; 3]), 2, &mut b);
+        o.push(1, text("a"), caps(2), &mut b);
+        o.push(2, text("b"), caps(2), &mut b);
+        o.push(2, Outgoing::binary(vec![0u8; 3]), caps(2), &mut b);
         assert_eq!(o.len(), 2);
         assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<3 bytes>"]);
         assert_eq!(texts(o.after(Some(2)).unwrap()), Vec::<String>::new());
-        o.push(3, text("c"), 2, &mut b);
+        o.push(3, text("c"), caps(2), &mut b);
         // Packet 1 went whole; packet 2 kept its attachment.
         assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<3 bytes>", "c"]);
-        o.push(4, text("d"), 2, &mut b);
+        o.push(4, text("d"), caps(2), &mut b);
         assert_eq!(texts(o.after(Some(2)).unwrap()), ["c", "d"]);
         assert_eq!(o.after(Some(1)).err(), Some(Incomplete::Dropped));
     }
@@ -276,7 +360,7 @@ mod tests {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
         for off in 1..=5 {
-            o.push(off, text(&off.to_string()), 3, &mut b);
+            o.push(off, text(&off.to_string()), caps(3), &mut b);
         }
         assert_eq!(o.len(), 3);
         assert_eq!(
@@ -296,15 +380,15 @@ mod tests {
     fn a_pong_forgets_what_the_previous_pong_saw_and_recovery_still_finds_the_client() {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
-        o.push(1, text("a"), 10, &mut b);
+        o.push(1, text("a"), caps(10), &mut b);
         o.confirm(&mut b); // the ping after this pong is queued after "a"
-        o.push(2, text("b"), 10, &mut b);
-        o.push(2, Outgoing::binary(vec![1u8]), 10, &mut b);
+        o.push(2, text("b"), caps(10), &mut b);
+        o.push(2, Outgoing::binary(vec![1u8]), caps(10), &mut b);
         assert_eq!(o.len(), 2, "nothing confirmed yet");
         o.confirm(&mut b); // "a" has reached the client
         assert_eq!(texts(o.after(Some(1)).unwrap()), ["b", "<1 bytes>"]);
         assert_eq!(texts(o.after(Some(2)).unwrap()), Vec::<String>::new());
-        o.push(3, text("c"), 10, &mut b);
+        o.push(3, text("c"), caps(10), &mut b);
         o.confirm(&mut b); // "b" too
         assert_eq!(
             texts(o.after(Some(2)).unwrap()),
@@ -327,19 +411,44 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_outbox_gives_its_memory_back_and_a_lost_one_restores_nothing() {
+        let mut b = budget(usize::MAX);
+        let mut o = Outbox::default();
+        for off in 1..=1000 {
+            o.push(off, text("x"), caps(1000), &mut b);
+        }
+        let peak = o.entries.capacity();
+        o.confirm(&mut b);
+        o.confirm(&mut b);
+        assert!(o.is_empty() && b.used == 0);
+        assert!(
+            o.entries.capacity() < peak / 8,
+            "{} of {peak}",
+            o.entries.capacity()
+        );
+        o.push(1001, text("y"), caps(1000), &mut b);
+        o.lose(&mut b);
+        assert_eq!(b.used, 0);
+        o.push(1002, text("z"), caps(1000), &mut b);
+        assert!(o.is_empty(), "a lost outbox keeps nothing");
+        assert_eq!(o.after(Some(1000)).err(), Some(Incomplete::Dropped));
+        assert_eq!(o.after(Some(1002)).err(), Some(Incomplete::Dropped));
+    }
+
+    #[test]
     fn one_socket_keeps_at_most_a_megabyte() {
         let mut b = budget(usize::MAX);
         let mut o = Outbox::default();
         let big = "x".repeat(300 << 10);
         for off in 1..=5 {
-            o.push(off, text(&big), 100, &mut b);
+            o.push(off, text(&big), caps(100), &mut b);
         }
         assert_eq!(
             o.len(),
             3,
             "three 300 KiB packets fit in 1 MiB, four do not"
         );
-        assert!(o.bytes <= MAX_SOCKET_BYTES && b.used == o.bytes);
+        assert!(o.bytes <= 1 << 20 && b.used == o.bytes);
         assert_eq!(o.after(Some(2)).map(|r| r.count()).ok(), Some(3));
     }
 
@@ -348,11 +457,12 @@ mod tests {
         let per = cost(&text("0123456789"));
         let mut b = budget(per * 3);
         let (mut x, mut y) = (Outbox::default(), Outbox::default());
-        x.push(1, text("0123456789"), 100, &mut b);
-        x.push(2, text("0123456789"), 100, &mut b);
-        y.push(3, text("0123456789"), 100, &mut b);
+        x.push(1, text("0123456789"), caps(100), &mut b);
+        x.push(2, text("0123456789"), caps(100), &mut b);
+        y.push(3, text("0123456789"), caps(100), &mut b);
         assert_eq!(b.used, per * 3);
-        y.push(4, text("0123456789"), 100, &mut b);
+        y.push(4, text("0123456789"), caps(100), &mut b);
+        y.trim(&mut b);
         assert_eq!(
             b.used,
             per * 3,
@@ -360,7 +470,8 @@ mod tests {
         );
         assert_eq!(texts(y.after(Some(3)).unwrap()), ["0123456789"]);
         // A packet larger than the whole budget is not kept at all.
-        y.push(5, text(&"z".repeat(per * 4)), 100, &mut b);
+        y.push(5, text(&"z".repeat(per * 4)), caps(100), &mut b);
+        y.trim(&mut b);
         assert!(y.is_empty());
         assert_eq!(y.after(Some(4)).err(), Some(Incomplete::Dropped));
         assert_eq!(texts(y.after(Some(5)).unwrap()), Vec::<String>::new());
@@ -386,7 +497,8 @@ mod tests {
                 offset += rng.random_range(1..3u64);
                 for part in 0..rng.random_range(1..3) {
                     let s = format!("{offset}.{part}");
-                    o.push(offset, text(&s), max_events, &mut b);
+                    o.push(offset, text(&s), caps(max_events), &mut b);
+                    o.trim(&mut b);
                     sent.push((offset, s));
                 }
             }
@@ -408,7 +520,10 @@ mod tests {
                     .skip_while(|(o, _)| probe.is_some_and(|p| *o <= p))
                     .map(|(_, s)| s.clone())
                     .collect();
-                let sent_offset = probe.is_none_or(|p| sent.iter().any(|(o, _)| *o == p));
+                // An offset before the first sent is the client's from an earlier socket.
+                let before_first = |p: u64| sent.first().is_none_or(|(f, _)| p < *f);
+                let sent_offset =
+                    probe.is_none_or(|p| before_first(p) || sent.iter().any(|(o, _)| *o == p));
                 match o.after(probe) {
                     Ok(got) => {
                         assert!(sent_offset, "{probe:?} was never sent");
