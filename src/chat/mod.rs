@@ -27,7 +27,7 @@ pub mod limits;
 pub mod rooms;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -125,6 +125,9 @@ pub struct Chat {
     stats: Stats,
     /// Where each message's wire JSON is written (reused, so sending allocates no text).
     message_buf: String,
+    /// Rooms left with away members only, oldest first (some since taken back or gone): at
+    /// `max_rooms`, the oldest such room makes way for a new one.
+    unattended: VecDeque<(RoomCode, u64)>,
 }
 
 /// Counters for `/metrics`.
@@ -137,6 +140,8 @@ struct Stats {
     limited_joins: u64,
     limited_messages: u64,
     busy: u64,
+    /// Rooms with away members only, deleted at `max_rooms` to make way.
+    evicted: u64,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ChatTimer>;
@@ -155,6 +160,7 @@ impl Chat {
             buckets: HashMap::new(),
             stats: Stats::default(),
             message_buf: String::new(),
+            unattended: VecDeque::new(),
         }
     }
 
@@ -188,7 +194,9 @@ impl Chat {
         // Capacity first: a refused createRoom must not cost the caller its current room (a
         // room it is alone in, with no away member, goes when it leaves, which makes room).
         let frees_one = room_of(io, socket).is_some_and(|c| members(io, c).len() == 1);
-        if self.rooms.len() - usize::from(frees_one) >= self.config.max_rooms {
+        if self.rooms.len() - usize::from(frees_one) >= self.config.max_rooms
+            && !self.evict_unattended(io)
+        {
             self.stats.busy += 1;
             if crate::log::sampled(self.stats.busy) {
                 crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
@@ -279,7 +287,7 @@ impl Chat {
                 else {
                     break;
                 };
-                unseat(away, code, io);
+                unseat(away, code, errors::ROOM_FULL, io);
             }
             let name = code.name();
             io.join(socket, &name);
@@ -405,9 +413,45 @@ impl Chat {
     /// A member's transport dropped (it may come back): its partner is told it left and its
     /// seat is free; the room stays while it may come back.
     fn on_away(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
-        if let Some(code) = room_of(io, socket) {
-            self.announce(socket, code, "userLeft", io);
+        let Some(code) = room_of(io, socket) else {
+            return;
+        };
+        self.announce(socket, code, "userLeft", io);
+        if present(io, code) == 0
+            && let Some(room) = self.rooms.get(code)
+        {
+            // Old entries go when the queue outgrows the rooms (so it stays bounded).
+            if self.unattended.len() >= 2 * self.rooms.len() + 16 {
+                let rooms = &self.rooms;
+                self.unattended
+                    .retain(|(c, g)| rooms.get(*c).is_some_and(|r| r.generation == *g));
+            }
+            self.unattended.push_back((code, room.generation));
         }
+    }
+
+    /// At `max_rooms`: deletes the oldest room whose members are all away (they get
+    /// `roomUnavailable` if they come back), so rooms nobody is in cannot block new ones
+    /// for a whole recovery window. False when there is none.
+    fn evict_unattended(&mut self, io: &mut Io<'_, '_>) -> bool {
+        while let Some((code, generation)) = self.unattended.pop_front() {
+            let live = self
+                .rooms
+                .get(code)
+                .is_some_and(|r| r.generation == generation);
+            if !live || present(io, code) > 0 {
+                continue;
+            }
+            self.stats.evicted += 1;
+            for away in members(io, code).to_vec() {
+                unseat(away, code, errors::SERVER_BUSY, io);
+            }
+            if let Some(timer) = self.rooms.remove(code).and_then(|r| r.expiry) {
+                io.cancel_timer(timer);
+            }
+            return true;
+        }
+        false
     }
 
     /// A socket came back (it has had every event it missed): still in its room, its seat
@@ -457,6 +501,12 @@ impl App for Chat {
             s.rooms_expired,
         );
         counter(out, "pairchat_joins_total", "Successful joinRoom.", s.joins);
+        counter(
+            out,
+            "pairchat_rooms_evicted_total",
+            "Rooms whose members were all away, deleted at --max-rooms to make way.",
+            s.evicted,
+        );
         counter(out, "pairchat_messages_total", "Messages sent.", s.messages);
         labelled_counter(
             out,
@@ -508,11 +558,11 @@ fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
     io.room_members(Nsp::MAIN, &code.name())
 }
 
-/// Takes an away member out of its room, whose seat a new member takes: `roomUnavailable` is
-/// kept for it (it gets it if it comes back).
-fn unseat(away: SocketRef, code: RoomCode, io: &mut Io<'_, '_>) {
+/// Takes an away member out of its room (its seat taken, or the room deleted to make way):
+/// `roomUnavailable {code, error}` is kept for it (it gets it if it comes back).
+fn unseat(away: SocketRef, code: RoomCode, error: &str, io: &mut Io<'_, '_>) {
     let mut json = format!("{{\"code\":\"{code}\",\"error\":");
-    write_json_string(&mut json, errors::ROOM_FULL);
+    write_json_string(&mut json, error);
     json.push('}');
     io.emit(away, "roomUnavailable", &json);
     io.leave(away, &code.name());

@@ -914,3 +914,31 @@ fn when_the_budget_is_short_the_oldest_away_socket_loses_its_events_first() {
     assert_eq!(texts_of(&packets), Vec::<String>::new());
     assert!(recovery_bytes(&mut d) <= 1500);
 }
+
+#[test]
+fn at_max_rooms_a_room_whose_members_are_all_away_makes_way() {
+    let mut d = Driver::new();
+    let chat = ChatConfig {
+        max_rooms: 2,
+        ..ChatConfig::default()
+    };
+    d.sio = SocketIo::new(Chat::new(chat), SioConfig::default(), 1_000_000);
+    let (a, b, c) = (connect_keep(&mut d, 1), d.connect(2), d.connect(3));
+    let hello = d.handshake(a);
+    let first = d.call(a, "createRoom", "{}")["code"].clone();
+    d.call(b, "createRoom", "{}");
+    assert_eq!(d.call(c, "createRoom", "{}")["error"], "Server busy");
+    // a drops: its room has nobody present; a new room may take its place.
+    d.drop_transport(a);
+    assert!(d.call(c, "createRoom", "{}")["code"].is_string());
+    assert_eq!(d.rooms().len(), 2);
+    // b's room (b present) is never taken.
+    let e = d.connect(5);
+    assert_eq!(d.call(e, "createRoom", "{}")["error"], "Server busy");
+    // a comes back to learn its room is gone.
+    let (_, packets) = come_back(&mut d, 4, &hello["pid"], None);
+    let told: Value = serde_json::from_str(&packets[0][1..]).unwrap();
+    assert_eq!(told[0], "roomUnavailable");
+    assert_eq!(told[1]["code"], first);
+    assert_eq!(told[1]["error"], "Server busy");
+}
