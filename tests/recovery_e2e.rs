@@ -4,6 +4,9 @@
 //!
 //! - `scenarios`: `tests/e2e/recovery.test.mjs`, each scenario under the three transport
 //!   settings, against a server with a 10 s recovery window and one with a 1.5 s window.
+//! - `soak`: `tests/e2e/recovery-soak.test.mjs`, 200 random cuts while two clients per
+//!   transport setting chat, against a server of its own (it checks the server's gauges fall
+//!   to zero at the end). It prints the recovery rate and times.
 //!
 //! Skipped (loudly) without Node and npm, as `tests/e2e.rs` is.
 
@@ -25,7 +28,7 @@ const FLAGS: [&str; 6] = [
     "--message-rate",
     "0",
 ];
-/// How long each Node file may take (the scenarios need about 20 s).
+/// How long each Node file may take (the scenarios need about 20 s, the soak about 40 s).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[test]
@@ -34,6 +37,11 @@ fn scenarios() {
         "recovery.test.mjs",
         &[("PAIRCHAT_URL", "10s"), ("PAIRCHAT_SHORT_URL", "1500ms")],
     );
+}
+
+#[test]
+fn soak() {
+    run_suite("recovery-soak.test.mjs", &[("PAIRCHAT_URL", "10s")]);
 }
 
 /// Starts a server per `(variable, recovery window)` and runs the Node test `file` with each
