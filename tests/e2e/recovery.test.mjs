@@ -140,6 +140,8 @@ describe('connection state recovery', { concurrency: TRANSPORTS.length }, () => 
           assert.deepEqual(await waitFor(b, 'userJoined'), { userId: id });
           await send(a, code, `back ${n}`);
           expected.push(...messages(b.id, [`missed ${n}`]), ...messages(id, [`back ${n}`]));
+          // The next cut finds a with nothing in flight, so that it misses exactly one.
+          await until(() => a.received.length === expected.length, `a hears back ${n}`);
         }
         await assertEvents(a, expected);
       });
@@ -196,6 +198,7 @@ describe('connection state recovery', { concurrency: TRANSPORTS.length }, () => 
         const { a, b, code } = await roomOfTwo(t, URL, transport);
         const id = a.id;
         await send(b, code, 'one');
+        await waitFor(a, 'newMessage');
         a.proxy.cutAll({ mode: 'rst' });
         assert.deepEqual(await waitFor(b, 'userLeft'), { userId: id });
         // The refreshed page: a brand-new socket (no pid) with the code.
