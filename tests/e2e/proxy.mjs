@@ -6,7 +6,9 @@
 //                                  the client and the server see a transport error;
 //   cutAll({ mode: 'blackhole' })  keeps every connection open but forwards nothing either way
 //                                  (nor a close): only the heartbeat notices, on both sides;
-//   heal()                         new connections are forwarded again.
+//   heal()                         new connections are forwarded again;
+//   resetNext('POST')              resets the connection of the next POST instead of passing
+//                                  it on (a polling client's request that fails alone).
 //
 // Between a cut and `heal()` the proxy stays down: new connections are reset or swallowed the
 // same way, so a test decides how long its client is away.
@@ -37,6 +39,7 @@ export async function startProxy(target) {
   const pairs = new Set(); // forwarded: {client, upstream, dead}
   const swallowed = new Set(); // black-holed sockets, either end
   let down = null; // null, 'rst' or 'blackhole'
+  let resetMethod = null; // the HTTP method whose next request is reset
 
   const server = net.createServer((client) => {
     client.on('error', () => {});
@@ -49,7 +52,15 @@ export async function startProxy(target) {
     const pair = { client, upstream, dead: false };
     pairs.add(pair);
     // Forwarded by hand, so a cut can drop bytes instead of passing them on.
-    client.on('data', (bytes) => pair.dead || upstream.write(bytes));
+    client.on('data', (bytes) => {
+      if (pair.dead) return;
+      if (resetMethod && bytes.toString('latin1').startsWith(`${resetMethod} `)) {
+        resetMethod = null;
+        blackholeOrReset('rst', pair);
+        return;
+      }
+      upstream.write(bytes);
+    });
     upstream.on('data', (bytes) => pair.dead || client.write(bytes));
     // An orderly end or a close on one side goes to the other, unless the pair was cut.
     client.on('end', () => pair.dead || upstream.end());
@@ -91,6 +102,10 @@ export async function startProxy(target) {
     },
     heal() {
       down = null;
+    },
+    /** Resets the connection of the next request with this HTTP `method`, unforwarded. */
+    resetNext(method) {
+      resetMethod = method;
     },
     /** Stops listening and drops every connection. */
     close() {

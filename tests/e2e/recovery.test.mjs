@@ -233,6 +233,52 @@ describe('connection state recovery', { concurrency: TRANSPORTS.length }, () => 
         await assertEvents(c, messages(b.id, ['two']));
       });
 
+      // socket.io-client keeps the last offset it saw across sockets: a socket that got no
+      // event yet claims its previous socket's offset, older than anything it was sent.
+      it('a fresh socket after disconnect() and connect() recovers a drop before its first event', async (t) => {
+        const { a, code } = await roomOfTwo(t, URL, transport);
+        a.disconnect();
+        a.connect();
+        assert.equal((await reconnection(a, 1)).recovered, false);
+        const id = a.id;
+        const mine = await createRoom(a); // an ack: still no event on this socket
+        assert.notEqual(mine, code);
+        a.proxy.cutAll({ mode: 'rst' });
+        await sleep(1000); // a is away (see the #5538 scenario)
+        const c = await clients(t, URL, transport)();
+        assert.deepEqual(await ack(c, 'joinRoom', { code: mine }), JOINED_EMPTY);
+        await send(c, mine, 'hi');
+        a.proxy.heal();
+        assertRecovered(await reconnection(a, 2), id, 2);
+        assert.deepEqual(await waitFor(c, 'userJoined'), { userId: id });
+        await send(a, mine, 'hello');
+        await assertEvents(c, [
+          ...messages(c.id, ['hi']),
+          ['userJoined', { userId: id }],
+          ...messages(id, ['hello']),
+        ]);
+      });
+
+      // A polling client whose request fails posts an Engine.IO close (`1`) on a new request
+      // before it reconnects; socket.io takes that for "transport close", which recovers.
+      if (transport.final === 'polling') {
+        it('a polling client whose POST is reset (it then posts a close) recovers', async (t) => {
+          const { a, b, code } = await roomOfTwo(t, URL, transport);
+          const id = a.id;
+          a.proxy.resetNext('POST'); // the next pong, at the latest
+          assertRecovered(await reconnection(a, 1), id, 0);
+          assert.equal(a.disconnects[0], 'transport error');
+          assert.deepEqual(await waitFor(b, 'userJoined'), { userId: id });
+          await send(a, code, 'back');
+          await assertEvents(a, [['userJoined', { userId: b.id }], ...messages(id, ['back'])]);
+          await assertEvents(b, [
+            ['userLeft', { userId: id }],
+            ['userJoined', { userId: id }],
+            ...messages(id, ['back']),
+          ]);
+        });
+      }
+
       it('socket.disconnect() then connect() is a fresh socket, not a recovery', async (t) => {
         const { a, b, code } = await roomOfTwo(t, URL, transport);
         const id = a.id;
