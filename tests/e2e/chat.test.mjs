@@ -7,7 +7,6 @@ import http from 'node:http';
 import { describe, it } from 'node:test';
 
 import {
-  EXPIRY_URL,
   TRANSPORTS,
   URL,
   ack,
@@ -18,11 +17,14 @@ import {
   createRoom,
   deadCode,
   expectNone,
+  requireEnv,
   sleep,
   transportName,
   waitFor,
 } from './lib.mjs';
 
+/** A second server: `--room-ttl 1500ms --ping-interval 250ms --ping-timeout 1s`. */
+const EXPIRY_URL = requireEnv('PAIRCHAT_EXPIRY_URL');
 const MAX_CHARS = 2000; // the server's default --max-message-chars
 const JOINED_EMPTY = { success: true, messages: [] };
 

@@ -1,16 +1,14 @@
 // Helpers for the end-to-end suite: the real `socket.io-client` against a running pairchat.
 //
-// Every socket made here is a fresh connection (`forceNew`), never reconnects, and records every
-// event it receives (`socket.received`), so a test can check both that the expected events came
-// and that nothing else did.
+// Every socket made here is a fresh connection (`forceNew`), never reconnects unless asked to
+// (the recovery suites do), and records every event it receives (`socket.received`), so a test
+// can check both that the expected events came and that nothing else did.
 
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 
-/** The main server (default settings). */
+/** The main server of the suite. */
 export const URL = requireEnv('PAIRCHAT_URL');
-/** A second server: `--room-ttl 1500ms --ping-interval 250ms --ping-timeout 1s`. */
-export const EXPIRY_URL = requireEnv('PAIRCHAT_EXPIRY_URL');
 
 /** How long to wait for an ack, an event, a connection or an upgrade before failing. */
 export const WAIT_MS = 5000;
@@ -29,24 +27,31 @@ export const TRANSPORTS = [
   { name: "transports: ['polling']", options: { transports: ['polling'] }, final: 'polling' },
 ];
 
-function requireEnv(name) {
+/** The environment variable `name`; throws if it is not set. */
+export function requireEnv(name) {
   const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set (run the suite with \`cargo test --test e2e\`)`);
+  if (!value) throw new Error(`${name} is not set (run the suites with \`cargo test\`)`);
   return value;
 }
 
 /**
  * Connects a new socket and resolves once it is connected (and, for the default transports,
- * upgraded to WebSocket unless `waitUpgrade` is false). For the default transports
+ * upgraded to WebSocket unless `waitUpgrade` is false); `io` adds client options (such as
+ * reconnection, which is off unless given). For the default transports
  * `socket.upgrading` and `socket.upgraded` resolve at the engine's `upgrading` and `upgrade`
  * events (with the transport name); for the others they are null.
  */
-export async function connect(url, transport, { waitUpgrade = true, ms = WAIT_MS } = {}) {
+export async function connect(
+  url,
+  transport,
+  { waitUpgrade = true, ms = WAIT_MS, io: extra } = {},
+) {
   const socket = io(url, {
     forceNew: true,
     reconnection: false,
     timeout: ms,
     ...transport.options,
+    ...extra,
   });
   record(socket);
   // The engine's `upgrading` (WebSocket probe succeeded, polling pausing) and `upgrade` events.
@@ -185,6 +190,15 @@ function record(socket) {
 
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves once `condition()` holds, checking every 10 ms; rejects after `ms`. */
+export async function until(condition, what, ms = WAIT_MS) {
+  const deadline = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(10);
+  }
 }
 
 /**
