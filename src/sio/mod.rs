@@ -189,8 +189,8 @@ struct Socket {
     outbox: recovery::Outbox,
     /// Set while the transport is gone and the socket may come back.
     away: Option<Away>,
-    /// Restores lately: when the count started, and the count (`recovery::MAX_RESTORES`).
-    restores: (Millis, u32),
+    /// Restores lately: since when, and the bytes they sent again (`MAX_REPLAY_BYTES`).
+    restores: (Millis, usize),
 }
 
 struct Away {
@@ -228,7 +228,7 @@ struct RecoveryStats {
     incomplete: u64,
     /// Away sockets ended early to make room (at the cap on away sockets, the oldest goes).
     no_room: u64,
-    /// Refused: the socket was restored `MAX_RESTORES` times within `RESTORE_PERIOD`.
+    /// Refused: restores sent the socket `MAX_REPLAY_BYTES` again within `RESTORE_PERIOD`.
     too_often: u64,
 }
 
@@ -583,9 +583,9 @@ impl<A: App> SocketIo<A> {
         if io.now.saturating_sub(s.restores.0) >= recovery::RESTORE_PERIOD {
             s.restores = (io.now, 0);
         }
-        s.restores.1 += 1;
+        s.restores.1 += s.outbox.bytes();
         let replay: Option<Vec<Outgoing>> = match claim.offset.map(|o| s.outbox.after(o)) {
-            Ok(Ok(missed)) if s.restores.1 <= recovery::MAX_RESTORES => {
+            Ok(Ok(missed)) if s.restores.1 <= recovery::MAX_REPLAY_BYTES => {
                 Some(missed.cloned().collect())
             }
             Ok(Ok(_)) => {

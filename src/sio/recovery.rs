@@ -68,11 +68,12 @@ pub const ENTRY_COST: usize = 48;
 /// most `max_bytes / AWAY_COST` sockets are away at once, whatever the events hold.
 pub const AWAY_COST: usize = 512;
 
-/// Most restores of one socket per `RESTORE_PERIOD`: each one sends everything unconfirmed
-/// again, so without a bound a client reconnecting in a loop is an amplifier.
-pub const MAX_RESTORES: u32 = 10;
+/// Most bytes one socket is sent again by restores per `RESTORE_PERIOD`: each restore sends
+/// everything unconfirmed again, so without a bound a client reconnecting in a loop is an
+/// amplifier. Four full outboxes a minute; a flaky network's restores resend a few events.
+pub const MAX_REPLAY_BYTES: usize = 4 << 20;
 
-/// The period of `MAX_RESTORES`, in milliseconds.
+/// The period of `MAX_REPLAY_BYTES`, in milliseconds.
 pub const RESTORE_PERIOD: u64 = 60_000;
 
 /// The bytes an entry accounts for.
@@ -156,6 +157,11 @@ impl Outbox {
     /// Drops the oldest packets while the shared budget is exceeded.
     pub fn trim(&mut self, budget: &mut Budget) {
         while budget.used > budget.max && self.drop_oldest(budget) {}
+    }
+
+    /// Bytes held (as the budget counts them).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Empties the outbox for good, to make room for others: it can restore nothing now.

@@ -76,7 +76,8 @@ it(`recovery soak: ${CUTS} random cuts while two clients chat (seed ${SEED})`, a
     `cuts: ${backs.rst.length} rst + ${backs.blackhole.length} blackhole`,
     `clients: ${recovered} of ${reconnections.length} reconnections recovered`,
     `server: recoveries recovered ${served('recovered')}, unknown_session ` +
-      `${served('unknown_session')}, missed_events_dropped ${served('missed_events_dropped')}`,
+      `${served('unknown_session')}, missed_events_dropped ${served('missed_events_dropped')}, ` +
+      `too_often ${served('too_often')}`,
   );
   for (const [mode, list] of Object.entries(backs)) {
     const since = (key) => stats(list.map((r) => r.at - r[key]));
@@ -90,7 +91,10 @@ it(`recovery soak: ${CUTS} random cuts while two clients chat (seed ${SEED})`, a
   console.log(report.join('\n'));
   assert.deepEqual(failures, []);
   assert.equal(recovered, reconnections.length, 'every reconnection recovers');
-  assert.equal(served('unknown_session') + served('missed_events_dropped'), 0);
+  assert.equal(
+    served('unknown_session') + served('missed_events_dropped') + served('too_often'),
+    0,
+  );
 
   // Nothing is left once the clients leave (an explicit disconnect is not recoverable).
   for (const m of members) m.socket.disconnect();
