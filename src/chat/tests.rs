@@ -971,3 +971,243 @@ fn at_max_rooms_a_room_whose_members_are_all_away_makes_way() {
     assert_eq!(told[1]["code"], first);
     assert_eq!(told[1]["error"], "Server busy");
 }
+
+// ---- Hostile review of recovery: regressions ------------------------------------------------
+
+fn gauge_of(d: &Driver, name: &str) -> u64 {
+    let mut out = String::new();
+    crate::engine::Handler::metrics(&d.sio, &mut out);
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name}"))
+        .parse()
+        .unwrap()
+}
+
+/// Found: the shared budget was first come, first served, and one room could fill it (70
+/// members joined and dropped, each keeping every message of the room): every other client's
+/// recovery then failed for two minutes. A room now holds two members, one socket keeps at
+/// most 1 MiB, and the same flood leaves the budget nearly empty; a quiet pair's blip after
+/// it is recovered whole.
+#[test]
+fn a_flood_from_one_room_leaves_other_rooms_their_recovery() {
+    let mut d = Driver::new();
+    // The victims: a quiet pair elsewhere.
+    let (l1, l2) = (connect_keep(&mut d, 1), d.connect(2));
+    let (larg, hello) = pair(&mut d, l1, l2);
+    say(&mut d, l2, &larg, "hello");
+    let last = offset_of(&d.take(l1)[0]);
+    d.take(l2);
+    // The flood: b present, 70 members joined and dropped, 1 MB of messages.
+    let b = d.connect(3);
+    let code = d.call(b, "createRoom", "{}")["code"].clone();
+    let arg = format!("{{\"code\":{code}}}");
+    for i in 0..70 {
+        let s = d.connect(100 + i);
+        assert_eq!(d.call(s, "joinRoom", &arg)["success"], true);
+        d.drop_transport(s);
+    }
+    let big = "x".repeat(2000);
+    for i in 0..520u64 {
+        d.step_to(1000 + i * 50); // within the default 20/s rate
+        say(&mut d, b, &arg, &big);
+        d.take(b);
+    }
+    let used = recovery_bytes(&mut d);
+    assert!(used < 3 << 20, "one room holds {used} bytes of the budget");
+    // A victim's blip after a quiet minute (heartbeats confirmed "hello"): 20 messages missed.
+    d.handle(Event::Pong { session: l1 });
+    d.handle(Event::Pong { session: l1 });
+    d.drop_transport(l1);
+    for i in 0..20 {
+        d.step_to(28_000 + i * 50);
+        say(&mut d, l2, &larg, "missed");
+    }
+    let (_, packets) = come_back(&mut d, 9, &hello["pid"], Some(&last));
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_eq!(reply["sid"], hello["sid"], "recovered");
+    assert_eq!(texts_of(&packets), ["missed"; 20]);
+}
+
+/// FAILING (a regression of e7f800b, left ignored): when the budget is short, `sio::keep` takes
+/// the events of away sockets, oldest first, until enough is free; but it takes an away socket
+/// that holds nothing too (a member of a quiet room, its events all confirmed), which frees
+/// nothing and costs it its recovery. With the budget held by present sockets' unconfirmed
+/// events (a busy minute), one push past it strips every away socket on the server before the
+/// pusher's own oldest event goes. Before e7f800b the pusher dropped its own oldest events and
+/// the quiet member came back. Expected: an away socket holding nothing keeps its recovery
+/// (`keep` passes over empty outboxes, or stops once the away ones hold nothing more).
+#[test]
+#[ignore = "FAILING: an away socket holding nothing loses its recovery to a budget it does not use"]
+fn an_away_socket_holding_nothing_keeps_its_recovery_when_the_budget_is_short() {
+    let mut d = Driver::with(RecoveryConfig {
+        max_bytes: 16 << 10,
+        ..RecoveryConfig::default()
+    });
+    // A quiet pair: a has had every event (two pongs), then its transport drops.
+    let (a, b) = (connect_keep(&mut d, 1), d.connect(2));
+    let (arg, hello) = pair(&mut d, a, b);
+    say(&mut d, b, &arg, "hello");
+    let last = offset_of(&d.take(a)[0]);
+    d.take(b);
+    for s in [a, b, a, b] {
+        d.handle(Event::Pong { session: s });
+    }
+    assert_eq!(recovery_bytes(&mut d), 0, "a holds nothing");
+    d.drop_transport(a);
+    d.take(b);
+    assert_eq!(gauge_of(&d, "pairchat_sio_away_sockets"), 1);
+    // A busy pair elsewhere, both present, fills the budget between two heartbeats.
+    let (c, e) = (connect_keep(&mut d, 3), d.connect(4));
+    let (busy, _) = pair(&mut d, c, e);
+    let text = "x".repeat(1000);
+    for i in 0..20 {
+        d.step_to(1000 + i * 100);
+        say(&mut d, c, &busy, &text);
+        d.take(c);
+        d.take(e);
+    }
+    assert!(
+        recovery_bytes(&mut d) > (16 << 10) - 2200,
+        "the budget is full"
+    );
+    // a missed nothing and held nothing: it comes back whole.
+    let (_, packets) = come_back(&mut d, 9, &hello["pid"], Some(&last));
+    let reply: Value = serde_json::from_str(&packets.last().unwrap()[1..]).unwrap();
+    assert_eq!(
+        reply["sid"], hello["sid"],
+        "lost its recovery though it held nothing"
+    );
+}
+
+/// `call` on a session that may be gone (no ack then).
+fn try_call(d: &mut Driver, session: SessionId, event: &str, arg: &str) -> Value {
+    let text = format!("29[\"{event}\",{arg}]");
+    d.handle(Event::Message {
+        session,
+        text: &text,
+    });
+    let Some(at) = d
+        .sent
+        .iter()
+        .position(|(s, t)| *s == session && t.starts_with("39["))
+    else {
+        return Value::Null;
+    };
+    let (_, ack) = d.sent.remove(at);
+    serde_json::from_str::<Value>(&ack[2..]).expect("ack JSON")[0].clone()
+}
+
+/// Random churn of joins, messages, drops, restores (stale and live, good and bad offsets, no
+/// offset), explicit `41`s after a restore, pongs and room expiry, under small random caps: at
+/// each step no panic (debug: overflow checks), the budget held, every socket present or away;
+/// once everyone is gone for good every gauge, table and timer is back to zero.
+#[test]
+fn recovery_churn_leaves_nothing_behind() {
+    use rand::RngExt as _;
+    let mut rng = StdRng::seed_from_u64(99);
+    for round in 0..40 {
+        let max_bytes = rng.random_range(400..6000);
+        let mut d = Driver::with(RecoveryConfig {
+            max_events: rng.random_range(1..6),
+            max_bytes,
+            window: std::time::Duration::from_millis(rng.random_range(1..5000)),
+            max_socket_bytes: rng.random_range(100..3000),
+        });
+        // Live clients: (session, pid, last offset seen)
+        let mut clients: Vec<(SessionId, Value, Option<String>)> = Vec::new();
+        let mut codes: Vec<String> = Vec::new();
+        let mut next = 1u32;
+        for step in 0..300u64 {
+            d.step_to(step * rng.random_range(1..200));
+            match rng.random_range(0..10) {
+                0 | 1 => {
+                    let s = connect_keep(&mut d, next);
+                    next += 1;
+                    let hello = d.handshake(s);
+                    clients.push((s, hello["pid"].clone(), None));
+                }
+                2 if !clients.is_empty() => {
+                    let (s, _, _) = clients[rng.random_range(0..clients.len())].clone();
+                    let code = try_call(&mut d, s, "createRoom", "{}");
+                    if let Some(c) = code["code"].as_str() {
+                        codes.push(c.to_string());
+                    }
+                }
+                3 if !clients.is_empty() && !codes.is_empty() => {
+                    let (s, _, _) = clients[rng.random_range(0..clients.len())].clone();
+                    let code = &codes[rng.random_range(0..codes.len())];
+                    try_call(&mut d, s, "joinRoom", &format!("{{\"code\":\"{code}\"}}"));
+                }
+                4 if !clients.is_empty() && !codes.is_empty() => {
+                    let (s, _, _) = clients[rng.random_range(0..clients.len())].clone();
+                    let code = &codes[rng.random_range(0..codes.len())];
+                    let msg = format!("{{\"code\":\"{code}\",\"text\":\"m{step}\"}}");
+                    try_call(&mut d, s, "sendMessage", &msg);
+                }
+                5 if !clients.is_empty() => {
+                    let i = rng.random_range(0..clients.len());
+                    d.drop_transport(clients[i].0);
+                }
+                6 | 7 if !clients.is_empty() => {
+                    // A restore (the old session may still be live).
+                    let i = rng.random_range(0..clients.len());
+                    let (_, pid, last) = clients[i].clone();
+                    let offset = match rng.random_range(0..4) {
+                        0 => None,
+                        1 => Some("18446744073709551615".to_string()),
+                        _ => last.clone(),
+                    };
+                    let (s, packets) = come_back(&mut d, next, &pid, offset.as_deref());
+                    next += 1;
+                    let Some(at) = packets.iter().rposition(|p| p.starts_with("0{")) else {
+                        continue;
+                    };
+                    let reply: Value = serde_json::from_str(&packets[at][1..]).unwrap();
+                    let last = packets
+                        .iter()
+                        .rfind(|p| p.starts_with("2["))
+                        .map(|p| offset_of(p));
+                    clients[i] = (s, reply["pid"].clone(), last.or(offset));
+                    if rng.random_bool(0.2) {
+                        d.handle(Event::Message {
+                            session: s,
+                            text: "1",
+                        });
+                    }
+                }
+                8 if !clients.is_empty() => {
+                    let i = rng.random_range(0..clients.len());
+                    d.handle(Event::Pong {
+                        session: clients[i].0,
+                    });
+                }
+                _ => {}
+            }
+            for (s, _, last) in clients.iter_mut() {
+                let mine = d.take(*s);
+                if let Some(p) = mine.iter().rfind(|p| p.starts_with("2[")) {
+                    *last = Some(offset_of(p));
+                }
+            }
+            d.sent.clear();
+            let away = gauge_of(&d, "pairchat_sio_away_sockets");
+            let present = gauge_of(&d, "pairchat_sio_sockets");
+            assert_eq!(present + away, d.sio.socket_count() as u64, "round {round}");
+            assert!(recovery_bytes(&mut d) <= max_bytes as u64, "round {round}");
+        }
+        for (s, _, _) in &clients {
+            d.handle(Event::Message {
+                session: *s,
+                text: "1",
+            });
+            d.drop_transport(*s);
+        }
+        d.step_to(10 * d.ttl);
+        assert_eq!(d.sio.socket_count(), 0, "round {round}");
+        assert_eq!(gauge_of(&d, "pairchat_sio_away_sockets"), 0);
+        assert_eq!(recovery_bytes(&mut d), 0, "round {round}");
+        assert!(d.rooms().is_empty(), "round {round}");
+        assert_eq!(d.wheel.0.len(), 0, "round {round}");
+    }
+}
