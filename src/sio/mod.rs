@@ -211,9 +211,12 @@ struct Recovery {
     offset: u64,
     pids: HashMap<Sid, SocketRef>,
     away: usize,
-    /// Away sockets whose events are still kept, oldest first: the first to lose them when
-    /// the budget is short (those nearest the end of their window).
+    /// Every away socket, oldest first: at the cap on away sockets, the first to go.
     away_order: BTreeMap<u64, SocketRef>,
+    /// The away sockets that hold events, oldest first: the first to lose them when the
+    /// budget is short (those nearest the end of their window). One holding nothing keeps
+    /// its recovery: it would free nothing.
+    holding: BTreeMap<u64, SocketRef>,
     away_seq: u64,
     stats: RecoveryStats,
 }
@@ -302,6 +305,7 @@ impl<A: App> SocketIo<A> {
             pids: HashMap::new(),
             away: 0,
             away_order: BTreeMap::new(),
+            holding: BTreeMap::new(),
             away_seq: 0,
             stats: RecoveryStats::default(),
         });
@@ -608,6 +612,7 @@ impl<A: App> SocketIo<A> {
         if let Some(away) = s.away.take() {
             r.away -= 1;
             r.away_order.remove(&away.seq);
+            r.holding.remove(&away.seq);
             io.cancel_timer(away.timer);
         }
         s.outbox.resent();
@@ -665,9 +670,13 @@ impl<A: App> SocketIo<A> {
         r.away_seq += 1;
         let seq = r.away_seq;
         r.away_order.insert(seq, socket);
+        if !s.outbox.is_empty() && !s.outbox.is_lost() {
+            r.holding.insert(seq, socket);
+        }
         if let Some(old) = s.away.replace(Away { timer, reason, seq }) {
             io.cancel_timer(old.timer);
             r.away_order.remove(&old.seq);
+            r.holding.remove(&old.seq);
         } else {
             r.away += 1;
         }
@@ -692,6 +701,7 @@ impl<A: App> SocketIo<A> {
             if let Some(away) = s.away.take() {
                 r.away -= 1;
                 r.away_order.remove(&away.seq);
+                r.holding.remove(&away.seq);
                 io.cancel_timer(away.timer);
             }
             if let Some(pid) = s.pid {
@@ -934,8 +944,14 @@ fn keep(
     for p in packets.iter() {
         s.outbox.push(offset, p.clone(), r.caps, &mut r.budget);
     }
+    if let Some(away) = &s.away
+        && !s.outbox.is_empty()
+        && !s.outbox.is_lost()
+    {
+        r.holding.insert(away.seq, socket);
+    }
     while r.budget.used > r.budget.max {
-        let Some((_, oldest)) = r.away_order.pop_first() else {
+        let Some((_, oldest)) = r.holding.pop_first() else {
             break;
         };
         if let Some(o) = sockets.get_mut(oldest) {
