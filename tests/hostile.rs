@@ -39,6 +39,14 @@ fn panics(server: &TestServer) -> u64 {
     metric(&scrape(server), "pairchat_panics_total")
 }
 
+/// Sessions closed by their client's close packet.
+fn client_closes(server: &TestServer) -> u64 {
+    metric(
+        &scrape(server),
+        "pairchat_sessions_closed_total{reason=\"client close\"}",
+    )
+}
+
 /// Closing a session answers its parked GET; the requests pipelined behind that GET must not
 /// run inside the close. Here the one behind it closes the same session again: the server
 /// panicked (`invalid key`) and the other client's request went unanswered.
@@ -58,14 +66,7 @@ fn a_close_pipelined_behind_a_parked_poll_does_not_close_twice() {
     assert_eq!(behind.status, 400);
     assert_eq!(behind.json()["message"], "Session ID unknown");
     assert_eq!(panics(&server), 0);
-    let m = scrape(&server);
-    assert_eq!(
-        metric(
-            &m,
-            "pairchat_sessions_closed_total{reason=\"client close\"}"
-        ),
-        1
-    );
+    assert_eq!(client_closes(&server), 1);
 }
 
 /// A handshake pipelined behind such a close took the closed session's slot, and the outer
@@ -131,14 +132,7 @@ fn a_chain_of_closes_behind_parked_polls_does_not_recurse() {
     }
     assert_eq!(server.get("/health").status, 200);
     assert_eq!(panics(&server), 0);
-    let m = scrape(&server);
-    assert_eq!(
-        metric(
-            &m,
-            "pairchat_sessions_closed_total{reason=\"client close\"}"
-        ),
-        LINKS as u64 + 1
-    );
+    assert_eq!(client_closes(&server), LINKS as u64 + 1);
 }
 
 /// Timers that fire in the same turn are independent: sessions time out on time while a

@@ -38,6 +38,18 @@ fn raw_create_room(ws: &mut Ws) -> String {
     ack[0]["code"].as_str().expect("a code").to_string()
 }
 
+/// A raw socket creates a room, `b` joins it, and the creator's transport drops (it is away,
+/// `b` has heard `userLeft`): (sid, pid, code, b).
+fn dropped_creator(server: &TestServer) -> (Value, Value, String, Client) {
+    let (mut ws, sid, pid) = raw_connect(server);
+    let code = raw_create_room(&mut ws);
+    let mut b = Client::connect(server.addr, None);
+    assert_success(&b.join(&code));
+    drop(ws);
+    b.event("userLeft");
+    (sid, pid, code, b)
+}
+
 fn recovered(server: &TestServer, result: &str) -> u64 {
     let series = format!("pairchat_recoveries_total{{result=\"{result}\"}}");
     metric(&scrape(server), &series)
@@ -85,12 +97,7 @@ fn with_a_small_max_buffer_a_restore_connects_at_the_first_attempt() {
         ..config()
     };
     let server = chat_server_with(cfg, chat_config(), settings.sio);
-    let (mut ws, sid, pid) = raw_connect(&server);
-    let code = raw_create_room(&mut ws);
-    let mut b = Client::connect(server.addr, None);
-    assert_success(&b.join(&code));
-    drop(ws);
-    b.event("userLeft");
+    let (sid, pid, code, mut b) = dropped_creator(&server);
     // 20 kB missed: replayed whole.
     let text = "x".repeat(2000);
     for _ in 0..10 {
@@ -137,12 +144,7 @@ fn with_a_small_max_buffer_a_restore_connects_at_the_first_attempt() {
 #[test]
 fn restores_in_a_loop_are_not_an_amplifier() {
     let server = chat_server(config(), chat_config());
-    let (mut ws, sid, pid) = raw_connect(&server);
-    let code = raw_create_room(&mut ws);
-    let mut b = Client::connect(server.addr, None);
-    assert_success(&b.join(&code));
-    drop(ws);
-    b.event("userLeft");
+    let (sid, pid, code, mut b) = dropped_creator(&server);
     let text = "x".repeat(2000);
     for _ in 0..480 {
         b.queue("sendMessage", json!({ "code": code, "text": text }));

@@ -11,16 +11,20 @@
 //!
 //! Events out: `newMessage {sender,text,timestamp}` to both members, `userJoined {userId}`,
 //! `userLeft {userId}`, `roomExpired {}`, and `roomUnavailable {code,error}` to a member that
-//! came back (connection state recovery) to find its seat taken. Rooms expire on the loop's
-//! timer wheel; a room whose members are all gone for good is deleted at once.
+//! comes back (connection state recovery) to find its room is not its own any more. Rooms
+//! expire on the loop's timer wheel; a room whose members are all gone for good is deleted at
+//! once.
 //!
 //! With recovery on, a member whose transport drops is *away*: its partner is told
 //! `userLeft` at once and its seat is free, but it stays in the Socket.IO room (so the room's
 //! events are kept for it) and the room lives on, until it comes back (its partner is told
-//! `userJoined` with the same id, if its seat is still free) or its window closes. This module parses payloads and decides. A room's
-//! members are a Socket.IO room named by its code (the one room model, behind `sio`'s
-//! adapter); the chat's own table (`rooms`) adds the history and the expiry; the Socket.IO
-//! layer does the wire. The chat serves the main namespace.
+//! `userJoined` with the same id) or its window closes. A join that takes its seat takes it out
+//! of the room.
+//!
+//! This module parses payloads and decides. A room's members are a Socket.IO room named by its
+//! code (the one room model, behind `sio`'s adapter); the chat's own table (`rooms`) adds the
+//! history and the expiry; the Socket.IO layer does the wire. The chat serves the main
+//! namespace.
 
 mod args;
 pub mod limits;

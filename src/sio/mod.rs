@@ -210,7 +210,6 @@ struct Recovery {
     /// The last offset given to a packet.
     offset: u64,
     pids: HashMap<Sid, SocketRef>,
-    away: usize,
     /// Every away socket, oldest first: at the cap on away sockets, the first to go.
     away_order: BTreeMap<u64, SocketRef>,
     /// The away sockets that hold events, oldest first: the first to lose them when the
@@ -303,7 +302,6 @@ impl<A: App> SocketIo<A> {
             },
             offset: 0,
             pids: HashMap::new(),
-            away: 0,
             away_order: BTreeMap::new(),
             holding: BTreeMap::new(),
             away_seq: 0,
@@ -328,7 +326,7 @@ impl<A: App> SocketIo<A> {
         &self.app
     }
 
-    /// Number of connected sockets.
+    /// Number of sockets, connected or away.
     pub fn socket_count(&self) -> usize {
         self.tables.sockets.len()
     }
@@ -500,23 +498,17 @@ impl<A: App> SocketIo<A> {
         if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
             r.pids.insert(pid, socket);
         }
-        self.attach(session, socket, io);
-        self.dispatch(
-            SioEvent::Connect {
-                socket,
-                nsp,
-                auth,
-                recovered: false,
-            },
-            io,
-        );
+        self.attach(session, socket, auth, false, io);
     }
 
-    /// Gives a session the socket (new or back) and sends the CONNECT reply.
+    /// Gives a session the socket (new, or back: `recovered`), sends the CONNECT reply and
+    /// tells the application.
     fn attach(
         &mut self,
         session: SessionId,
         socket: SocketRef,
+        auth: &RawValue,
+        recovered: bool,
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         let Some(client) = self.clients.get_mut(session) else {
@@ -541,6 +533,13 @@ impl<A: App> SocketIo<A> {
         let mut out = String::with_capacity(80);
         packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
         io.send(session, Outgoing::message_str(&out));
+        let event = SioEvent::Connect {
+            socket,
+            nsp: s.nsp,
+            auth,
+            recovered,
+        };
+        self.dispatch(event, io);
     }
 
     /// A CONNECT with a `pid`: gives the client its away socket back, with every event after
@@ -587,14 +586,13 @@ impl<A: App> SocketIo<A> {
         if io.now.saturating_sub(s.restores.0) >= recovery::RESTORE_PERIOD {
             s.restores = (io.now, 0);
         }
-        s.restores.1 += s.outbox.bytes();
-        let replay: Option<Vec<Outgoing>> = match claim.offset.map(|o| s.outbox.after(o)) {
-            Ok(Ok(missed)) if s.restores.1 <= recovery::MAX_REPLAY_BYTES => {
-                Some(missed.cloned().collect())
-            }
-            Ok(Ok(_)) => {
-                r.stats.too_often += 1;
-                None
+        let replay = match claim.offset.map(|o| s.outbox.after(o)) {
+            Ok(Ok(missed)) => {
+                let missed: Vec<Outgoing> = missed.cloned().collect();
+                s.restores.1 += missed.iter().map(Outgoing::len).sum::<usize>();
+                let too_often = s.restores.1 > recovery::MAX_REPLAY_BYTES;
+                r.stats.too_often += u64::from(too_often);
+                (!too_often).then_some(missed)
             }
             _ => {
                 r.stats.incomplete += 1;
@@ -610,7 +608,6 @@ impl<A: App> SocketIo<A> {
         };
         r.stats.recovered += 1;
         if let Some(away) = s.away.take() {
-            r.away -= 1;
             r.away_order.remove(&away.seq);
             r.holding.remove(&away.seq);
             io.cancel_timer(away.timer);
@@ -621,16 +618,7 @@ impl<A: App> SocketIo<A> {
         for packet in replay {
             io.send(session, packet);
         }
-        self.attach(session, socket, io);
-        self.dispatch(
-            SioEvent::Connect {
-                socket,
-                nsp,
-                auth,
-                recovered: true,
-            },
-            io,
-        );
+        self.attach(session, socket, auth, true, io);
         true
     }
 
@@ -646,7 +634,7 @@ impl<A: App> SocketIo<A> {
             self.remove_socket(socket, reason, io);
             return;
         };
-        if (r.away + 1) * recovery::AWAY_COST > r.budget.max {
+        if (r.away_order.len() + 1) * recovery::AWAY_COST > r.budget.max {
             // As many sockets away as the budget allows: the oldest one's window ends now
             // (or, when none is left to end, this one cannot be kept).
             r.stats.no_room += 1;
@@ -677,8 +665,6 @@ impl<A: App> SocketIo<A> {
             io.cancel_timer(old.timer);
             r.away_order.remove(&old.seq);
             r.holding.remove(&old.seq);
-        } else {
-            r.away += 1;
         }
         if let Some(client) = self.clients.get_mut(s.session) {
             client.sockets.retain(|x| *x != socket);
@@ -699,7 +685,6 @@ impl<A: App> SocketIo<A> {
         let session = s.session;
         if let Some(r) = &mut self.tables.recovery {
             if let Some(away) = s.away.take() {
-                r.away -= 1;
                 r.away_order.remove(&away.seq);
                 r.holding.remove(&away.seq);
                 io.cancel_timer(away.timer);
@@ -731,10 +716,10 @@ impl Claim {
         fn string(raw: &RawValue) -> Option<&str> {
             serde_json::from_str(raw.get()).ok()
         }
-        let offset = match offset.map(RawValue::get) {
-            None | Some("null") => Ok(None),
-            Some(_) => offset
-                .and_then(string)
+        let offset = match offset {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => string(raw)
                 .and_then(recovery::parse_offset)
                 .map(Some)
                 .ok_or(()),
@@ -838,7 +823,7 @@ impl<A: App> Handler for SocketIo<A> {
     fn metrics(&self, out: &mut String) {
         use crate::metrics::{gauge, labelled_counter};
         let r = self.tables.recovery.as_ref();
-        let away = r.map_or(0, |r| r.away);
+        let away = r.map_or(0, |r| r.away_order.len());
         let sockets = (self.tables.sockets.len() - away) as u64;
         let help = "Connected Socket.IO sockets (all namespaces).";
         gauge(out, "pairchat_sio_sockets", help, sockets);
@@ -872,10 +857,12 @@ impl<A: App> Handler for SocketIo<A> {
     }
 }
 
+/// socket.io's reason for a socket whose session closed: a client's Engine.IO close packet is
+/// its "transport close" (recoverable, as a polling client sends one when its transport
+/// breaks); the rest as the engine names them ("forced close" for the server's own).
 fn disconnect_reason(reason: CloseReason) -> &'static str {
     match reason {
-        CloseReason::ClientClose => "client namespace disconnect",
-        CloseReason::ServerClose => "server namespace disconnect",
+        CloseReason::ClientClose => "transport close",
         other => other.as_str(),
     }
 }
@@ -949,6 +936,9 @@ fn keep(
         && !s.outbox.is_lost()
     {
         r.holding.insert(away.seq, socket);
+    }
+    if r.budget.used <= r.budget.max {
+        return;
     }
     while r.budget.used > r.budget.max {
         let Some((_, oldest)) = r.holding.pop_first() else {

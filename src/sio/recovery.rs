@@ -159,11 +159,6 @@ impl Outbox {
         while budget.used > budget.max && self.drop_oldest(budget) {}
     }
 
-    /// Bytes held (as the budget counts them).
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Empties the outbox for good, to make room for others: it can restore nothing now.
     pub fn lose(&mut self, budget: &mut Budget) {
         self.clear(budget);
@@ -209,14 +204,8 @@ impl Outbox {
             None if self.dropped.is_none() => 0,
             Some(o) if self.dropped == Some(o) => 0,
             Some(o) => match self.entries.iter().rposition(|(e, _)| *e == o) {
-                Some(i) => {
-                    // Past every message of that packet.
-                    let mut j = i + 1;
-                    while j < self.entries.len() && self.entries[j].0 == o {
-                        j += 1;
-                    }
-                    j
-                }
+                // The last message of that packet (its attachments come before it ends).
+                Some(i) => i + 1,
                 None => return Err(Incomplete::Dropped),
             },
             None => return Err(Incomplete::Dropped),
