@@ -14,10 +14,11 @@ use crate::chat::ChatConfig;
 use crate::chat::limits::Rate;
 use crate::config::{CorsOrigins, MAX_DURATION, parse_addresses, parse_duration};
 use crate::log::Level;
+use crate::memory::{Budget, MIN_BUDGET, parse_size, show_size};
 use crate::sio::SioConfig;
 
 /// Everything the command line sets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Settings {
     /// The HTTP server and Engine.IO.
     pub server: Config,
@@ -27,6 +28,41 @@ pub struct Settings {
     pub sio: SioConfig,
     /// Logging.
     pub log: LogSettings,
+    /// The memory budget (`--max-memory`), shared out to history, recovery and output.
+    pub max_memory: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut settings = Settings {
+            server: Config::default(),
+            chat: ChatConfig::default(),
+            sio: SioConfig::default(),
+            log: LogSettings::default(),
+            max_memory: Budget::detect().total,
+        };
+        settings.share_memory(false);
+        settings
+    }
+}
+
+impl Settings {
+    /// Gives each store its share of `max_memory`. Recovery keeps at most its share (by
+    /// default its own default, if that is smaller); `explicit_recovery`: the recovery bound
+    /// was set by flag or variable, and the share only caps it.
+    fn share_memory(&mut self, explicit_recovery: bool) {
+        let budget = Budget {
+            total: self.max_memory,
+        };
+        self.chat.max_history_bytes = budget.history();
+        self.server.max_output_bytes = budget.output();
+        let wanted = if explicit_recovery {
+            self.sio.recovery.max_bytes
+        } else {
+            crate::sio::RecoveryConfig::default().max_bytes
+        };
+        self.sio.recovery.max_bytes = wanted.min(budget.recovery());
+    }
 }
 
 /// `--log-level` and `--log-format`.
@@ -210,6 +246,20 @@ const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        name: "max-memory",
+        value: "SIZE",
+        help: "memory budget for what clients make the server hold: half for room history (oldest messages across rooms go first), a quarter for recovery, a quarter for output (then Server busy); defaults to half the cgroup memory limit, else a quarter of RAM",
+        show: |s| show_size(s.max_memory),
+        set: |s, v| {
+            let n = parse_size(v)?;
+            if n < MIN_BUDGET {
+                return Err(format!("at least {}", show_size(MIN_BUDGET)));
+            }
+            s.max_memory = n;
+            Ok(())
+        },
+    },
+    Opt {
         name: "max-buffer",
         value: "BYTES",
         help: "output buffered for a client that does not read before it is dropped",
@@ -376,10 +426,13 @@ const OPTIONS: &[Opt] = &[
     Opt {
         name: "recovery-max-bytes",
         value: "BYTES",
-        help: "bytes kept for recovery in all",
-        show: |s| s.sio.recovery.max_bytes.to_string(),
+        help: "bytes kept for recovery in all (at most a quarter of --max-memory)",
+        show: |s| show_size(s.sio.recovery.max_bytes),
         set: |s, v| {
-            s.sio.recovery.max_bytes = positive(v)?;
+            s.sio.recovery.max_bytes = parse_size(v)?;
+            if s.sio.recovery.max_bytes == 0 {
+                return Err("expected a positive size".into());
+            }
             Ok(())
         },
     },
@@ -495,6 +548,8 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         flags.push((opt.name, value));
     }
     let given = |name: &str| flags.iter().any(|(n, _)| *n == name);
+    let explicit_recovery =
+        given("recovery-max-bytes") || env(&env_name("recovery-max-bytes")).is_some();
 
     let mut settings = Settings::default();
     for (fallback, flag) in [("PORT", "port"), ("PAIRCHAT_LOG", "log-level")] {
@@ -515,6 +570,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         apply(&mut settings, name, value)
             .map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
     }
+    settings.share_memory(explicit_recovery);
     // The client arms one timer for both (socket.io-client's ping timeout check).
     let heartbeat = settings.server.ping_interval + settings.server.ping_timeout;
     if heartbeat > MAX_DURATION {
@@ -651,6 +707,36 @@ mod tests {
         );
         assert!(run(&["--recovery-max-events", "0"], &[]).is_err());
         assert!(run(&["--recovery-window", "-1s"], &[]).is_err());
+    }
+
+    #[test]
+    fn the_memory_budget_is_shared_out() {
+        let s = run(&["--max-memory", "8MiB"], &[]).unwrap();
+        assert_eq!(s.max_memory, 8 << 20);
+        assert_eq!(s.chat.max_history_bytes, 4 << 20);
+        assert_eq!(s.sio.recovery.max_bytes, 2 << 20);
+        assert_eq!(s.server.max_output_bytes, 2 << 20);
+        // A recovery bound of its own holds within the share, wherever it is set.
+        let s = run(
+            &["--max-memory", "1GiB", "--recovery-max-bytes", "1MiB"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.sio.recovery.max_bytes, 1 << 20);
+        let s = run(
+            &["--recovery-max-bytes", "1GiB"],
+            &[("PAIRCHAT_MAX_MEMORY", "16M")],
+        )
+        .unwrap();
+        assert_eq!(s.sio.recovery.max_bytes, 4 << 20);
+        // Without one, recovery keeps its default (64 MiB) when the share is larger.
+        let s = run(&["--max-memory", "1GiB"], &[]).unwrap();
+        assert_eq!(s.sio.recovery.max_bytes, 64 << 20);
+        assert_eq!(s.chat.max_history_bytes, 512 << 20);
+        let e = run(&["--max-memory", "100KiB"], &[]).unwrap_err();
+        assert!(e.starts_with("--max-memory:"), "{e}");
+        let e = run(&["--max-memory", "lots"], &[]).unwrap_err();
+        assert!(e.starts_with("--max-memory:"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub struct Config {
     pub max_poll_buffer: usize,
     /// Largest WebSocket output buffered for one connection before it is closed. Defaults to 4 MB.
     pub max_ws_buffer: usize,
+    /// Most output queued for all clients together (WebSocket frames and polling queues): the
+    /// output share of the memory budget (`memory::Budget`). Past three quarters of it the
+    /// handler is told to refuse work that adds output (`Io::output_full`); past all of it a
+    /// connection holding more than a pause's worth is cut as a slow consumer. Unbounded by
+    /// default (the binary sets it from `--max-memory`).
+    pub max_output_bytes: usize,
 }
 
 impl Default for Config {
@@ -114,6 +120,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             max_poll_buffer: 4 << 20,
             max_ws_buffer: 4 << 20,
+            max_output_bytes: usize::MAX,
         }
     }
 }

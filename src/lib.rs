@@ -9,6 +9,7 @@
 //! - [`chat`]: the chat rooms as a Socket.IO application;
 //! - [`conformance`]: the servers the official protocol test suites expect;
 //! - [`cli`]: flags and environment → the configuration of all of the above;
+//! - [`memory`]: the memory budget (`--max-memory`) and its shares;
 //! - [`timer`]: the hashed timer wheel behind every deadline;
 //! - [`json`]: reading a few fields of a client's JSON object in one pass;
 //! - [`slots`]: the generation-checked tables every connection, session and socket lives in;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod http;
 pub mod json;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod sio;

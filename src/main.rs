@@ -32,9 +32,11 @@ fn main() -> ExitCode {
         chat,
         sio,
         log: log_settings,
+        max_memory,
     } = *settings;
     log::set_level(log_settings.level);
     log::set_json(log_settings.json);
+    pairchat::sys::keep_large_allocations_apart();
     let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
     let mut server = match Server::bind(config.clone(), app) {
         Ok(s) => s,
@@ -45,6 +47,10 @@ fn main() -> ExitCode {
         }
     };
     server.stop_on_signals();
+    log::info(
+        "memory budget",
+        &[("max_memory", &pairchat::memory::show_size(max_memory))],
+    );
     if let Some(addr) = server.metrics_addr() {
         log::info(&format!("metrics on {addr}"), &[]);
     }

@@ -18,6 +18,19 @@ pub fn fd_limit() -> Option<usize> {
         .then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
+/// Gives every large allocation (128 KiB and up: a joinRoom answer carrying a megabyte of
+/// history, its frame) pages of its own, returned to the system when it is freed. glibc
+/// otherwise raises its threshold to the size of the first such block freed, and later large
+/// blocks come from the heap, which keeps their pages after they are freed: transient
+/// answers then left the process's resident set megabytes above what it held.
+pub fn keep_large_allocations_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets a tunable of the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which
 /// makes clients wait a second for SYN retries under connection bursts).
 pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {

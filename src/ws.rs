@@ -3,6 +3,8 @@
 //! kept in the connection's slab entry.
 
 use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use crate::config::Config;
@@ -42,14 +44,55 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Appends one unmasked, final data frame (text or binary) to `out`: the header as
+/// tungstenite formats it, then the payload. Data frames are written here, into the
+/// connection's own buffer, rather than through the context: tungstenite's write buffer keeps
+/// the capacity of the largest message it ever held (a megabyte of history, for the life of
+/// the connection), where the connection's own buffer is let go once it drains.
+pub fn push_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
+    let header = FrameHeader {
+        opcode: OpCode::Data(if text { Data::Text } else { Data::Binary }),
+        ..FrameHeader::default()
+    };
+    // Writing to a `Vec` cannot fail.
+    let _ = header.format(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
 /// A server-side context, fed with the bytes that arrived after the upgrade request.
 pub fn context(config: &Config, already_read: Vec<u8>) -> WebSocketContext {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        // Frames accumulate until the loop flushes the connection once per turn.
-        .write_buffer_size(64 * 1024)
+        // The context writes only control frames (pongs, closes), into the connection's
+        // buffer (see `push_frame`).
+        .write_buffer_size(0)
         .max_write_buffer_size(config.max_ws_buffer.max(64 * 1024 + 1))
         .max_message_size(Some(config.max_payload))
         .max_frame_size(Some(config.max_payload));
     WebSocketContext::from_partially_read(already_read, Role::Server, Some(ws_config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_frames_carry_their_length_in_the_shortest_form() {
+        for (len, head) in [
+            (0, vec![0x81, 0]),
+            (125, vec![0x81, 125]),
+            (126, vec![0x81, 126, 0, 126]),
+            (65_535, vec![0x81, 126, 0xff, 0xff]),
+            (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let payload = vec![b'a'; len];
+            let mut out = Vec::new();
+            push_frame(&mut out, true, &payload);
+            assert_eq!(&out[..head.len()], &head[..], "{len}");
+            assert_eq!(out.len(), head.len() + len);
+        }
+        let mut out = Vec::new();
+        push_frame(&mut out, false, &[1, 2]);
+        assert_eq!(out, [0x82, 2, 1, 2]);
+    }
 }

@@ -78,6 +78,10 @@ pub struct ChatConfig {
     pub max_message_chars: usize,
     /// Messages kept per room (oldest dropped first). Defaults to 500.
     pub max_history: usize,
+    /// Bytes of history kept by all rooms together (the history share of the memory budget):
+    /// past it the oldest messages across all rooms go first. Unbounded by default (the
+    /// binary sets it from `--max-memory`).
+    pub max_history_bytes: usize,
     /// Failed `joinRoom`s allowed per socket (and per trustworthy client address) per period;
     /// `None`: no limit. Defaults to 10 per minute.
     pub join_failures: Option<Rate>,
@@ -94,6 +98,7 @@ impl Default for ChatConfig {
             room_ttl: Duration::from_secs(20 * 60),
             max_message_chars: 2000,
             max_history: 500,
+            max_history_bytes: usize::MAX,
             join_failures: Some(Rate {
                 count: 10,
                 per: Duration::from_secs(60),
@@ -146,6 +151,8 @@ struct Stats {
     busy: u64,
     /// Rooms with away members only, deleted at `max_rooms` to make way.
     evicted: u64,
+    /// Requests refused because output was near its share of the memory budget.
+    output_full: u64,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ChatTimer>;
@@ -153,7 +160,7 @@ type Io<'a, 'b> = SioIo<'a, 'b, ChatTimer>;
 impl Chat {
     /// A chat with no rooms.
     pub fn new(config: ChatConfig) -> Self {
-        let rooms = Rooms::new(config.max_history);
+        let rooms = Rooms::new(config.max_history, config.max_history_bytes);
         let join_failures = config
             .join_failures
             .map(|r| (Failures::new(r), Failures::new(r)));
@@ -195,6 +202,9 @@ impl Chat {
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
         io.socket_id(socket).ok_or(errors::SERVER_BUSY)?;
+        if io.output_full() {
+            return Err(self.busy());
+        }
         // Capacity first: a refused createRoom must not cost the caller its current room (a
         // room it is alone in, with no away member, goes when it leaves, which makes room).
         let frees_one = room_of(io, socket).is_some_and(|c| members(io, c).len() == 1);
@@ -228,6 +238,10 @@ impl Chat {
         args: &[&RawValue],
         io: &mut Io<'_, '_>,
     ) -> Result<Reply, &'static str> {
+        // A join answers with the history: none while output is near its budget.
+        if io.output_full() {
+            return Err(self.busy());
+        }
         let now = io.now();
         let addr = io.client_addr(socket);
         if let Some((per_socket, per_addr)) = &self.join_failures
@@ -300,11 +314,13 @@ impl Chat {
             // To the partner, and kept for an away member.
             io.emit_to_room(Nsp::MAIN, &name, Some(socket), "userJoined", &user_json(id));
         }
-        let history = self
-            .rooms
-            .get(code)
-            .map_or_else(|| "[]".into(), |r| r.history_json());
-        Ok(format!("{{\"success\":true,\"messages\":{history}}}").into())
+        // Written once, straight into the answer: a full history is a megabyte.
+        let mut answer = String::from("{\"success\":true,\"messages\":[");
+        if let Some(room) = self.rooms.get(code) {
+            room.write_history(&mut answer);
+        }
+        answer.push_str("]}");
+        Ok(answer.into())
     }
 
     fn send_message(
@@ -335,6 +351,9 @@ impl Chat {
         }
         if text.chars().count() > self.config.max_message_chars {
             return Err(errors::TEXT_TOO_LONG);
+        }
+        if io.output_full() {
+            return Err(self.busy());
         }
         if let Some(rate) = self.config.message_rate {
             let now = io.now();
@@ -368,6 +387,15 @@ impl Chat {
         }
         self.stats.messages += 1;
         Ok(SUCCESS.into())
+    }
+
+    /// Counts a request refused because output is near its memory budget.
+    fn busy(&mut self) -> &'static str {
+        self.stats.output_full += 1;
+        if crate::log::sampled(self.stats.output_full) {
+            crate::log::warn("output near its memory budget: refusing work", &[]);
+        }
+        errors::SERVER_BUSY
     }
 
     fn leave_room(
@@ -521,7 +549,26 @@ impl App for Chat {
                 ("join_failures", s.limited_joins),
                 ("message_rate", s.limited_messages),
                 ("max_rooms", s.busy),
+                ("max_memory", s.output_full),
             ],
+        );
+        gauge(
+            out,
+            "pairchat_history_bytes",
+            "Bytes of room history kept, all rooms together (per-message overhead included).",
+            self.rooms.history_bytes() as u64,
+        );
+        gauge(
+            out,
+            "pairchat_history_limit_bytes",
+            "The history share of --max-memory: past it the oldest messages across rooms go.",
+            self.rooms.max_history_bytes().min(u64::MAX as usize) as u64,
+        );
+        counter(
+            out,
+            "pairchat_history_trimmed_total",
+            "Messages dropped, oldest first across rooms, to keep history within its share.",
+            self.rooms.trimmed(),
         );
     }
 

@@ -91,16 +91,34 @@ impl fmt::Display for RoomCode {
 /// carries it must stay well under the per-client output cap (`--max-buffer`, 4 MB).
 pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 
+/// What keeping one message costs besides its text: its allocation's header and rounding,
+/// its slot in the room's queue and in the table's age order. Counted, so the history share of
+/// the memory budget bounds what the allocator really holds for it.
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// A kept message: the wire JSON object, and its place in the table's age order.
+#[derive(Debug)]
+struct Kept {
+    seq: u64,
+    json: Box<str>,
+}
+
+impl Kept {
+    fn cost(&self) -> usize {
+        self.json.len() + MESSAGE_OVERHEAD
+    }
+}
+
 /// A live room.
 #[derive(Debug)]
 pub struct Room {
     /// Its Socket.IO room (the members), by handle: messages reach them without a lookup.
     pub members: Option<RoomId>,
-    /// Messages as wire JSON objects, oldest first, each after a comma (`,{…},{…}`): one
-    /// buffer per room, so keeping a message allocates nothing once the buffer has grown.
-    history: VecDeque<u8>,
-    /// Each kept message's length in `history`, comma included.
-    history_lens: VecDeque<u32>,
+    /// Messages as wire JSON objects, oldest first, each in an allocation of its own size (one
+    /// ring buffer per room doubled its size past a power of two, and kept it).
+    history: VecDeque<Kept>,
+    /// What `history` costs (`Kept::cost`).
+    history_bytes: usize,
     /// The expiry timer, cancelled when the room is deleted early.
     pub expiry: Option<TimerId>,
     /// Distinguishes this room from earlier rooms with the same code.
@@ -108,28 +126,35 @@ pub struct Room {
 }
 
 impl Room {
+    /// Appends the history as JSON array elements (`{…},{…}`) to `out`.
+    pub fn write_history(&self, out: &mut String) {
+        out.reserve(self.history_bytes);
+        for (i, kept) in self.history.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&kept.json);
+        }
+    }
+
     /// The history as a JSON array (`[{…},{…}]`).
     pub fn history_json(&self) -> String {
-        let mut out = Vec::with_capacity(self.history.len() + 2);
-        out.push(b'[');
-        // Everything but the first message's comma.
-        let (a, b) = self.history.as_slices();
-        match a.split_first() {
-            Some((_, rest)) => {
-                out.extend_from_slice(rest);
-                out.extend_from_slice(b);
-            }
-            None => out.extend_from_slice(b.get(1..).unwrap_or_default()),
-        }
-        out.push(b']');
-        // Whole `&str` messages were pushed, so this never replaces anything.
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let mut out = String::from("[");
+        self.write_history(&mut out);
+        out.push(']');
+        out
     }
 
     /// Number of messages kept.
     pub fn history_len(&self) -> usize {
-        self.history_lens.len()
+        self.history.len()
+    }
+
+    /// Drops the oldest message; its cost.
+    fn drop_oldest(&mut self) -> usize {
+        let cost = self.history.pop_front().map_or(0, |k| k.cost());
+        self.history_bytes -= cost;
+        cost
     }
 }
 
@@ -138,15 +163,35 @@ impl Room {
 pub struct Rooms {
     rooms: HashMap<RoomCode, Room>,
     max_history: usize,
+    /// Most history bytes of all rooms together (the budget's history share).
+    max_bytes: usize,
+    /// What every room's history costs together.
+    bytes: usize,
+    /// Messages kept by every room together.
+    messages: usize,
+    /// Every kept message in the order it was kept (room, generation, seq), for trimming the
+    /// oldest across rooms; entries of messages already gone are skipped when met, and swept
+    /// when they outnumber the live ones.
+    age: VecDeque<(RoomCode, u64, u64)>,
+    next_seq: u64,
+    /// Messages dropped to keep within `max_bytes`.
+    trimmed: u64,
     next_generation: u64,
 }
 
 impl Rooms {
-    /// An empty table keeping at most `max_history` messages per room.
-    pub fn new(max_history: usize) -> Self {
+    /// An empty table keeping at most `max_history` messages per room and `max_bytes` of
+    /// history in all.
+    pub fn new(max_history: usize, max_bytes: usize) -> Self {
         Rooms {
             rooms: HashMap::new(),
             max_history,
+            max_bytes,
+            bytes: 0,
+            messages: 0,
+            age: VecDeque::new(),
+            next_seq: 0,
+            trimmed: 0,
             next_generation: 0,
         }
     }
@@ -159,6 +204,27 @@ impl Rooms {
     /// Whether no room is live.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+
+    /// What all history costs now, in bytes (`MESSAGE_OVERHEAD` per message included).
+    pub fn history_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The most history kept in all, in bytes.
+    pub fn max_history_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Messages dropped, oldest first across rooms, to keep within the history budget.
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
+    }
+
+    /// Entries in the age order (live messages and not-yet-swept stale ones).
+    #[cfg(test)]
+    pub(crate) fn age_len(&self) -> usize {
+        self.age.len()
     }
 
     /// A live room.
@@ -186,11 +252,13 @@ impl Rooms {
         let room = Room {
             members: None,
             history: VecDeque::new(),
-            history_lens: VecDeque::new(),
+            history_bytes: 0,
             expiry: None,
             generation,
         };
-        self.rooms.insert(code, room);
+        if let Some(old) = self.rooms.insert(code, room) {
+            self.forget(&old);
+        }
         generation
     }
 
@@ -210,7 +278,15 @@ impl Rooms {
 
     /// Deletes a room (its last member left); returns it, for its expiry timer.
     pub fn remove(&mut self, code: RoomCode) -> Option<Room> {
-        self.rooms.remove(&code)
+        let room = self.rooms.remove(&code)?;
+        self.forget(&room);
+        Some(room)
+    }
+
+    /// Takes a room's history off the totals.
+    fn forget(&mut self, room: &Room) {
+        self.bytes -= room.history_bytes;
+        self.messages -= room.history.len();
     }
 
     /// Keeps a message (wire JSON) in a room's history; false if no such room is live.
@@ -218,22 +294,56 @@ impl Rooms {
         let Some(room) = self.rooms.get_mut(&code) else {
             return false;
         };
-        if self.max_history > 0 && message.len() < MAX_HISTORY_BYTES {
-            room.history.push_back(b',');
-            room.history.extend(message.as_bytes());
-            room.history_lens.push_back(message.len() as u32 + 1);
-            // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
-            // buffer (a reader's output cap is 4 MB by default).
-            while room.history_lens.len() > self.max_history
-                || room.history.len() > MAX_HISTORY_BYTES
+        let kept = Kept {
+            seq: self.next_seq,
+            json: message.into(),
+        };
+        let cost = kept.cost();
+        if self.max_history == 0 || cost > MAX_HISTORY_BYTES.min(self.max_bytes) {
+            return true;
+        }
+        self.next_seq += 1;
+        self.age.push_back((code, room.generation, kept.seq));
+        room.history.push_back(kept);
+        room.history_bytes += cost;
+        self.bytes += cost;
+        self.messages += 1;
+        // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
+        // buffer (a reader's output cap is 4 MB by default).
+        while room.history.len() > self.max_history || room.history_bytes > MAX_HISTORY_BYTES {
+            self.bytes -= room.drop_oldest();
+            self.messages -= 1;
+        }
+        // Then the oldest across all rooms, to stay within the budget.
+        while self.bytes > self.max_bytes {
+            let Some((code, generation, seq)) = self.age.pop_front() else {
+                break;
+            };
+            if let Some(room) = self.rooms.get_mut(&code)
+                && room.generation == generation
+                && room.history.front().is_some_and(|k| k.seq == seq)
             {
-                let Some(old) = room.history_lens.pop_front() else {
-                    break;
-                };
-                room.history.drain(..old as usize);
+                self.bytes -= room.drop_oldest();
+                self.messages -= 1;
+                self.trimmed += 1;
             }
         }
+        self.sweep_age();
         true
+    }
+
+    /// Drops the age entries of messages already gone once they outnumber the live ones, so
+    /// the order stays within twice the messages kept.
+    fn sweep_age(&mut self) {
+        if self.age.len() <= 2 * self.messages + 64 {
+            return;
+        }
+        let rooms = &self.rooms;
+        self.age.retain(|(code, generation, seq)| {
+            rooms.get(code).is_some_and(|r| {
+                r.generation == *generation && r.history.front().is_some_and(|k| k.seq <= *seq)
+            })
+        });
     }
 
     /// Deletes a room whose time is up, if it is still the room of that generation.
@@ -241,7 +351,7 @@ impl Rooms {
         if self.rooms.get(&code)?.generation != generation {
             return None;
         }
-        self.rooms.remove(&code)
+        self.remove(code)
     }
 }
 

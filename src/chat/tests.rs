@@ -61,6 +61,8 @@ struct Driver {
     /// Sessions the handler closed.
     closed: Vec<(SessionId, CloseReason)>,
     ttl: Millis,
+    /// What the loop tells the handler of its output (`Io::output_full`).
+    output_full: bool,
 }
 
 impl Driver {
@@ -74,7 +76,10 @@ impl Driver {
     }
 
     fn with(recovery: RecoveryConfig) -> Self {
-        let config = ChatConfig::default();
+        Self::with_chat(ChatConfig::default(), recovery)
+    }
+
+    fn with_chat(config: ChatConfig, recovery: RecoveryConfig) -> Self {
         let ttl = crate::timer::ms(config.room_ttl);
         let sio = SioConfig {
             recovery,
@@ -89,6 +94,7 @@ impl Driver {
             sent: Vec::new(),
             closed: Vec::new(),
             ttl,
+            output_full: false,
         }
     }
 
@@ -96,6 +102,7 @@ impl Driver {
         let mut io = Io {
             now: self.now,
             unix_ms: 1_700_000_000_000 + self.now,
+            output_full: self.output_full,
             commands: &mut self.commands,
             timers: &mut self.wheel,
             sockets: &mut NoSockets,
@@ -291,7 +298,7 @@ fn two_members_at_most_and_rejoining_is_a_no_op() {
 
 #[test]
 fn a_stale_expiry_never_hits_a_newer_room_with_the_same_code() {
-    let mut rooms = Rooms::new(10);
+    let mut rooms = Rooms::new(10, usize::MAX);
     let code = RoomCode::new(123_456).unwrap();
     let old = rooms.create(code);
     rooms.remove(code);
@@ -304,7 +311,7 @@ fn a_stale_expiry_never_hits_a_newer_room_with_the_same_code() {
 
 #[test]
 fn history_is_capped_by_bytes_too() {
-    let mut rooms = Rooms::new(1000);
+    let mut rooms = Rooms::new(1000, usize::MAX);
     let code = RoomCode::new(222_222).unwrap();
     rooms.create(code);
     assert_eq!(rooms.get(code).unwrap().history_json(), "[]");
@@ -323,7 +330,7 @@ fn history_is_capped_by_bytes_too() {
 
 #[test]
 fn history_is_capped_oldest_first() {
-    let mut rooms = Rooms::new(3);
+    let mut rooms = Rooms::new(3, usize::MAX);
     let code = RoomCode::new(222_222).unwrap();
     rooms.create(code);
     for i in 0..5 {
@@ -336,8 +343,73 @@ fn history_is_capped_oldest_first() {
 }
 
 #[test]
+fn history_keeps_to_its_budget_dropping_the_oldest_across_rooms() {
+    use super::rooms::MESSAGE_OVERHEAD;
+    let cost = 10 + MESSAGE_OVERHEAD;
+    let mut rooms = Rooms::new(500, 5 * cost);
+    let (a, b) = (
+        RoomCode::new(111_111).unwrap(),
+        RoomCode::new(222_222).unwrap(),
+    );
+    rooms.create(a);
+    rooms.create(b);
+    let msg = |room: char, n: u32| format!("\"{room}{n:07}\"");
+    for n in 0..3 {
+        rooms.push_message(a, &msg('a', n));
+        rooms.push_message(b, &msg('b', n));
+    }
+    // Six kept, five fit: a's first (the oldest of all) went.
+    assert_eq!(rooms.history_bytes(), 5 * cost);
+    assert_eq!(rooms.trimmed(), 1);
+    let json = |rooms: &Rooms, code| rooms.get(code).unwrap().history_json();
+    assert_eq!(
+        json(&rooms, a),
+        format!("[{},{}]", msg('a', 1), msg('a', 2))
+    );
+    // Room b talks on: the oldest messages go wherever they are (b0, a1, b1).
+    for n in 3..6 {
+        rooms.push_message(b, &msg('b', n));
+    }
+    assert_eq!(json(&rooms, a), format!("[{}]", msg('a', 2)));
+    assert_eq!(rooms.get(b).unwrap().history_len(), 4);
+    assert_eq!(rooms.trimmed(), 4);
+    // A deleted room's history leaves the total; its stale age entries are skipped.
+    rooms.remove(b);
+    assert_eq!(rooms.history_bytes(), cost);
+    for n in 10..14 {
+        rooms.push_message(a, &msg('a', n));
+    }
+    assert_eq!(rooms.history_bytes(), 5 * cost);
+    assert_eq!(rooms.trimmed(), 4, "nothing more to trim");
+    rooms.push_message(a, &msg('a', 14));
+    assert_eq!(rooms.trimmed(), 5);
+    assert!(json(&rooms, a).starts_with(&format!("[{}", msg('a', 10))));
+}
+
+#[test]
+fn the_age_order_stays_bounded_by_the_messages_kept() {
+    let mut rooms = Rooms::new(2, usize::MAX);
+    let mut rng = rand::rng();
+    let mut codes = Vec::new();
+    // Rooms come and go, and each keeps only its last two messages.
+    for i in 0..400 {
+        let code = rooms.fresh_code(&mut rng).unwrap();
+        rooms.create(code);
+        codes.push(code);
+        for n in 0..50 {
+            rooms.push_message(code, &format!("{{\"n\":{n}}}"));
+        }
+        if i % 2 == 1 {
+            rooms.remove(codes.swap_remove(0));
+        }
+    }
+    assert_eq!(rooms.len(), 200);
+    assert!(rooms.age_len() <= 2 * 400 + 64, "{}", rooms.age_len());
+}
+
+#[test]
 fn fresh_codes_are_unique_among_live_rooms() {
-    let mut rooms = Rooms::new(0);
+    let mut rooms = Rooms::new(0, usize::MAX);
     let mut rng = rand::rng();
     for _ in 0..20_000 {
         let code = rooms.fresh_code(&mut rng).unwrap();

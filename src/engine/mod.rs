@@ -206,6 +206,9 @@ pub struct Io<'a, T> {
     pub now: Millis,
     /// The wall clock (milliseconds since the Unix epoch), read with `now`.
     pub unix_ms: u64,
+    /// Output queued for clients is past three quarters of its share of the memory budget
+    /// (`Config::max_output_bytes`): work that would add more should be refused.
+    pub output_full: bool,
     pub(crate) commands: &'a mut Vec<Command>,
     pub(crate) timers: &'a mut dyn Timers<T>,
     pub(crate) sockets: &'a mut dyn SocketRegistry,

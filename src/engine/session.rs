@@ -207,6 +207,14 @@ impl<C: Copy + PartialEq> Session<C> {
         self.pong_deadline.is_some_and(|d| d <= now)
     }
 
+    /// Bytes queued for a polling client (none on WebSocket, whose frames the loop holds).
+    pub fn queued_bytes(&self) -> usize {
+        match &self.transport {
+            Transport::Polling { queued_bytes, .. } => *queued_bytes,
+            Transport::WebSocket(_) => 0,
+        }
+    }
+
     /// Queues a packet for the client.
     pub fn send(&mut self, p: Outgoing, settings: &Settings) -> Sent<C> {
         match &mut self.transport {

@@ -254,12 +254,12 @@ impl PendingBody {
 
 struct WsConn {
     ctx: WebSocketContext,
-    /// The `101` answer, until it is written.
-    head: Vec<u8>,
+    /// Output not written yet: the `101` answer first, then frames (see `ws::push_frame`).
+    out: Vec<u8>,
+    /// How much of `out` is counted in `Server::output_bytes` (see `count_ws_output`).
+    counted: usize,
     session: SessionId,
     close_after_write: bool,
-    /// Bytes of frames queued since the last complete flush (see `OUTPUT_PAUSE`).
-    unflushed: usize,
     /// Input read but not decoded yet: decoding stopped when `unflushed` passed the bound.
     held: Option<Box<[u8]>>,
 }
@@ -272,6 +272,9 @@ struct Session {
     upgrade_timer: Option<TimerId>,
     /// Queued on `poll_ready` to answer the parked GET this turn.
     poll_ready: bool,
+    /// How much of its polling queue is counted in `Server::output_bytes`
+    /// (`count_poll_output`).
+    counted: usize,
 }
 
 /// Where reading the next request got to.
@@ -351,6 +354,9 @@ pub struct Server<H: Handler> {
     resume: Vec<ConnKey>,
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
+    /// Output queued for clients: WebSocket buffers and polling queues (see
+    /// `Config::max_output_bytes`).
+    output_bytes: usize,
     /// Every read lands here first (`READ_CHUNK`, allocated on first use), so no connection
     /// needs a large buffer of its own.
     read_buf: Box<[u8]>,
@@ -439,6 +445,7 @@ impl<H: Handler> Server<H> {
             poll_ready: Vec::new(),
             resume: Vec::new(),
             deferred: Vec::new(),
+            output_bytes: 0,
             read_buf: Box::default(),
             accepting: true,
             stopping: false,
@@ -961,6 +968,9 @@ impl<H: Handler> Server<H> {
         if let Some(t) = conn.timer.take() {
             self.timers.cancel(t);
         }
+        if let ConnState::Ws(w) = &conn.state {
+            self.output_bytes -= w.counted;
+        }
         match conn.state {
             ConnState::Http(HttpConn {
                 parked: Some(p), ..
@@ -989,10 +999,13 @@ impl<H: Handler> Server<H> {
 
     /// Shuts the write side after queued output and lingers to drain the peer.
     fn begin_closing(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let _ = conn.stream.shutdown(Shutdown::Write);
+        if let ConnState::Ws(w) = &conn.state {
+            self.output_bytes -= w.counted;
+        }
         conn.state = ConnState::Closing;
         self.set_conn_timer(key, Some(LINGER));
     }
@@ -1086,29 +1099,24 @@ impl<H: Handler> Server<H> {
                 }
             }
             ConnState::Ws(w) => {
-                let mut io =
-                    WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
-                // The `101` goes out with the first frames, or alone if there are none.
-                let flushed = w.ctx.flush(&mut io);
-                match (io.write_head(), flushed) {
+                // Whatever the context holds joins the buffer (it writes only there).
+                let flushed = w.ctx.flush(&mut WsStream::output(&mut w.out));
+                let mut stream = Counted {
+                    stream: &mut conn.stream,
+                    bytes: &mut self.metrics.bytes_out,
+                };
+                match (write_all_nonblocking(&mut stream, &mut w.out), flushed) {
                     (Err(_), _) => Some(false),
                     (Ok(false), _) => None,
                     (Ok(true), Ok(())) if w.close_after_write => Some(true),
-                    (Ok(true), Ok(())) => {
-                        w.unflushed = 0;
-                        None
-                    }
-                    (Ok(true), Err(tungstenite::Error::Io(e)))
-                        if e.kind() == io::ErrorKind::WouldBlock =>
-                    {
-                        None
-                    }
+                    (Ok(true), Ok(())) => None,
                     (Ok(true), Err(tungstenite::Error::ConnectionClosed)) => Some(true),
                     (Ok(true), Err(_)) => Some(false),
                 }
             }
             ConnState::Closing => None,
         };
+        self.count_ws_output(key);
         match outcome {
             Some(true) => self.begin_closing(key),
             Some(false) => self.close_conn(key),
@@ -1124,7 +1132,7 @@ impl<H: Handler> Server<H> {
         };
         let drained = match &mut conn.state {
             ConnState::Http(h) => h.wbuf.len() < OUTPUT_PAUSE,
-            ConnState::Ws(w) => w.unflushed < OUTPUT_PAUSE,
+            ConnState::Ws(w) => w.out.len() < OUTPUT_PAUSE,
             ConnState::Closing => false,
         };
         if conn.paused && drained {
@@ -1141,6 +1149,7 @@ impl<H: Handler> Server<H> {
         let mut io = Io {
             now: self.now,
             unix_ms: self.unix_ms,
+            output_full: self.output_bytes > self.config.max_output_bytes / 4 * 3,
             commands: &mut self.commands,
             timers: &mut self.timers,
             sockets: &mut self.extra,

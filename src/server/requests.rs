@@ -279,6 +279,18 @@ impl<H: Handler> Server<H> {
         }
         let mut out = String::with_capacity(4096);
         self.metrics.render(&mut out, &g);
+        crate::metrics::gauge(
+            &mut out,
+            "pairchat_output_bytes",
+            "Output queued for clients: WebSocket buffers and polling queues.",
+            self.output_bytes as u64,
+        );
+        crate::metrics::gauge(
+            &mut out,
+            "pairchat_output_limit_bytes",
+            "The output share of --max-memory: past three quarters of it work that adds output is refused.",
+            self.config.max_output_bytes.min(u64::MAX as usize) as u64,
+        );
         self.handler.metrics(&mut out);
         out
     }
@@ -489,7 +501,9 @@ impl<H: Handler> Server<H> {
         let Some(session) = self.session_mut(id) else {
             return Flow::Continue;
         };
-        match session.eio.on_poll(key) {
+        let polled = session.eio.on_poll(key);
+        self.count_poll_output(id);
+        match polled {
             Polled::Conflict => {
                 // Two concurrent GETs: refuse this one and close the session (the first gets
                 // `1`).

@@ -27,6 +27,7 @@ impl<H: Handler> Server<H> {
             heartbeat: None,
             upgrade_timer: None,
             poll_ready: false,
+            counted: 0,
         });
         self.sids.insert(sid, id);
         // Entries of sessions that spoke or closed since are dropped lazily; pruned here so
@@ -129,12 +130,31 @@ impl<H: Handler> Server<H> {
                     s.poll_ready = true;
                     self.poll_ready.push(id);
                 }
+                self.count_poll_output(id);
             }
-            Sent::Queued => {}
+            Sent::Queued => {
+                let queued = s.eio.queued_bytes();
+                self.count_poll_output(id);
+                // A client that does not poll is cut before its queue takes more than the
+                // output share of the memory budget (`Overflow` is its own cap).
+                if queued > OUTPUT_PAUSE && self.output_bytes > self.config.max_output_bytes {
+                    self.metrics.reject(Rejected::SlowConsumer);
+                    self.close_session(id, CloseReason::TransportError);
+                }
+            }
             Sent::Overflow => {
                 self.metrics.reject(Rejected::SlowConsumer);
                 self.close_session(id, CloseReason::TransportError);
             }
+        }
+    }
+
+    /// Brings `output_bytes` up to date with what the session's polling queue holds now.
+    pub(super) fn count_poll_output(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            let queued = s.eio.queued_bytes();
+            self.output_bytes = self.output_bytes - s.counted + queued;
+            s.counted = queued;
         }
     }
 
@@ -143,7 +163,9 @@ impl<H: Handler> Server<H> {
             return;
         };
         s.poll_ready = false;
-        if let Some((key, body)) = s.eio.take_ready_poll() {
+        let ready = s.eio.take_ready_poll();
+        self.count_poll_output(id);
+        if let Some((key, body)) = ready {
             self.answer_parked_conn(key, &body);
         }
     }
@@ -183,6 +205,7 @@ impl<H: Handler> Server<H> {
         let Some(s) = self.sessions.remove(id) else {
             return;
         };
+        self.output_bytes -= s.counted;
         self.metrics.session_closed(reason);
         if reason == CloseReason::ParseError {
             self.metrics.reject(Rejected::Malformed);

@@ -1,46 +1,28 @@
 //! Stream adapters for the loop's writes (and a WebSocket's reads): a WebSocket's socket as its
 //! frame codec sees it, count bytes, write without blocking.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
 /// A WebSocket connection's socket as tungstenite sees it. Reads come from bytes the loop has
 /// already read off the socket: `WouldBlock` once they are used up, or end of stream when the
-/// socket said so. Writes go to the socket, after the `101` answer if it is still waiting,
-/// in the same system call.
+/// socket said so. Writes (its control frames: pongs, closes) join the connection's output
+/// buffer, behind the data frames already there, and leave with them at the next flush.
 pub(super) struct WsStream<'a> {
     pub(super) input: &'a [u8],
     pub(super) eof: bool,
-    pub(super) head: &'a mut Vec<u8>,
-    pub(super) stream: &'a mut TcpStream,
-    pub(super) bytes_out: &'a mut u64,
+    pub(super) out: &'a mut Vec<u8>,
 }
 
 impl<'a> WsStream<'a> {
     /// For writing only.
-    pub(super) fn output(
-        head: &'a mut Vec<u8>,
-        stream: &'a mut TcpStream,
-        bytes_out: &'a mut u64,
-    ) -> Self {
+    pub(super) fn output(out: &'a mut Vec<u8>) -> Self {
         WsStream {
             input: &[],
             eof: false,
-            head,
-            stream,
-            bytes_out,
+            out,
         }
-    }
-
-    /// Sends what is left of the `101` answer on its own (when no frame carried it);
-    /// `Ok(true)` once nothing is left.
-    pub(super) fn write_head(&mut self) -> io::Result<bool> {
-        let mut counted = Counted {
-            stream: self.stream,
-            bytes: self.bytes_out,
-        };
-        write_all_nonblocking(&mut counted, self.head)
     }
 }
 
@@ -55,26 +37,12 @@ impl Read for WsStream<'_> {
 
 impl Write for WsStream<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.head.is_empty() {
-            let n = self.stream.write(buf)?;
-            *self.bytes_out += n as u64;
-            return Ok(n);
-        }
-        let n = self
-            .stream
-            .write_vectored(&[IoSlice::new(self.head), IoSlice::new(buf)])?;
-        *self.bytes_out += n as u64;
-        let from_head = n.min(self.head.len());
-        self.head.drain(..from_head);
-        match n - from_head {
-            // The socket took no more than the head: it is full.
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            from_buf => Ok(from_buf),
-        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        Ok(())
     }
 }
 

@@ -33,13 +33,14 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conn_mut(key) {
             conn.state = ConnState::Ws(WsConn {
                 ctx,
-                head: ws::switching_protocols(accept),
+                out: ws::switching_protocols(accept),
+                counted: 0,
                 session,
                 close_after_write: false,
-                unflushed: 0,
                 held: None,
             });
         }
+        self.count_ws_output(key);
         self.mark_dirty(key);
         if let Some(open) = open {
             self.ws_send(key, Message::text(open));
@@ -74,7 +75,7 @@ impl<H: Handler> Server<H> {
             let ConnState::Ws(w) = &mut conn.state else {
                 return;
             };
-            if w.unflushed >= OUTPUT_PAUSE {
+            if w.out.len() >= OUTPUT_PAUSE {
                 // The rest waits; an end of stream is met again by the read after the pause.
                 if at < input.len() || eof {
                     w.held = Some(input[at..].into());
@@ -86,9 +87,7 @@ impl<H: Handler> Server<H> {
             let mut io = WsStream {
                 input: &input[at..],
                 eof,
-                head: &mut w.head,
-                stream: &mut conn.stream,
-                bytes_out: &mut self.metrics.bytes_out,
+                out: &mut w.out,
             };
             let result = w.ctx.read(&mut io);
             at = input.len() - io.input.len();
@@ -142,10 +141,11 @@ impl<H: Handler> Server<H> {
         let Some(session) = self.session_mut(id) else {
             return self.ws_fail(key, CloseCode::Normal, "");
         };
-        match session
+        let probe = session
             .eio
-            .on_probe_packet(key, packet::decode_text(text).map_err(drop))
-        {
+            .on_probe_packet(key, packet::decode_text(text).map_err(drop));
+        self.count_poll_output(id);
+        match probe {
             Probe::Probed(parked) => {
                 self.ws_send(key, Message::text("3probe"));
                 // A write that failed closed the session: its poll gets the close packet.
@@ -177,27 +177,44 @@ impl<H: Handler> Server<H> {
     }
 
     pub(super) fn ws_send(&mut self, key: ConnKey, msg: Message) {
+        let (text, payload) = match &msg {
+            Message::Text(t) => (true, t.as_str().as_bytes()),
+            Message::Binary(b) => (false, &b[..]),
+            _ => return,
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let ConnState::Ws(w) = &mut conn.state else {
             return;
         };
-        w.unflushed += msg.len();
-        let mut io = WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
-        match w.ctx.write(&mut io, msg) {
-            Ok(()) => self.mark_dirty(key),
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.mark_dirty(key)
-            }
-            Err(tungstenite::Error::WriteBufferFull(_)) => {
-                // A reader that stopped reading: drop it rather than buffer without bound.
-                let id = w.session;
-                self.metrics.reject(Rejected::SlowConsumer);
-                self.close_conn(key);
-                self.close_session(id, CloseReason::TransportError);
-            }
-            Err(_) => self.close_conn(key),
+        // After a close frame (ours or the peer's) no data frame may follow.
+        if w.close_after_write || !w.ctx.can_write() {
+            return;
+        }
+        ws::push_frame(&mut w.out, text, payload);
+        let (held, id) = (w.out.len(), w.session);
+        self.count_ws_output(key);
+        // A reader that stopped reading is dropped rather than buffered without bound, and
+        // before its output takes more than the output share of the memory budget.
+        if held > self.config.max_ws_buffer
+            || (held > OUTPUT_PAUSE && self.output_bytes > self.config.max_output_bytes)
+        {
+            self.metrics.reject(Rejected::SlowConsumer);
+            self.close_conn(key);
+            self.close_session(id, CloseReason::TransportError);
+        } else {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Brings `output_bytes` up to date with what the connection's buffer holds now.
+    pub(super) fn count_ws_output(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && let ConnState::Ws(w) = &mut conn.state
+        {
+            self.output_bytes = self.output_bytes - w.counted + w.out.len();
+            w.counted = w.out.len();
         }
     }
 
@@ -214,8 +231,7 @@ impl<H: Handler> Server<H> {
             code,
             reason: reason.into(),
         };
-        let mut io = WsStream::output(&mut w.head, &mut conn.stream, &mut self.metrics.bytes_out);
-        let _ = w.ctx.close(&mut io, Some(frame));
+        let _ = w.ctx.close(&mut WsStream::output(&mut w.out), Some(frame));
         w.close_after_write = true;
         self.mark_dirty(key);
         // A peer that never reads its close frame is not waited for beyond this.

@@ -832,6 +832,13 @@ impl<A: App> Handler for SocketIo<A> {
             gauge(out, "pairchat_sio_away_sockets", help, away as u64);
             let help = "Bytes kept for connection state recovery.";
             gauge(out, "pairchat_recovery_bytes", help, r.budget.used as u64);
+            let help = "Most bytes kept for recovery (--recovery-max-bytes, within --max-memory).";
+            gauge(
+                out,
+                "pairchat_recovery_limit_bytes",
+                help,
+                r.budget.max as u64,
+            );
             let help =
                 "Away sockets whose window ended early: as many were away as the budget allows.";
             crate::metrics::counter(
@@ -1001,6 +1008,12 @@ impl<T> SioIo<'_, '_, T> {
     /// A cryptographically secure random number generator.
     pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
         self.io.rng()
+    }
+
+    /// Output queued for clients is near its share of the memory budget: refuse work that
+    /// adds more.
+    pub fn output_full(&self) -> bool {
+        self.io.output_full
     }
 
     /// Puts a socket of the application's own into the loop's poll (see
