@@ -813,6 +813,63 @@ fn refusals_for_the_room_come_first_and_cost_no_token() {
     assert_eq!(b.heard().len(), 2);
 }
 
+/// No refused `sendMessage` spends a rate-limit token, whatever refused it: at 1/s (bursts of
+/// two), a member whose room expired, naming a room it is not in, a bad code and every bad
+/// text, is then allowed its whole burst of two.
+#[test]
+fn no_refused_message_spends_a_token() {
+    let server = chat_server(
+        config(),
+        ChatConfig {
+            room_ttl: ms(1000),
+            message_rate: Some(pairchat::chat::limits::Rate {
+                count: 1,
+                per: std::time::Duration::from_secs(1),
+            }),
+            ..chat_config()
+        },
+    );
+    let (mut a, mut b, expired) = pair(&server);
+    assert_eq!(a.take("roomExpired"), json!({}));
+    assert_eq!(b.take("roomExpired"), json!({}));
+    let code = a.create_room();
+    assert_eq!(b.join(&code), joined(&[]));
+    let (_c, _d, other) = pair(&server);
+
+    let text = |t: Value| json!({ "code": code, "text": t });
+    let refusals = [
+        (
+            json!({ "code": expired, "text": "late" }),
+            errors::ROOM_NOT_FOUND,
+        ),
+        (
+            json!({ "code": other, "text": "wrong room" }),
+            errors::NOT_MEMBER,
+        ),
+        (
+            json!({ "code": "12345", "text": "bad code" }),
+            errors::INVALID_CODE,
+        ),
+        (json!({ "text": "no code" }), errors::INVALID_CODE),
+        (text(json!(" \u{feff}\n")), errors::TEXT_EMPTY),
+        (text(json!(7)), errors::TEXT_REQUIRED),
+        (json!({ "code": code }), errors::TEXT_REQUIRED),
+        (text(json!("x".repeat(2001))), errors::TEXT_TOO_LONG),
+    ];
+    for _ in 0..2 {
+        for (payload, refused) in &refusals {
+            assert_eq!(
+                a.call("sendMessage", payload.clone()),
+                error(refused),
+                "{payload}"
+            );
+        }
+    }
+    let sent = [send(&mut a, &code, "one"), send(&mut a, &code, "two")];
+    assert_eq!(a.say(&code, "three"), error(errors::RATE_LIMITED));
+    assert_eq!(b.heard(), sent.map(|m| json!(["newMessage", m])));
+}
+
 /// At `--max-rooms`, a member of a two-person room asking for a new room is refused and keeps
 /// the room it has (it used to leave it first: its partner heard `userLeft`).
 #[test]

@@ -12,7 +12,7 @@ const ACK_TIMEOUT_MS = 5000;
 
 const params = new URLSearchParams(location.search);
 const SERVER = params.get('server') || DEFAULT_SERVER;
-const CLIENT = params.get('client') || DEFAULT_CLIENT;
+const CLIENT = sameOriginPath(params.get('client')) || DEFAULT_CLIENT;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -48,6 +48,25 @@ loadClient()
     setConnection('error', 'Offline');
     showError(err.message);
   });
+
+/** `value` resolved if it is a path on this page's own origin (`/vendor/socket.io.min.js`),
+ *  else null (with a warning): a crafted link must not make a hosted copy of this page run a
+ *  script from anywhere else. Past the leading-slash rule, `/\host/x.js` and `/<tab>/host/x.js`
+ *  still name another host (URLs read `\` as `/` and drop tabs): the resolved origin decides. */
+function sameOriginPath(value) {
+  if (!value) return null;
+  let url = null;
+  if (value.startsWith('/') && !value.startsWith('//')) {
+    try {
+      url = new URL(value, location.href);
+    } catch {
+      // Not a URL at all.
+    }
+  }
+  if (url?.origin === location.origin) return url.href;
+  console.warn(`?client=${value} ignored: only a path on this page's origin is loaded`);
+  return null;
+}
 
 /** Adds the socket.io-client bundle (a global `io`) to the page. */
 function loadClient() {

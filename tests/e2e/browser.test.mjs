@@ -1,5 +1,6 @@
 // The example page (examples/web/) in headless Chromium: two people, each in their own browser
-// context, create a room, join it, chat both ways and part. Run by `cargo test --test browser`,
+// context, create a room, join it, chat both ways and part; and `?client=` loads only a path on
+// the page's own origin. Run by `cargo test --test browser`,
 // which starts pairchat and sets PAIRCHAT_URL, CHROMIUM (the browser binary) and ARTIFACTS_DIR
 // (where the screenshot goes).
 //
@@ -60,6 +61,21 @@ async function serveStatic() {
   };
 }
 
+/** Headless Chromium. */
+function launch() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    timeout: 60_000,
+  });
+}
+
 /** A page in its own browser context that records its errors and its traffic to pairchat. */
 async function openPage(browser, url) {
   const context = await browser.newContext({ viewport: { width: 640, height: 760 } });
@@ -107,17 +123,7 @@ test('two people chat through the example page in headless Chromium', async (t) 
   t.after(site.close);
   assert.notEqual(new URL(site.origin).origin, new URL(PAIRCHAT_URL).origin);
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 60_000,
-  });
+  const browser = await launch();
   t.after(() => browser.close());
 
   const url = `${site.origin}/index.html?${new URLSearchParams({
@@ -196,4 +202,50 @@ test('two people chat through the example page in headless Chromium', async (t) 
   assert.deepEqual(a.seen.errors, [], 'page A logged no errors');
   assert.deepEqual(b.seen.errors, [], 'page B logged no errors');
   await a.context.close();
+});
+
+// A hosted copy of the page must not run a script a crafted link names: `?client=` takes only a
+// path on the page's own origin; anything else falls back to the pinned CDN bundle. Requests to
+// anywhere but the page's origin and pairchat are recorded and aborted (so the fallback fails to
+// load, and says so).
+test('?client= loads only a path on the page\'s own origin', async (t) => {
+  const site = await serveStatic();
+  t.after(site.close);
+  const browser = await launch();
+  t.after(() => browser.close());
+  const context = await browser.newContext();
+  const elsewhere = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(`${site.origin}/`) || url.startsWith(PAIRCHAT_URL)) return route.continue();
+    elsewhere.push(url);
+    return route.abort();
+  });
+
+  const cdn = 'https://cdn.socket.io/4.8.1/socket.io.min.js';
+  const refused = [
+    'https://evil.example/x.js',
+    '//evil.example/x.js',
+    '/\\evil.example/x.js',
+    '/\t/evil.example/x.js',
+    'javascript:alert(1)',
+    'data:text/javascript,window.io=1',
+    'socket.io.min.js',
+  ];
+  for (const client of refused) {
+    elsewhere.length = 0;
+    const page = await context.newPage();
+    await page.goto(`${site.origin}/index.html?${new URLSearchParams({ server: PAIRCHAT_URL, client })}`);
+    await waitForText(page, 'error', 'Could not load socket.io-client from');
+    assert.deepEqual(elsewhere, [cdn], `?client=${JSON.stringify(client)} falls back to the CDN`);
+    await page.close();
+  }
+
+  // A path on the page's origin is loaded (the chat test above runs on one too).
+  elsewhere.length = 0;
+  const page = await context.newPage();
+  await page.goto(`${site.origin}/index.html?${new URLSearchParams({ server: PAIRCHAT_URL, client: '/socket.io.min.js' })}`);
+  await waitForText(page, 'connection', 'Connected');
+  assert.deepEqual(elsewhere, [], 'nothing is loaded from elsewhere');
+  await context.close();
 });
