@@ -98,6 +98,8 @@ function explainJoin(error: JoinRoomError): string {
       return "that room has two people already";
     case "Too many attempts, retry later":
       return "too many wrong codes: wait a minute";
+    case "Server busy":
+      return "the server is busy: try again in a moment";
     default:
       return unreachable(error);
   }
@@ -114,6 +116,8 @@ function explainSend(error: SendMessageError): string {
       return "write something first";
     case "Message text is too long":
       return "shorten your message";
+    case "Server busy":
+      return "the server is busy: try again in a moment";
     case "Rate limited":
       return "slow down";
     default:

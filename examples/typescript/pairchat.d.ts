@@ -33,7 +33,8 @@ export type TextRequired = "Message text must be a string";
 export type TextEmpty = "Message text is empty";
 /** `text` is longer than the server's limit (2000 characters by default). */
 export type TextTooLong = "Message text is too long";
-/** The server holds `--max-rooms` rooms already. */
+/** The server holds `--max-rooms` rooms already, or its output to clients is near its share of
+ *  `--max-memory` (slow readers hold it): retry in a moment. */
 export type ServerBusy = "Server busy";
 /** Too many failed joins lately, from this socket or its address (`--join-failures`); joining
  *  the room one is already in counts too. */
@@ -46,9 +47,10 @@ export type UnknownEvent = "Unknown event";
 /** What `createRoom` can be refused with. */
 export type CreateRoomError = ServerBusy;
 /** What `joinRoom` can be refused with. */
-export type JoinRoomError = InvalidCode | RoomNotFound | RoomFull | TooManyAttempts;
+export type JoinRoomError = InvalidCode | RoomNotFound | RoomFull | TooManyAttempts | ServerBusy;
 /** What `sendMessage` can be refused with, checked in this order: the code, the room, the
- *  membership, the text, then the rate (so a refused message costs no rate-limit token). */
+ *  membership, the text, the server's output budget, then the rate (so a refused message
+ *  costs no rate-limit token). */
 export type SendMessageError =
   | InvalidCode
   | RoomNotFound
@@ -56,6 +58,7 @@ export type SendMessageError =
   | TextRequired
   | TextEmpty
   | TextTooLong
+  | ServerBusy
   | RateLimited;
 /** What `leaveRoom` can be refused with. */
 export type LeaveRoomError = InvalidCode | RoomNotFound | NotMember;
