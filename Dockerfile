@@ -18,11 +18,12 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin pairchat
 COPY --from=build /usr/local/bin/pairchat /usr/local/bin/pairchat
 USER pairchat
-ENV PAIRCHAT_HOST=0.0.0.0 \
-    PAIRCHAT_PORT=3000
+# The port is left to the default (3000) or to a platform's injected PORT: a PAIRCHAT_PORT set
+# here would beat PORT (a flag beats PAIRCHAT_*, which beats PORT).
+ENV PAIRCHAT_HOST=0.0.0.0
 EXPOSE 3000
 # GET /health over bash's /dev/tcp: the slim image has neither curl nor wget.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PAIRCHAT_PORT:-3000} && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && grep -q '\"status\":\"ok\"' <&3"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PAIRCHAT_PORT:-${PORT:-3000}} && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && grep -q '\"status\":\"ok\"' <&3"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/pairchat"]

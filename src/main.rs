@@ -47,10 +47,6 @@ fn main() -> ExitCode {
         }
     };
     server.stop_on_signals();
-    log::info(
-        "memory budget",
-        &[("max_memory", &pairchat::memory::show_size(max_memory))],
-    );
     if let Some(addr) = server.metrics_addr() {
         log::info(&format!("metrics on {addr}"), &[]);
     }
@@ -62,6 +58,10 @@ fn main() -> ExitCode {
             server.local_addr()
         ),
         &[],
+    );
+    log::info(
+        "memory budget",
+        &[("max_memory", &pairchat::memory::show_size(max_memory))],
     );
     match server.run() {
         Ok(()) => {

@@ -55,8 +55,9 @@ impl Budget {
             (None, Some(ram)) => ram / 4,
             (None, None) => FALLBACK_BUDGET,
         };
+        // Whole mebibytes: what `--help` and the start-up line show reads back as it is.
         Budget {
-            total: total.max(MIN_BUDGET),
+            total: (total & !((1 << 20) - 1)).max(MIN_BUDGET),
         }
     }
 }

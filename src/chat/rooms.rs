@@ -150,6 +150,11 @@ impl Room {
         self.history.len()
     }
 
+    /// What the history takes on the wire: each message and a comma.
+    fn wire_bytes(&self) -> usize {
+        self.history_bytes - self.history.len() * (MESSAGE_OVERHEAD - 1)
+    }
+
     /// Drops the oldest message; its cost.
     fn drop_oldest(&mut self) -> usize {
         let cost = self.history.pop_front().map_or(0, |k| k.cost());
@@ -299,7 +304,7 @@ impl Rooms {
             json: message.into(),
         };
         let cost = kept.cost();
-        if self.max_history == 0 || cost > MAX_HISTORY_BYTES.min(self.max_bytes) {
+        if self.max_history == 0 || message.len() >= MAX_HISTORY_BYTES || cost > self.max_bytes {
             return true;
         }
         self.next_seq += 1;
@@ -310,7 +315,7 @@ impl Rooms {
         self.messages += 1;
         // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
         // buffer (a reader's output cap is 4 MB by default).
-        while room.history.len() > self.max_history || room.history_bytes > MAX_HISTORY_BYTES {
+        while room.history.len() > self.max_history || room.wire_bytes() > MAX_HISTORY_BYTES {
             self.bytes -= room.drop_oldest();
             self.messages -= 1;
         }
