@@ -54,6 +54,7 @@ pub fn push_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
         opcode: OpCode::Data(if text { Data::Text } else { Data::Binary }),
         ..FrameHeader::default()
     };
+    out.reserve(header.len(payload.len() as u64) + payload.len());
     // Writing to a `Vec` cannot fail.
     let _ = header.format(payload.len() as u64, out);
     out.extend_from_slice(payload);
