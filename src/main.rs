@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     } = *settings;
     log::set_level(log_settings.level);
     log::set_json(log_settings.json);
+    log::install_panic_hook();
     let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
     let mut server = match Server::bind(config.clone(), app) {
         Ok(s) => s,

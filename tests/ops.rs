@@ -542,7 +542,12 @@ fn pairchat_log_env_sets_the_level() {
     assert_eq!(lines.len(), 1, "{log}");
     assert_eq!(lines[0]["level"], "warn");
     assert_eq!(lines[0]["msg"], "room limit reached");
-    assert_eq!(lines[0]["rooms"], "1");
+    assert_eq!(lines[0]["rooms"], 1, "a number stays a number");
+    assert_eq!(lines[0]["occurrences"], 1);
+    assert!(
+        lines[0]["client"].is_null(),
+        "a loopback peer names no client"
+    );
 }
 
 #[test]

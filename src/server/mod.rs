@@ -588,37 +588,49 @@ impl<H: Handler> Server<H> {
     /// closes only what it was serving (a connection with its session, or a session), so the
     /// loop goes on.
     fn guarded(&mut self, culprit: Culprit, f: impl FnOnce(&mut Self)) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
-        if result.is_err() {
-            self.metrics.panics += 1;
-            log::error(
-                "panic while handling a connection; closed it",
-                &[("panics", &self.metrics.panics)],
-            );
-            let (key, session) = match culprit {
-                Culprit::Conn(key) => {
-                    let session = match self.conn_mut(key).map(|c| &c.state) {
-                        Some(ConnState::Ws(w)) => Some(w.session),
-                        Some(ConnState::Http(HttpConn {
-                            parked: Some(p), ..
-                        })) => Some(p.session),
-                        _ => None,
-                    };
-                    (Some(key), session)
-                }
-                Culprit::Session(id) => (None, Some(id)),
-                Culprit::None => (None, None),
-            };
-            // Cleaning up may meet the same broken state: contain that too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Some(key) = key {
-                    self.close_conn(key);
-                }
-                if let Some(id) = session {
-                    self.close_session(id, CloseReason::TransportError);
-                }
-            }));
-        }
+        let Err(panic) = log::catch(|| f(self)) else {
+            return;
+        };
+        self.metrics.panics += 1;
+        let (key, session) = match culprit {
+            Culprit::Conn(key) => {
+                let session = match self.conn_mut(key).map(|c| &c.state) {
+                    Some(ConnState::Ws(w)) => Some(w.session),
+                    Some(ConnState::Http(HttpConn {
+                        parked: Some(p), ..
+                    })) => Some(p.session),
+                    _ => None,
+                };
+                (Some(key), session)
+            }
+            Culprit::Session(id) => (None, Some(id)),
+            Culprit::None => (None, None),
+        };
+        let closed = match (key, session) {
+            (Some(_), Some(_)) => "connection and session",
+            (Some(_), None) => "connection",
+            (None, Some(_)) => "session",
+            (None, None) => "nothing",
+        };
+        static PANICS: log::Sampler = log::Sampler::new();
+        PANICS.log(
+            log::Level::Error,
+            "panic caught",
+            &[
+                ("panic", &panic),
+                ("closed", &closed),
+                ("panics", &self.metrics.panics),
+            ],
+        );
+        // Cleaning up may meet the same broken state: contain that too.
+        let _ = log::catch(|| {
+            if let Some(key) = key {
+                self.close_conn(key);
+            }
+            if let Some(id) = session {
+                self.close_session(id, CloseReason::TransportError);
+            }
+        });
     }
 
     /// Answers ready long-polls, handles requests that waited behind answered polls and

@@ -310,12 +310,14 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
             let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);
-            if log::sampled(self.metrics.rejected(Rejected::PerIpLimit)) {
-                log::warn(
-                    "connection limit per address reached",
-                    &[("client", &client)],
-                );
-            }
+            static PER_ADDRESS: log::Sampler = log::Sampler::new();
+            PER_ADDRESS.warn(
+                "connection refused (503): at --max-connections-per-ip",
+                &[
+                    ("client", &client),
+                    ("limit", &self.config.max_connections_per_ip),
+                ],
+            );
             self.respond_unavailable(key, Cors::none());
             return Flow::Close;
         }
