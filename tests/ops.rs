@@ -139,7 +139,14 @@ fn scrape(addr: &str) -> Scrape {
     for line in res.text().lines() {
         if let Some(comment) = line.strip_prefix('#') {
             assert!(
-                comment.starts_with(" HELP pairchat_") || comment.starts_with(" TYPE pairchat_"),
+                [
+                    " HELP pairchat_",
+                    " TYPE pairchat_",
+                    " HELP process_",
+                    " TYPE process_"
+                ]
+                .iter()
+                .any(|p| comment.starts_with(p)),
                 "{line}"
             );
             continue;
@@ -312,7 +319,8 @@ fn metrics_are_prometheus_text_and_follow_a_chat() {
         "pairchat_rejected_total{reason=\"payload_too_large\"}",
         "pairchat_bytes_in_total",
         "pairchat_bytes_out_total",
-        "pairchat_loop_max_latency_seconds",
+        "pairchat_loop_turn_seconds_count",
+        "pairchat_loop_turn_seconds_bucket{le=\"+Inf\"}",
         "pairchat_sio_sockets",
         "pairchat_rooms",
         "pairchat_rooms_created_total",
@@ -447,6 +455,51 @@ fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
         scrape(&metrics_addr).get("pairchat_sessions_opened_total"),
         1.0
     );
+}
+
+/// The standard process metrics, with the client libraries' names, types and units.
+#[test]
+fn process_metrics_follow_the_prometheus_conventions() {
+    let server = Proc::start(&[]);
+    let held: Vec<TcpStream> = (0..20).map(|_| connect(&server.addr)).collect();
+    assert_healthy(&server.addr);
+    let m = scrape_until(&server.addr, "20 connections held", |m| {
+        m.get("pairchat_connections{kind=\"http\"}") >= 20.0
+    });
+    let text = get(&server.addr, "/metrics").text();
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind}:\n{text}"
+        );
+    }
+    let fds = m.get("process_open_fds");
+    assert!((20.0..200.0).contains(&fds), "{fds} open fds");
+    assert!(m.get("process_max_fds") >= fds);
+    let rss = m.get("process_resident_memory_bytes");
+    assert!(rss > 100_000.0 && rss < 1e9, "{rss}");
+    assert!(m.get("process_virtual_memory_bytes") >= rss);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = m.get("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "{started} vs {now}"
+    );
+    // The CPU time is the kernel's: the same as /proc says for the process, within a tick
+    // or two of the scrape.
+    let cpu = m.get("process_cpu_seconds_total");
+    assert!((0.0..60.0).contains(&cpu), "{cpu}");
+    drop(held);
 }
 
 #[test]

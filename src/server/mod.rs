@@ -412,6 +412,8 @@ impl<H: Handler> Server<H> {
         };
         let mut timers = TimerWheel::new(0);
         timers.insert(ms(SWEEP_EVERY), Timeout::Sweep);
+        let mut metrics = Metrics::default();
+        metrics.process_start = crate::metrics::process::start_time();
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -446,7 +448,7 @@ impl<H: Handler> Server<H> {
             per_ip: HashMap::new(),
             sessions_per_ip: HashMap::new(),
             unheard: std::collections::VecDeque::new(),
-            metrics: Metrics::default(),
+            metrics,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             use_signals: false,
