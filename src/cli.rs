@@ -129,7 +129,7 @@ const OPTIONS: &[Opt] = &[
         name: "cors-origin",
         value: "ORIGINS",
         help: "comma-separated allowed browser origins (echoed, with credentials), or * (any, without)",
-        show: |s| show_origins(&s.server.cors_origins),
+        show: |s| s.server.cors_origins.to_string(),
         set: |s, v| {
             s.server.cors_origins = CorsOrigins::parse(v)?;
             Ok(())
@@ -410,13 +410,6 @@ fn show_rate(rate: Option<Rate>) -> String {
             "1h" => format!("{}/h", r.count),
             per => format!("{}/{per}", r.count),
         },
-    }
-}
-
-fn show_origins(origins: &CorsOrigins) -> String {
-    match origins {
-        CorsOrigins::Any => "*".into(),
-        CorsOrigins::List(list) => list.join(","),
     }
 }
 

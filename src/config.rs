@@ -49,6 +49,16 @@ impl CorsOrigins {
     }
 }
 
+/// As `--cors-origin` takes it: `*`, or the origins separated by commas.
+impl fmt::Display for CorsOrigins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorsOrigins::Any => f.write_str("*"),
+            CorsOrigins::List(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
 /// Configuration of the HTTP server and the Engine.IO layer.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -27,11 +27,13 @@ pub enum Rejected {
     SlowConsumer,
     /// Headers not complete within `--header-timeout`.
     HeaderTimeout,
+    /// A browser `Origin` that `--cors-origin` does not allow (403).
+    ForbiddenOrigin,
 }
 
 impl Rejected {
     /// In declaration order, so `why as usize` indexes the counters.
-    const ALL: [Rejected; 8] = [
+    const ALL: [Rejected; 9] = [
         Rejected::PayloadTooLarge,
         Rejected::MessageTooBig,
         Rejected::Malformed,
@@ -40,6 +42,7 @@ impl Rejected {
         Rejected::PerIpLimit,
         Rejected::SlowConsumer,
         Rejected::HeaderTimeout,
+        Rejected::ForbiddenOrigin,
     ];
 
     /// The `reason` label.
@@ -53,6 +56,7 @@ impl Rejected {
             Rejected::PerIpLimit => "per_ip_limit",
             Rejected::SlowConsumer => "slow_consumer",
             Rejected::HeaderTimeout => "header_timeout",
+            Rejected::ForbiddenOrigin => "forbidden_origin",
         }
     }
 }

@@ -603,6 +603,140 @@ fn pairchat_log_env_sets_the_level() {
     );
 }
 
+/// A frontend developer whose page's origin is not allowed sees why in the log: the origin
+/// sent and the origins allowed, once a second at most however often it is refused (each
+/// refusal is counted in `/metrics`). In JSON, numbers stay numbers.
+#[test]
+fn a_refused_cors_origin_is_logged_with_what_is_allowed() {
+    let mut server = Proc::start(&[
+        "--cors-origin",
+        "https://chat.example.com,https://staging.example.com",
+        "--log-format",
+        "json",
+    ]);
+    let handshake = |origin: &str| {
+        request(
+            &server.addr,
+            &format!(
+                "GET {EIO_POLLING} HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(handshake("http://localhost:5173").status, 403);
+    }
+    assert_eq!(handshake("https://chat.example.com").status, 200);
+    assert_eq!(
+        scrape(&server.addr).get("pairchat_rejected_total{reason=\"forbidden_origin\"}"),
+        5.0
+    );
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(handshake("https://evil.example").status, 403);
+    let log = server.stop_and_log();
+    let refusals: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("origin refused"))
+        })
+        .collect();
+    assert_eq!(refusals.len(), 2, "the first, then one a second:\n{log}");
+    let allowed = "https://chat.example.com,https://staging.example.com";
+    assert_eq!(refusals[0]["level"], "warn");
+    assert_eq!(refusals[0]["origin"], "http://localhost:5173");
+    assert_eq!(refusals[0]["allowed"], allowed);
+    assert_eq!(refusals[0]["occurrences"], 1);
+    assert_eq!(refusals[1]["origin"], "https://evil.example");
+    assert_eq!(
+        refusals[1]["occurrences"], 5,
+        "itself and the four not logged"
+    );
+}
+
+/// The same in plain text: one line a developer can read.
+#[test]
+fn a_refused_cors_origin_in_plain_text() {
+    let mut server = Proc::start(&["--cors-origin", "https://chat.example.com"]);
+    let res = request(
+        &server.addr,
+        &format!(
+            "GET {EIO_WS} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost:3001\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    );
+    assert_eq!(res.status, 403);
+    let log = server.stop_and_log();
+    assert!(
+        log.lines().any(|l| l.contains(
+            " WARN  browser origin refused (403): not in --cors-origin \
+             origin=http://localhost:3001 allowed=https://chat.example.com occurrences=1"
+        )),
+        "{log}"
+    );
+}
+
+/// `--log-level debug` follows each session: opened (sid, transport, peer), its upgrade, its
+/// Socket.IO socket, closed (reason, transport, duration). JSON fields keep their types.
+#[test]
+fn debug_logs_follow_a_session_from_open_to_close() {
+    let mut server = Proc::start(&["--log-level", "debug", "--log-format", "json"]);
+    let sid = polling_connect(&server.addr);
+    let mut c = Sio::upgrade(&server.addr, &sid);
+    c.create_room();
+    drop(c);
+    scrape_until(&server.addr, "the session closed", |m| {
+        m.sum("pairchat_sessions_closed_total") == 1.0
+    });
+    let log = server.stop_and_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let find = |msg: &str| {
+        lines
+            .iter()
+            .find(|v| v["msg"] == msg && v["sid"].as_str().is_none_or(|s| s == sid))
+            .unwrap_or_else(|| panic!("no {msg:?} line:\n{log}"))
+    };
+    let opened = find("session opened");
+    assert_eq!(opened["level"], "debug");
+    assert_eq!(opened["sid"], sid.as_str());
+    assert_eq!(opened["transport"], "polling");
+    assert_eq!(opened["peer"], "127.0.0.1");
+    assert!(opened["client"].is_null(), "loopback: no client address");
+    find("upgrade to websocket begun");
+    find("session upgraded to websocket");
+    let socket = find("socket connected");
+    assert_eq!(socket["nsp"], "/");
+    assert_eq!(socket["recovered"], false);
+    assert_eq!(socket["session"], opened["session"]);
+    let closed = find("session closed");
+    assert_eq!(closed["reason"], "transport_close");
+    assert_eq!(closed["transport"], "websocket");
+    assert!(closed["duration_ms"].is_u64(), "{closed}");
+}
+
+/// At the session cap, a refused session is logged (sampled) with the counts and the cap.
+#[test]
+fn a_503_at_the_session_cap_is_logged() {
+    let mut server = Proc::start(&["--max-connections", "2"]);
+    // Two sessions that spoke (bare handshakes would be reclaimed to make room).
+    polling_connect(&server.addr);
+    polling_connect(&server.addr);
+    let res = get(&server.addr, EIO_POLLING);
+    assert_eq!(res.status, 503, "{res:?}");
+    let log = server.stop_and_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(" WARN  session refused (503): at --max-connections sessions=2 "))
+        .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+    assert!(line.ends_with(" limit=2 occurrences=1"), "{line}");
+}
+
 #[test]
 fn message_texts_are_never_logged() {
     let mut server = Proc::start(&["--log-level", "debug"]);

@@ -272,6 +272,8 @@ struct Session {
     upgrade_timer: Option<TimerId>,
     /// Queued on `poll_ready` to answer the parked GET this turn.
     poll_ready: bool,
+    /// When it opened (the loop's clock), for its duration in the log.
+    opened: Millis,
 }
 
 /// Where reading the next request got to.
@@ -803,6 +805,11 @@ impl<H: Handler> Server<H> {
         while self.accepting {
             if self.conns.len() >= self.config.max_connections {
                 self.accepting = false;
+                static PAUSED: log::Sampler = log::Sampler::new();
+                PAUSED.warn(
+                    "connection limit reached: new clients wait until below 90 %",
+                    &[("connections", &self.conns.len())],
+                );
                 break;
             }
             let Some(listener) = &self.listener else {
@@ -997,6 +1004,12 @@ impl<H: Handler> Server<H> {
         }
         if !self.accepting && resumes_accepting(self.conns.len(), self.config.max_connections) {
             self.accepting = true;
+            static RESUMED: log::Sampler = log::Sampler::new();
+            RESUMED.log(
+                log::Level::Info,
+                "accepting connections again",
+                &[("connections", &self.conns.len())],
+            );
             self.accept();
         }
     }

@@ -382,7 +382,16 @@ impl<H: Handler> Server<H> {
         rest: &[u8],
     ) -> Flow {
         let origins = &self.config.cors_origins;
-        if req.headers.origin.is_some_and(|o| !origins.allows(o)) {
+        if let Some(origin) = req.headers.origin.filter(|o| !origins.allows(o)) {
+            self.metrics.reject(Rejected::ForbiddenOrigin);
+            static CORS: log::Sampler = log::Sampler::new();
+            CORS.warn(
+                "browser origin refused (403): not in --cors-origin",
+                &[
+                    ("origin", &log_text(origin)),
+                    ("allowed", &log::Shown(origins)),
+                ],
+            );
             return self.respond_engine_error(key, Cors::none(), EngineError::Forbidden);
         }
         let cors = Cors::new(origins, req.headers.origin);
@@ -416,12 +425,29 @@ impl<H: Handler> Server<H> {
             }
             if !self.accepting || self.sessions.len() >= self.config.max_connections {
                 self.metrics.reject(Rejected::OverCapacity);
+                static AT_CAP: log::Sampler = log::Sampler::new();
+                AT_CAP.warn(
+                    "session refused (503): at --max-connections",
+                    &[
+                        ("sessions", &self.sessions.len()),
+                        ("connections", &self.conns.len()),
+                        ("limit", &self.config.max_connections),
+                    ],
+                );
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
             }
             let client = self.conn_mut(key).and_then(|c| c.client);
             if self.over_sessions_per_ip(client) {
                 self.metrics.reject(Rejected::PerIpLimit);
+                static PER_ADDRESS: log::Sampler = log::Sampler::new();
+                PER_ADDRESS.warn(
+                    "session refused (503): at --max-connections-per-ip",
+                    &[
+                        ("client", &client),
+                        ("limit", &self.config.max_connections_per_ip),
+                    ],
+                );
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
             }
@@ -437,7 +463,7 @@ impl<H: Handler> Server<H> {
                             h.exchange.close = true;
                         }
                     }
-                    let (id, open) = self.open_session(EioSession::polling(), client);
+                    let (id, open) = self.open_session(EioSession::polling(), key);
                     self.respond(key, Response::text(200, &open).cors(cors));
                     self.dispatch_open(id);
                     Flow::Continue
@@ -585,4 +611,18 @@ impl<H: Handler> Server<H> {
         }
         self.session_mut(id).is_some()
     }
+}
+
+/// Client-sent text as a log field: at most 200 bytes (cut at a character boundary), so a
+/// header cannot blow a log line up.
+fn log_text(s: &str) -> &str {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
