@@ -4,8 +4,10 @@
 //! Every flag `--some-name <value>` can also be given as `PAIRCHAT_SOME_NAME=<value>`. A flag
 //! beats its variable, which beats `PORT` (and `PAIRCHAT_LOG`); a variable something stronger
 //! overrides is not read. The defaults `--help` shows are read off the `Default` impls of the
-//! configuration types, so they cannot drift. A bad value is a one-line error naming the flag
-//! or variable (the binary exits 2). No I/O here: the environment comes in as a function.
+//! configuration types, so they cannot drift. A bad value, or settings that contradict each
+//! other, is a one-line error naming the flag or variable (the binary exits 2); `Settings`
+//! remembers where each value came from, so errors found later (an address in use) can name
+//! it too. No I/O here: the environment comes in as a function.
 
 use std::time::Duration;
 
@@ -27,6 +29,25 @@ pub struct Settings {
     pub sio: SioConfig,
     /// Logging.
     pub log: LogSettings,
+    /// Where the values given came from: option name → the flag or variable that set it, as
+    /// written (`--port`, `PAIRCHAT_PORT`, `PORT`).
+    pub sources: Vec<(&'static str, String)>,
+}
+
+impl Settings {
+    /// A setting as messages name it: the flag or variable that set it and the value
+    /// (`--port 3000`, `PORT=8080`), or the flag and its value in force when nothing set it.
+    /// `option` is a flag name without `--`.
+    pub fn named(&self, option: &str) -> String {
+        let Some(opt) = OPTIONS.iter().find(|o| o.name == option) else {
+            return option.to_string();
+        };
+        let value = (opt.show)(self);
+        match self.sources.iter().find(|(n, _)| *n == opt.name) {
+            Some((_, var)) if !var.starts_with("--") => format!("{var}={value}"),
+            _ => format!("--{} {value}", opt.name),
+        }
+    }
 }
 
 /// `--log-level` and `--log-format`.
@@ -496,20 +517,32 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
             && let Some(v) = env(fallback)
         {
             apply(&mut settings, flag, &v).map_err(|e| format!("{fallback}: {e}"))?;
+            settings
+                .sources
+                .push((flag_name(flag), fallback.to_string()));
         }
     }
     for opt in OPTIONS.iter().filter(|o| !given(o.name)) {
         let var = env_name(opt.name);
         if let Some(v) = env(&var) {
             (opt.set)(&mut settings, &v).map_err(|e| format!("{var}: invalid value {v:?}: {e}"))?;
+            settings.sources.push((opt.name, var));
         }
     }
     for (name, value) in &flags {
         apply(&mut settings, name, value)
             .map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
+        settings.sources.push((name, format!("--{name}")));
     }
+    check(&settings)?;
+    Ok(Command::Run(Box::new(settings)))
+}
+
+/// Settings that are each valid but contradict each other.
+fn check(settings: &Settings) -> Result<(), String> {
+    let server = &settings.server;
     // The client arms one timer for both (socket.io-client's ping timeout check).
-    let heartbeat = settings.server.ping_interval + settings.server.ping_timeout;
+    let heartbeat = server.ping_interval + server.ping_timeout;
     if heartbeat > MAX_DURATION {
         return Err(format!(
             "--ping-interval + --ping-timeout: {} ms in all, over the {} ms a JavaScript timer holds",
@@ -517,7 +550,22 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
             MAX_DURATION.as_millis()
         ));
     }
-    Ok(Command::Run(Box::new(settings)))
+    match server.metrics_port {
+        Some(port) if port != 0 && port == server.port => Err(format!(
+            "{}: the same port as {} (use another port, or none to serve /metrics on the main one)",
+            settings.named("metrics-port"),
+            settings.named("port")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `'static` name of an option (they all are in `OPTIONS`).
+fn flag_name(name: &str) -> &'static str {
+    OPTIONS
+        .iter()
+        .find(|o| o.name == name)
+        .map_or("", |o| o.name)
 }
 
 fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String> {
@@ -531,6 +579,18 @@ fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String>
 fn env_name(flag: &str) -> String {
     format!("PAIRCHAT_{}", flag.replace('-', "_").to_ascii_uppercase())
 }
+
+/// The exit statuses, as `--help` ends.
+const EXIT_STATUS: &str = "
+Exit status:
+  0  stopped by SIGTERM or SIGINT after a graceful shutdown (or --help, --version)
+  1  could not start or keep running with these settings: an address in use or not on this
+     machine, a --host that does not resolve, a permission refused, an I/O error; or a
+     second signal cut the shutdown short. Retrying may succeed.
+  2  the command line or environment is wrong as written: an unknown flag, a bad value,
+     settings that contradict each other. Retrying cannot succeed; fix the setting named.
+Every error is one line on stderr naming the flag or variable, and the address if any.
+";
 
 /// The `--help` text.
 pub fn help() -> String {
@@ -551,6 +611,7 @@ pub fn help() -> String {
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
     out.push_str("\nDurations take a unit (1500ms, 2s, 20m, 1h, 1d) and are at most 24d.\n");
     out.push_str("A flag beats its PAIRCHAT_* variable, which beats PORT.\n");
+    out.push_str(EXIT_STATUS);
     out
 }
 
@@ -684,12 +745,33 @@ mod tests {
         let defaults = format!("{:?}", Settings::default());
         for o in OPTIONS {
             let shown = (o.show)(&Settings::default());
-            let s = run(&[&format!("--{}", o.name), &shown], &[])
+            let mut s = run(&[&format!("--{}", o.name), &shown], &[])
                 .unwrap_or_else(|e| panic!("--{} {shown}: {e}", o.name));
+            assert_eq!(s.sources, [(o.name, format!("--{}", o.name))]);
+            s.sources.clear();
             assert_eq!(format!("{s:?}"), defaults, "--{} {shown}", o.name);
         }
         assert!(help().contains("--room-ttl <DURATION>"));
         assert!(help().contains("[default: 20m]"));
+    }
+
+    #[test]
+    fn settings_are_named_as_they_were_given() {
+        let s = run(
+            &["--host", "::1"],
+            &[("PORT", "8080"), ("PAIRCHAT_METRICS_PORT", "9100")],
+        )
+        .unwrap();
+        assert_eq!(s.named("host"), "--host ::1");
+        assert_eq!(s.named("port"), "PORT=8080");
+        assert_eq!(s.named("metrics-port"), "PAIRCHAT_METRICS_PORT=9100");
+        assert_eq!(
+            s.named("metrics"),
+            "--metrics on",
+            "a default names its flag"
+        );
+        let s = run(&[], &[("PAIRCHAT_LOG", "debug")]).unwrap();
+        assert_eq!(s.named("log-level"), "PAIRCHAT_LOG=debug");
     }
 
     #[test]
@@ -699,5 +781,6 @@ mod tests {
             assert!(h.contains(&format!("--{}", o.name)), "{}", o.name);
             assert!(h.contains(&env_name(o.name)));
         }
+        assert!(h.contains("Exit status:\n  0 "), "{h}");
     }
 }

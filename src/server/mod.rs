@@ -373,34 +373,150 @@ pub struct Server<H: Handler> {
     use_signals: bool,
 }
 
-impl<H: Handler> Server<H> {
-    /// Binds the listener (port 0 picks a free port).
-    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        let addr: SocketAddr =
-            format!("{}:{}", config.host, config.port)
-                .parse()
-                .or_else(|_| {
-                    std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))?
-                        .next()
-                        .ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "host resolves to no address",
-                            )
-                        })
-                })?;
-        let mut listener = TcpListener::bind(addr)?;
+/// Which listener an address was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindTo {
+    /// The main port (`Config::host`, `Config::port`).
+    Main,
+    /// The metrics port (`Config::metrics_port`).
+    Metrics,
+}
+
+/// Why the server could not start. `setting` says which setting to name in a message
+/// (the binary names the flag or variable that set it).
+#[derive(Debug)]
+pub enum StartError {
+    /// The host is not an IP address and resolves to none.
+    Resolve {
+        /// The host as configured.
+        host: String,
+        /// Why.
+        error: io::Error,
+    },
+    /// A listening socket could not be bound to `addr`.
+    Bind {
+        /// The listener.
+        to: BindTo,
+        /// The address.
+        addr: SocketAddr,
+        /// Why (`AddrInUse`, `AddrNotAvailable`, `PermissionDenied`, …).
+        error: io::Error,
+    },
+    /// The event loop could not be set up (epoll, its waker).
+    Io(io::Error),
+}
+
+impl StartError {
+    /// The setting at fault, as its flag name: `host` (it does not resolve, or is not an
+    /// address of this machine), `port` or `metrics-port` (the address is taken, or
+    /// refused); `None` for what no setting changes.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            StartError::Resolve { .. } => Some("host"),
+            StartError::Bind {
+                to: BindTo::Main,
+                error,
+                ..
+            } if error.kind() == io::ErrorKind::AddrNotAvailable => Some("host"),
+            StartError::Bind {
+                to: BindTo::Main, ..
+            } => Some("port"),
+            StartError::Bind {
+                to: BindTo::Metrics,
+                ..
+            } => Some("metrics-port"),
+            StartError::Io(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Resolve { host, error } => write!(f, "cannot resolve {host} ({error})"),
+            StartError::Bind { addr, error, .. } => match error.kind() {
+                io::ErrorKind::AddrInUse => write!(f, "address {addr} in use"),
+                io::ErrorKind::AddrNotAvailable => {
+                    write!(f, "address {addr} is not an address of this machine")
+                }
+                io::ErrorKind::PermissionDenied if addr.port() < 1024 => write!(
+                    f,
+                    "no permission to bind {addr} (a port below 1024 needs root or \
+                     CAP_NET_BIND_SERVICE)"
+                ),
+                _ => write!(f, "cannot bind {addr} ({error})"),
+            },
+            StartError::Io(error) => write!(f, "cannot set up the event loop ({error})"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Resolve { error, .. }
+            | StartError::Bind { error, .. }
+            | StartError::Io(error) => Some(error),
+        }
+    }
+}
+
+/// For callers that only deal in `io::Error` (the examples): the kind is kept, the message
+/// says what failed.
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::Resolve { error, .. }
+            | StartError::Bind { error, .. }
+            | StartError::Io(error) => error.kind(),
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+/// `host:port` as a socket address: an IP address as it is, a name through the resolver.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, StartError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).and_then(|mut a| {
+        a.next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "it resolves to no address"))
+    });
+    resolved.map_err(|error| StartError::Resolve {
+        host: host.to_string(),
+        error,
+    })
+}
+
+/// A listening socket on `addr`, with the larger backlog.
+fn listen(addr: SocketAddr, to: BindTo) -> Result<TcpListener, StartError> {
+    let bind = || {
+        let listener = TcpListener::bind(addr)?;
         sys::set_backlog(&listener, BACKLOG)?;
-        let local_addr = listener.local_addr()?;
-        let poll = Poll::new()?;
+        Ok(listener)
+    };
+    bind().map_err(|error| StartError::Bind { to, addr, error })
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listener (port 0 picks a free port), and the metrics listener when
+    /// `metrics_port` is set (on the same host).
+    pub fn bind(config: Config, handler: H) -> Result<Self, StartError> {
+        let addr = resolve(&config.host, config.port)?;
+        let mut listener = listen(addr, BindTo::Main)?;
+        let local_addr = listener.local_addr().map_err(StartError::Io)?;
+        let poll = Poll::new().map_err(StartError::Io)?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(StartError::Io)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         let metrics_listener = match config.metrics_port.filter(|_| config.metrics) {
             Some(port) => {
-                let mut l = TcpListener::bind(SocketAddr::new(addr.ip(), port))?;
+                let mut l = listen(SocketAddr::new(addr.ip(), port), BindTo::Metrics)?;
                 poll.registry()
-                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)
+                    .map_err(StartError::Io)?;
                 Some(l)
             }
             None => None,
@@ -408,7 +524,7 @@ impl<H: Handler> Server<H> {
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
         let extra = ExtraSockets {
-            registry: poll.registry().try_clone()?,
+            registry: poll.registry().try_clone().map_err(StartError::Io)?,
             free: Vec::new(),
             next: 0,
         };
