@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::Config;
 use crate::chat::ChatConfig;
 use crate::chat::limits::Rate;
-use crate::config::{CorsOrigins, MAX_DURATION, parse_addresses, parse_duration};
+use crate::config::{CorsOrigins, MAX_DURATION, MetricsAccess, parse_addresses, parse_duration};
 use crate::log::Level;
 use crate::sio::SioConfig;
 
@@ -276,18 +276,18 @@ const OPTIONS: &[Opt] = &[
     },
     Opt {
         name: "metrics",
-        value: "on|off",
-        help: "serve GET /metrics (Prometheus text)",
-        show: |s| if s.server.metrics { "on" } else { "off" }.into(),
+        value: "off|local|public",
+        help: "who may GET /metrics (Prometheus text): local is loopback peers not forwarding for someone (on = local)",
+        show: |s| s.server.metrics.as_str().into(),
         set: |s, v| {
-            s.server.metrics = on_off(v)?;
+            s.server.metrics = MetricsAccess::parse(v)?;
             Ok(())
         },
     },
     Opt {
         name: "metrics-port",
         value: "PORT",
-        help: "serve /metrics on this port only (same host)",
+        help: "serve /metrics on this port instead (on loopback when --metrics local)",
         show: |s| {
             s.server
                 .metrics_port
@@ -446,14 +446,6 @@ fn whole(v: &str) -> Result<usize, String> {
     v.parse().map_err(|_| "expected a whole number".to_string())
 }
 
-fn on_off(v: &str) -> Result<bool, String> {
-    match v {
-        "on" | "true" | "1" => Ok(true),
-        "off" | "false" | "0" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
-}
-
 fn positive(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -551,6 +543,11 @@ fn check(settings: &Settings) -> Result<(), String> {
         ));
     }
     match server.metrics_port {
+        Some(_) if server.metrics == MetricsAccess::Off => Err(format!(
+            "{} with {}: the metrics port would serve nothing (drop one, or use --metrics local or public)",
+            settings.named("metrics"),
+            settings.named("metrics-port")
+        )),
         Some(port) if port != 0 && port == server.port => Err(format!(
             "{}: the same port as {} (use another port, or none to serve /metrics on the main one)",
             settings.named("metrics-port"),
@@ -767,11 +764,38 @@ mod tests {
         assert_eq!(s.named("metrics-port"), "PAIRCHAT_METRICS_PORT=9100");
         assert_eq!(
             s.named("metrics"),
-            "--metrics on",
+            "--metrics local",
             "a default names its flag"
         );
         let s = run(&[], &[("PAIRCHAT_LOG", "debug")]).unwrap();
         assert_eq!(s.named("log-level"), "PAIRCHAT_LOG=debug");
+    }
+
+    #[test]
+    fn metrics_access_and_its_port() {
+        assert_eq!(run(&[], &[]).unwrap().server.metrics, MetricsAccess::Local);
+        let s = run(&["--metrics", "on"], &[]).unwrap();
+        assert_eq!(s.server.metrics, MetricsAccess::Local, "on is local");
+        let s = run(&["--metrics", "public", "--metrics-port", "9100"], &[]).unwrap();
+        assert_eq!(s.server.metrics, MetricsAccess::Public);
+        assert_eq!(s.server.metrics_port, Some(9100));
+        let e = run(&["--metrics", "off", "--metrics-port", "9100"], &[]).unwrap_err();
+        assert!(
+            e.starts_with("--metrics off with --metrics-port 9100:"),
+            "{e}"
+        );
+        let e = run(&["--metrics-port", "9100"], &[("PAIRCHAT_METRICS", "off")]).unwrap_err();
+        assert!(
+            e.starts_with("PAIRCHAT_METRICS=off with --metrics-port 9100:"),
+            "{e}"
+        );
+        let e = run(&["--metrics-port", "3000"], &[]).unwrap_err();
+        assert!(
+            e.starts_with("--metrics-port 3000: the same port as --port 3000"),
+            "{e}"
+        );
+        assert!(run(&["--port", "0", "--metrics-port", "0"], &[]).is_ok());
+        assert!(run(&["--metrics", "yes"], &[]).is_err());
     }
 
     #[test]

@@ -49,6 +49,42 @@ impl CorsOrigins {
     }
 }
 
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Not served (404), and no metrics port.
+    Off,
+    /// Served to the host itself: on the main port, only to a loopback peer whose request
+    /// carries no `X-Forwarded-For` or `Forwarded` (a reverse proxy on the same host forwards
+    /// the world's requests from loopback); a metrics port binds loopback (`127.0.0.1`, or
+    /// `::1` when the host is IPv6). Everyone else gets 404, as for an unknown path.
+    Local,
+    /// Served to anyone who can reach it; a metrics port binds the host.
+    Public,
+}
+
+impl MetricsAccess {
+    /// Parses `off`, `local` or `public` (`on` is `local`, what it meant when metrics were
+    /// on or off).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" => Ok(MetricsAccess::Off),
+            "local" | "on" => Ok(MetricsAccess::Local),
+            "public" => Ok(MetricsAccess::Public),
+            _ => Err("expected off, local or public".into()),
+        }
+    }
+
+    /// The value as `--metrics` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsAccess::Off => "off",
+            MetricsAccess::Local => "local",
+            MetricsAccess::Public => "public",
+        }
+    }
+}
+
 /// As `--cors-origin` takes it: `*`, or the origins separated by commas.
 impl fmt::Display for CorsOrigins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,9 +127,11 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers name the client. Empty by default.
     pub trust_proxy: Vec<IpAddr>,
-    /// Serve `GET /metrics` (Prometheus text). Defaults to on.
-    pub metrics: bool,
-    /// Serve `/metrics` on this port only (same host), instead of the main port.
+    /// Who may read `GET /metrics` (Prometheus text). Defaults to the host itself (`Local`).
+    pub metrics: MetricsAccess,
+    /// Serve `/metrics` on this port only, instead of the main port (`/health` is served on
+    /// both). It binds loopback under `MetricsAccess::Local`, the host under `Public`.
+    /// Defaults to none.
     pub metrics_port: Option<u16>,
     /// How long a stopping server waits for output to leave. Defaults to 5 s.
     pub shutdown_timeout: Duration,
@@ -119,7 +157,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             max_connections_per_ip: 0,
             trust_proxy: Vec::new(),
-            metrics: true,
+            metrics: MetricsAccess::Local,
             metrics_port: None,
             shutdown_timeout: Duration::from_secs(5),
             max_poll_buffer: 4 << 20,
@@ -226,6 +264,19 @@ mod tests {
         assert!(list.allows("https://b.example"));
         assert!(!list.allows("https://c.example"));
         assert!(CorsOrigins::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn metrics_access() {
+        assert_eq!(MetricsAccess::parse("on"), Ok(MetricsAccess::Local));
+        for access in [
+            MetricsAccess::Off,
+            MetricsAccess::Local,
+            MetricsAccess::Public,
+        ] {
+            assert_eq!(MetricsAccess::parse(access.as_str()), Ok(access));
+        }
+        assert!(MetricsAccess::parse("yes").is_err());
     }
 
     #[test]

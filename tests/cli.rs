@@ -177,6 +177,12 @@ fn startup_errors_name_the_setting_and_the_address() {
                 .to_string(),
         ),
         (
+            vec!["--metrics", "off", "--metrics-port", "9100"],
+            vec![],
+            2,
+            "pairchat: --metrics off with --metrics-port 9100:".to_string(),
+        ),
+        (
             vec!["--port", "9100"],
             vec![("PAIRCHAT_METRICS_PORT", "9100")],
             2,

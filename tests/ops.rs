@@ -1,8 +1,9 @@
 //! The operations features of the `pairchat` binary, tested against the real process:
-//! `/metrics` (Prometheus text, counters that follow a chat), `--metrics off`,
-//! `--metrics-port`, `/health`, log formats and levels (and that message texts are never
-//! logged), and the graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM
-//! exits at once).
+//! `/metrics` (Prometheus text, counters that follow a chat, the process metrics), who may
+//! read it (`--metrics off|local|public`, `--metrics-port`), `/health`,
+//! log formats and levels (typed JSON fields, sampled warnings such as a refused CORS origin,
+//! the debug lines of a session's life, and that message texts are never logged), and the
+//! graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM exits at once).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::{Proc, free_port};
+use common::process::{Proc, free_port, non_loopback_ipv4};
 use common::{HttpConn, Response as Resp};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
@@ -417,15 +418,38 @@ fn metrics_off_answers_404() {
     assert_eq!(res.status, 404, "{res:?}");
     assert!(!res.text().contains("pairchat_"), "{}", res.text());
     assert_healthy(&server.addr);
-
-    // Off wins over a metrics port: nothing listens there.
-    let port = free_port();
-    let server = Proc::start(&["--metrics", "off", "--metrics-port", &port.to_string()]);
-    assert_eq!(get(&server.addr, "/metrics").status, 404);
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
-    assert!(!server.log_so_far().contains("metrics on"));
 }
 
+/// `--metrics off` with a metrics port was silently nothing: now the server refuses to start,
+/// naming both settings as they were given.
+#[test]
+fn metrics_off_with_a_metrics_port_is_a_configuration_error() {
+    let port = free_port().to_string();
+    for (args, env, named) in [
+        (
+            vec!["--metrics", "off", "--metrics-port", &port],
+            vec![],
+            format!("--metrics off with --metrics-port {port}:"),
+        ),
+        (
+            vec!["--metrics-port", &port],
+            vec![("PAIRCHAT_METRICS", "off")],
+            format!("PAIRCHAT_METRICS=off with --metrics-port {port}:"),
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pairchat"))
+            .args(["--port", "0"])
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("pairchat: {named}")), "{err}");
+        assert!(TcpStream::connect(("127.0.0.1", port.parse().unwrap())).is_err());
+    }
+}
 #[test]
 fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
     let port = free_port();
@@ -455,6 +479,114 @@ fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
         scrape(&metrics_addr).get("pairchat_sessions_opened_total"),
         1.0
     );
+}
+
+/// `GET /metrics` with `headers` (each `Name: value\r\n`) on a fresh connection: the status.
+fn metrics_status(addr: &str, headers: &str) -> u16 {
+    request(
+        addr,
+        &format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .status
+}
+
+/// The default, `local`: the host itself may read `/metrics` on the main port, a request a
+/// local reverse proxy forwards (it says so in `X-Forwarded-For` or `Forwarded`) and a peer
+/// off loopback get 404, as for an unknown path. `/health` is for everyone.
+#[test]
+fn metrics_local_answers_the_host_only() {
+    let server = Proc::start(&["--host", "0.0.0.0"]);
+    let local = format!("127.0.0.1:{}", server.port());
+    assert_eq!(metrics_status(&local, ""), 200);
+    assert_eq!(
+        metrics_status(&local, "X-Forwarded-For: 203.0.113.7\r\n"),
+        404
+    );
+    assert_eq!(
+        metrics_status(&local, "Forwarded: for=203.0.113.7\r\n"),
+        404
+    );
+    assert_healthy(&local);
+    match non_loopback_ipv4() {
+        Some(ip) => {
+            let remote = format!("{ip}:{}", server.port());
+            let res = get(&remote, "/metrics");
+            assert_eq!(res.status, 404, "{res:?}");
+            assert_eq!(res.text(), get(&remote, "/nothing-here").text());
+            assert_healthy(&remote);
+        }
+        None => eprintln!("no non-loopback IPv4 address here: skipped the remote peer"),
+    }
+    // `on`, what it was called when it was on or off, is `local`.
+    let server = Proc::start(&["--metrics", "on"]);
+    assert_eq!(
+        metrics_status(&server.addr, "X-Forwarded-For: 203.0.113.7\r\n"),
+        404
+    );
+    assert_eq!(metrics_status(&server.addr, ""), 200);
+}
+
+#[test]
+fn metrics_public_answers_everyone() {
+    let server = Proc::start(&["--host", "0.0.0.0", "--metrics", "public"]);
+    let local = format!("127.0.0.1:{}", server.port());
+    assert_eq!(
+        metrics_status(&local, "X-Forwarded-For: 203.0.113.7\r\n"),
+        200
+    );
+    if let Some(ip) = non_loopback_ipv4() {
+        scrape(&format!("{ip}:{}", server.port()));
+    }
+}
+
+/// The address of the `metrics on …` start line.
+fn metrics_line_addr(server: &Proc) -> String {
+    let log = server.log_so_far();
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics on "))
+        .unwrap_or_else(|| panic!("no `metrics on` line:\n{log}"));
+    line.rsplit("metrics on ").next().unwrap().to_string()
+}
+
+/// A metrics port listens on loopback with `--metrics local`, whatever `--host` says (IPv6
+/// loopback for an IPv6 host), and on `--host` with `public`.
+#[test]
+fn a_metrics_port_binds_loopback_unless_public() {
+    let port = free_port();
+    let server = Proc::start(&["--host", "0.0.0.0", "--metrics-port", &port.to_string()]);
+    assert_eq!(metrics_line_addr(&server), format!("127.0.0.1:{port}"));
+    scrape(&format!("127.0.0.1:{port}"));
+    if let Some(ip) = non_loopback_ipv4() {
+        assert!(
+            TcpStream::connect((ip, port)).is_err(),
+            "reachable off loopback"
+        );
+    }
+    drop(server);
+
+    let port = free_port();
+    let server = Proc::start(&[
+        "--host",
+        "0.0.0.0",
+        "--metrics",
+        "public",
+        "--metrics-port",
+        &port.to_string(),
+    ]);
+    assert_eq!(metrics_line_addr(&server), format!("0.0.0.0:{port}"));
+    if let Some(ip) = non_loopback_ipv4() {
+        scrape(&format!("{ip}:{port}"));
+    }
+    drop(server);
+
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return eprintln!("no IPv6 loopback here: skipped the IPv6 host");
+    }
+    let port = free_port();
+    let server = Proc::start(&["--host", "::", "--metrics-port", &port.to_string()]);
+    assert_eq!(metrics_line_addr(&server), format!("[::1]:{port}"));
+    scrape(&format!("[::1]:{port}"));
 }
 
 /// The standard process metrics, with the client libraries' names, types and units.

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use tungstenite::protocol::WebSocketContext;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::config::Config;
+use crate::config::{Config, MetricsAccess};
 use crate::engine::packet::{self, Packet};
 use crate::engine::session::{
     Beat, Polled, Probe, Received, Sent, Session as EioSession, Settings as EioSettings,
@@ -501,7 +501,8 @@ fn listen(addr: SocketAddr, to: BindTo) -> Result<TcpListener, StartError> {
 
 impl<H: Handler> Server<H> {
     /// Binds the listener (port 0 picks a free port), and the metrics listener when
-    /// `metrics_port` is set (on the same host).
+    /// `metrics_port` is set: on loopback under `MetricsAccess::Local`, on the host under
+    /// `Public`.
     pub fn bind(config: Config, handler: H) -> Result<Self, StartError> {
         let addr = resolve(&config.host, config.port)?;
         let mut listener = listen(addr, BindTo::Main)?;
@@ -511,15 +512,21 @@ impl<H: Handler> Server<H> {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(StartError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
-        let metrics_listener = match config.metrics_port.filter(|_| config.metrics) {
-            Some(port) => {
-                let mut l = listen(SocketAddr::new(addr.ip(), port), BindTo::Metrics)?;
+        let metrics_ip = match config.metrics {
+            MetricsAccess::Off => None,
+            MetricsAccess::Public => Some(addr.ip()),
+            MetricsAccess::Local if addr.is_ipv6() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            MetricsAccess::Local => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        let metrics_listener = match (config.metrics_port, metrics_ip) {
+            (Some(port), Some(ip)) => {
+                let mut l = listen(SocketAddr::new(ip, port), BindTo::Metrics)?;
                 poll.registry()
                     .register(&mut l, METRICS_LISTENER, Interest::READABLE)
                     .map_err(StartError::Io)?;
                 Some(l)
             }
-            None => None,
+            _ => None,
         };
         let mut config = config;
         config.path = Config::normalized_path(&config.path);

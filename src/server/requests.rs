@@ -321,8 +321,18 @@ impl<H: Handler> Server<H> {
             self.respond_unavailable(key, Cors::none());
             return Flow::Close;
         }
-        let serve_metrics =
-            self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
+        let serve_metrics = match self.config.metrics {
+            MetricsAccess::Off => false,
+            _ if metrics_only => true,
+            _ if self.config.metrics_port.is_some() => false,
+            MetricsAccess::Public => true,
+            // A reverse proxy on this host forwards the world from loopback, and says so.
+            MetricsAccess::Local => {
+                peer.is_loopback()
+                    && req.headers.forwarded_for.is_none()
+                    && req.headers.forwarded.is_none()
+            }
+        };
         let engine_path = !metrics_only && self.is_engine_path(req.path);
         if req.path == "/metrics" && serve_metrics {
             self.respond_to_get(key, req, "text/plain; version=0.0.4", Self::render_metrics)
