@@ -122,8 +122,10 @@ pub struct Config {
     /// wait in the backlog) and resumes below 90 %; meanwhile new sessions on open connections
     /// get 503. Engine.IO sessions are capped at the same number. Defaults to the file-descriptor limit less a reserve (see `default_max_connections`).
     pub max_connections: usize,
-    /// Most simultaneous connections from one client address; 0 (the default) is no limit.
-    /// Behind a reverse proxy every client has the proxy's address: set `trust_proxy` too.
+    /// Most simultaneous connections, and sessions, from one client address; 0 (the default)
+    /// is no limit. A loopback peer `trust_proxy` does not name (a reverse proxy on this host,
+    /// or the operator) is not limited. Behind a reverse proxy every client has the proxy's
+    /// address: set `trust_proxy` too.
     pub max_connections_per_ip: usize,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers name the client. Empty by default.
     pub trust_proxy: Vec<IpAddr>,
@@ -184,12 +186,17 @@ pub fn default_max_connections() -> usize {
     crate::sys::fd_limit().map_or(10_000, |n| n.saturating_sub(64).max(64))
 }
 
-/// Parses a comma-separated list of IP addresses (`--trust-proxy`).
+/// Parses a comma-separated list of IP addresses (`--trust-proxy`); an IPv4-mapped IPv6
+/// address is taken as the IPv4 address it maps (as peers are).
 pub fn parse_addresses(s: &str) -> Result<Vec<IpAddr>, String> {
     s.split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(|a| a.parse().map_err(|_| format!("`{a}` is not an IP address")))
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| format!("`{a}` is not an IP address"))
+        })
         .collect()
 }
 

@@ -965,15 +965,16 @@ impl<H: Handler> Server<H> {
     fn add_conn(&mut self, stream: TcpStream, peer: IpAddr, metrics_only: bool) {
         let _ = stream.set_nodelay(true);
         self.metrics.connections_accepted += 1;
-        let trusted_proxy = self.config.trust_proxy.contains(&peer);
+        // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: it is a.b.c.d
+        // to every rule here (loopback, `trust_proxy`, per-address counts).
+        let peer = peer.to_canonical();
         // A direct client counts against its own address now; a proxied one once its first
-        // request names it.
-        let counted_ip =
-            (self.config.max_connections_per_ip > 0 && !trusted_proxy && !metrics_only)
-                .then_some(peer);
+        // request names it; a local proxy or the operator (loopback, not a trusted proxy) and
+        // the scraper on the metrics port not at all.
+        let client = self.client_of(peer, None);
+        let counted_ip = client.filter(|_| self.config.max_connections_per_ip > 0 && !metrics_only);
         let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
         let at = deadline(self.now(), self.config.header_timeout);
-        let client = self.client_of(peer, None);
         let key = self.conns.insert(Conn {
             stream,
             state: ConnState::Http(HttpConn::default()),
@@ -1015,15 +1016,19 @@ impl<H: Handler> Server<H> {
         *n as usize > self.config.max_connections_per_ip
     }
 
-    /// The client's address, when it can be trusted for per-address limits: a trusted proxy's
-    /// forwarded address, a direct peer's own — but not a loopback peer without `trust_proxy`
-    /// (most likely a reverse proxy on the same host, whose clients would all share it).
+    /// The client's address, when it can be trusted for per-address limits (connections,
+    /// sessions, the chat's failed joins): a trusted proxy's forwarded address, a direct
+    /// peer's own — but not a loopback peer that `trust_proxy` does not name: that is a
+    /// reverse proxy on the same host (whose clients would all share its address) or the
+    /// operator, and is not limited per address.
     fn client_of(&self, peer: IpAddr, req: Option<&Request<'_>>) -> Option<IpAddr> {
         let trusted = &self.config.trust_proxy;
         if trusted.contains(&peer) {
-            return req.and_then(|r| http::request::forwarded_client(&r.headers, trusted));
+            return req
+                .and_then(|r| http::request::forwarded_client(&r.headers, trusted))
+                .map(|ip| ip.to_canonical());
         }
-        (!peer.is_loopback() || !trusted.is_empty()).then_some(peer)
+        (!peer.is_loopback()).then_some(peer)
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
