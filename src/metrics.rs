@@ -3,6 +3,8 @@
 //!
 //! Counting is a plain `u64` increment on the loop thread; rendering happens only when scraped.
 //! Gauges that the loop already knows (open connections, sessions) are read at render time.
+//! Label values are snake_case. Every family rendered is listed in README.md (a test scrapes
+//! a running server and checks).
 
 use std::fmt::Write as _;
 

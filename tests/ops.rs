@@ -1,6 +1,6 @@
 //! The operations features of the `pairchat` binary, tested against the real process:
-//! `/metrics` (Prometheus text, counters that follow a chat, the process metrics), who may
-//! read it (`--metrics off|local|public`, `--metrics-port`), `/health`,
+//! `/metrics` (Prometheus text, counters that follow a chat, the process metrics, every family
+//! in README.md), who may read it (`--metrics off|local|public`, `--metrics-port`), `/health`,
 //! log formats and levels (typed JSON fields, sampled warnings such as a refused CORS origin,
 //! the debug lines of a session's life, and that message texts are never logged), and the
 //! graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM exits at once).
@@ -632,6 +632,44 @@ fn process_metrics_follow_the_prometheus_conventions() {
     let cpu = m.get("process_cpu_seconds_total");
     assert!((0.0..60.0).contains(&cpu), "{cpu}");
     drop(held);
+}
+
+/// Every family `/metrics` serves is in README.md's table, and every `pairchat_` name the
+/// table lists is served: the documentation cannot drift from the binary.
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section in README.md");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    // Recovery's metrics are there by default; the chat's too.
+    let server = Proc::start(&[]);
+    let text = get(&server.addr, "/metrics").text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() > 30, "{families:?}");
+    for family in &families {
+        assert!(
+            documented.contains(family),
+            "{family} is served but not in README.md's Metrics table"
+        );
+    }
+    for name in documented.iter().filter(|n| n.starts_with("pairchat_")) {
+        assert!(
+            families.contains(name),
+            "{name} is in README.md but not served"
+        );
+    }
 }
 
 #[test]
