@@ -4,15 +4,17 @@
 //! Every flag `--some-name <value>` can also be given as `PAIRCHAT_SOME_NAME=<value>`. A flag
 //! beats its variable, which beats `PORT` (and `PAIRCHAT_LOG`); a variable something stronger
 //! overrides is not read. The defaults `--help` shows are read off the `Default` impls of the
-//! configuration types, so they cannot drift. A bad value is a one-line error naming the flag
-//! or variable (the binary exits 2). No I/O here: the environment comes in as a function.
+//! configuration types, so they cannot drift. A bad value, or settings that contradict each
+//! other, is a one-line error naming the flag or variable (the binary exits 2); `Settings`
+//! remembers where each value came from, so errors found later (an address in use) can name
+//! it too. No I/O here: the environment comes in as a function.
 
 use std::time::Duration;
 
 use crate::Config;
 use crate::chat::ChatConfig;
 use crate::chat::limits::Rate;
-use crate::config::{CorsOrigins, MAX_DURATION, parse_addresses, parse_duration};
+use crate::config::{CorsOrigins, MAX_DURATION, MetricsAccess, parse_addresses, parse_duration};
 use crate::log::Level;
 use crate::memory::{Budget, MIN_BUDGET, parse_size, show_size};
 use crate::sio::SioConfig;
@@ -30,6 +32,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// The memory budget (`--max-memory`), shared out to history, recovery and output.
     pub max_memory: usize,
+    /// Where the values given came from: option name → the flag or variable that set it, as
+    /// written (`--port`, `PAIRCHAT_PORT`, `PORT`).
+    pub sources: Vec<(&'static str, String)>,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
             sio: SioConfig::default(),
             log: LogSettings::default(),
             max_memory: Budget::detect().total,
+            sources: Vec::new(),
         };
         settings.share_memory(false);
         settings
@@ -62,6 +68,20 @@ impl Settings {
             crate::sio::RecoveryConfig::default().max_bytes
         };
         self.sio.recovery.max_bytes = wanted.min(budget.recovery());
+    }
+
+    /// A setting as messages name it: the flag or variable that set it and the value
+    /// (`--port 3000`, `PORT=8080`), or the flag and its value in force when nothing set it.
+    /// `option` is a flag name without `--`.
+    pub fn named(&self, option: &str) -> String {
+        let Some(opt) = OPTIONS.iter().find(|o| o.name == option) else {
+            return option.to_string();
+        };
+        let value = (opt.show)(self);
+        match self.sources.iter().find(|(n, _)| *n == opt.name) {
+            Some((_, var)) if !var.starts_with("--") => format!("{var}={value}"),
+            _ => format!("--{} {value}", opt.name),
+        }
     }
 }
 
@@ -165,7 +185,7 @@ const OPTIONS: &[Opt] = &[
         name: "cors-origin",
         value: "ORIGINS",
         help: "comma-separated allowed browser origins (echoed, with credentials), or * (any, without)",
-        show: |s| show_origins(&s.server.cors_origins),
+        show: |s| s.server.cors_origins.to_string(),
         set: |s, v| {
             s.server.cors_origins = CorsOrigins::parse(v)?;
             Ok(())
@@ -305,18 +325,18 @@ const OPTIONS: &[Opt] = &[
     },
     Opt {
         name: "metrics",
-        value: "on|off",
-        help: "serve GET /metrics (Prometheus text)",
-        show: |s| if s.server.metrics { "on" } else { "off" }.into(),
+        value: "off|local|public",
+        help: "who may GET /metrics (Prometheus text): local is loopback peers not forwarding for someone (on = local)",
+        show: |s| s.server.metrics.as_str().into(),
         set: |s, v| {
-            s.server.metrics = on_off(v)?;
+            s.server.metrics = MetricsAccess::parse(v)?;
             Ok(())
         },
     },
     Opt {
         name: "metrics-port",
         value: "PORT",
-        help: "serve /metrics on this port only (same host)",
+        help: "serve /metrics on this port instead (on loopback when --metrics local)",
         show: |s| {
             s.server
                 .metrics_port
@@ -466,13 +486,6 @@ fn show_rate(rate: Option<Rate>) -> String {
     }
 }
 
-fn show_origins(origins: &CorsOrigins) -> String {
-    match origins {
-        CorsOrigins::Any => "*".into(),
-        CorsOrigins::List(list) => list.join(","),
-    }
-}
-
 fn show_list(addresses: &[std::net::IpAddr]) -> String {
     if addresses.is_empty() {
         return "none".into();
@@ -483,14 +496,6 @@ fn show_list(addresses: &[std::net::IpAddr]) -> String {
 
 fn whole(v: &str) -> Result<usize, String> {
     v.parse().map_err(|_| "expected a whole number".to_string())
-}
-
-fn on_off(v: &str) -> Result<bool, String> {
-    match v {
-        "on" | "true" | "1" => Ok(true),
-        "off" | "false" | "0" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
 }
 
 fn positive(v: &str) -> Result<usize, String> {
@@ -558,21 +563,33 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
             && let Some(v) = env(fallback)
         {
             apply(&mut settings, flag, &v).map_err(|e| format!("{fallback}: {e}"))?;
+            settings
+                .sources
+                .push((flag_name(flag), fallback.to_string()));
         }
     }
     for opt in OPTIONS.iter().filter(|o| !given(o.name)) {
         let var = env_name(opt.name);
         if let Some(v) = env(&var) {
             (opt.set)(&mut settings, &v).map_err(|e| format!("{var}: invalid value {v:?}: {e}"))?;
+            settings.sources.push((opt.name, var));
         }
     }
     for (name, value) in &flags {
         apply(&mut settings, name, value)
             .map_err(|e| format!("--{name}: invalid value {value:?}: {e}"))?;
+        settings.sources.push((name, format!("--{name}")));
     }
     settings.share_memory(explicit_recovery);
+    check(&settings)?;
+    Ok(Command::Run(Box::new(settings)))
+}
+
+/// Settings that are each valid but contradict each other.
+fn check(settings: &Settings) -> Result<(), String> {
+    let server = &settings.server;
     // The client arms one timer for both (socket.io-client's ping timeout check).
-    let heartbeat = settings.server.ping_interval + settings.server.ping_timeout;
+    let heartbeat = server.ping_interval + server.ping_timeout;
     if heartbeat > MAX_DURATION {
         return Err(format!(
             "--ping-interval + --ping-timeout: {} ms in all, over the {} ms a JavaScript timer holds",
@@ -580,7 +597,27 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
             MAX_DURATION.as_millis()
         ));
     }
-    Ok(Command::Run(Box::new(settings)))
+    match server.metrics_port {
+        Some(_) if server.metrics == MetricsAccess::Off => Err(format!(
+            "{} with {}: the metrics port would serve nothing (drop one, or use --metrics local or public)",
+            settings.named("metrics"),
+            settings.named("metrics-port")
+        )),
+        Some(port) if port != 0 && port == server.port => Err(format!(
+            "{}: the same port as {} (use another port, or none to serve /metrics on the main one)",
+            settings.named("metrics-port"),
+            settings.named("port")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `'static` name of an option (they all are in `OPTIONS`).
+fn flag_name(name: &str) -> &'static str {
+    OPTIONS
+        .iter()
+        .find(|o| o.name == name)
+        .map_or("", |o| o.name)
 }
 
 fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String> {
@@ -594,6 +631,18 @@ fn apply(settings: &mut Settings, name: &str, value: &str) -> Result<(), String>
 fn env_name(flag: &str) -> String {
     format!("PAIRCHAT_{}", flag.replace('-', "_").to_ascii_uppercase())
 }
+
+/// The exit statuses, as `--help` ends.
+const EXIT_STATUS: &str = "
+Exit status:
+  0  stopped by SIGTERM or SIGINT after a graceful shutdown (or --help, --version)
+  1  could not start or keep running with these settings: an address in use or not on this
+     machine, a --host that does not resolve, a permission refused, an I/O error; or a
+     second signal cut the shutdown short. Retrying may succeed.
+  2  the command line or environment is wrong as written: an unknown flag, a bad value,
+     settings that contradict each other. Retrying cannot succeed; fix the setting named.
+Every error is one line on stderr naming the flag or variable, and the address if any.
+";
 
 /// The `--help` text.
 pub fn help() -> String {
@@ -614,6 +663,7 @@ pub fn help() -> String {
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
     out.push_str("\nDurations take a unit (1500ms, 2s, 20m, 1h, 1d) and are at most 24d.\n");
     out.push_str("A flag beats its PAIRCHAT_* variable, which beats PORT.\n");
+    out.push_str(EXIT_STATUS);
     out
 }
 
@@ -777,12 +827,60 @@ mod tests {
         let defaults = format!("{:?}", Settings::default());
         for o in OPTIONS {
             let shown = (o.show)(&Settings::default());
-            let s = run(&[&format!("--{}", o.name), &shown], &[])
+            let mut s = run(&[&format!("--{}", o.name), &shown], &[])
                 .unwrap_or_else(|e| panic!("--{} {shown}: {e}", o.name));
+            assert_eq!(s.sources, [(o.name, format!("--{}", o.name))]);
+            s.sources.clear();
             assert_eq!(format!("{s:?}"), defaults, "--{} {shown}", o.name);
         }
         assert!(help().contains("--room-ttl <DURATION>"));
         assert!(help().contains("[default: 20m]"));
+    }
+
+    #[test]
+    fn settings_are_named_as_they_were_given() {
+        let s = run(
+            &["--host", "::1"],
+            &[("PORT", "8080"), ("PAIRCHAT_METRICS_PORT", "9100")],
+        )
+        .unwrap();
+        assert_eq!(s.named("host"), "--host ::1");
+        assert_eq!(s.named("port"), "PORT=8080");
+        assert_eq!(s.named("metrics-port"), "PAIRCHAT_METRICS_PORT=9100");
+        assert_eq!(
+            s.named("metrics"),
+            "--metrics local",
+            "a default names its flag"
+        );
+        let s = run(&[], &[("PAIRCHAT_LOG", "debug")]).unwrap();
+        assert_eq!(s.named("log-level"), "PAIRCHAT_LOG=debug");
+    }
+
+    #[test]
+    fn metrics_access_and_its_port() {
+        assert_eq!(run(&[], &[]).unwrap().server.metrics, MetricsAccess::Local);
+        let s = run(&["--metrics", "on"], &[]).unwrap();
+        assert_eq!(s.server.metrics, MetricsAccess::Local, "on is local");
+        let s = run(&["--metrics", "public", "--metrics-port", "9100"], &[]).unwrap();
+        assert_eq!(s.server.metrics, MetricsAccess::Public);
+        assert_eq!(s.server.metrics_port, Some(9100));
+        let e = run(&["--metrics", "off", "--metrics-port", "9100"], &[]).unwrap_err();
+        assert!(
+            e.starts_with("--metrics off with --metrics-port 9100:"),
+            "{e}"
+        );
+        let e = run(&["--metrics-port", "9100"], &[("PAIRCHAT_METRICS", "off")]).unwrap_err();
+        assert!(
+            e.starts_with("PAIRCHAT_METRICS=off with --metrics-port 9100:"),
+            "{e}"
+        );
+        let e = run(&["--metrics-port", "3000"], &[]).unwrap_err();
+        assert!(
+            e.starts_with("--metrics-port 3000: the same port as --port 3000"),
+            "{e}"
+        );
+        assert!(run(&["--port", "0", "--metrics-port", "0"], &[]).is_ok());
+        assert!(run(&["--metrics", "yes"], &[]).is_err());
     }
 
     #[test]
@@ -792,5 +890,6 @@ mod tests {
             assert!(h.contains(&format!("--{}", o.name)), "{}", o.name);
             assert!(h.contains(&env_name(o.name)));
         }
+        assert!(h.contains("Exit status:\n  0 "), "{h}");
     }
 }

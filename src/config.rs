@@ -49,6 +49,52 @@ impl CorsOrigins {
     }
 }
 
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Not served (404), and no metrics port.
+    Off,
+    /// Served to the host itself: on the main port, only to a loopback peer whose request
+    /// carries no `X-Forwarded-For` or `Forwarded` (a reverse proxy on the same host forwards
+    /// the world's requests from loopback); a metrics port binds loopback (`127.0.0.1`, or
+    /// `::1` when the host is IPv6). Everyone else gets 404, as for an unknown path.
+    Local,
+    /// Served to anyone who can reach it; a metrics port binds the host.
+    Public,
+}
+
+impl MetricsAccess {
+    /// Parses `off`, `local` or `public` (`on` is `local`, what it meant when metrics were
+    /// on or off).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" => Ok(MetricsAccess::Off),
+            "local" | "on" => Ok(MetricsAccess::Local),
+            "public" => Ok(MetricsAccess::Public),
+            _ => Err("expected off, local or public".into()),
+        }
+    }
+
+    /// The value as `--metrics` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsAccess::Off => "off",
+            MetricsAccess::Local => "local",
+            MetricsAccess::Public => "public",
+        }
+    }
+}
+
+/// As `--cors-origin` takes it: `*`, or the origins separated by commas.
+impl fmt::Display for CorsOrigins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorsOrigins::Any => f.write_str("*"),
+            CorsOrigins::List(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
 /// Configuration of the HTTP server and the Engine.IO layer.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,14 +122,18 @@ pub struct Config {
     /// wait in the backlog) and resumes below 90 %; meanwhile new sessions on open connections
     /// get 503. Engine.IO sessions are capped at the same number. Defaults to the file-descriptor limit less a reserve (see `default_max_connections`).
     pub max_connections: usize,
-    /// Most simultaneous connections from one client address; 0 (the default) is no limit.
-    /// Behind a reverse proxy every client has the proxy's address: set `trust_proxy` too.
+    /// Most simultaneous connections, and sessions, from one client address; 0 (the default)
+    /// is no limit. A loopback peer `trust_proxy` does not name (a reverse proxy on this host,
+    /// or the operator) is not limited. Behind a reverse proxy every client has the proxy's
+    /// address: set `trust_proxy` too.
     pub max_connections_per_ip: usize,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers name the client. Empty by default.
     pub trust_proxy: Vec<IpAddr>,
-    /// Serve `GET /metrics` (Prometheus text). Defaults to on.
-    pub metrics: bool,
-    /// Serve `/metrics` on this port only (same host), instead of the main port.
+    /// Who may read `GET /metrics` (Prometheus text). Defaults to the host itself (`Local`).
+    pub metrics: MetricsAccess,
+    /// Serve `/metrics` on this port only, instead of the main port (`/health` is served on
+    /// both). It binds loopback under `MetricsAccess::Local`, the host under `Public`.
+    /// Defaults to none.
     pub metrics_port: Option<u16>,
     /// How long a stopping server waits for output to leave. Defaults to 5 s.
     pub shutdown_timeout: Duration,
@@ -115,7 +165,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             max_connections_per_ip: 0,
             trust_proxy: Vec::new(),
-            metrics: true,
+            metrics: MetricsAccess::Local,
             metrics_port: None,
             shutdown_timeout: Duration::from_secs(5),
             max_poll_buffer: 4 << 20,
@@ -143,12 +193,17 @@ pub fn default_max_connections() -> usize {
     crate::sys::fd_limit().map_or(10_000, |n| n.saturating_sub(64).max(64))
 }
 
-/// Parses a comma-separated list of IP addresses (`--trust-proxy`).
+/// Parses a comma-separated list of IP addresses (`--trust-proxy`); an IPv4-mapped IPv6
+/// address is taken as the IPv4 address it maps (as peers are).
 pub fn parse_addresses(s: &str) -> Result<Vec<IpAddr>, String> {
     s.split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(|a| a.parse().map_err(|_| format!("`{a}` is not an IP address")))
+        .map(|a| {
+            a.parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| format!("`{a}` is not an IP address"))
+        })
         .collect()
 }
 
@@ -223,6 +278,19 @@ mod tests {
         assert!(list.allows("https://b.example"));
         assert!(!list.allows("https://c.example"));
         assert!(CorsOrigins::parse(" , ").is_err());
+    }
+
+    #[test]
+    fn metrics_access() {
+        assert_eq!(MetricsAccess::parse("on"), Ok(MetricsAccess::Local));
+        for access in [
+            MetricsAccess::Off,
+            MetricsAccess::Local,
+            MetricsAccess::Public,
+        ] {
+            assert_eq!(MetricsAccess::parse(access.as_str()), Ok(access));
+        }
+        assert!(MetricsAccess::parse("yes").is_err());
     }
 
     #[test]

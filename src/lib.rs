@@ -34,4 +34,4 @@ pub mod timer;
 pub mod ws;
 
 pub use config::Config;
-pub use server::{Server, StopHandle};
+pub use server::{BindTo, Server, StartError, StopHandle};

@@ -1,18 +1,24 @@
 //! The `pairchat` binary: the command line (`pairchat::cli`) → the chat on the server; runs
-//! until SIGINT/SIGTERM. Exit status 2 for a bad flag or variable, 1 when the server cannot
-//! start (the address is named) or its loop fails.
+//! until SIGINT/SIGTERM.
+//!
+//! Exit status (also in `--help` and README.md): 0 after a graceful stop; 2 when the command
+//! line or environment is wrong as written (a bad value, an unknown flag, settings that
+//! contradict each other: retrying cannot help); 1 when the server cannot start with what was
+//! asked (an address in use or not on this machine, a host that does not resolve, a refused
+//! permission, an I/O error) or its loop fails, or a second signal cuts the stop short. Every
+//! error is one line naming the flag or variable at fault, and the address if there is one.
 
 use std::process::ExitCode;
 
 use pairchat::Server;
 use pairchat::chat::Chat;
-use pairchat::cli::{self, Command, Settings};
+use pairchat::cli::{self, Command};
 use pairchat::log;
 use pairchat::sio::SocketIo;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = match cli::parse(&args, |k| std::env::var(k).ok()) {
+    let mut settings = match cli::parse(&args, |k| std::env::var(k).ok()) {
         Ok(Command::Run(s)) => s,
         Ok(Command::Help) => {
             print!("{}", cli::help());
@@ -27,22 +33,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Settings {
-        server: config,
-        chat,
-        sio,
-        log: log_settings,
-        max_memory,
-    } = *settings;
-    log::set_level(log_settings.level);
-    log::set_json(log_settings.json);
+    log::set_level(settings.log.level);
+    log::set_json(settings.log.json);
+    log::install_panic_hook();
     pairchat::sys::keep_large_allocations_apart();
-    let app = SocketIo::new(Chat::new(chat), sio, config.max_payload);
-    let mut server = match Server::bind(config.clone(), app) {
+    let chat = Chat::new(std::mem::take(&mut settings.chat));
+    let app = SocketIo::new(
+        chat,
+        std::mem::take(&mut settings.sio),
+        settings.server.max_payload,
+    );
+    let mut server = match Server::bind(settings.server.clone(), app) {
         Ok(s) => s,
         Err(e) => {
-            let addr = format!("{}:{}", config.host, config.port);
-            log::error("cannot listen", &[("addr", &addr), ("error", &e)]);
+            // Whatever the log level: a server that does not start says why.
+            let msg = match e.setting() {
+                Some(setting) => format!("cannot start: {}: {e}", settings.named(setting)),
+                None => format!("cannot start: {e}"),
+            };
+            log::always(&msg, &[]);
             return ExitCode::FAILURE;
         }
     };
@@ -61,7 +70,10 @@ fn main() -> ExitCode {
     );
     log::info(
         "memory budget",
-        &[("max_memory", &pairchat::memory::show_size(max_memory))],
+        &[(
+            "max_memory",
+            &pairchat::memory::show_size(settings.max_memory),
+        )],
     );
     match server.run() {
         Ok(()) => {
@@ -69,7 +81,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error("event loop failed", &[("error", &e)]);
+            log::always("event loop failed", &[("error", &e)]);
             ExitCode::FAILURE
         }
     }

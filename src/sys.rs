@@ -1,6 +1,7 @@
-//! The system calls std does not expose: a larger listen backlog, stop signals and the
-//! file-descriptor limit, through `libc` (so each platform's constants and structs are its
-//! own: `RLIMIT_NOFILE` is 7 on Linux, 8 on macOS). Used once at start-up.
+//! The system calls std does not expose: a larger listen backlog, stop signals, the
+//! file-descriptor limit and the units of `/proc` (clock ticks, page size), through `libc` (so
+//! each platform's constants and structs are its own: `RLIMIT_NOFILE` is 7 on Linux, 8 on
+//! macOS). Used at start-up and when `/metrics` is scraped.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -29,6 +30,22 @@ pub fn keep_large_allocations_apart() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, the unit of CPU times in `/proc`); 100
+/// if unknown.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: `sysconf` only reads its integer argument.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(100)
+}
+
+/// The memory page size in bytes (`sysconf(_SC_PAGESIZE)`, the unit of RSS in `/proc`); 4096
+/// if unknown.
+pub fn page_size() -> u64 {
+    // SAFETY: `sysconf` only reads its integer argument.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
 /// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which

@@ -104,3 +104,134 @@ fn durations_without_a_unit_or_too_long_exit_2_naming_the_flag() {
         assert!(err.contains(flag), "{err}");
     }
 }
+
+/// Runs the binary with `args` and `env` (nothing else of this process's configuration): its
+/// exit status and stderr.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("PAIRCHAT_")) || key == "PORT" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pairchat");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A server that cannot start says which setting stops it, as it was given (flag or
+/// variable), and the address, in one line, with exit status 1 (a runtime failure: retrying
+/// may succeed); a contradiction in the settings is exit status 2, before anything is bound.
+#[test]
+fn startup_errors_name_the_setting_and_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let in_use = format!("address 127.0.0.1:{port} in use");
+    // (arguments, environment, exit status, message)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, String);
+    let cases: Vec<Case> =
+        vec![
+        (
+            vec!["--host", "127.0.0.1", "--port", &port],
+            vec![],
+            1,
+            format!("cannot start: --port {port}: {in_use}"),
+        ),
+        (
+            vec!["--host", "127.0.0.1"],
+            vec![("PORT", &port)],
+            1,
+            format!("cannot start: PORT={port}: {in_use}"),
+        ),
+        (
+            vec!["--host", "127.0.0.1"],
+            vec![("PAIRCHAT_PORT", &port)],
+            1,
+            format!("cannot start: PAIRCHAT_PORT={port}: {in_use}"),
+        ),
+        (
+            vec!["--host", "127.0.0.1", "--port", "0", "--metrics-port", &port],
+            vec![],
+            1,
+            format!("cannot start: --metrics-port {port}: {in_use}"),
+        ),
+        (
+            vec!["--host", "nope", "--port", "0"],
+            vec![],
+            1,
+            "cannot start: --host nope: cannot resolve nope (".to_string(),
+        ),
+        (
+            // TEST-NET-3: an address no machine here has.
+            vec!["--host", "203.0.113.9", "--port", "0"],
+            vec![],
+            1,
+            "cannot start: --host 203.0.113.9: address 203.0.113.9:0 is not an address of this \
+             machine"
+                .to_string(),
+        ),
+        (
+            vec!["--metrics", "off", "--metrics-port", "9100"],
+            vec![],
+            2,
+            "pairchat: --metrics off with --metrics-port 9100:".to_string(),
+        ),
+        (
+            vec!["--port", "9100"],
+            vec![("PAIRCHAT_METRICS_PORT", "9100")],
+            2,
+            "pairchat: PAIRCHAT_METRICS_PORT=9100: the same port as --port 9100".to_string(),
+        ),
+    ];
+    for (args, env, status, message) in cases {
+        let (code, err) = run(&args, &env);
+        assert_eq!(code, Some(status), "{args:?} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains(&message),
+            "{args:?} {env:?}:\n{err}\nwanted: {message}"
+        );
+    }
+    drop(taken);
+}
+
+/// A server that cannot start says so even with logging off, and in JSON when logs are JSON.
+#[test]
+fn a_startup_error_is_written_whatever_the_log_settings() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let args = ["--host", "127.0.0.1", "--port", &port];
+    let (code, err) = run(&[&args[..], &["--log-level", "off"]].concat(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("ERROR cannot start: --port {port}:")),
+        "{err}"
+    );
+    let (code, err) = run(&[&args[..], &["--log-format", "json"]].concat(), &[]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(err.trim_end()).expect("one JSON line");
+    assert_eq!(v["level"], "error");
+    assert_eq!(
+        v["msg"],
+        format!("cannot start: --port {port}: address 127.0.0.1:{port} in use")
+    );
+}
+
+#[test]
+fn help_says_what_each_exit_status_means() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let statuses = help
+        .split("Exit status:")
+        .nth(1)
+        .expect("an exit status section");
+    for status in ["\n  0  ", "\n  1  ", "\n  2  "] {
+        assert!(statuses.contains(status), "{status:?} in:\n{statuses}");
+    }
+}

@@ -903,7 +903,7 @@ fn a_cancelled_parked_poll_closes_the_session() {
     let server = calm();
     let (sid, parked) = parked_poll(&server);
     drop(parked);
-    let closed = "pairchat_sessions_closed_total{reason=\"transport close\"}";
+    let closed = "pairchat_sessions_closed_total{reason=\"transport_close\"}";
     wait_metric(&server, closed, |n| n == 1);
     let res = server.get(&poll_path(&sid));
     assert_eq!(res.status, 400);
@@ -1008,17 +1008,17 @@ fn closes_and_refusals_are_counted_by_reason() {
     assert_eq!(server.request(&big).status, 431);
 
     for reason in [
-        "transport close",
-        "client close",
-        "parse error",
-        "transport error",
-        "ping timeout",
+        "transport_close",
+        "client_close",
+        "parse_error",
+        "transport_error",
+        "ping_timeout",
     ] {
         wait_metric(&server, &series(reason), |n| n == 1);
     }
     let m = server.get("/metrics").text();
     let value = |s: &str| common::chat::metric(&m, s);
-    assert_eq!(value(&series("forced close")), 0);
+    assert_eq!(value(&series("forced_close")), 0);
     assert_eq!(value("pairchat_rejected_total{reason=\"malformed\"}"), 1);
     assert_eq!(
         value("pairchat_rejected_total{reason=\"headers_too_large\"}"),

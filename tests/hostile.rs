@@ -43,7 +43,7 @@ fn panics(server: &TestServer) -> u64 {
 fn client_closes(server: &TestServer) -> u64 {
     metric(
         &scrape(server),
-        "pairchat_sessions_closed_total{reason=\"client close\"}",
+        "pairchat_sessions_closed_total{reason=\"client_close\"}",
     )
 }
 
@@ -159,7 +159,7 @@ fn sessions_time_out_while_another_closes_behind_its_poll() {
         .as_bytes(),
     );
     // Every quiet session misses its pong and is closed by its own timer.
-    let timed_out = "pairchat_sessions_closed_total{reason=\"ping timeout\"}";
+    let timed_out = "pairchat_sessions_closed_total{reason=\"ping_timeout\"}";
     wait_metric(&server, timed_out, |n| n >= quiet.len() as u64);
     for sid in &quiet {
         assert_eq!(
@@ -421,7 +421,7 @@ fn a_websocket_that_never_reads_its_close_is_dropped() {
             break;
         }
     }
-    let timed_out = "pairchat_sessions_closed_total{reason=\"ping timeout\"}";
+    let timed_out = "pairchat_sessions_closed_total{reason=\"ping_timeout\"}";
     wait_metric(&server, timed_out, |n| n == 1);
     wait_metric(&server, "pairchat_connections{kind=\"websocket\"}", |n| {
         n == 0

@@ -1,8 +1,9 @@
 //! The operations features of the `pairchat` binary, tested against the real process:
-//! `/metrics` (Prometheus text, counters that follow a chat), `--metrics off`,
-//! `--metrics-port`, `/health`, log formats and levels (and that message texts are never
-//! logged), and the graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM
-//! exits at once).
+//! `/metrics` (Prometheus text, counters that follow a chat, the process metrics, every family
+//! in README.md), who may read it (`--metrics off|local|public`, `--metrics-port`), `/health`,
+//! log formats and levels (typed JSON fields, sampled warnings such as a refused CORS origin,
+//! the debug lines of a session's life, and that message texts are never logged), and the
+//! graceful stop on SIGTERM (clients told, bounded flush, a second SIGTERM exits at once).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::process::{Proc, free_port};
+use common::process::{Proc, free_port, non_loopback_ipv4};
 use common::{HttpConn, Response as Resp};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
@@ -139,7 +140,14 @@ fn scrape(addr: &str) -> Scrape {
     for line in res.text().lines() {
         if let Some(comment) = line.strip_prefix('#') {
             assert!(
-                comment.starts_with(" HELP pairchat_") || comment.starts_with(" TYPE pairchat_"),
+                [
+                    " HELP pairchat_",
+                    " TYPE pairchat_",
+                    " HELP process_",
+                    " TYPE process_"
+                ]
+                .iter()
+                .any(|p| comment.starts_with(p)),
                 "{line}"
             );
             continue;
@@ -312,7 +320,8 @@ fn metrics_are_prometheus_text_and_follow_a_chat() {
         "pairchat_rejected_total{reason=\"payload_too_large\"}",
         "pairchat_bytes_in_total",
         "pairchat_bytes_out_total",
-        "pairchat_loop_max_latency_seconds",
+        "pairchat_loop_turn_seconds_count",
+        "pairchat_loop_turn_seconds_bucket{le=\"+Inf\"}",
         "pairchat_sio_sockets",
         "pairchat_rooms",
         "pairchat_rooms_created_total",
@@ -409,15 +418,38 @@ fn metrics_off_answers_404() {
     assert_eq!(res.status, 404, "{res:?}");
     assert!(!res.text().contains("pairchat_"), "{}", res.text());
     assert_healthy(&server.addr);
-
-    // Off wins over a metrics port: nothing listens there.
-    let port = free_port();
-    let server = Proc::start(&["--metrics", "off", "--metrics-port", &port.to_string()]);
-    assert_eq!(get(&server.addr, "/metrics").status, 404);
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
-    assert!(!server.log_so_far().contains("metrics on"));
 }
 
+/// `--metrics off` with a metrics port was silently nothing: now the server refuses to start,
+/// naming both settings as they were given.
+#[test]
+fn metrics_off_with_a_metrics_port_is_a_configuration_error() {
+    let port = free_port().to_string();
+    for (args, env, named) in [
+        (
+            vec!["--metrics", "off", "--metrics-port", &port],
+            vec![],
+            format!("--metrics off with --metrics-port {port}:"),
+        ),
+        (
+            vec!["--metrics-port", &port],
+            vec![("PAIRCHAT_METRICS", "off")],
+            format!("PAIRCHAT_METRICS=off with --metrics-port {port}:"),
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pairchat"))
+            .args(["--port", "0"])
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("pairchat: {named}")), "{err}");
+        assert!(TcpStream::connect(("127.0.0.1", port.parse().unwrap())).is_err());
+    }
+}
 #[test]
 fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
     let port = free_port();
@@ -447,6 +479,197 @@ fn metrics_port_serves_metrics_alone_and_the_main_port_the_rest() {
         scrape(&metrics_addr).get("pairchat_sessions_opened_total"),
         1.0
     );
+}
+
+/// `GET /metrics` with `headers` (each `Name: value\r\n`) on a fresh connection: the status.
+fn metrics_status(addr: &str, headers: &str) -> u16 {
+    request(
+        addr,
+        &format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .status
+}
+
+/// The default, `local`: the host itself may read `/metrics` on the main port, a request a
+/// local reverse proxy forwards (it says so in `X-Forwarded-For` or `Forwarded`) and a peer
+/// off loopback get 404, as for an unknown path. `/health` is for everyone.
+#[test]
+fn metrics_local_answers_the_host_only() {
+    let server = Proc::start(&["--host", "0.0.0.0"]);
+    let local = format!("127.0.0.1:{}", server.port());
+    assert_eq!(metrics_status(&local, ""), 200);
+    assert_eq!(
+        metrics_status(&local, "X-Forwarded-For: 203.0.113.7\r\n"),
+        404
+    );
+    assert_eq!(
+        metrics_status(&local, "Forwarded: for=203.0.113.7\r\n"),
+        404
+    );
+    assert_healthy(&local);
+    match non_loopback_ipv4() {
+        Some(ip) => {
+            let remote = format!("{ip}:{}", server.port());
+            let res = get(&remote, "/metrics");
+            assert_eq!(res.status, 404, "{res:?}");
+            assert_eq!(res.text(), get(&remote, "/nothing-here").text());
+            assert_healthy(&remote);
+        }
+        None => eprintln!("no non-loopback IPv4 address here: skipped the remote peer"),
+    }
+    // `on`, what it was called when it was on or off, is `local`.
+    let server = Proc::start(&["--metrics", "on"]);
+    assert_eq!(
+        metrics_status(&server.addr, "X-Forwarded-For: 203.0.113.7\r\n"),
+        404
+    );
+    assert_eq!(metrics_status(&server.addr, ""), 200);
+}
+
+#[test]
+fn metrics_public_answers_everyone() {
+    let server = Proc::start(&["--host", "0.0.0.0", "--metrics", "public"]);
+    let local = format!("127.0.0.1:{}", server.port());
+    assert_eq!(
+        metrics_status(&local, "X-Forwarded-For: 203.0.113.7\r\n"),
+        200
+    );
+    if let Some(ip) = non_loopback_ipv4() {
+        scrape(&format!("{ip}:{}", server.port()));
+    }
+}
+
+/// The address of the `metrics on …` start line.
+fn metrics_line_addr(server: &Proc) -> String {
+    let log = server.log_so_far();
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics on "))
+        .unwrap_or_else(|| panic!("no `metrics on` line:\n{log}"));
+    line.rsplit("metrics on ").next().unwrap().to_string()
+}
+
+/// A metrics port listens on loopback with `--metrics local`, whatever `--host` says (IPv6
+/// loopback for an IPv6 host), and on `--host` with `public`.
+#[test]
+fn a_metrics_port_binds_loopback_unless_public() {
+    let port = free_port();
+    let server = Proc::start(&["--host", "0.0.0.0", "--metrics-port", &port.to_string()]);
+    assert_eq!(metrics_line_addr(&server), format!("127.0.0.1:{port}"));
+    scrape(&format!("127.0.0.1:{port}"));
+    if let Some(ip) = non_loopback_ipv4() {
+        assert!(
+            TcpStream::connect((ip, port)).is_err(),
+            "reachable off loopback"
+        );
+    }
+    drop(server);
+
+    let port = free_port();
+    let server = Proc::start(&[
+        "--host",
+        "0.0.0.0",
+        "--metrics",
+        "public",
+        "--metrics-port",
+        &port.to_string(),
+    ]);
+    assert_eq!(metrics_line_addr(&server), format!("0.0.0.0:{port}"));
+    if let Some(ip) = non_loopback_ipv4() {
+        scrape(&format!("{ip}:{port}"));
+    }
+    drop(server);
+
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return eprintln!("no IPv6 loopback here: skipped the IPv6 host");
+    }
+    let port = free_port();
+    let server = Proc::start(&["--host", "::", "--metrics-port", &port.to_string()]);
+    assert_eq!(metrics_line_addr(&server), format!("[::1]:{port}"));
+    scrape(&format!("[::1]:{port}"));
+}
+
+/// The standard process metrics, with the client libraries' names, types and units.
+#[test]
+fn process_metrics_follow_the_prometheus_conventions() {
+    let server = Proc::start(&[]);
+    let held: Vec<TcpStream> = (0..20).map(|_| connect(&server.addr)).collect();
+    assert_healthy(&server.addr);
+    let m = scrape_until(&server.addr, "20 connections held", |m| {
+        m.get("pairchat_connections{kind=\"http\"}") >= 20.0
+    });
+    let text = get(&server.addr, "/metrics").text();
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind}:\n{text}"
+        );
+    }
+    let fds = m.get("process_open_fds");
+    assert!((20.0..200.0).contains(&fds), "{fds} open fds");
+    assert!(m.get("process_max_fds") >= fds);
+    let rss = m.get("process_resident_memory_bytes");
+    assert!(rss > 100_000.0 && rss < 1e9, "{rss}");
+    assert!(m.get("process_virtual_memory_bytes") >= rss);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = m.get("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "{started} vs {now}"
+    );
+    // The CPU time is the kernel's: the same as /proc says for the process, within a tick
+    // or two of the scrape.
+    let cpu = m.get("process_cpu_seconds_total");
+    assert!((0.0..60.0).contains(&cpu), "{cpu}");
+    drop(held);
+}
+
+/// Every family `/metrics` serves is in README.md's table, and every `pairchat_` name the
+/// table lists is served: the documentation cannot drift from the binary.
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section in README.md");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    // Recovery's metrics are there by default; the chat's too.
+    let server = Proc::start(&[]);
+    let text = get(&server.addr, "/metrics").text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() > 30, "{families:?}");
+    for family in &families {
+        assert!(
+            documented.contains(family),
+            "{family} is served but not in README.md's Metrics table"
+        );
+    }
+    for name in documented.iter().filter(|n| n.starts_with("pairchat_")) {
+        assert!(
+            families.contains(name),
+            "{name} is in README.md but not served"
+        );
+    }
 }
 
 #[test]
@@ -542,7 +765,153 @@ fn pairchat_log_env_sets_the_level() {
     assert_eq!(lines.len(), 1, "{log}");
     assert_eq!(lines[0]["level"], "warn");
     assert_eq!(lines[0]["msg"], "room limit reached");
-    assert_eq!(lines[0]["rooms"], "1");
+    assert_eq!(lines[0]["rooms"], 1, "a number stays a number");
+    assert_eq!(lines[0]["occurrences"], 1);
+    assert!(
+        lines[0]["client"].is_null(),
+        "a loopback peer names no client"
+    );
+}
+
+/// A frontend developer whose page's origin is not allowed sees why in the log: the origin
+/// sent and the origins allowed, once a second at most however often it is refused (each
+/// refusal is counted in `/metrics`). In JSON, numbers stay numbers.
+#[test]
+fn a_refused_cors_origin_is_logged_with_what_is_allowed() {
+    let mut server = Proc::start(&[
+        "--cors-origin",
+        "https://chat.example.com,https://staging.example.com",
+        "--log-format",
+        "json",
+    ]);
+    let handshake = |origin: &str| {
+        request(
+            &server.addr,
+            &format!(
+                "GET {EIO_POLLING} HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(handshake("http://localhost:5173").status, 403);
+    }
+    assert_eq!(handshake("https://chat.example.com").status, 200);
+    assert_eq!(
+        scrape(&server.addr).get("pairchat_rejected_total{reason=\"forbidden_origin\"}"),
+        5.0
+    );
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(handshake("https://evil.example").status, 403);
+    let log = server.stop_and_log();
+    let refusals: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("origin refused"))
+        })
+        .collect();
+    assert_eq!(refusals.len(), 2, "the first, then one a second:\n{log}");
+    let allowed = "https://chat.example.com,https://staging.example.com";
+    assert_eq!(refusals[0]["level"], "warn");
+    assert_eq!(refusals[0]["origin"], "http://localhost:5173");
+    assert_eq!(refusals[0]["allowed"], allowed);
+    assert_eq!(refusals[0]["occurrences"], 1);
+    assert_eq!(refusals[1]["origin"], "https://evil.example");
+    assert_eq!(
+        refusals[1]["occurrences"], 5,
+        "itself and the four not logged"
+    );
+}
+
+/// The same in plain text: one line a developer can read.
+#[test]
+fn a_refused_cors_origin_in_plain_text() {
+    let mut server = Proc::start(&["--cors-origin", "https://chat.example.com"]);
+    let res = request(
+        &server.addr,
+        &format!(
+            "GET {EIO_WS} HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost:3001\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    );
+    assert_eq!(res.status, 403);
+    let log = server.stop_and_log();
+    assert!(
+        log.lines().any(|l| l.contains(
+            " WARN  browser origin refused (403): not in --cors-origin \
+             origin=http://localhost:3001 allowed=https://chat.example.com occurrences=1"
+        )),
+        "{log}"
+    );
+}
+
+/// `--log-level debug` follows each session: opened (sid, transport, peer), its upgrade, its
+/// Socket.IO socket, closed (reason, transport, duration). JSON fields keep their types.
+#[test]
+fn debug_logs_follow_a_session_from_open_to_close() {
+    let mut server = Proc::start(&["--log-level", "debug", "--log-format", "json"]);
+    let sid = polling_connect(&server.addr);
+    let mut c = Sio::upgrade(&server.addr, &sid);
+    c.create_room();
+    drop(c);
+    scrape_until(&server.addr, "the session closed", |m| {
+        m.sum("pairchat_sessions_closed_total") == 1.0
+    });
+    let log = server.stop_and_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let find = |msg: &str| {
+        lines
+            .iter()
+            .find(|v| v["msg"] == msg && v["sid"].as_str().is_none_or(|s| s == sid))
+            .unwrap_or_else(|| panic!("no {msg:?} line:\n{log}"))
+    };
+    let opened = find("session opened");
+    assert_eq!(opened["level"], "debug");
+    assert_eq!(opened["sid"], sid.as_str());
+    assert_eq!(opened["transport"], "polling");
+    assert_eq!(opened["peer"], "127.0.0.1");
+    assert!(opened["client"].is_null(), "loopback: no client address");
+    find("upgrade to websocket begun");
+    find("session upgraded to websocket");
+    let socket = find("socket connected");
+    assert_eq!(socket["nsp"], "/");
+    assert_eq!(socket["recovered"], false);
+    assert_eq!(socket["session"], opened["session"]);
+    let closed = find("session closed");
+    assert_eq!(closed["reason"], "transport_close");
+    assert_eq!(closed["transport"], "websocket");
+    assert!(closed["duration_ms"].is_u64(), "{closed}");
+}
+
+/// At the session cap, a refused session is logged (sampled) with the counts and the cap.
+#[test]
+fn a_503_at_the_session_cap_is_logged() {
+    // Polling sessions hold no connection between requests: the session cap is met while
+    // connections are few (at the connection cap new sessions are refused too, whatever the
+    // session count, so the cap is kept above the few connections a closing one lingers on).
+    let mut server = Proc::start(&["--max-connections", "5"]);
+    // Sessions that spoke (bare handshakes would be reclaimed to make room).
+    for _ in 0..5 {
+        polling_connect(&server.addr);
+    }
+    scrape_until(&server.addr, "only the scrape's connection open", |m| {
+        m.get("pairchat_connections{kind=\"http\"}") == 1.0
+    });
+    let res = get(&server.addr, EIO_POLLING);
+    assert_eq!(res.status, 503, "{res:?}");
+    let log = server.stop_and_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(" WARN  session refused (503): at --max-connections sessions=5 "))
+        .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+    assert!(line.ends_with(" limit=5 occurrences=1"), "{line}");
 }
 
 #[test]

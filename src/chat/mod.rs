@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
+use crate::log::Sampler;
 use crate::sio::packet::{push_decimal, write_json_string};
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use args::Fields;
@@ -212,9 +213,12 @@ impl Chat {
             && !self.evict_unattended(io)
         {
             self.stats.busy += 1;
-            if crate::log::sampled(self.stats.busy) {
-                crate::log::warn("room limit reached", &[("rooms", &self.rooms.len())]);
-            }
+            static ROOM_LIMIT: Sampler = Sampler::new();
+            let client = io.client_addr(socket);
+            ROOM_LIMIT.warn(
+                "room limit reached",
+                &[("rooms", &self.rooms.len()), ("client", &client)],
+            );
             return Err(errors::SERVER_BUSY);
         }
         let code = self.rooms.fresh_code(io.rng()).ok_or(errors::SERVER_BUSY)?;
@@ -249,6 +253,8 @@ impl Chat {
                 || addr.is_some_and(|a| per_addr.exhausted(a, now)))
         {
             self.stats.limited_joins += 1;
+            static JOIN_LIMIT: Sampler = Sampler::new();
+            JOIN_LIMIT.warn("failed-join limit reached", &[("client", &addr)]);
             return Err(errors::TOO_MANY_ATTEMPTS);
         }
         // A member joining its own room again gets the history again: an answer as large as
@@ -260,11 +266,9 @@ impl Chat {
         if (result.is_err() || repeat)
             && let Some((per_socket, per_addr)) = &mut self.join_failures
         {
-            let used_up =
-                per_socket.fail(socket, now) | addr.is_some_and(|a| per_addr.fail(a, now));
-            if used_up {
-                let client = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
-                crate::log::warn("failed-join limit reached", &[("client", &client)]);
+            per_socket.fail(socket, now);
+            if let Some(a) = addr {
+                per_addr.fail(a, now);
             }
         }
         if result.is_ok() && !repeat {
@@ -363,6 +367,9 @@ impl Chat {
                 .or_insert_with(|| Bucket::full(rate, now));
             if !bucket.take(rate, now) {
                 self.stats.limited_messages += 1;
+                static MESSAGE_LIMIT: Sampler = Sampler::new();
+                let client = io.client_addr(socket);
+                MESSAGE_LIMIT.warn("message rate limit reached", &[("client", &client)]);
                 return Err(errors::RATE_LIMITED);
             }
         }
@@ -392,9 +399,11 @@ impl Chat {
     /// Counts a request refused because output is near its memory budget.
     fn busy(&mut self) -> &'static str {
         self.stats.output_full += 1;
-        if crate::log::sampled(self.stats.output_full) {
-            crate::log::warn("output near its memory budget: refusing work", &[]);
-        }
+        static OUTPUT_FULL: Sampler = Sampler::new();
+        OUTPUT_FULL.warn(
+            "output to clients near its share of --max-memory: refusing work",
+            &[],
+        );
         errors::SERVER_BUSY
     }
 

@@ -93,6 +93,20 @@ impl CloseReason {
         }
     }
 
+    /// The reason as a metric label value or log field: socket.io's name in snake_case
+    /// (`ping_timeout`).
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::ClientClose => "client_close",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ParseError => "parse_error",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::ServerClose => "forced_close",
+            CloseReason::ServerShutdown => "server_shutting_down",
+        }
+    }
+
     /// Whether a socket closed for this reason may be recovered: not after input that is no
     /// Engine.IO. A client's close packet is recoverable (socket.io's "transport close"): a
     /// polling client sends one as it gives up on a broken transport, before reconnecting; a

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use tungstenite::protocol::WebSocketContext;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::config::Config;
+use crate::config::{Config, MetricsAccess};
 use crate::engine::packet::{self, Packet};
 use crate::engine::session::{
     Beat, Polled, Probe, Received, Sent, Session as EioSession, Settings as EioSettings,
@@ -275,6 +275,8 @@ struct Session {
     /// How much of its polling queue is counted in `Server::output_bytes`
     /// (`count_poll_output`).
     counted: usize,
+    /// When it opened (the loop's clock), for its duration in the log.
+    opened: Millis,
 }
 
 /// Where reading the next request got to.
@@ -377,47 +379,172 @@ pub struct Server<H: Handler> {
     use_signals: bool,
 }
 
-impl<H: Handler> Server<H> {
-    /// Binds the listener (port 0 picks a free port).
-    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        let addr: SocketAddr =
-            format!("{}:{}", config.host, config.port)
-                .parse()
-                .or_else(|_| {
-                    std::net::ToSocketAddrs::to_socket_addrs(&(config.host.as_str(), config.port))?
-                        .next()
-                        .ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "host resolves to no address",
-                            )
-                        })
-                })?;
-        let mut listener = TcpListener::bind(addr)?;
+/// Which listener an address was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindTo {
+    /// The main port (`Config::host`, `Config::port`).
+    Main,
+    /// The metrics port (`Config::metrics_port`).
+    Metrics,
+}
+
+/// Why the server could not start. `setting` says which setting to name in a message
+/// (the binary names the flag or variable that set it).
+#[derive(Debug)]
+pub enum StartError {
+    /// The host is not an IP address and resolves to none.
+    Resolve {
+        /// The host as configured.
+        host: String,
+        /// Why.
+        error: io::Error,
+    },
+    /// A listening socket could not be bound to `addr`.
+    Bind {
+        /// The listener.
+        to: BindTo,
+        /// The address.
+        addr: SocketAddr,
+        /// Why (`AddrInUse`, `AddrNotAvailable`, `PermissionDenied`, …).
+        error: io::Error,
+    },
+    /// The event loop could not be set up (epoll, its waker).
+    Io(io::Error),
+}
+
+impl StartError {
+    /// The setting at fault, as its flag name: `host` (it does not resolve, or is not an
+    /// address of this machine), `port` or `metrics-port` (the address is taken, or
+    /// refused); `None` for what no setting changes.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            StartError::Resolve { .. } => Some("host"),
+            StartError::Bind {
+                to: BindTo::Main,
+                error,
+                ..
+            } if error.kind() == io::ErrorKind::AddrNotAvailable => Some("host"),
+            StartError::Bind {
+                to: BindTo::Main, ..
+            } => Some("port"),
+            StartError::Bind {
+                to: BindTo::Metrics,
+                ..
+            } => Some("metrics-port"),
+            StartError::Io(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Resolve { host, error } => write!(f, "cannot resolve {host} ({error})"),
+            StartError::Bind { addr, error, .. } => match error.kind() {
+                io::ErrorKind::AddrInUse => write!(f, "address {addr} in use"),
+                io::ErrorKind::AddrNotAvailable => {
+                    write!(f, "address {addr} is not an address of this machine")
+                }
+                io::ErrorKind::PermissionDenied if addr.port() < 1024 => write!(
+                    f,
+                    "no permission to bind {addr} (a port below 1024 needs root or \
+                     CAP_NET_BIND_SERVICE)"
+                ),
+                _ => write!(f, "cannot bind {addr} ({error})"),
+            },
+            StartError::Io(error) => write!(f, "cannot set up the event loop ({error})"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Resolve { error, .. }
+            | StartError::Bind { error, .. }
+            | StartError::Io(error) => Some(error),
+        }
+    }
+}
+
+/// For callers that only deal in `io::Error` (the examples): the kind is kept, the message
+/// says what failed.
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::Resolve { error, .. }
+            | StartError::Bind { error, .. }
+            | StartError::Io(error) => error.kind(),
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+/// `host:port` as a socket address: an IP address as it is, a name through the resolver.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, StartError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).and_then(|mut a| {
+        a.next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "it resolves to no address"))
+    });
+    resolved.map_err(|error| StartError::Resolve {
+        host: host.to_string(),
+        error,
+    })
+}
+
+/// A listening socket on `addr`, with the larger backlog.
+fn listen(addr: SocketAddr, to: BindTo) -> Result<TcpListener, StartError> {
+    let bind = || {
+        let listener = TcpListener::bind(addr)?;
         sys::set_backlog(&listener, BACKLOG)?;
-        let local_addr = listener.local_addr()?;
-        let poll = Poll::new()?;
+        Ok(listener)
+    };
+    bind().map_err(|error| StartError::Bind { to, addr, error })
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listener (port 0 picks a free port), and the metrics listener when
+    /// `metrics_port` is set: on loopback under `MetricsAccess::Local`, on the host under
+    /// `Public`.
+    pub fn bind(config: Config, handler: H) -> Result<Self, StartError> {
+        let addr = resolve(&config.host, config.port)?;
+        let mut listener = listen(addr, BindTo::Main)?;
+        let local_addr = listener.local_addr().map_err(StartError::Io)?;
+        let poll = Poll::new().map_err(StartError::Io)?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let metrics_listener = match config.metrics_port.filter(|_| config.metrics) {
-            Some(port) => {
-                let mut l = TcpListener::bind(SocketAddr::new(addr.ip(), port))?;
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(StartError::Io)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
+        let metrics_ip = match config.metrics {
+            MetricsAccess::Off => None,
+            MetricsAccess::Public => Some(addr.ip()),
+            MetricsAccess::Local if addr.is_ipv6() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            MetricsAccess::Local => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        let metrics_listener = match (config.metrics_port, metrics_ip) {
+            (Some(port), Some(ip)) => {
+                let mut l = listen(SocketAddr::new(ip, port), BindTo::Metrics)?;
                 poll.registry()
-                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                    .register(&mut l, METRICS_LISTENER, Interest::READABLE)
+                    .map_err(StartError::Io)?;
                 Some(l)
             }
-            None => None,
+            _ => None,
         };
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
         let extra = ExtraSockets {
-            registry: poll.registry().try_clone()?,
+            registry: poll.registry().try_clone().map_err(StartError::Io)?,
             free: Vec::new(),
             next: 0,
         };
         let mut timers = TimerWheel::new(0);
         timers.insert(ms(SWEEP_EVERY), Timeout::Sweep);
+        let mut metrics = Metrics::default();
+        metrics.process_start = crate::metrics::process::start_time();
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -453,7 +580,7 @@ impl<H: Handler> Server<H> {
             per_ip: HashMap::new(),
             sessions_per_ip: HashMap::new(),
             unheard: std::collections::VecDeque::new(),
-            metrics: Metrics::default(),
+            metrics,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             use_signals: false,
@@ -595,37 +722,49 @@ impl<H: Handler> Server<H> {
     /// closes only what it was serving (a connection with its session, or a session), so the
     /// loop goes on.
     fn guarded(&mut self, culprit: Culprit, f: impl FnOnce(&mut Self)) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
-        if result.is_err() {
-            self.metrics.panics += 1;
-            log::error(
-                "panic while handling a connection; closed it",
-                &[("panics", &self.metrics.panics)],
-            );
-            let (key, session) = match culprit {
-                Culprit::Conn(key) => {
-                    let session = match self.conn_mut(key).map(|c| &c.state) {
-                        Some(ConnState::Ws(w)) => Some(w.session),
-                        Some(ConnState::Http(HttpConn {
-                            parked: Some(p), ..
-                        })) => Some(p.session),
-                        _ => None,
-                    };
-                    (Some(key), session)
-                }
-                Culprit::Session(id) => (None, Some(id)),
-                Culprit::None => (None, None),
-            };
-            // Cleaning up may meet the same broken state: contain that too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Some(key) = key {
-                    self.close_conn(key);
-                }
-                if let Some(id) = session {
-                    self.close_session(id, CloseReason::TransportError);
-                }
-            }));
-        }
+        let Err(panic) = log::catch(|| f(self)) else {
+            return;
+        };
+        self.metrics.panics += 1;
+        let (key, session) = match culprit {
+            Culprit::Conn(key) => {
+                let session = match self.conn_mut(key).map(|c| &c.state) {
+                    Some(ConnState::Ws(w)) => Some(w.session),
+                    Some(ConnState::Http(HttpConn {
+                        parked: Some(p), ..
+                    })) => Some(p.session),
+                    _ => None,
+                };
+                (Some(key), session)
+            }
+            Culprit::Session(id) => (None, Some(id)),
+            Culprit::None => (None, None),
+        };
+        let closed = match (key, session) {
+            (Some(_), Some(_)) => "connection and session",
+            (Some(_), None) => "connection",
+            (None, Some(_)) => "session",
+            (None, None) => "nothing",
+        };
+        static PANICS: log::Sampler = log::Sampler::new();
+        PANICS.log(
+            log::Level::Error,
+            "panic caught",
+            &[
+                ("panic", &panic),
+                ("closed", &closed),
+                ("panics", &self.metrics.panics),
+            ],
+        );
+        // Cleaning up may meet the same broken state: contain that too.
+        let _ = log::catch(|| {
+            if let Some(key) = key {
+                self.close_conn(key);
+            }
+            if let Some(id) = session {
+                self.close_session(id, CloseReason::TransportError);
+            }
+        });
     }
 
     /// Answers ready long-polls, handles requests that waited behind answered polls and
@@ -796,6 +935,11 @@ impl<H: Handler> Server<H> {
         while self.accepting {
             if self.conns.len() >= self.config.max_connections {
                 self.accepting = false;
+                static PAUSED: log::Sampler = log::Sampler::new();
+                PAUSED.warn(
+                    "connection limit reached: new clients wait until below 90 %",
+                    &[("connections", &self.conns.len())],
+                );
                 break;
             }
             let Some(listener) = &self.listener else {
@@ -828,15 +972,16 @@ impl<H: Handler> Server<H> {
     fn add_conn(&mut self, stream: TcpStream, peer: IpAddr, metrics_only: bool) {
         let _ = stream.set_nodelay(true);
         self.metrics.connections_accepted += 1;
-        let trusted_proxy = self.config.trust_proxy.contains(&peer);
+        // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: it is a.b.c.d
+        // to every rule here (loopback, `trust_proxy`, per-address counts).
+        let peer = peer.to_canonical();
         // A direct client counts against its own address now; a proxied one once its first
-        // request names it.
-        let counted_ip =
-            (self.config.max_connections_per_ip > 0 && !trusted_proxy && !metrics_only)
-                .then_some(peer);
+        // request names it; a local proxy or the operator (loopback, not a trusted proxy) and
+        // the scraper on the metrics port not at all.
+        let client = self.client_of(peer, None);
+        let counted_ip = client.filter(|_| self.config.max_connections_per_ip > 0 && !metrics_only);
         let refused = counted_ip.is_some_and(|ip| self.count_ip(ip));
         let at = deadline(self.now(), self.config.header_timeout);
-        let client = self.client_of(peer, None);
         let key = self.conns.insert(Conn {
             stream,
             state: ConnState::Http(HttpConn::default()),
@@ -878,15 +1023,19 @@ impl<H: Handler> Server<H> {
         *n as usize > self.config.max_connections_per_ip
     }
 
-    /// The client's address, when it can be trusted for per-address limits: a trusted proxy's
-    /// forwarded address, a direct peer's own — but not a loopback peer without `trust_proxy`
-    /// (most likely a reverse proxy on the same host, whose clients would all share it).
+    /// The client's address, when it can be trusted for per-address limits (connections,
+    /// sessions, the chat's failed joins): a trusted proxy's forwarded address, a direct
+    /// peer's own — but not a loopback peer that `trust_proxy` does not name: that is a
+    /// reverse proxy on the same host (whose clients would all share its address) or the
+    /// operator, and is not limited per address.
     fn client_of(&self, peer: IpAddr, req: Option<&Request<'_>>) -> Option<IpAddr> {
         let trusted = &self.config.trust_proxy;
         if trusted.contains(&peer) {
-            return req.and_then(|r| http::request::forwarded_client(&r.headers, trusted));
+            return req
+                .and_then(|r| http::request::forwarded_client(&r.headers, trusted))
+                .map(|ip| ip.to_canonical());
         }
-        (!peer.is_loopback() || !trusted.is_empty()).then_some(peer)
+        (!peer.is_loopback()).then_some(peer)
     }
 
     fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
@@ -993,6 +1142,12 @@ impl<H: Handler> Server<H> {
         }
         if !self.accepting && resumes_accepting(self.conns.len(), self.config.max_connections) {
             self.accepting = true;
+            static RESUMED: log::Sampler = log::Sampler::new();
+            RESUMED.log(
+                log::Level::Info,
+                "accepting connections again",
+                &[("connections", &self.conns.len())],
+            );
             self.accept();
         }
     }

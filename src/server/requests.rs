@@ -322,17 +322,29 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
             let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);
-            if log::sampled(self.metrics.rejected(Rejected::PerIpLimit)) {
-                log::warn(
-                    "connection limit per address reached",
-                    &[("client", &client)],
-                );
-            }
+            static PER_ADDRESS: log::Sampler = log::Sampler::new();
+            PER_ADDRESS.warn(
+                "connection refused (503): at --max-connections-per-ip",
+                &[
+                    ("client", &client),
+                    ("limit", &self.config.max_connections_per_ip),
+                ],
+            );
             self.respond_unavailable(key, Cors::none());
             return Flow::Close;
         }
-        let serve_metrics =
-            self.config.metrics && (metrics_only || self.config.metrics_port.is_none());
+        let serve_metrics = match self.config.metrics {
+            MetricsAccess::Off => false,
+            _ if metrics_only => true,
+            _ if self.config.metrics_port.is_some() => false,
+            MetricsAccess::Public => true,
+            // A reverse proxy on this host forwards the world from loopback, and says so.
+            MetricsAccess::Local => {
+                peer.is_loopback()
+                    && req.headers.forwarded_for.is_none()
+                    && req.headers.forwarded.is_none()
+            }
+        };
         let engine_path = !metrics_only && self.is_engine_path(req.path);
         if req.path == "/metrics" && serve_metrics {
             self.respond_to_get(key, req, "text/plain; version=0.0.4", Self::render_metrics)
@@ -392,7 +404,16 @@ impl<H: Handler> Server<H> {
         rest: &[u8],
     ) -> Flow {
         let origins = &self.config.cors_origins;
-        if req.headers.origin.is_some_and(|o| !origins.allows(o)) {
+        if let Some(origin) = req.headers.origin.filter(|o| !origins.allows(o)) {
+            self.metrics.reject(Rejected::ForbiddenOrigin);
+            static CORS: log::Sampler = log::Sampler::new();
+            CORS.warn(
+                "browser origin refused (403): not in --cors-origin",
+                &[
+                    ("origin", &log_text(origin)),
+                    ("allowed", &log::Shown(origins)),
+                ],
+            );
             return self.respond_engine_error(key, Cors::none(), EngineError::Forbidden);
         }
         let cors = Cors::new(origins, req.headers.origin);
@@ -426,12 +447,29 @@ impl<H: Handler> Server<H> {
             }
             if !self.accepting || self.sessions.len() >= self.config.max_connections {
                 self.metrics.reject(Rejected::OverCapacity);
+                static AT_CAP: log::Sampler = log::Sampler::new();
+                AT_CAP.warn(
+                    "session refused (503): at --max-connections",
+                    &[
+                        ("sessions", &self.sessions.len()),
+                        ("connections", &self.conns.len()),
+                        ("limit", &self.config.max_connections),
+                    ],
+                );
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
             }
             let client = self.conn_mut(key).and_then(|c| c.client);
             if self.over_sessions_per_ip(client) {
                 self.metrics.reject(Rejected::PerIpLimit);
+                static PER_ADDRESS: log::Sampler = log::Sampler::new();
+                PER_ADDRESS.warn(
+                    "session refused (503): at --max-connections-per-ip",
+                    &[
+                        ("client", &client),
+                        ("limit", &self.config.max_connections_per_ip),
+                    ],
+                );
                 self.respond_unavailable(key, cors);
                 return Flow::Close;
             }
@@ -447,7 +485,7 @@ impl<H: Handler> Server<H> {
                             h.exchange.close = true;
                         }
                     }
-                    let (id, open) = self.open_session(EioSession::polling(), client);
+                    let (id, open) = self.open_session(EioSession::polling(), key);
                     self.respond(key, Response::text(200, &open).cors(cors));
                     self.dispatch_open(id);
                     Flow::Continue
@@ -597,4 +635,18 @@ impl<H: Handler> Server<H> {
         }
         self.session_mut(id).is_some()
     }
+}
+
+/// Client-sent text as a log field: at most 200 bytes (cut at a character boundary), so a
+/// header cannot blow a log line up.
+fn log_text(s: &str) -> &str {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

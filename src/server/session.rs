@@ -5,13 +5,18 @@
 use super::*;
 
 impl<H: Handler> Server<H> {
-    /// Opens a session on `transport`: its id and its open packet.
+    /// Opens a session on `transport`, asked for on connection `key`: its id and its open
+    /// packet.
     pub(super) fn open_session(
         &mut self,
         transport: EioTransport<ConnKey>,
-        client: Option<IpAddr>,
+        key: ConnKey,
     ) -> (SessionId, String) {
         self.metrics.sessions_opened += 1;
+        let (peer, client) = match self.conns.get(key) {
+            Some(c) => (Some(c.peer), c.client),
+            None => (None, None),
+        };
         let sid = loop {
             let sid = Sid::random(&mut self.rng);
             if !self.sids.contains_key(&sid) {
@@ -22,13 +27,25 @@ impl<H: Handler> Server<H> {
             *self.sessions_per_ip.entry(ip).or_insert(0) += 1;
         }
         let (eio, open, beat) = EioSession::open(sid, transport, client, self.now(), &self.eio);
+        let transport = eio.transport_kind();
         let id = self.sessions.insert(Session {
             eio,
             heartbeat: None,
             upgrade_timer: None,
             poll_ready: false,
             counted: 0,
+            opened: self.now(),
         });
+        log::debug(
+            "session opened",
+            &[
+                ("sid", &sid),
+                ("session", &id),
+                ("transport", &transport_label(transport)),
+                ("peer", &peer),
+                ("client", &client),
+            ],
+        );
         self.sids.insert(sid, id);
         // Entries of sessions that spoke or closed since are dropped lazily; pruned here so
         // the queue stays within a constant factor of the table.
@@ -207,6 +224,15 @@ impl<H: Handler> Server<H> {
         };
         self.output_bytes -= s.counted;
         self.metrics.session_closed(reason);
+        log::debug(
+            "session closed",
+            &[
+                ("sid", &s.eio.sid),
+                ("reason", &reason.label()),
+                ("transport", &transport_label(s.eio.transport_kind())),
+                ("duration_ms", &self.now().saturating_sub(s.opened)),
+            ],
+        );
         if reason == CloseReason::ParseError {
             self.metrics.reject(Rejected::Malformed);
         }
@@ -244,5 +270,13 @@ impl<H: Handler> Server<H> {
             session: id,
             reason,
         });
+    }
+}
+
+/// A transport as logs name it.
+pub(super) fn transport_label(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Polling => "polling",
+        TransportKind::WebSocket => "websocket",
     }
 }

@@ -20,12 +20,12 @@ impl<H: Handler> Server<H> {
                 let timer = self.timers.insert(at, Timeout::Upgrade(id));
                 if let Some(s) = self.session_mut(id) {
                     s.upgrade_timer = Some(timer);
+                    log::debug("upgrade to websocket begun", &[("sid", &s.eio.sid)]);
                 }
                 (id, None)
             }
             None => {
-                let client = self.conn_mut(key).and_then(|c| c.client);
-                let (id, open) = self.open_session(EioTransport::WebSocket(key), client);
+                let (id, open) = self.open_session(EioTransport::WebSocket(key), key);
                 (id, Some(open))
             }
         };
@@ -161,6 +161,9 @@ impl<H: Handler> Server<H> {
             // The session moved to this WebSocket: what polling had queued follows, in order.
             Probe::Upgraded(parked, queue) => {
                 self.metrics.upgrades_ok += 1;
+                if let Some(s) = self.sessions.get(id) {
+                    log::debug("session upgraded to websocket", &[("sid", &s.eio.sid)]);
+                }
                 if let Some(parked) = parked {
                     self.answer_parked_conn(parked, b"6");
                 }
@@ -246,13 +249,17 @@ impl<H: Handler> Server<H> {
     /// If `key` is probing an upgrade of session `id`, the upgrade is off (counted as failed)
     /// and the session goes on over polling.
     pub(super) fn abandon_probe(&mut self, id: SessionId, key: ConnKey) {
-        let Some(s) = self.session_mut(id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         if s.eio.abandon_probe(key) {
             if let Some(t) = s.upgrade_timer.take() {
                 self.timers.cancel(t);
             }
+            log::debug(
+                "upgrade abandoned; the session stays on polling",
+                &[("sid", &s.eio.sid)],
+            );
             self.metrics.upgrades_failed += 1;
         }
     }

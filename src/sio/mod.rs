@@ -533,6 +533,15 @@ impl<A: App> SocketIo<A> {
         let mut out = String::with_capacity(80);
         packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
         io.send(session, Outgoing::message_str(&out));
+        crate::log::debug(
+            "socket connected",
+            &[
+                ("socket", &s.id),
+                ("nsp", name),
+                ("session", &session),
+                ("recovered", &recovered),
+            ],
+        );
         let event = SioEvent::Connect {
             socket,
             nsp: s.nsp,

@@ -193,3 +193,26 @@ pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// An IPv4 address of this machine that is not loopback (the one a packet to the outside would
+/// leave from), for tests of what a remote peer sees; `None` (the test says it skips that
+/// part) on a machine with no such address. No packet is sent: connecting a UDP socket only
+/// picks the route.
+pub fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // TEST-NET-3: never a local address, routed like any other.
+    socket.connect("203.0.113.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+impl Proc {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the address")
+    }
+}
