@@ -173,11 +173,14 @@ const OPTIONS: &[Opt] = &[
     },
     Opt {
         name: "max-payload",
-        value: "BYTES",
+        value: "SIZE",
         help: "largest message or polling body",
-        show: |s| s.server.max_payload.to_string(),
+        show: |s| show_size(s.server.max_payload),
         set: |s, v| {
-            s.server.max_payload = positive(v)?;
+            s.server.max_payload = parse_size(v)?;
+            if s.server.max_payload == 0 {
+                return Err("expected a positive size".into());
+            }
             Ok(())
         },
     },
@@ -281,11 +284,14 @@ const OPTIONS: &[Opt] = &[
     },
     Opt {
         name: "max-buffer",
-        value: "BYTES",
+        value: "SIZE",
         help: "output buffered for a client that does not read before it is dropped",
-        show: |s| s.server.max_ws_buffer.to_string(),
+        show: |s| show_size(s.server.max_ws_buffer),
         set: |s, v| {
-            let n = positive(v)?;
+            let n = parse_size(v)?;
+            if n == 0 {
+                return Err("expected a positive size".into());
+            }
             s.server.max_poll_buffer = n;
             s.server.max_ws_buffer = n;
             // What a restore sends again in one go must fit the buffer, with room to spare.
@@ -661,7 +667,7 @@ pub fn help() -> String {
         ));
     }
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
-    out.push_str("\nDurations take a unit (1500ms, 2s, 20m, 1h, 1d) and are at most 24d.\n");
+    out.push_str("\nDurations take a unit (1500ms, 2s, 20m, 1h, 1d) and are at most 2147483647ms (24.8 days).\nSizes are bytes, or take a unit: K or KiB, M or MiB, G or GiB (64MiB).\n");
     out.push_str("A flag beats its PAIRCHAT_* variable, which beats PORT.\n");
     out.push_str(EXIT_STATUS);
     out

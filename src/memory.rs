@@ -76,7 +76,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "K" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
-        _ => return Err(format!("`{s}`: unknown unit (B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit (B, K or KiB, M or MiB, G or GiB)"
+            ));
+        }
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("`{s}` is too large"))

@@ -48,6 +48,27 @@ pub fn page_size() -> u64 {
     u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
+/// Sets a socket's send buffer (`SO_SNDBUF`), which also turns off its autotuning.
+pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from a live local; the fd is owned
+    // by `socket`, which outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which
 /// makes clients wait a second for SYN retries under connection bursts).
 pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {

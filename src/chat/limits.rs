@@ -24,7 +24,7 @@ impl Rate {
         if s == "0" {
             return Ok(None);
         }
-        let err = || format!("expected N/s, N/m, N/h or 0, not `{s}`");
+        let err = || format!("expected N/s, N/m, N/h, N/<duration> (5/2s) or 0, not `{s}`");
         let (count, per) = s.split_once('/').ok_or_else(err)?;
         let count: u32 = count.trim().parse().map_err(|_| err())?;
         let per = match per.trim() {

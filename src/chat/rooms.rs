@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use rand::RngExt;
+use slab::Slab;
 
 use crate::sio::RoomId;
 use crate::timer::TimerId;
@@ -91,16 +92,20 @@ impl fmt::Display for RoomCode {
 /// carries it must stay well under the per-client output cap (`--max-buffer`, 4 MB).
 pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 
-/// What keeping one message costs besides its text: its allocation's header and rounding,
-/// its slot in the room's queue and in the table's age order. Counted, so the history share of
-/// the memory budget bounds what the allocator really holds for it.
-pub const MESSAGE_OVERHEAD: usize = 64;
+/// What keeping one message costs besides its text: its slot in the table's message store and
+/// in its age order, and its text's allocation header and rounding. Counted, so the history
+/// share of the memory budget bounds what the allocator really holds for it.
+pub const MESSAGE_OVERHEAD: usize = 80;
 
-/// A kept message: the wire JSON object, and its place in the table's age order.
+/// A kept message: the wire JSON object, the next message of its room, and whose it is.
 #[derive(Debug)]
 struct Kept {
-    seq: u64,
     json: Box<str>,
+    /// Its place in the table's age order (slots are reused: this tells them apart).
+    seq: u64,
+    next: Option<usize>,
+    code: RoomCode,
+    generation: u64,
 }
 
 impl Kept {
@@ -114,10 +119,12 @@ impl Kept {
 pub struct Room {
     /// Its Socket.IO room (the members), by handle: messages reach them without a lookup.
     pub members: Option<RoomId>,
-    /// Messages as wire JSON objects, oldest first, each in an allocation of its own size (one
-    /// ring buffer per room doubled its size past a power of two, and kept it).
-    history: VecDeque<Kept>,
-    /// What `history` costs (`Kept::cost`).
+    /// Its oldest and newest messages in the table's store (a list through `Kept::next`).
+    first: Option<usize>,
+    last: Option<usize>,
+    /// Messages kept.
+    len: usize,
+    /// What they cost (`Kept::cost`).
     history_bytes: usize,
     /// The expiry timer, cancelled when the room is deleted early.
     pub expiry: Option<TimerId>,
@@ -126,58 +133,40 @@ pub struct Room {
 }
 
 impl Room {
-    /// Appends the history as JSON array elements (`{…},{…}`) to `out`.
-    pub fn write_history(&self, out: &mut String) {
-        out.reserve(self.history_bytes);
-        for (i, kept) in self.history.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&kept.json);
-        }
-    }
-
-    /// The history as a JSON array (`[{…},{…}]`).
-    pub fn history_json(&self) -> String {
-        let mut out = String::from("[");
-        self.write_history(&mut out);
-        out.push(']');
-        out
-    }
-
     /// Number of messages kept.
     pub fn history_len(&self) -> usize {
-        self.history.len()
+        self.len
     }
 
     /// What the history takes on the wire: each message and a comma.
     fn wire_bytes(&self) -> usize {
-        self.history_bytes - self.history.len() * (MESSAGE_OVERHEAD - 1)
-    }
-
-    /// Drops the oldest message; its cost.
-    fn drop_oldest(&mut self) -> usize {
-        let cost = self.history.pop_front().map_or(0, |k| k.cost());
-        self.history_bytes -= cost;
-        cost
+        self.history_bytes - self.len * (MESSAGE_OVERHEAD - 1)
     }
 }
 
 /// All live rooms.
+///
+/// Every room's messages live in one store (a slab, each room's a list through it) rather
+/// than a queue per room: queues that grow to 500 slots and shrink as the budget trims them
+/// left the heap in pieces the allocator could not use again (12 KB of RSS per room that ever
+/// filled, measured), where the store's slots are reused by whichever room speaks next.
 #[derive(Debug)]
 pub struct Rooms {
     rooms: HashMap<RoomCode, Room>,
+    kept: Slab<Kept>,
     max_history: usize,
     /// Most history bytes of all rooms together (the budget's history share).
     max_bytes: usize,
+    /// Most wire bytes of history per room: `MAX_HISTORY_BYTES`, or a quarter of `max_bytes`
+    /// under a small budget (so a joinRoom answer stays within the output share, an eighth
+    /// of the budget against its quarter).
+    room_cap: usize,
     /// What every room's history costs together.
     bytes: usize,
-    /// Messages kept by every room together.
-    messages: usize,
-    /// Every kept message in the order it was kept (room, generation, seq), for trimming the
-    /// oldest across rooms; entries of messages already gone are skipped when met, and swept
-    /// when they outnumber the live ones.
-    age: VecDeque<(RoomCode, u64, u64)>,
+    /// Every kept message in the order it was kept (slot, seq), for trimming the oldest
+    /// across rooms; entries of messages already gone are skipped when met, and swept when
+    /// they outnumber the live ones.
+    age: VecDeque<(usize, u64)>,
     next_seq: u64,
     /// Messages dropped to keep within `max_bytes`.
     trimmed: u64,
@@ -190,10 +179,11 @@ impl Rooms {
     pub fn new(max_history: usize, max_bytes: usize) -> Self {
         Rooms {
             rooms: HashMap::new(),
+            kept: Slab::new(),
             max_history,
             max_bytes,
+            room_cap: MAX_HISTORY_BYTES.min(max_bytes / 4),
             bytes: 0,
-            messages: 0,
             age: VecDeque::new(),
             next_seq: 0,
             trimmed: 0,
@@ -237,6 +227,30 @@ impl Rooms {
         self.rooms.get(&code)
     }
 
+    /// Appends a room's history as JSON array elements (`{…},{…}`) to `out`.
+    pub fn write_history(&self, code: RoomCode, out: &mut String) {
+        let Some(room) = self.rooms.get(&code) else {
+            return;
+        };
+        out.reserve(room.wire_bytes());
+        let mut at = room.first;
+        while let Some(kept) = at.and_then(|i| self.kept.get(i)) {
+            if at != room.first {
+                out.push(',');
+            }
+            out.push_str(&kept.json);
+            at = kept.next;
+        }
+    }
+
+    /// A room's history as a JSON array (`[{…},{…}]`; `[]` for no live room).
+    pub fn history_json(&self, code: RoomCode) -> String {
+        let mut out = String::from("[");
+        self.write_history(code, &mut out);
+        out.push(']');
+        out
+    }
+
     /// Draws a code no live room uses; `None` when (nearly) every code is taken.
     pub fn fresh_code(&self, rng: &mut impl rand::Rng) -> Option<RoomCode> {
         let total = (RoomCode::MAX - RoomCode::MIN + 1) as usize;
@@ -252,18 +266,19 @@ impl Rooms {
 
     /// Creates a room; returns its generation.
     pub fn create(&mut self, code: RoomCode) -> u64 {
+        self.remove(code);
         self.next_generation += 1;
         let generation = self.next_generation;
         let room = Room {
             members: None,
-            history: VecDeque::new(),
+            first: None,
+            last: None,
+            len: 0,
             history_bytes: 0,
             expiry: None,
             generation,
         };
-        if let Some(old) = self.rooms.insert(code, room) {
-            self.forget(&old);
-        }
+        self.rooms.insert(code, room);
         generation
     }
 
@@ -283,15 +298,11 @@ impl Rooms {
 
     /// Deletes a room (its last member left); returns it, for its expiry timer.
     pub fn remove(&mut self, code: RoomCode) -> Option<Room> {
-        let room = self.rooms.remove(&code)?;
-        self.forget(&room);
+        let mut room = self.rooms.remove(&code)?;
+        while room.len > 0 {
+            self.bytes -= drop_oldest(&mut room, &mut self.kept);
+        }
         Some(room)
-    }
-
-    /// Takes a room's history off the totals.
-    fn forget(&mut self, room: &Room) {
-        self.bytes -= room.history_bytes;
-        self.messages -= room.history.len();
     }
 
     /// Keeps a message (wire JSON) in a room's history; false if no such room is live.
@@ -299,37 +310,49 @@ impl Rooms {
         let Some(room) = self.rooms.get_mut(&code) else {
             return false;
         };
-        let kept = Kept {
-            seq: self.next_seq,
-            json: message.into(),
-        };
-        let cost = kept.cost();
-        if self.max_history == 0 || message.len() >= MAX_HISTORY_BYTES || cost > self.max_bytes {
+        if self.max_history == 0 || message.len() >= self.room_cap {
             return true;
         }
+        let seq = self.next_seq;
         self.next_seq += 1;
-        self.age.push_back((code, room.generation, kept.seq));
-        room.history.push_back(kept);
+        let kept = Kept {
+            json: message.into(),
+            seq,
+            next: None,
+            code,
+            generation: room.generation,
+        };
+        let cost = kept.cost();
+        let slot = self.kept.insert(kept);
+        match room.last.and_then(|i| self.kept.get_mut(i)) {
+            Some(last) => last.next = Some(slot),
+            None => room.first = Some(slot),
+        }
+        room.last = Some(slot);
+        room.len += 1;
         room.history_bytes += cost;
         self.bytes += cost;
-        self.messages += 1;
+        self.age.push_back((slot, seq));
         // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
         // buffer (a reader's output cap is 4 MB by default).
-        while room.history.len() > self.max_history || room.wire_bytes() > MAX_HISTORY_BYTES {
-            self.bytes -= room.drop_oldest();
-            self.messages -= 1;
+        while room.len > self.max_history || room.wire_bytes() > self.room_cap {
+            self.bytes -= drop_oldest(room, &mut self.kept);
         }
-        // Then the oldest across all rooms, to stay within the budget.
+        // Then the oldest across all rooms, to stay within the budget: the oldest message
+        // still kept is always the first of its room.
         while self.bytes > self.max_bytes {
-            let Some((code, generation, seq)) = self.age.pop_front() else {
+            let Some((slot, seq)) = self.age.pop_front() else {
                 break;
             };
+            let Some(kept) = self.kept.get(slot).filter(|k| k.seq == seq) else {
+                continue;
+            };
+            let (code, generation) = (kept.code, kept.generation);
             if let Some(room) = self.rooms.get_mut(&code)
                 && room.generation == generation
-                && room.history.front().is_some_and(|k| k.seq == seq)
+                && room.first == Some(slot)
             {
-                self.bytes -= room.drop_oldest();
-                self.messages -= 1;
+                self.bytes -= drop_oldest(room, &mut self.kept);
                 self.trimmed += 1;
             }
         }
@@ -340,15 +363,12 @@ impl Rooms {
     /// Drops the age entries of messages already gone once they outnumber the live ones, so
     /// the order stays within twice the messages kept.
     fn sweep_age(&mut self) {
-        if self.age.len() <= 2 * self.messages + 64 {
+        if self.age.len() <= 2 * self.kept.len() + 64 {
             return;
         }
-        let rooms = &self.rooms;
-        self.age.retain(|(code, generation, seq)| {
-            rooms.get(code).is_some_and(|r| {
-                r.generation == *generation && r.history.front().is_some_and(|k| k.seq <= *seq)
-            })
-        });
+        let kept = &self.kept;
+        self.age
+            .retain(|(slot, seq)| kept.get(*slot).is_some_and(|k| k.seq == *seq));
     }
 
     /// Deletes a room whose time is up, if it is still the room of that generation.
@@ -358,6 +378,20 @@ impl Rooms {
         }
         self.remove(code)
     }
+}
+
+/// Drops a room's oldest message from the store; its cost (0 if the room has none).
+fn drop_oldest(room: &mut Room, store: &mut Slab<Kept>) -> usize {
+    let Some(kept) = room.first.and_then(|i| store.try_remove(i)) else {
+        return 0;
+    };
+    room.first = kept.next;
+    if room.first.is_none() {
+        room.last = None;
+    }
+    room.len -= 1;
+    room.history_bytes -= kept.cost();
+    kept.cost()
 }
 
 #[cfg(test)]

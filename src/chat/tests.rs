@@ -314,14 +314,17 @@ fn history_is_capped_by_bytes_too() {
     let mut rooms = Rooms::new(1000, usize::MAX);
     let code = RoomCode::new(222_222).unwrap();
     rooms.create(code);
-    assert_eq!(rooms.get(code).unwrap().history_json(), "[]");
+    assert_eq!(rooms.history_json(code), "[]");
     let big = |c: char| format!("\"{}\"", c.to_string().repeat(400 * 1024));
     for c in ['a', 'b', 'c'] {
         assert!(rooms.push_message(code, &big(c)));
     }
     let room = rooms.get(code).unwrap();
     assert_eq!(room.history_len(), 2);
-    assert_eq!(room.history_json(), format!("[{},{}]", big('b'), big('c')));
+    assert_eq!(
+        rooms.history_json(code),
+        format!("[{},{}]", big('b'), big('c'))
+    );
     // One message over the cap is delivered but not kept; what was kept stays.
     let huge = format!("\"{}\"", "d".repeat(MAX_HISTORY_BYTES));
     assert!(rooms.push_message(code, &huge));
@@ -338,7 +341,7 @@ fn history_is_capped_oldest_first() {
     }
     let room = rooms.get(code).unwrap();
     assert_eq!(room.history_len(), 3);
-    assert_eq!(room.history_json(), "[{\"n\":2},{\"n\":3},{\"n\":4}]");
+    assert_eq!(rooms.history_json(code), "[{\"n\":2},{\"n\":3},{\"n\":4}]");
     assert!(!rooms.push_message(RoomCode::new(333_333).unwrap(), "{}"));
 }
 
@@ -361,7 +364,7 @@ fn history_keeps_to_its_budget_dropping_the_oldest_across_rooms() {
     // Six kept, five fit: a's first (the oldest of all) went.
     assert_eq!(rooms.history_bytes(), 5 * cost);
     assert_eq!(rooms.trimmed(), 1);
-    let json = |rooms: &Rooms, code| rooms.get(code).unwrap().history_json();
+    let json = |rooms: &Rooms, code| rooms.history_json(code);
     assert_eq!(
         json(&rooms, a),
         format!("[{},{}]", msg('a', 1), msg('a', 2))

@@ -66,6 +66,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// or asks for large answers in a burst, gets at most this much (plus one answer) queued per
 /// loop turn, and only as fast as it reads.
 const OUTPUT_PAUSE: usize = 64 * 1024;
+/// The socket send buffer asked for on every connection (Linux doubles it for its own
+/// bookkeeping): what the kernel holds for a client that stops reading, at most.
+const SEND_BUFFER: usize = 64 * 1024;
+/// The largest drained WebSocket output buffer a connection keeps for its next turn.
+const KEPT_OUTPUT: usize = 4 * 1024;
 /// Polling handshakes one connection may make: the answer to the last one closes it. A
 /// socket.io-client makes one per connection; a client pipelining thousands would otherwise
 /// fill the session table through one socket.
@@ -191,6 +196,9 @@ struct Conn {
     backlog: bool,
     /// Polling handshakes made on this connection (see `MAX_HANDSHAKES_PER_CONN`).
     handshakes: u8,
+    /// How much of its unsent output (`wbuf` or `out`) is counted in `Server::output_bytes`
+    /// (see `count_output`).
+    counted: usize,
 }
 
 // Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
@@ -256,8 +264,6 @@ struct WsConn {
     ctx: WebSocketContext,
     /// Output not written yet: the `101` answer first, then frames (see `ws::push_frame`).
     out: Vec<u8>,
-    /// How much of `out` is counted in `Server::output_bytes` (see `count_ws_output`).
-    counted: usize,
     session: SessionId,
     close_after_write: bool,
     /// Input read but not decoded yet: decoding stopped when `unflushed` passed the bound.
@@ -785,8 +791,11 @@ impl<H: Handler> Server<H> {
                 }
             }
             if self.poll_ready.is_empty() && self.resume.is_empty() {
-                return;
+                break;
             }
+        }
+        if self.output_bytes > self.config.max_output_bytes / 4 * 3 {
+            self.keep_output_within_share();
         }
     }
 
@@ -971,6 +980,9 @@ impl<H: Handler> Server<H> {
 
     fn add_conn(&mut self, stream: TcpStream, peer: IpAddr, metrics_only: bool) {
         let _ = stream.set_nodelay(true);
+        // What the kernel holds for a client that does not read stays small and fixed
+        // (autotuning grows a send buffer to megabytes, outside the memory budget's sight).
+        let _ = sys::set_send_buffer(&stream, SEND_BUFFER);
         self.metrics.connections_accepted += 1;
         // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: it is a.b.c.d
         // to every rule here (loopback, `trust_proxy`, per-address counts).
@@ -996,6 +1008,7 @@ impl<H: Handler> Server<H> {
             paused: false,
             backlog: false,
             handshakes: 0,
+            counted: 0,
         });
         let timer = self.timers.insert(at, Timeout::Conn(key));
         let registry = self.poll.registry();
@@ -1046,12 +1059,72 @@ impl<H: Handler> Server<H> {
         self.sessions.get_mut(id)
     }
 
+    /// Queues the connection's output for the end-of-turn flush (everything written to a
+    /// connection's buffer comes through here, so its count is brought up to date too).
     fn mark_dirty(&mut self, key: ConnKey) {
+        self.count_output(key);
         if let Some(conn) = self.conn_mut(key)
             && !conn.dirty
         {
             conn.dirty = true;
             self.dirty.push(key);
+        }
+    }
+
+    /// Brings `output_bytes` up to date with what the connection holds unsent now.
+    fn count_output(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let held = match &conn.state {
+                ConnState::Http(h) => h.wbuf.len(),
+                ConnState::Ws(w) => w.out.len(),
+                ConnState::Closing => 0,
+            };
+            self.output_bytes = self.output_bytes - conn.counted + held;
+            conn.counted = held;
+        }
+    }
+
+    /// Keeps output within three quarters of its share of the memory budget once the turn's
+    /// flushes are done (what is left is what clients did not read): the largest holder goes
+    /// first, a connection or a polling queue, as a slow consumer, while any holds more than
+    /// `OUTPUT_PAUSE`. Readers that keep up hold nothing by now and are never the ones cut;
+    /// what many small holders leave over the line makes the handler refuse new work
+    /// (`Io::output_full`) until it drains.
+    fn keep_output_within_share(&mut self) {
+        let line = self.config.max_output_bytes / 4 * 3;
+        while self.output_bytes > line {
+            let conn = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.counted > OUTPUT_PAUSE)
+                .max_by_key(|(_, c)| c.counted)
+                .map(|(k, c)| (k, c.counted));
+            let session = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.counted > OUTPUT_PAUSE)
+                .max_by_key(|(_, s)| s.counted)
+                .map(|(id, s)| (id, s.counted));
+            let (cut_conn, cut_session) = match (conn, session) {
+                (Some((key, held)), Some((_, queued))) if held >= queued => (Some(key), None),
+                (Some((key, _)), None) => (Some(key), None),
+                (_, Some((id, _))) => (None, Some(id)),
+                (None, None) => return,
+            };
+            self.metrics.reject(Rejected::SlowConsumer);
+            if let Some(key) = cut_conn {
+                let session = match self.conn_mut(key).map(|c| &c.state) {
+                    Some(ConnState::Ws(w)) => Some(w.session),
+                    _ => None,
+                };
+                if let Some(id) = session {
+                    self.close_session(id, CloseReason::TransportError);
+                }
+                self.close_conn(key);
+            }
+            if let Some(id) = cut_session {
+                self.close_session(id, CloseReason::TransportError);
+            }
         }
     }
 
@@ -1117,9 +1190,7 @@ impl<H: Handler> Server<H> {
         if let Some(t) = conn.timer.take() {
             self.timers.cancel(t);
         }
-        if let ConnState::Ws(w) = &conn.state {
-            self.output_bytes -= w.counted;
-        }
+        self.output_bytes -= conn.counted;
         match conn.state {
             ConnState::Http(HttpConn {
                 parked: Some(p), ..
@@ -1158,9 +1229,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         let _ = conn.stream.shutdown(Shutdown::Write);
-        if let ConnState::Ws(w) = &conn.state {
-            self.output_bytes -= w.counted;
-        }
+        self.output_bytes -= std::mem::take(&mut conn.counted);
         conn.state = ConnState::Closing;
         self.set_conn_timer(key, Some(LINGER));
     }
@@ -1262,10 +1331,12 @@ impl<H: Handler> Server<H> {
                 };
                 let sent = w.out.len();
                 let written = write_all_nonblocking(&mut stream, &mut w.out);
-                // A buffer far larger than what it carries now is let go (the handshake's, a
-                // burst's): an idle connection keeps a few bytes, a busy one the size of its
-                // usual turn (freeing it at every drain cost busy connections ~10 % CPU).
-                if w.out.is_empty() && w.out.capacity() > 4 * sent + 64 {
+                // A drained buffer is let go when it is larger than a turn's worth of chat
+                // (a burst's, a history's) or far larger than what it just carried (the
+                // handshake's): an idle connection keeps a few bytes, a busy one the size of
+                // its usual turn (freeing it at every drain cost busy connections ~10 % CPU).
+                let capacity = w.out.capacity();
+                if w.out.is_empty() && (capacity > KEPT_OUTPUT || capacity > 4 * sent + 64) {
                     w.out = Vec::new();
                 }
                 match (written, flushed) {
@@ -1279,7 +1350,7 @@ impl<H: Handler> Server<H> {
             }
             ConnState::Closing => None,
         };
-        self.count_ws_output(key);
+        self.count_output(key);
         match outcome {
             Some(true) => self.begin_closing(key),
             Some(false) => self.close_conn(key),

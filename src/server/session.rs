@@ -149,16 +149,7 @@ impl<H: Handler> Server<H> {
                 }
                 self.count_poll_output(id);
             }
-            Sent::Queued => {
-                let queued = s.eio.queued_bytes();
-                self.count_poll_output(id);
-                // A client that does not poll is cut before its queue takes more than the
-                // output share of the memory budget (`Overflow` is its own cap).
-                if queued > OUTPUT_PAUSE && self.output_bytes > self.config.max_output_bytes {
-                    self.metrics.reject(Rejected::SlowConsumer);
-                    self.close_session(id, CloseReason::TransportError);
-                }
-            }
+            Sent::Queued => self.count_poll_output(id),
             Sent::Overflow => {
                 self.metrics.reject(Rejected::SlowConsumer);
                 self.close_session(id, CloseReason::TransportError);

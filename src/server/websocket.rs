@@ -34,13 +34,11 @@ impl<H: Handler> Server<H> {
             conn.state = ConnState::Ws(WsConn {
                 ctx,
                 out: ws::switching_protocols(accept),
-                counted: 0,
                 session,
                 close_after_write: false,
                 held: None,
             });
         }
-        self.count_ws_output(key);
         self.mark_dirty(key);
         if let Some(open) = open {
             self.ws_send(key, Message::text(open));
@@ -76,11 +74,11 @@ impl<H: Handler> Server<H> {
                 return;
             };
             if w.out.len() >= OUTPUT_PAUSE {
-                // The rest waits; an end of stream is met again by the read after the pause.
-                if at < input.len() || eof {
-                    w.held = Some(input[at..].into());
-                    conn.paused = true;
-                }
+                // The rest waits, and so do frames the decoder already took in behind the last
+                // message (it reads ahead): the resume decodes again even with nothing held. An
+                // end of stream is met again by the read after the pause.
+                w.held = Some(input[at..].into());
+                conn.paused = true;
                 return;
             }
             let session = w.session;
@@ -111,6 +109,8 @@ impl<H: Handler> Server<H> {
                     self.metrics.reject(Rejected::MessageTooBig);
                     return self.ws_fail(key, CloseCode::Size, "message too big");
                 }
+                // The peer's close frame was answered: the reply leaves with what is queued.
+                Err(tungstenite::Error::ConnectionClosed) => return self.ws_closed_by_peer(key),
                 // The peer went away without a close frame: an ordinary disconnect.
                 Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     return self.close_conn(key);
@@ -197,27 +197,38 @@ impl<H: Handler> Server<H> {
         }
         ws::push_frame(&mut w.out, text, payload);
         let (held, id) = (w.out.len(), w.session);
-        self.count_ws_output(key);
-        // A reader that stopped reading is dropped rather than buffered without bound, and
-        // before its output takes more than the output share of the memory budget.
-        if held > self.config.max_ws_buffer
-            || (held > OUTPUT_PAUSE && self.output_bytes > self.config.max_output_bytes)
-        {
+        // A reader that stopped reading is dropped rather than buffered without bound (the
+        // output share of the memory budget is kept after the turn's flushes, where readers
+        // that keep up hold nothing: `keep_output_within_share`).
+        if held > self.config.max_ws_buffer {
             self.metrics.reject(Rejected::SlowConsumer);
-            self.close_conn(key);
+            // The session first, so it ends as a transport error (the connection's own close
+            // would end it as a transport close).
             self.close_session(id, CloseReason::TransportError);
+            self.close_conn(key);
         } else {
             self.mark_dirty(key);
         }
     }
 
-    /// Brings `output_bytes` up to date with what the connection's buffer holds now.
-    pub(super) fn count_ws_output(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && let ConnState::Ws(w) = &mut conn.state
-        {
-            self.output_bytes = self.output_bytes - w.counted + w.out.len();
-            w.counted = w.out.len();
+    /// The peer closed the WebSocket (its close frame is answered, in `out`): the session ends
+    /// as a transport close, and the connection once the reply is written (or at the linger
+    /// deadline).
+    fn ws_closed_by_peer(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnState::Ws(w) = &mut conn.state else {
+            return;
+        };
+        let id = w.session;
+        w.close_after_write = true;
+        self.mark_dirty(key);
+        self.set_conn_timer(key, Some(LINGER));
+        if self.is_active_ws(key, id) {
+            self.close_session(id, CloseReason::TransportClose);
+        } else {
+            self.abandon_probe(id, key);
         }
     }
 
