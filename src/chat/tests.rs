@@ -1281,3 +1281,30 @@ fn recovery_churn_leaves_nothing_behind() {
         assert_eq!(d.wheel.0.len(), 0, "round {round}");
     }
 }
+
+/// While the loop says output is near its share (`Io::output_full`), every request that adds
+/// output is refused with `Server busy` (a refused message spends no rate-limit token), and
+/// the chat goes on once it drains.
+#[test]
+fn output_near_its_share_makes_new_work_wait() {
+    let mut d = Driver::without_recovery();
+    let (a, b, c) = (d.connect(1), d.connect(2), d.connect(3));
+    let code = d.call(a, "createRoom", "{}")["code"].clone();
+    let arg = format!("{{\"code\":{code}}}");
+    assert_eq!(d.call(b, "joinRoom", &arg)["success"], true);
+    d.take(a);
+    d.output_full = true;
+    let say = format!("{{\"code\":{code},\"text\":\"hi\"}}");
+    for _ in 0..50 {
+        assert_eq!(d.call(a, "sendMessage", &say)["error"], "Server busy");
+    }
+    assert_eq!(d.call(c, "createRoom", "{}")["error"], "Server busy");
+    assert_eq!(d.call(c, "joinRoom", &arg)["error"], "Server busy");
+    assert!(d.events(b).is_empty(), "nothing was delivered");
+    d.output_full = false;
+    // The whole burst is still there: refusals took no token.
+    for _ in 0..40 {
+        assert_eq!(d.call(a, "sendMessage", &say)["success"], true);
+    }
+    assert_eq!(d.call(c, "joinRoom", &arg)["error"], "Room full");
+}
