@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use common::chat::*;
 use common::process::Proc;
 use pairchat::Config;
-use pairchat::chat::{ChatConfig, errors};
-use serde_json::json;
+use pairchat::chat::ChatConfig;
 
 /// What the process holds whatever its clients do: the binary, the allocator's own, the
 /// loop's buffers and a few dozen test connections (≈ 2 MB measured idle). The bound the
