@@ -6,7 +6,7 @@
 //! so joining and delivering never re-encode, the expiry timer, and a generation so a stale
 //! expiry timer (for a code that was freed and drawn again) cannot expire its successor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 
 use rand::RngExt;
@@ -92,20 +92,20 @@ impl fmt::Display for RoomCode {
 /// carries it must stay well under the per-client output cap (`--max-buffer`, 4 MB).
 pub const MAX_HISTORY_BYTES: usize = 1 << 20;
 
-/// What keeping one message costs besides its text: its slot in the table's message store and
-/// in its age order, and its text's allocation header and rounding. Counted, so the history
+/// What keeping one message costs besides its text: its slot in the table's message store (with
+/// its links), and its text's allocation header and rounding. Counted, so the history
 /// share of the memory budget bounds what the allocator really holds for it.
 pub const MESSAGE_OVERHEAD: usize = 80;
 
-/// A kept message: the wire JSON object, the next message of its room, and whose it is.
+/// A kept message: the wire JSON object, whose it is, and its links: to the next message of its
+/// room, and to its neighbours in the age order of all rooms' messages.
 #[derive(Debug)]
 struct Kept {
     json: Box<str>,
-    /// Its place in the table's age order (slots are reused: this tells them apart).
-    seq: u64,
-    next: Option<usize>,
     code: RoomCode,
-    generation: u64,
+    next: Option<usize>,
+    older: Option<usize>,
+    newer: Option<usize>,
 }
 
 impl Kept {
@@ -153,7 +153,7 @@ impl Room {
 #[derive(Debug)]
 pub struct Rooms {
     rooms: HashMap<RoomCode, Room>,
-    kept: Slab<Kept>,
+    store: Store,
     max_history: usize,
     /// Most history bytes of all rooms together (the budget's history share).
     max_bytes: usize,
@@ -163,11 +163,6 @@ pub struct Rooms {
     room_cap: usize,
     /// What every room's history costs together.
     bytes: usize,
-    /// Every kept message in the order it was kept (slot, seq), for trimming the oldest
-    /// across rooms; entries of messages already gone are skipped when met, and swept when
-    /// they outnumber the live ones.
-    age: VecDeque<(usize, u64)>,
-    next_seq: u64,
     /// Messages dropped to keep within `max_bytes`.
     trimmed: u64,
     next_generation: u64,
@@ -179,13 +174,11 @@ impl Rooms {
     pub fn new(max_history: usize, max_bytes: usize) -> Self {
         Rooms {
             rooms: HashMap::new(),
-            kept: Slab::new(),
+            store: Store::default(),
             max_history,
             max_bytes,
             room_cap: MAX_HISTORY_BYTES.min(max_bytes / 4),
             bytes: 0,
-            age: VecDeque::new(),
-            next_seq: 0,
             trimmed: 0,
             next_generation: 0,
         }
@@ -216,10 +209,16 @@ impl Rooms {
         self.trimmed
     }
 
-    /// Entries in the age order (live messages and not-yet-swept stale ones).
+    /// The age order, oldest first, as (room, JSON): for tests of its links.
     #[cfg(test)]
-    pub(crate) fn age_len(&self) -> usize {
-        self.age.len()
+    pub(crate) fn age_order(&self) -> Vec<(RoomCode, &str)> {
+        let mut out = Vec::new();
+        let mut at = self.store.oldest;
+        while let Some(kept) = at.and_then(|i| self.store.kept.get(i)) {
+            out.push((kept.code, &*kept.json));
+            at = kept.newer;
+        }
+        out
     }
 
     /// A live room.
@@ -234,7 +233,7 @@ impl Rooms {
         };
         out.reserve(room.wire_bytes());
         let mut at = room.first;
-        while let Some(kept) = at.and_then(|i| self.kept.get(i)) {
+        while let Some(kept) = at.and_then(|i| self.store.kept.get(i)) {
             if at != room.first {
                 out.push(',');
             }
@@ -300,7 +299,7 @@ impl Rooms {
     pub fn remove(&mut self, code: RoomCode) -> Option<Room> {
         let mut room = self.rooms.remove(&code)?;
         while room.len > 0 {
-            self.bytes -= drop_oldest(&mut room, &mut self.kept);
+            self.bytes -= drop_first(&mut room, &mut self.store);
         }
         Some(room)
     }
@@ -313,18 +312,21 @@ impl Rooms {
         if self.max_history == 0 || message.len() >= self.room_cap {
             return true;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let kept = Kept {
             json: message.into(),
-            seq,
-            next: None,
             code,
-            generation: room.generation,
+            next: None,
+            older: self.store.newest,
+            newer: None,
         };
         let cost = kept.cost();
-        let slot = self.kept.insert(kept);
-        match room.last.and_then(|i| self.kept.get_mut(i)) {
+        let slot = self.store.kept.insert(kept);
+        match self.store.newest.and_then(|i| self.store.kept.get_mut(i)) {
+            Some(newest) => newest.newer = Some(slot),
+            None => self.store.oldest = Some(slot),
+        }
+        self.store.newest = Some(slot);
+        match room.last.and_then(|i| self.store.kept.get_mut(i)) {
             Some(last) => last.next = Some(slot),
             None => room.first = Some(slot),
         }
@@ -332,43 +334,29 @@ impl Rooms {
         room.len += 1;
         room.history_bytes += cost;
         self.bytes += cost;
-        self.age.push_back((slot, seq));
         // Oldest out first: by count, and by bytes so the joinRoom answer fits any client
         // buffer (a reader's output cap is 4 MB by default).
         while room.len > self.max_history || room.wire_bytes() > self.room_cap {
-            self.bytes -= drop_oldest(room, &mut self.kept);
+            self.bytes -= drop_first(room, &mut self.store);
         }
         // Then the oldest across all rooms, to stay within the budget: the oldest message
-        // still kept is always the first of its room.
+        // kept is always the first of its room.
         while self.bytes > self.max_bytes {
-            let Some((slot, seq)) = self.age.pop_front() else {
+            let Some(code) = self
+                .store
+                .oldest
+                .and_then(|i| self.store.kept.get(i))
+                .map(|k| k.code)
+            else {
                 break;
             };
-            let Some(kept) = self.kept.get(slot).filter(|k| k.seq == seq) else {
-                continue;
+            let Some(room) = self.rooms.get_mut(&code) else {
+                break;
             };
-            let (code, generation) = (kept.code, kept.generation);
-            if let Some(room) = self.rooms.get_mut(&code)
-                && room.generation == generation
-                && room.first == Some(slot)
-            {
-                self.bytes -= drop_oldest(room, &mut self.kept);
-                self.trimmed += 1;
-            }
+            self.bytes -= drop_first(room, &mut self.store);
+            self.trimmed += 1;
         }
-        self.sweep_age();
         true
-    }
-
-    /// Drops the age entries of messages already gone once they outnumber the live ones, so
-    /// the order stays within twice the messages kept.
-    fn sweep_age(&mut self) {
-        if self.age.len() <= 2 * self.kept.len() + 64 {
-            return;
-        }
-        let kept = &self.kept;
-        self.age
-            .retain(|(slot, seq)| kept.get(*slot).is_some_and(|k| k.seq == *seq));
     }
 
     /// Deletes a room whose time is up, if it is still the room of that generation.
@@ -380,14 +368,33 @@ impl Rooms {
     }
 }
 
-/// Drops a room's oldest message from the store; its cost (0 if the room has none).
-fn drop_oldest(room: &mut Room, store: &mut Slab<Kept>) -> usize {
-    let Some(kept) = room.first.and_then(|i| store.try_remove(i)) else {
+/// Every room's kept messages: one slab, each room's a list through it, and the age order of all
+/// of them (a list through `Kept::older`/`newer`), whose oldest is trimmed first across rooms; a
+/// message leaves both lists in O(1) whatever removes it.
+#[derive(Debug, Default)]
+struct Store {
+    kept: Slab<Kept>,
+    oldest: Option<usize>,
+    newest: Option<usize>,
+}
+
+/// Drops a room's oldest message from the store and the age order; its cost (0 if the room
+/// has none).
+fn drop_first(room: &mut Room, store: &mut Store) -> usize {
+    let Some(kept) = room.first.and_then(|i| store.kept.try_remove(i)) else {
         return 0;
     };
     room.first = kept.next;
     if room.first.is_none() {
         room.last = None;
+    }
+    match kept.older.and_then(|i| store.kept.get_mut(i)) {
+        Some(older) => older.newer = kept.newer,
+        None => store.oldest = kept.newer,
+    }
+    match kept.newer.and_then(|i| store.kept.get_mut(i)) {
+        Some(newer) => newer.older = kept.older,
+        None => store.newest = kept.older,
     }
     room.len -= 1;
     room.history_bytes -= kept.cost();

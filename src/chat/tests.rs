@@ -390,24 +390,37 @@ fn history_keeps_to_its_budget_dropping_the_oldest_across_rooms() {
 }
 
 #[test]
-fn the_age_order_stays_bounded_by_the_messages_kept() {
+fn the_age_order_holds_every_kept_message_in_order_and_nothing_else() {
     let mut rooms = Rooms::new(2, usize::MAX);
     let mut rng = rand::rng();
     let mut codes = Vec::new();
-    // Rooms come and go, and each keeps only its last two messages.
+    // What the table should keep: every live room's last two messages, in the order sent.
+    let mut model: Vec<(RoomCode, String)> = Vec::new();
     for i in 0..400 {
         let code = rooms.fresh_code(&mut rng).unwrap();
         rooms.create(code);
         codes.push(code);
-        for n in 0..50 {
-            rooms.push_message(code, &format!("{{\"n\":{n}}}"));
+        for n in 0..5 {
+            let json = format!("{{\"room\":{i},\"n\":{n}}}");
+            rooms.push_message(code, &json);
+            model.push((code, json));
+            let mine: Vec<usize> = (0..model.len()).filter(|k| model[*k].0 == code).collect();
+            if mine.len() > 2 {
+                model.remove(mine[0]);
+            }
         }
         if i % 2 == 1 {
-            rooms.remove(codes.swap_remove(0));
+            let gone = codes.swap_remove(0);
+            rooms.remove(gone);
+            model.retain(|(c, _)| *c != gone);
         }
     }
-    assert_eq!(rooms.len(), 200);
-    assert!(rooms.age_len() <= 2 * 400 + 64, "{}", rooms.age_len());
+    let order: Vec<(RoomCode, String)> = rooms
+        .age_order()
+        .into_iter()
+        .map(|(c, j)| (c, j.to_string()))
+        .collect();
+    assert_eq!(order, model);
 }
 
 #[test]
