@@ -69,8 +69,6 @@ const OUTPUT_PAUSE: usize = 64 * 1024;
 /// The socket send buffer asked for on every connection (Linux doubles it for its own
 /// bookkeeping): what the kernel holds for a client that stops reading, at most.
 const SEND_BUFFER: usize = 64 * 1024;
-/// The largest drained WebSocket output buffer a connection keeps for its next turn.
-const KEPT_OUTPUT: usize = 4 * 1024;
 /// Polling handshakes one connection may make: the answer to the last one closes it. A
 /// socket.io-client makes one per connection; a client pipelining thousands would otherwise
 /// fill the session table through one socket.
@@ -306,6 +304,13 @@ enum Flow {
     Close,
 }
 
+/// What holds unsent output: a connection (its buffer) or a polling session (its queue).
+#[derive(Clone, Copy)]
+pub(super) enum Holder {
+    Conn(ConnKey),
+    Session(SessionId),
+}
+
 /// What a piece of guarded work was serving: what a panic in it closes.
 #[derive(Clone, Copy)]
 enum Culprit {
@@ -362,9 +367,12 @@ pub struct Server<H: Handler> {
     resume: Vec<ConnKey>,
     /// Connections whose read budget ran out: served again next turn.
     deferred: Vec<ConnKey>,
-    /// Output queued for clients: WebSocket buffers and polling queues (see
+    /// Output queued for clients: connections' buffers and polling queues (see
     /// `Config::max_output_bytes`).
     output_bytes: usize,
+    /// What `output_bytes` was when the last scan for a slow consumer found none (0: none since
+    /// output was last under its line).
+    output_scanned_at: usize,
     /// Every read lands here first (`READ_CHUNK`, allocated on first use), so no connection
     /// needs a large buffer of its own.
     read_buf: Box<[u8]>,
@@ -579,6 +587,7 @@ impl<H: Handler> Server<H> {
             resume: Vec::new(),
             deferred: Vec::new(),
             output_bytes: 0,
+            output_scanned_at: 0,
             read_buf: Box::default(),
             accepting: true,
             stopping: false,
@@ -794,7 +803,9 @@ impl<H: Handler> Server<H> {
                 break;
             }
         }
-        if self.output_bytes > self.config.max_output_bytes / 4 * 3 {
+        if self.output_bytes <= self.output_line() {
+            self.output_scanned_at = 0;
+        } else if self.output_bytes > self.output_scanned_at + OUTPUT_PAUSE {
             self.keep_output_within_share();
         }
     }
@@ -1087,47 +1098,54 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Keeps output within three quarters of its share of the memory budget once the turn's
-    /// flushes are done (what is left is what clients did not read): the largest holder goes
-    /// first, a connection or a polling queue, as a slow consumer, while any holds more than
-    /// `OUTPUT_PAUSE`. Readers that keep up hold nothing by now and are never the ones cut;
-    /// what many small holders leave over the line makes the handler refuse new work
-    /// (`Io::output_full`) until it drains.
+    /// Three quarters of the output share of the memory budget: past it, output is kept
+    /// (`keep_output_within_share`) and new work refused (`Io::output_full`).
+    fn output_line(&self) -> usize {
+        self.config.max_output_bytes / 4 * 3
+    }
+
+    /// Keeps output under its line once the turn's flushes are done (what is left is what
+    /// clients did not read): the largest holder goes first, a connection or a polling queue,
+    /// as a slow consumer, while any holds more than `OUTPUT_PAUSE`. Readers that keep up hold
+    /// nothing by now and are never the ones cut; what many small holders leave over the line
+    /// makes the handler refuse new work (`Io::output_full`) until it drains. A scan that finds
+    /// no one to cut is not repeated until output grows by a pause's worth (every turn would
+    /// scan every connection while small holders keep it over the line).
     fn keep_output_within_share(&mut self) {
-        let line = self.config.max_output_bytes / 4 * 3;
-        while self.output_bytes > line {
-            let conn = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.counted > OUTPUT_PAUSE)
-                .max_by_key(|(_, c)| c.counted)
-                .map(|(k, c)| (k, c.counted));
-            let session = self
+        while self.output_bytes > self.output_line() {
+            let conns = self.conns.iter().map(|(k, c)| (c.counted, Holder::Conn(k)));
+            let sessions = self
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.counted > OUTPUT_PAUSE)
-                .max_by_key(|(_, s)| s.counted)
-                .map(|(id, s)| (id, s.counted));
-            let (cut_conn, cut_session) = match (conn, session) {
-                (Some((key, held)), Some((_, queued))) if held >= queued => (Some(key), None),
-                (Some((key, _)), None) => (Some(key), None),
-                (_, Some((id, _))) => (None, Some(id)),
-                (None, None) => return,
+                .map(|(id, s)| (s.counted, Holder::Session(id)));
+            let Some((_, largest)) = conns
+                .chain(sessions)
+                .filter(|(held, _)| *held > OUTPUT_PAUSE)
+                .max_by_key(|(held, _)| *held)
+            else {
+                self.output_scanned_at = self.output_bytes;
+                return;
             };
-            self.metrics.reject(Rejected::SlowConsumer);
-            if let Some(key) = cut_conn {
-                let session = match self.conn_mut(key).map(|c| &c.state) {
-                    Some(ConnState::Ws(w)) => Some(w.session),
-                    _ => None,
-                };
-                if let Some(id) = session {
-                    self.close_session(id, CloseReason::TransportError);
+            self.cut_slow_consumer(largest);
+        }
+    }
+
+    /// Drops a client that does not read what it is sent.
+    pub(super) fn cut_slow_consumer(&mut self, holder: Holder) {
+        self.metrics.reject(Rejected::SlowConsumer);
+        match holder {
+            Holder::Conn(key) => {
+                // Its session first, so it ends as a transport error (the connection's own
+                // close would end it as a transport close).
+                if let Some(ConnState::Ws(w)) = self.conn_mut(key).map(|c| &c.state) {
+                    let id = w.session;
+                    if self.is_active_ws(key, id) {
+                        self.close_session(id, CloseReason::TransportError);
+                    }
                 }
                 self.close_conn(key);
             }
-            if let Some(id) = cut_session {
-                self.close_session(id, CloseReason::TransportError);
-            }
+            Holder::Session(id) => self.close_session(id, CloseReason::TransportError),
         }
     }
 
@@ -1332,17 +1350,7 @@ impl<H: Handler> Server<H> {
                     stream: &mut conn.stream,
                     bytes: &mut self.metrics.bytes_out,
                 };
-                let sent = w.out.len();
-                let written = write_all_nonblocking(&mut stream, &mut w.out);
-                // A drained buffer is let go when it is larger than a turn's worth of chat
-                // (a burst's, a history's) or far larger than what it just carried (the
-                // handshake's): an idle connection keeps a few bytes, a busy one the size of
-                // its usual turn (freeing it at every drain cost busy connections ~10 % CPU).
-                let capacity = w.out.capacity();
-                if w.out.is_empty() && (capacity > KEPT_OUTPUT || capacity > 4 * sent + 64) {
-                    w.out = Vec::new();
-                }
-                match (written, flushed) {
+                match (write_all_nonblocking(&mut stream, &mut w.out), flushed) {
                     (Err(_), _) => Some(false),
                     (Ok(false), _) => None,
                     (Ok(true), Ok(())) if w.close_after_write => Some(true),
@@ -1386,7 +1394,7 @@ impl<H: Handler> Server<H> {
         let mut io = Io {
             now: self.now,
             unix_ms: self.unix_ms,
-            output_full: self.output_bytes > self.config.max_output_bytes / 4 * 3,
+            output_full: self.output_bytes > self.output_line(),
             commands: &mut self.commands,
             timers: &mut self.timers,
             sockets: &mut self.extra,

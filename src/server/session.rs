@@ -150,10 +150,7 @@ impl<H: Handler> Server<H> {
                 self.count_poll_output(id);
             }
             Sent::Queued => self.count_poll_output(id),
-            Sent::Overflow => {
-                self.metrics.reject(Rejected::SlowConsumer);
-                self.close_session(id, CloseReason::TransportError);
-            }
+            Sent::Overflow => self.cut_slow_consumer(Holder::Session(id)),
         }
     }
 

@@ -215,25 +215,22 @@ impl<H: Handler> Server<H> {
     /// as a transport close, and the connection once the reply is written (or at the linger
     /// deadline).
     fn ws_closed_by_peer(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let ConnState::Ws(w) = &mut conn.state else {
-            return;
-        };
-        let id = w.session;
-        w.close_after_write = true;
-        self.mark_dirty(key);
-        self.set_conn_timer(key, Some(LINGER));
-        if self.is_active_ws(key, id) {
-            self.close_session(id, CloseReason::TransportClose);
-        } else {
-            self.abandon_probe(id, key);
-        }
+        self.ws_close_after_write(key, None, CloseReason::TransportClose);
     }
 
     /// Closes a WebSocket with a close frame (and its session, if it is the active transport).
     pub(super) fn ws_fail(&mut self, key: ConnKey, code: CloseCode, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        self.ws_close_after_write(key, Some(frame), CloseReason::TransportError);
+    }
+
+    /// Ends a WebSocket once its output (and `frame`, if any) is written, or at the linger
+    /// deadline for a peer that never reads it; its session ends for `why`, or, if it was only
+    /// probing an upgrade, the upgrade is off.
+    fn ws_close_after_write(&mut self, key: ConnKey, frame: Option<CloseFrame>, why: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -241,17 +238,14 @@ impl<H: Handler> Server<H> {
             return;
         };
         let id = w.session;
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = w.ctx.close(&mut WsStream::output(&mut w.out), Some(frame));
+        if let Some(frame) = frame {
+            let _ = w.ctx.close(&mut WsStream::output(&mut w.out), Some(frame));
+        }
         w.close_after_write = true;
         self.mark_dirty(key);
-        // A peer that never reads its close frame is not waited for beyond this.
         self.set_conn_timer(key, Some(LINGER));
         if self.is_active_ws(key, id) {
-            self.close_session(id, CloseReason::TransportError);
+            self.close_session(id, why);
         } else {
             self.abandon_probe(id, key);
         }
