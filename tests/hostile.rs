@@ -14,29 +14,17 @@ use common::{HttpConn, TestServer};
 use pairchat::Config;
 use pairchat::chat::ChatConfig;
 use pairchat::chat::limits::Rate;
-use pairchat::engine::{Echo, Event, Handler, Io};
+use pairchat::engine::{Event, Handler, Io};
 use serde_json::json;
-
-fn echo(config: Config) -> TestServer {
-    TestServer::start(config, |_| Echo)
-}
 
 fn post_raw(path: &str, body: &str) -> String {
     common::post_request(path, body)
-}
-
-fn get_raw(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
 }
 
 /// A new session's polling path, and a fresh connection to send its requests on.
 fn session_and_connection(server: &TestServer) -> (String, HttpConn) {
     let (sid, _) = server.open_polling(PATH);
     (poll_url(&sid), HttpConn::new(server.connect()))
-}
-
-fn panics(server: &TestServer) -> u64 {
-    metric(&scrape(server), "pairchat_panics_total")
 }
 
 /// Sessions closed by their client's close packet.
@@ -52,9 +40,9 @@ fn client_closes(server: &TestServer) -> u64 {
 /// panicked (`invalid key`) and the other client's request went unanswered.
 #[test]
 fn a_close_pipelined_behind_a_parked_poll_does_not_close_twice() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let (path, mut c1) = session_and_connection(&server);
-    c1.send(format!("{}{}", get_raw(&path), post_raw(&path, "1")).as_bytes());
+    c1.send(format!("{}{}", common::get_request(&path), post_raw(&path, "1")).as_bytes());
     server.wait_parked_polls(1);
     let mut c2 = HttpConn::new(server.connect());
     c2.send(post_raw(&path, "1").as_bytes());
@@ -73,10 +61,17 @@ fn a_close_pipelined_behind_a_parked_poll_does_not_close_twice() {
 /// close then removed the new session: its client held a sid that was "unknown".
 #[test]
 fn a_session_opened_during_a_close_survives_it() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let (path, mut c1) = session_and_connection(&server);
-    let handshake = get_raw(&format!("{PATH}?EIO=4&transport=polling"));
-    c1.send(format!("{}{}{handshake}", get_raw(&path), post_raw(&path, "1")).as_bytes());
+    let handshake = common::get_request(&format!("{PATH}?EIO=4&transport=polling"));
+    c1.send(
+        format!(
+            "{}{}{handshake}",
+            common::get_request(&path),
+            post_raw(&path, "1")
+        )
+        .as_bytes(),
+    );
     server.wait_parked_polls(1);
     assert_eq!(server.post(&path, "1").text(), "ok");
     assert_eq!(c1.response().expect("parked GET").text(), "6");
@@ -96,9 +91,16 @@ fn a_session_opened_during_a_close_survives_it() {
 /// timer: never answered. Now it finds no session, and every parked GET has a deadline.
 #[test]
 fn a_poll_queued_behind_a_closing_session_is_answered() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let (path, mut c1) = session_and_connection(&server);
-    c1.send(format!("{}{}", get_raw(&path), get_raw(&path)).as_bytes());
+    c1.send(
+        format!(
+            "{}{}",
+            common::get_request(&path),
+            common::get_request(&path)
+        )
+        .as_bytes(),
+    );
     server.wait_parked_polls(1);
     assert_eq!(server.post(&path, "1").text(), "ok");
     assert_eq!(c1.response().expect("first GET").text(), "6");
@@ -115,13 +117,13 @@ fn a_poll_queued_behind_a_closing_session_is_answered() {
 #[test]
 fn a_chain_of_closes_behind_parked_polls_does_not_recurse() {
     const LINKS: usize = 400;
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let sids: Vec<String> = (0..=LINKS).map(|_| server.open_polling(PATH).0).collect();
     let mut conns = Vec::new();
     for i in 0..LINKS {
         let mut c = HttpConn::new(server.connect());
         let close_next = post_raw(&poll_url(&sids[i + 1]), "1");
-        c.send(format!("{}{close_next}", get_raw(&poll_url(&sids[i]))).as_bytes());
+        c.send(format!("{}{close_next}", common::get_request(&poll_url(&sids[i]))).as_bytes());
         conns.push(c);
     }
     server.wait_parked_polls(LINKS as u64);
@@ -140,7 +142,7 @@ fn a_chain_of_closes_behind_parked_polls_does_not_recurse() {
 /// the rest of that turn's timers.
 #[test]
 fn sessions_time_out_while_another_closes_behind_its_poll() {
-    let server = echo(Config {
+    let server = common::echo_server(Config {
         ping_interval: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(200),
         ..Config::default()
@@ -152,8 +154,8 @@ fn sessions_time_out_while_another_closes_behind_its_poll() {
     c1.send(
         format!(
             "{}{}{}",
-            get_raw(&path),
-            get_raw(&path),
+            common::get_request(&path),
+            common::get_request(&path),
             post_raw(&path, "1")
         )
         .as_bytes(),
@@ -176,7 +178,7 @@ fn sessions_time_out_while_another_closes_behind_its_poll() {
 /// once 64 KiB of answers wait, so the client's own writes block.
 #[test]
 fn a_client_that_pipelines_without_reading_is_stopped_by_backpressure() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let mut conn = server.connect();
     conn.set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
@@ -259,7 +261,7 @@ fn repeated_joins_of_a_full_history_are_limited_and_spread_over_turns() {
 #[test]
 fn a_tiny_connection_cap_accepts_again() {
     for cap in [1, 2] {
-        let server = echo(Config {
+        let server = common::echo_server(Config {
             max_connections: cap,
             ..Config::default()
         });
@@ -285,7 +287,7 @@ fn a_tiny_connection_cap_accepts_again() {
 /// RFC 6455 §4.2.1: one `Sec-WebSocket-Key`, the base64 of 16 bytes.
 #[test]
 fn websocket_keys_must_be_one_base64_nonce_of_16_bytes() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let upgrade = |keys: &str| {
         format!(
             "GET {PATH}?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
@@ -319,7 +321,7 @@ fn websocket_keys_must_be_one_base64_nonce_of_16_bytes() {
 /// request of its own (it was: a request smuggled behind a long poll).
 #[test]
 fn a_body_behind_an_expecting_poll_is_not_a_request() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     let (sid, _) = server.open_polling(PATH);
     let path = poll_url(&sid);
     let smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -383,7 +385,7 @@ fn a_panic_in_one_timer_does_not_drop_the_others_of_its_turn() {
         fired: counter,
     });
     // Twenty sessions on five connections, opened within a few milliseconds.
-    let handshake = get_raw(&format!("{PATH}?EIO=4&transport=polling"));
+    let handshake = common::get_request(&format!("{PATH}?EIO=4&transport=polling"));
     for _ in 0..5 {
         let mut c = HttpConn::new(server.connect());
         c.send(handshake.repeat(4).as_bytes());
@@ -408,7 +410,7 @@ fn a_panic_in_one_timer_does_not_drop_the_others_of_its_turn() {
 /// open forever (no deadline was left on it); now it is dropped after a linger.
 #[test]
 fn a_websocket_that_never_reads_its_close_is_dropped() {
-    let server = echo(Config {
+    let server = common::echo_server(Config {
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
         ..Config::default()
@@ -432,48 +434,6 @@ fn a_websocket_that_never_reads_its_close_is_dropped() {
     drop(ws);
 }
 
-/// A connection to `addr` (IPv4) with a 4 KiB receive buffer set before connecting, so the
-/// window it offers stays small: a client that does not read holds the server's output back
-/// (and so pauses its input) within a few kilobytes.
-fn small_window_tcp(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V4(v4) = addr else {
-        panic!("an IPv4 test server");
-    };
-    // SAFETY: plain socket calls on a descriptor created here and handed to `TcpStream`,
-    // which owns it from then on; the option and address structs are live locals.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "setsockopt");
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect");
-        let stream = std::net::TcpStream::from_raw_fd(fd);
-        stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
-        stream
-    }
-}
-
 /// Reads every HTTP answer on `conn` until the server closes it; how many came.
 fn count_answers_until_close(conn: &mut HttpConn) -> usize {
     let mut n = 0;
@@ -488,11 +448,11 @@ fn count_answers_until_close(conn: &mut HttpConn) -> usize {
 /// 2344 of 3000 were answered.)
 #[test]
 fn a_pipelined_burst_then_a_half_close_is_answered_whole() {
-    let server = echo(Config::default());
+    let server = common::echo_server(Config::default());
     // A small window keeps the answers waiting at the server, so its input pauses; the FIN
     // arrives while it does.
     let mut conn = HttpConn::new(small_window_tcp(server.addr));
-    conn.send(get_raw("/health").repeat(3000).as_bytes());
+    conn.send(common::get_request("/health").repeat(3000).as_bytes());
     conn.stream().shutdown(std::net::Shutdown::Write).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(count_answers_until_close(&mut conn), 3000);
@@ -502,12 +462,12 @@ fn a_pipelined_burst_then_a_half_close_is_answered_whole() {
 /// oversized request (it was: the connection was cut with no answer at all).
 #[test]
 fn a_pipelined_burst_is_not_an_oversized_request() {
-    let server = echo(Config {
+    let server = common::echo_server(Config {
         max_payload: 1000,
         ..Config::default()
     });
     let mut conn = HttpConn::new(server.connect());
-    conn.send(get_raw("/health").repeat(1000).as_bytes());
+    conn.send(common::get_request("/health").repeat(1000).as_bytes());
     conn.send(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(count_answers_until_close(&mut conn), 1001);
     assert_eq!(

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::chat::*;
-use common::process::Proc;
+use common::process::{Proc, rss_kib};
 use common::{HttpConn, READ_TIMEOUT, TestServer};
 use pairchat::Config;
 use pairchat::chat::limits::Rate;
@@ -864,21 +864,6 @@ fn a_panic_closes_only_the_connection_being_served() {
 }
 
 // ---- soak ----------------------------------------------------------------------------------
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-fn scrape_addr(addr: SocketAddr) -> String {
-    let mut conn = HttpConn::new(tcp(addr));
-    conn.send(METRICS);
-    conn.response().expect("metrics").text()
-}
 
 /// Waits until nothing is left open but the scraping connection (60 s at most).
 fn wait_idle(addr: SocketAddr) -> Duration {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use common::chat::*;
-use common::process::Proc;
+use common::process::{Proc, rss_bytes};
 use pairchat::Config;
 use pairchat::chat::ChatConfig;
 
@@ -17,25 +16,6 @@ use pairchat::chat::ChatConfig;
 /// loop's buffers and a few dozen test connections (≈ 2 MB measured idle). The bound the
 /// README states.
 const FIXED_OVERHEAD: usize = 8 << 20;
-
-fn scrape_addr(addr: SocketAddr) -> String {
-    let mut s = tcp(addr);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-fn rss_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
 
 #[test]
 fn history_keeps_to_its_share_oldest_first_and_the_resident_set_stays_bounded() {
@@ -78,7 +58,7 @@ fn history_keeps_to_its_share_oldest_first_and_the_resident_set_stays_bounded() 
     };
     assert_eq!(kept(&mut rooms[0]), 0);
     assert_eq!(kept(&mut rooms[15]), 128);
-    let rss = rss_of(server.pid());
+    let rss = rss_bytes(server.pid());
     assert!(
         rss < budget + FIXED_OVERHEAD,
         "resident {rss} B over the budget {budget} B plus {FIXED_OVERHEAD} B"

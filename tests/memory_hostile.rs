@@ -6,92 +6,20 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::chat::*;
-use common::process::Proc;
+use common::process::{Proc, rss_bytes};
 use common::{HttpConn, TestServer, recv_text};
 use pairchat::Config;
-use pairchat::engine::Echo;
 use serde_json::json;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 const OUTPUT: &str = "pairchat_output_bytes";
-
-fn echo(config: Config) -> TestServer {
-    TestServer::start(config, |_| Echo)
-}
-
-fn get_raw(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
-}
-
-fn panics(server: &TestServer) -> u64 {
-    metric(&scrape(server), "pairchat_panics_total")
-}
-
-fn scrape_addr(addr: SocketAddr) -> String {
-    let mut s = tcp(addr);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-fn rss_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
-/// A connection to `addr` (IPv4) with a 4 KiB receive buffer set before connecting: a client
-/// that does not read holds the server's output back within a few kilobytes.
-fn small_window_tcp(addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("an IPv4 test server");
-    };
-    // SAFETY: plain socket calls on a descriptor created here and handed to `TcpStream`.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "setsockopt");
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect");
-        let stream = TcpStream::from_raw_fd(fd);
-        stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
-        stream
-    }
-}
 
 // ---- the close handshake and control frames ------------------------------------------------
 
@@ -104,7 +32,7 @@ fn small_window_tcp(addr: SocketAddr) -> TcpStream {
 /// FAILS on b70d7f2 (the client sees a reset without a closing handshake); passes on dd4b6ae.
 #[test]
 fn a_client_close_frame_is_answered_with_a_close_frame() {
-    let server = echo(config());
+    let server = common::echo_server(config());
     for round in 0..20 {
         let (mut ws, _) = server.open_websocket(PATH);
         ws.close(Some(CloseFrame {
@@ -137,7 +65,7 @@ fn a_client_close_frame_is_answered_with_a_close_frame() {
 /// Passes on b70d7f2.
 #[test]
 fn pings_get_pongs_after_whole_data_frames() {
-    let server = echo(config());
+    let server = common::echo_server(config());
     let (mut ws, _) = server.open_websocket(PATH);
     let big = format!("4{}", "p".repeat(60_000));
     for n in 0..20u8 {
@@ -175,7 +103,7 @@ fn pings_get_pongs_after_whole_data_frames() {
 /// Passes on b70d7f2.
 #[test]
 fn a_server_close_is_a_close_frame_after_the_data() {
-    let server = echo(config());
+    let server = common::echo_server(config());
     let (mut ws, _) = server.open_websocket(PATH);
     ws.write(Message::text(format!("4{}", "d".repeat(50_000))))
         .unwrap();
@@ -206,7 +134,7 @@ fn a_server_close_is_a_close_frame_after_the_data() {
 /// Passes on b70d7f2.
 #[test]
 fn shutdown_ends_websockets_with_a_close_frame_after_the_data() {
-    let server = echo(config());
+    let server = common::echo_server(config());
     let (mut ws, _) = server.open_websocket(PATH);
     send_text(&mut ws, &format!("4{}", "s".repeat(50_000)));
     std::thread::sleep(ms(100));
@@ -309,7 +237,7 @@ fn frames_behind_a_large_answer_are_not_stranded() {
 /// Passes on b70d7f2.
 #[test]
 fn output_bytes_returns_to_zero_after_churn() {
-    let server = echo(Config {
+    let server = common::echo_server(Config {
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(300),
         upgrade_timeout: Duration::from_millis(500),
@@ -406,7 +334,7 @@ fn output_bytes_returns_to_zero_after_churn() {
         for _ in 0..3 {
             let (sid, _) = server.open_polling(PATH);
             let mut c = HttpConn::new(server.connect());
-            c.send(get_raw(&poll_url(&sid)).as_bytes());
+            c.send(common::get_request(&poll_url(&sid)).as_bytes());
             server.wait_parked_polls(1);
             drop(c);
             server.wait_parked_polls(0);
@@ -455,33 +383,15 @@ fn output_bytes_returns_to_zero_after_slow_consumers_are_cut() {
         let stream = small_window_tcp(server.addr);
         let mut sleeper = Client::connect_on(stream, server.addr, None);
         assert_success(&sleeper.join(&code));
-        for _ in 0..200 {
-            let res = writer.say(&code, &text);
-            if res.get("error").is_some() {
-                break;
-            }
-            writer.message(&text);
-        }
+        say_until_refused(&mut writer, &code, &text, 200);
         // A polling partner that never polls.
         let code2 = writer.create_room();
         let _sink = polling_sink(&server, &code2);
-        for _ in 0..200 {
-            let res = writer.say(&code2, &text);
-            if res.get("error").is_some() {
-                break;
-            }
-            writer.message(&text);
-        }
+        say_until_refused(&mut writer, &code2, &text, 200);
         // A polling partner with a queue that then upgrades (and reads nothing).
         let code3 = writer.create_room();
         let path = polling_sink(&server, &code3);
-        for _ in 0..110 {
-            let res = writer.say(&code3, &text);
-            if res.get("error").is_some() {
-                break;
-            }
-            writer.message(&text);
-        }
+        say_until_refused(&mut writer, &code3, &text, 110);
         let sid = path.split("sid=").nth(1).unwrap().to_string();
         let stream = small_window_tcp(server.addr);
         let url = format!(
@@ -507,6 +417,16 @@ fn output_bytes_returns_to_zero_after_slow_consumers_are_cut() {
 }
 
 // ---- the output share's refusal ------------------------------------------------------------
+
+/// Up to `max` messages from `writer` to `code` (each seen by the writer), until one is refused.
+fn say_until_refused(writer: &mut Client, code: &str, text: &str, max: usize) {
+    for _ in 0..max {
+        if writer.say(code, text).get("error").is_some() {
+            return;
+        }
+        writer.message(text);
+    }
+}
 
 /// A polling session of the chat, connected to `/` and seated in `code`: the client never
 /// polls again after this (its output only queues).
@@ -789,7 +709,7 @@ fn polling_answers_that_are_never_read_count_against_the_output_share() {
         let mut c = HttpConn::new(tcp(addr));
         match body {
             Some(b) => c.send_post(path, b),
-            None => c.send(get_raw(path).as_bytes()),
+            None => c.send(common::get_request(path).as_bytes()),
         }
         c.response().expect("response")
     };
@@ -821,13 +741,13 @@ fn polling_answers_that_are_never_read_count_against_the_output_share() {
         }
         // Collected on a connection that reads nothing back.
         let mut s = small_window_tcp(addr);
-        s.write_all(get_raw(&path).as_bytes()).unwrap();
+        s.write_all(common::get_request(&path).as_bytes()).unwrap();
         unread.push(s);
         std::thread::sleep(ms(50));
     }
     let metrics = scrape_addr(addr);
     let counted = metric(&metrics, OUTPUT) as usize;
-    let rss = rss_of(server.pid());
+    let rss = rss_bytes(server.pid());
     eprintln!(
         "counted output {counted} B, {busy} messages refused, resident {rss} B (budget {budget})"
     );
@@ -891,14 +811,14 @@ fn trimmed_rooms_give_back_their_history_slots() {
         burst(&mut c, &code, 40);
         clients.push((c, code));
     }
-    let before = rss_of(server.pid());
+    let before = rss_bytes(server.pid());
     let started = Instant::now();
     for (c, code) in &mut clients {
         for _ in 0..12 {
             burst(c, code, 40);
         }
     }
-    let after = rss_of(server.pid());
+    let after = rss_bytes(server.pid());
     let metrics = scrape_addr(addr);
     let history = metric(&metrics, "pairchat_history_bytes") as usize;
     let limit = metric(&metrics, "pairchat_history_limit_bytes") as usize;
@@ -948,7 +868,7 @@ fn an_idle_websocket_gives_back_its_output_buffer() {
         let code = c.create_room();
         clients.push((c, code));
     }
-    let before = rss_of(server.pid());
+    let before = rss_bytes(server.pid());
     let text = "é".repeat(2000);
     for (c, code) in &mut clients {
         // Ten long messages in one write: 41 KB of echoes queued in one turn.
@@ -965,7 +885,7 @@ fn an_idle_websocket_gives_back_its_output_buffer() {
         }
     }
     std::thread::sleep(ms(200));
-    let after = rss_of(server.pid());
+    let after = rss_bytes(server.pid());
     let counted = metric(&scrape_addr(addr), OUTPUT);
     eprintln!("{CLIENTS} idle clients: resident {before} -> {after} B, output counted {counted} B");
     drop(clients);

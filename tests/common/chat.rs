@@ -65,6 +65,11 @@ pub fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
+/// Panics caught by the server's loop.
+pub fn panics(server: &TestServer) -> u64 {
+    metric(&scrape(server), "pairchat_panics_total")
+}
+
 pub fn scrape(server: &TestServer) -> String {
     let res = server.get("/metrics");
     assert_eq!(res.status, 200);
@@ -112,6 +117,55 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
     stream
+}
+
+/// A connection to `addr` (IPv4) with a 4 KiB receive buffer set before connecting, so the
+/// window it offers stays small: a client that does not read holds the server's output back
+/// (and so pauses its input) within a few kilobytes.
+pub fn small_window_tcp(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("an IPv4 test server");
+    };
+    // SAFETY: plain socket calls on a descriptor created here and handed to `TcpStream`,
+    // which owns it from then on; the option and address structs are live locals.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "setsockopt");
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect");
+        let stream = TcpStream::from_raw_fd(fd);
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream
+    }
+}
+
+/// `/metrics` of the server at `addr` (a process, not a `TestServer`).
+pub fn scrape_addr(addr: SocketAddr) -> String {
+    let mut conn = HttpConn::new(tcp(addr));
+    conn.send(METRICS);
+    conn.response().expect("metrics").text()
 }
 
 /// A frame the chat sends on `/`.

@@ -178,6 +178,16 @@ pub struct HttpConn {
 }
 
 /// A keep-alive `POST path` with a text body.
+/// A raw `GET` request for `path`.
+pub fn get_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// An Engine.IO server that echoes every message back (`Echo`).
+pub fn echo_server(config: Config) -> TestServer {
+    TestServer::start(config, |_| pairchat::engine::Echo)
+}
+
 pub fn post_request(path: &str, body: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain;charset=UTF-8\r\n\

@@ -216,3 +216,18 @@ impl Proc {
             .expect("a port in the address")
     }
 }
+
+/// The resident set of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The resident set of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> usize {
+    rss_kib(pid) as usize * 1024
+}
