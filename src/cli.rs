@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::Config;
 use crate::chat::ChatConfig;
 use crate::chat::limits::Rate;
+use crate::cluster::link::RedisConfig;
 use crate::config::{CorsOrigins, MAX_DURATION, MetricsAccess, parse_addresses, parse_duration};
 use crate::log::Level;
 use crate::memory::{Budget, MIN_BUDGET, parse_size, show_size};
@@ -32,6 +33,12 @@ pub struct Settings {
     pub log: LogSettings,
     /// The memory budget (`--max-memory`), shared out to history, recovery and output.
     pub max_memory: usize,
+    /// The cluster's Redis (`--redis`); `None`: embedded, nothing shared.
+    pub redis: Option<RedisConfig>,
+    /// The address other nodes reach this one at (`--advertise`); `None`: `--host:--port`.
+    pub advertise: Option<String>,
+    /// The longest wait for Redis (`--redis-timeout`).
+    pub redis_timeout: Duration,
     /// Where the values given came from: option name → the flag or variable that set it, as
     /// written (`--port`, `PAIRCHAT_PORT`, `PORT`).
     pub sources: Vec<(&'static str, String)>,
@@ -45,6 +52,9 @@ impl Default for Settings {
             sio: SioConfig::default(),
             log: LogSettings::default(),
             max_memory: Budget::detect().total,
+            redis: None,
+            advertise: None,
+            redis_timeout: Duration::from_secs(2),
             sources: Vec::new(),
         };
         settings.share_memory(false);
@@ -422,6 +432,49 @@ const OPTIONS: &[Opt] = &[
         show: |s| show_duration(s.sio.connect_timeout),
         set: |s, v| {
             s.sio.connect_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "redis",
+        value: "URL",
+        help: "join a cluster of nodes sharing one room space: redis://[user:password@]host:port[/db] (off: embedded, nothing connects anywhere)",
+        show: |s| {
+            s.redis
+                .as_ref()
+                .map_or_else(|| "off".into(), RedisConfig::display)
+        },
+        set: |s, v| {
+            s.redis = if v.trim() == "off" {
+                None
+            } else {
+                Some(RedisConfig::parse(v.trim())?)
+            };
+            Ok(())
+        },
+    },
+    Opt {
+        name: "redis-timeout",
+        value: "DURATION",
+        help: "longest wait for Redis (a reply, a connection) before its link is made again and requests answer Server busy",
+        show: |s| show_duration(s.redis_timeout),
+        set: |s, v| {
+            s.redis_timeout = positive_duration(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "advertise",
+        value: "HOST:PORT",
+        help: "the address other nodes reach this one at, registered in Redis (default: the bound address)",
+        show: |s| s.advertise.clone().unwrap_or_else(|| "bound".into()),
+        set: |s, v| {
+            if v.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err("expected host:port".into());
+            }
+            s.advertise = Some(v.to_string());
             Ok(())
         },
     },

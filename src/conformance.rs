@@ -79,7 +79,11 @@ impl App for SioConformance {
                     _ => {}
                 }
             }
-            SioEvent::Away { .. } | SioEvent::Disconnect { .. } | SioEvent::Socket { .. } => {}
+            SioEvent::Away { .. }
+            | SioEvent::Disconnect { .. }
+            | SioEvent::Start
+            | SioEvent::TurnEnd
+            | SioEvent::Socket { .. } => {}
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod engine;

@@ -12,9 +12,10 @@ use std::process::ExitCode;
 
 use pairchat::Server;
 use pairchat::chat::Chat;
-use pairchat::cli::{self, Command};
+use pairchat::cli::{self, Command, Settings};
+use pairchat::cluster::{ClusterChat, ClusterConfig};
 use pairchat::log;
-use pairchat::sio::SocketIo;
+use pairchat::sio::{App, SocketIo};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +38,24 @@ fn main() -> ExitCode {
     log::set_json(settings.log.json);
     log::install_panic_hook();
     pairchat::sys::keep_large_allocations_apart();
-    let chat = Chat::new(std::mem::take(&mut settings.chat));
+    let chat = std::mem::take(&mut settings.chat);
+    match settings.redis.take() {
+        None => serve(*settings, Chat::new(chat)),
+        Some(mut redis) => {
+            redis.timeout = settings.redis_timeout;
+            let advertise = settings
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", settings.server.host, settings.server.port));
+            log::info("cluster mode", &[("redis", &redis.display())]);
+            let cluster = ClusterConfig { redis, advertise };
+            serve(*settings, ClusterChat::new(chat, cluster))
+        }
+    }
+}
+
+/// Runs the application on the server until stopped.
+fn serve<A: App>(mut settings: Settings, chat: A) -> ExitCode {
     let app = SocketIo::new(
         chat,
         std::mem::take(&mut settings.sio),

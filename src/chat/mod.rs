@@ -26,7 +26,7 @@
 //! history and the expiry; the Socket.IO layer does the wire. The chat serves the main
 //! namespace.
 
-mod args;
+pub(crate) mod args;
 pub mod limits;
 pub mod rooms;
 
@@ -343,17 +343,7 @@ impl Chat {
         {
             return Err(errors::NOT_MEMBER);
         }
-        let (text, raw_text) = fields.text()?;
-        // Blank as JavaScript's `trim` sees it (a NestJS gateway's check): BOM included.
-        if text
-            .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
-            .is_empty()
-        {
-            return Err(errors::TEXT_EMPTY);
-        }
-        if text.chars().count() > self.config.max_message_chars {
-            return Err(errors::TEXT_TOO_LONG);
-        }
+        let raw_text = message_text(&fields, self.config.max_message_chars)?;
         if io.output_full() {
             return Err(self.busy());
         }
@@ -372,19 +362,8 @@ impl Chat {
             }
         }
         let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
-        // The client's JSON string goes out as it came, unless it used escapes: then it is
-        // re-encoded compactly (`\u0061` is six bytes for one character).
-        let compact;
-        let raw_text = if raw_text.contains('\\') {
-            let mut s = String::with_capacity(text.len() + 2);
-            write_json_string(&mut s, &text);
-            compact = s;
-            compact.as_str()
-        } else {
-            raw_text
-        };
         let message = &mut self.message_buf;
-        write_message_json(message, sender.as_str(), raw_text, io.unix_millis());
+        write_message_json(message, sender.as_str(), &raw_text, io.unix_millis());
         let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
         self.rooms.push_message(code, message);
         if let Some(members) = members {
@@ -586,8 +565,11 @@ impl App for Chat {
                 recovered: true,
                 ..
             } => self.on_recovered(socket, io),
-            // The embedded chat has no sockets of its own (a cluster's Redis link will).
-            SioEvent::Connect { .. } | SioEvent::Socket { .. } => {}
+            // The embedded chat has no sockets of its own (the cluster's Redis link has).
+            SioEvent::Connect { .. }
+            | SioEvent::Start
+            | SioEvent::TurnEnd
+            | SioEvent::Socket { .. } => {}
             SioEvent::Away { socket, .. } => self.on_away(socket, io),
             SioEvent::Event(e) => self.on_event(e, io),
             SioEvent::Disconnect { socket, .. } => {
@@ -604,7 +586,7 @@ impl App for Chat {
     }
 }
 
-const SUCCESS: &str = "{\"success\":true}";
+pub(crate) const SUCCESS: &str = "{\"success\":true}";
 
 /// The room a socket is in: its only Socket.IO room (the chat puts sockets in no other).
 fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
@@ -634,9 +616,35 @@ fn present(io: &Io<'_, '_>, code: RoomCode) -> usize {
         .count()
 }
 
+/// The text of a `sendMessage`, checked (a string, not blank, not too long), as the JSON
+/// string that goes out: the client's as it came, unless it used escapes: then re-encoded
+/// compactly (`\u0061` is six bytes for one character).
+pub(crate) fn message_text<'a>(
+    fields: &Fields<'a>,
+    max_chars: usize,
+) -> Result<Cow<'a, str>, &'static str> {
+    let (text, raw_text) = fields.text()?;
+    // Blank as JavaScript's `trim` sees it (a NestJS gateway's check): BOM included.
+    if text
+        .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .is_empty()
+    {
+        return Err(errors::TEXT_EMPTY);
+    }
+    if text.chars().count() > max_chars {
+        return Err(errors::TEXT_TOO_LONG);
+    }
+    if !raw_text.contains('\\') {
+        return Ok(Cow::Borrowed(raw_text));
+    }
+    let mut compact = String::with_capacity(text.len() + 2);
+    write_json_string(&mut compact, &text);
+    Ok(Cow::Owned(compact))
+}
+
 /// Writes `{"sender":…,"text":…,"timestamp":…}` over `out` (the wire JSON, kept as history
 /// as is). `raw_text` is the client's JSON string, valid JSON already.
-fn write_message_json(out: &mut String, sender: &str, raw_text: &str, timestamp: u64) {
+pub(crate) fn write_message_json(out: &mut String, sender: &str, raw_text: &str, timestamp: u64) {
     out.clear();
     out.push_str("{\"sender\":\"");
     out.push_str(sender);
@@ -648,13 +656,13 @@ fn write_message_json(out: &mut String, sender: &str, raw_text: &str, timestamp:
 }
 
 /// What an event's ack carries when it succeeds: mostly a constant.
-type Reply = Cow<'static, str>;
+pub(crate) type Reply = Cow<'static, str>;
 
-fn user_json(id: crate::engine::Sid) -> String {
+pub(crate) fn user_json(id: crate::engine::Sid) -> String {
     format!("{{\"userId\":\"{id}\"}}")
 }
 
-fn error_json(message: &str) -> String {
+pub(crate) fn error_json(message: &str) -> String {
     let mut out = String::with_capacity(message.len() + 12);
     out.push_str("{\"error\":");
     write_json_string(&mut out, message);

@@ -18,6 +18,8 @@ impl Handler for Echo {
             | Event::Close { .. }
             | Event::Pong { .. }
             | Event::Timer(())
+            | Event::Start
+            | Event::TurnEnd
             | Event::Socket { .. } => {}
         }
     }

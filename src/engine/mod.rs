@@ -162,6 +162,12 @@ pub enum Event<'a, T> {
     },
     /// A timer set through `Io::set_timer` fired.
     Timer(T),
+    /// The loop is about to start: a handler opens its own sockets (`Io::register_socket`)
+    /// and sets its first timers here. Sent once, before any other event.
+    Start,
+    /// The loop turn's events are handled and its output is about to be flushed: a handler
+    /// that batches writes to its own sockets writes them now (one write per turn).
+    TurnEnd,
     /// A socket registered through `Io::register_socket` is ready.
     Socket {
         /// Which one.
@@ -285,4 +291,8 @@ pub trait Handler {
 
     /// Appends the handler's own metrics (Prometheus text) to a `/metrics` answer.
     fn metrics(&self, _out: &mut String) {}
+
+    /// Appends fields of the handler's own to the `/health` answer's JSON object, each
+    /// written as `,"name":value` (a cluster's `"redis":"down"`, say).
+    fn health(&self, _out: &mut String) {}
 }

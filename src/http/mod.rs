@@ -264,8 +264,11 @@ pub fn unix_millis() -> u64 {
 }
 
 /// The `/health` body: `{"status":"ok","timestamp":<ms since epoch>}`.
-pub fn health_body() -> String {
-    format!("{{\"status\":\"ok\",\"timestamp\":{}}}", unix_millis())
+pub fn health_body(extra: impl FnOnce(&mut String)) -> String {
+    let mut body = format!("{{\"status\":\"ok\",\"timestamp\":{}", unix_millis());
+    extra(&mut body);
+    body.push('}');
+    body
 }
 
 #[cfg(test)]

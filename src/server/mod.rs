@@ -665,6 +665,8 @@ impl<H: Handler> Server<H> {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
+        self.tick_clock();
+        self.guarded(Culprit::None, |s| s.dispatch(Event::Start));
         while !self.stop_requested() {
             let timeout = if self.deferred.is_empty() {
                 let now = ms(self.clock.elapsed());
@@ -786,6 +788,7 @@ impl<H: Handler> Server<H> {
     /// flushes every connection with queued output, until none of that is left: each step
     /// can make work for the others (a failed flush closes a session, which answers a poll).
     fn end_turn(&mut self) {
+        self.guarded(Culprit::None, |s| s.dispatch(Event::TurnEnd));
         loop {
             for id in std::mem::take(&mut self.poll_ready) {
                 self.guarded(Culprit::Session(id), |s| s.answer_ready_poll(id));

@@ -349,7 +349,9 @@ impl<H: Handler> Server<H> {
         if req.path == "/metrics" && serve_metrics {
             self.respond_to_get(key, req, "text/plain; version=0.0.4", Self::render_metrics)
         } else if req.path == "/health" {
-            self.respond_to_get(key, req, "application/json", |_| http::health_body())
+            self.respond_to_get(key, req, "application/json", |s| {
+                http::health_body(|out| s.handler.health(out))
+            })
         } else if engine_path {
             self.on_engine_request(key, req, rest)
         } else {

@@ -121,6 +121,12 @@ pub enum SioEvent<'a, T> {
     },
     /// An application timer fired.
     Timer(T),
+    /// The loop is about to start (once, first): open sockets of the application's own, set
+    /// its first timers.
+    Start,
+    /// The loop turn's events are handled: write what was batched for the application's own
+    /// sockets.
+    TurnEnd,
     /// A socket of the application's own (`SioIo::register_socket`) is ready.
     Socket {
         /// Which one.
@@ -142,6 +148,9 @@ pub trait App {
 
     /// Appends the application's metrics (Prometheus text) to a `/metrics` answer.
     fn metrics(&self, _out: &mut String) {}
+
+    /// Appends fields to the `/health` answer (`engine::Handler::health`).
+    fn health(&self, _out: &mut String) {}
 }
 
 /// Timers of the Socket.IO layer.
@@ -814,6 +823,8 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
+            Event::Start => self.dispatch(SioEvent::Start, io),
+            Event::TurnEnd => self.dispatch(SioEvent::TurnEnd, io),
             Event::Socket {
                 token,
                 readable,
@@ -827,6 +838,10 @@ impl<A: App> Handler for SocketIo<A> {
                 io,
             ),
         }
+    }
+
+    fn health(&self, out: &mut String) {
+        self.app.health(out);
     }
 
     fn metrics(&self, out: &mut String) {

@@ -1,0 +1,17 @@
+-- Shared by every pairchat script (prepended to each). Keys: room:<code> (a hash: id, exp,
+-- s1, s2), hist:<code> (a list of message JSON), seats:<node> (a set of codes), nodes (a set),
+-- alive:<node> (a string with a TTL); channel to:<node>. A seat is "<node> <sid>", with " a"
+-- after it while its member is away (connection state recovery).
+local P = 'pairchat:'
+local function seat_node(v) return string.match(v, '^(%S+)') end
+local function seat_sid(v) return string.match(v, '^%S+ (%S+)') end
+local function seat_of(v) return string.match(v, '^(%S+ %S+)') end
+local function is_away(v) return string.sub(v, -2) == ' a' end
+local function tell(node, msg) redis.call('PUBLISH', P .. 'to:' .. node, msg) end
+-- Takes a node's seats in one room out of seats:<node> when it holds none there any more.
+local function forget_seat(node, code, s1, s2)
+  for _, v in ipairs({s1 or '', s2 or ''}) do
+    if v ~= '' and seat_node(v) == node then return end
+  end
+  redis.call('SREM', P .. 'seats:' .. node, code)
+end

@@ -1,0 +1,1045 @@
+//! The chat on a cluster (`--redis`): several pairchat nodes share one room space through Redis.
+//!
+//! The contract is the embedded chat's (`crate::chat`), event for event; what changes is
+//! where a room lives. Redis holds each room (its id, expiry and two seats, each seat a node
+//! and a socket id), its history and which node holds which seats; every change is one Lua
+//! script, so two nodes never race on a seat or a code. Each node keeps in memory only its own
+//! members, in the Socket.IO room named by the code, as the embedded chat does.
+//!
+//! Delivery: a script that changes a room tells the *other* seat's node, by publishing to that
+//! node's channel (`pairchat:to:<node>`: `m` a message, `j` joined, `l` left, `u` a seat taken
+//! from an away member); the calling node handles its own members when the reply comes. The
+//! node's subscription and its commands share one RESP3 connection (`link`), so a node sees
+//! every room's changes in the one order Redis ran them: a reply sent after a message was
+//! acknowledged is never shown before it. A room whose two members are on this node (both
+//! present) needs no one else: its messages are delivered and acknowledged at once, and only
+//! appended to the history in Redis (pipelined, never waited for).
+//!
+//! Liveness: each node refreshes `pairchat:alive:<node>` (TTL `NODE_TTL`) every second and
+//! runs the reaper, which frees the seats of nodes whose key expired: members on surviving
+//! nodes get `userLeft` within `NODE_TTL` plus a second of a node's death. When the link to
+//! Redis is made again, the node tells Redis exactly which seats it holds (`resync`): rooms
+//! Redis lost are made again, seats taken meanwhile are lost (`roomUnavailable`).
+//!
+//! While Redis is away: members whose partner is on this node keep chatting (the history of
+//! those messages is not kept); `createRoom`, `joinRoom` and messages to another node's
+//! member answer `Server busy` at once, and requests in flight when the link broke answer it
+//! within `--redis-timeout`.
+
+pub mod link;
+pub mod resp;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use crate::chat::args::Fields;
+use crate::chat::limits::{Bucket, Failures};
+use crate::chat::rooms::{ROOM_CAPACITY, RoomCode};
+use crate::chat::{
+    ChatConfig, Reply, SUCCESS, error_json, errors, message_text, user_json, write_message_json,
+};
+use crate::engine::Sid;
+use crate::log::Sampler;
+use crate::sio::packet::write_json_string;
+use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
+use crate::timer::{TimerId, deadline};
+use link::{Link, LinkEvent, RedisConfig};
+use resp::Reply as Resp;
+
+/// How long a node's alive key lives: a node that has not refreshed it for this long is dead,
+/// and its seats are freed. Five seconds: twenty times the refresh interval, so a busy node or
+/// a slow Redis never looks dead, and short enough that a partner hears of a dead node's member
+/// within about six seconds (a socket.io client notices a dead server only after its
+/// heartbeat, 45 s by default).
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// How often the link is checked (timeouts, reconnects).
+const TICK: Duration = Duration::from_millis(250);
+/// Every this many ticks, the node refreshes its alive key and runs the reaper.
+const TICKS_PER_BEAT: u32 = 4;
+/// How long Redis keeps a room's keys past its expiry, in case no node is left to delete them.
+const KEEP_AFTER_EXPIRY: u64 = 60_000;
+/// Codes drawn for one `createRoom` before it answers `Server busy`.
+const CODE_TRIES: u8 = 16;
+
+/// The scripts, loaded when the link is made; `Script` indexes them.
+static SCRIPTS: [&str; 8] = [
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/create.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/join.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/send.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/append.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/leave.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/expire.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/reap.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/resync.lua")
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Create,
+    Join,
+    Send,
+    Append,
+    Leave,
+    Expire,
+    Reap,
+    Resync,
+}
+
+/// Settings of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where Redis is.
+    pub redis: RedisConfig,
+    /// The address other nodes reach this one at (`--advertise`), registered in Redis.
+    pub advertise: String,
+}
+
+/// The cluster's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterTimer {
+    /// Check the link; every `TICKS_PER_BEAT`, the heartbeat and the reaper.
+    Tick,
+    /// A room's time is up (every node with a member fires its own, at the same `exp`).
+    Expire {
+        /// The room.
+        code: RoomCode,
+        /// Which room of that code.
+        id: u64,
+    },
+}
+
+/// A command in flight, and what to do with its reply.
+#[derive(Debug)]
+enum Op {
+    Create {
+        socket: SocketRef,
+        ack: Option<u64>,
+        code: RoomCode,
+        sid: Sid,
+        id: u64,
+        exp: u64,
+        tries: u8,
+    },
+    Join {
+        socket: SocketRef,
+        ack: Option<u64>,
+        code: RoomCode,
+        sid: Sid,
+        repeat: bool,
+    },
+    Send {
+        socket: SocketRef,
+        ack: Option<u64>,
+        code: RoomCode,
+        message: String,
+    },
+    Back {
+        socket: SocketRef,
+        code: RoomCode,
+    },
+    Resync,
+    /// Nothing waits for it (an error is logged).
+    Ignore,
+}
+
+/// A room with members on this node.
+#[derive(Debug)]
+struct Local {
+    id: u64,
+    /// When it expires, in Unix ms (the same on every node).
+    exp: u64,
+    timer: TimerId,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Stats {
+    rooms_created: u64,
+    rooms_expired: u64,
+    messages: u64,
+    joins: u64,
+    limited_joins: u64,
+    limited_messages: u64,
+    /// Requests refused because Redis was unreachable (or too slow).
+    unavailable: u64,
+    output_full: u64,
+    errors: u64,
+}
+
+/// The chat on a cluster.
+pub struct ClusterChat {
+    config: ChatConfig,
+    /// This process's id in the cluster: random, new at every start.
+    node: String,
+    advertise: String,
+    link: Link<Op>,
+    events: Vec<LinkEvent<Op>>,
+    rooms: HashMap<RoomCode, Local>,
+    /// Members back from away whose seat Redis has not confirmed yet.
+    unseated: HashSet<SocketRef>,
+    join_failures: Option<(Failures<SocketRef>, Failures<IpAddr>)>,
+    buckets: HashMap<SocketRef, Bucket>,
+    ticks: u32,
+    stats: Stats,
+    message_buf: String,
+}
+
+type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
+
+impl ClusterChat {
+    /// A node with no rooms; it connects when the loop starts.
+    pub fn new(config: ChatConfig, cluster: ClusterConfig) -> Self {
+        let node = format!("{:016x}", rand::random::<u64>());
+        let channel = format!("pairchat:to:{node}");
+        let join_failures = config
+            .join_failures
+            .map(|r| (Failures::new(r), Failures::new(r)));
+        ClusterChat {
+            config,
+            link: Link::new(cluster.redis, &SCRIPTS, channel),
+            node,
+            advertise: cluster.advertise,
+            events: Vec::new(),
+            rooms: HashMap::new(),
+            unseated: HashSet::new(),
+            join_failures,
+            buckets: HashMap::new(),
+            ticks: 0,
+            stats: Stats::default(),
+            message_buf: String::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the link to Redis is up.
+    pub fn redis_up(&self) -> bool {
+        self.link.is_up()
+    }
+
+    fn on_event(&mut self, e: EventData<'_>, io: &mut Io<'_, '_>) {
+        let reply = match e.name {
+            "createRoom" => self.create_room(e.socket, e.ack, io),
+            "joinRoom" => self.join_room(e.socket, e.args, e.ack, io),
+            "sendMessage" => self.send_message(e.socket, e.args, e.ack, io),
+            "leaveRoom" => self.leave_room(e.socket, e.args, io).map(Some),
+            _ => Err(errors::UNKNOWN_EVENT),
+        };
+        // `Ok(None)`: the answer comes with Redis's reply.
+        match (reply, e.ack) {
+            (Ok(Some(json)), Some(id)) => io.ack(e.socket, id, &json),
+            (Err(message), Some(id)) => io.ack(e.socket, id, &error_json(message)),
+            _ => {}
+        }
+    }
+
+    /// Counts a request refused because Redis is unreachable.
+    fn unavailable(&mut self) -> &'static str {
+        self.stats.unavailable += 1;
+        static UNAVAILABLE: Sampler = Sampler::new();
+        UNAVAILABLE.warn("redis unavailable: refusing work", &[]);
+        errors::SERVER_BUSY
+    }
+
+    fn create_room(
+        &mut self,
+        socket: SocketRef,
+        ack: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        let sid = io.socket_id(socket).ok_or(errors::SERVER_BUSY)?;
+        if io.output_full() {
+            self.stats.output_full += 1;
+            return Err(errors::SERVER_BUSY);
+        }
+        if self.rooms.len() >= self.config.max_rooms {
+            return Err(errors::SERVER_BUSY);
+        }
+        let id = rand::RngExt::random::<u64>(io.rng()) >> 1;
+        let exp = io.unix_millis() + self.config.room_ttl.as_millis() as u64;
+        self.try_create(socket, ack, sid, id, exp, 0, io)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_create(
+        &mut self,
+        socket: SocketRef,
+        ack: Option<u64>,
+        sid: Sid,
+        id: u64,
+        exp: u64,
+        tries: u8,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        let code = RoomCode::random(io.rng());
+        let op = Op::Create {
+            socket,
+            ack,
+            code,
+            sid,
+            id,
+            exp,
+            tries,
+        };
+        let (name, id_s, exp_s, keep) = (
+            code.name(),
+            id.to_string(),
+            exp.to_string(),
+            (exp + KEEP_AFTER_EXPIRY).to_string(),
+        );
+        let args: [&[u8]; 6] = [
+            name.as_bytes(),
+            self.node.as_bytes(),
+            sid.as_str().as_bytes(),
+            id_s.as_bytes(),
+            exp_s.as_bytes(),
+            keep.as_bytes(),
+        ];
+        match self
+            .link
+            .script(Script::Create as usize, &args, op, io.now())
+        {
+            Ok(()) => Ok(None),
+            Err(_) => Err(self.unavailable()),
+        }
+    }
+
+    fn join_room(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        ack: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        if io.output_full() {
+            self.stats.output_full += 1;
+            return Err(errors::SERVER_BUSY);
+        }
+        let now = io.now();
+        let addr = io.client_addr(socket);
+        if let Some((per_socket, per_addr)) = &self.join_failures
+            && (per_socket.exhausted(socket, now)
+                || addr.is_some_and(|a| per_addr.exhausted(a, now)))
+        {
+            self.stats.limited_joins += 1;
+            return Err(errors::TOO_MANY_ATTEMPTS);
+        }
+        let code = match Fields::of(args).code() {
+            Ok(code) => code,
+            Err(e) => {
+                self.join_failed(socket, io);
+                return Err(e);
+            }
+        };
+        let sid = io.socket_id(socket).ok_or(errors::ROOM_NOT_FOUND)?;
+        let repeat = room_of(io, socket) == Some(code);
+        let op = Op::Join {
+            socket,
+            ack,
+            code,
+            sid,
+            repeat,
+        };
+        let name = code.name();
+        let args: [&[u8]; 3] = [
+            name.as_bytes(),
+            self.node.as_bytes(),
+            sid.as_str().as_bytes(),
+        ];
+        match self.link.script(Script::Join as usize, &args, op, now) {
+            Ok(()) => Ok(None),
+            Err(_) => Err(self.unavailable()),
+        }
+    }
+
+    fn join_failed(&mut self, socket: SocketRef, io: &Io<'_, '_>) {
+        let now = io.now();
+        if let Some((per_socket, per_addr)) = &mut self.join_failures {
+            per_socket.fail(socket, now);
+            if let Some(a) = io.client_addr(socket) {
+                per_addr.fail(a, now);
+            }
+        }
+    }
+
+    fn send_message(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        ack: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        let fields = Fields::of(args);
+        let code = fields.code()?;
+        if room_of(io, socket) != Some(code) || self.unseated.contains(&socket) {
+            return Err(if self.rooms.contains_key(&code) {
+                errors::NOT_MEMBER
+            } else {
+                errors::ROOM_NOT_FOUND
+            });
+        }
+        let raw_text = message_text(&fields, self.config.max_message_chars)?;
+        if io.output_full() {
+            self.stats.output_full += 1;
+            return Err(errors::SERVER_BUSY);
+        }
+        if let Some(rate) = self.config.message_rate {
+            let now = io.now();
+            let bucket = self
+                .buckets
+                .entry(socket)
+                .or_insert_with(|| Bucket::full(rate, now));
+            if !bucket.take(rate, now) {
+                self.stats.limited_messages += 1;
+                return Err(errors::RATE_LIMITED);
+            }
+        }
+        let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
+        let mut message = std::mem::take(&mut self.message_buf);
+        write_message_json(&mut message, sender.as_str(), &raw_text, io.unix_millis());
+        let name = code.name();
+        let max = self.config.max_history.to_string();
+        let keep = self
+            .rooms
+            .get(&code)
+            .map_or(0, |r| r.exp + KEEP_AFTER_EXPIRY)
+            .to_string();
+        // Both seats here and taken: no other node needs to know now.
+        let seated_here = members(io, code)
+            .iter()
+            .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
+            .count();
+        if seated_here == ROOM_CAPACITY {
+            self.deliver(code, &message, io);
+            let args: [&[u8]; 4] = [
+                name.as_bytes(),
+                message.as_bytes(),
+                max.as_bytes(),
+                keep.as_bytes(),
+            ];
+            // Without Redis the history misses it; the members still get it.
+            let _ = self
+                .link
+                .script(Script::Append as usize, &args, Op::Ignore, io.now());
+            self.message_buf = message;
+            self.stats.messages += 1;
+            return Ok(Some(SUCCESS.into()));
+        }
+        let args: [&[u8]; 6] = [
+            name.as_bytes(),
+            self.node.as_bytes(),
+            sender.as_str().as_bytes(),
+            message.as_bytes(),
+            max.as_bytes(),
+            keep.as_bytes(),
+        ];
+        let op = Op::Send {
+            socket,
+            ack,
+            code,
+            message: message.clone(),
+        };
+        let sent = self.link.script(Script::Send as usize, &args, op, io.now());
+        self.message_buf = message;
+        match sent {
+            Ok(()) => Ok(None),
+            Err(_) => Err(self.unavailable()),
+        }
+    }
+
+    /// A message to this node's members of a room.
+    fn deliver(&mut self, code: RoomCode, message: &str, io: &mut Io<'_, '_>) {
+        let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
+        if let Some(room) = io.room_id(Nsp::MAIN, &code.name()) {
+            io.send_to_room_id(room, &packets);
+        }
+    }
+
+    fn leave_room(
+        &mut self,
+        socket: SocketRef,
+        args: &[&RawValue],
+        io: &mut Io<'_, '_>,
+    ) -> Result<Reply, &'static str> {
+        let code = Fields::of(args).code()?;
+        if room_of(io, socket) != Some(code) {
+            return Err(if self.rooms.contains_key(&code) {
+                errors::NOT_MEMBER
+            } else {
+                errors::ROOM_NOT_FOUND
+            });
+        }
+        self.leave(socket, io);
+        Ok(SUCCESS.into())
+    }
+
+    /// Takes a socket out of its room for good: a partner here is told (unless it was told
+    /// when the socket went away), Redis frees the seat (and tells a partner elsewhere).
+    fn leave(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
+        let Some(code) = room_of(io, socket) else {
+            return;
+        };
+        let told = !io.is_present(socket) || self.unseated.remove(&socket);
+        let name = code.name();
+        io.leave(socket, &name);
+        if !told {
+            announce(socket, code, "userLeft", io);
+        }
+        self.forget_if_empty(code, io);
+        self.tell_seat(socket, code, "gone", Op::Ignore, io);
+    }
+
+    /// Runs the `leave` script for a member's seat (`gone`, `away` or `back`). Without Redis
+    /// nothing is sent: `resync` puts the seats right when the link is back.
+    fn tell_seat(&mut self, socket: SocketRef, code: RoomCode, mode: &str, op: Op, io: &Io) {
+        let Some(sid) = io.socket_id(socket) else {
+            return;
+        };
+        let name = code.name();
+        let args: [&[u8]; 4] = [
+            name.as_bytes(),
+            self.node.as_bytes(),
+            sid.as_str().as_bytes(),
+            mode.as_bytes(),
+        ];
+        let _ = self
+            .link
+            .script(Script::Leave as usize, &args, op, io.now());
+    }
+
+    /// Forgets a room once no member of it is on this node.
+    fn forget_if_empty(&mut self, code: RoomCode, io: &mut Io<'_, '_>) {
+        if members(io, code).is_empty()
+            && let Some(local) = self.rooms.remove(&code)
+        {
+            io.cancel_timer(local.timer);
+        }
+    }
+
+    /// A member of this node joined a room (made or joined it): it leaves the one it was in.
+    fn seat(&mut self, socket: SocketRef, code: RoomCode, id: u64, exp: u64, io: &mut Io<'_, '_>) {
+        if let Some(current) = room_of(io, socket)
+            && current != code
+        {
+            self.leave(socket, io);
+        }
+        io.join(socket, &code.name());
+        if self.rooms.get(&code).is_none_or(|r| r.id != id) {
+            let wait = Duration::from_millis(exp.saturating_sub(io.unix_millis()));
+            let timer = io.set_timer(deadline(io.now(), wait), ClusterTimer::Expire { code, id });
+            if let Some(old) = self.rooms.insert(code, Local { id, exp, timer }) {
+                io.cancel_timer(old.timer);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, op: Op, reply: Result<Resp, ()>, io: &mut Io<'_, '_>) {
+        if let Ok(Resp::Error(e)) = &reply {
+            self.stats.errors += 1;
+            static ERRORS: Sampler = Sampler::new();
+            ERRORS.warn("redis script failed", &[("error", e)]);
+        }
+        match op {
+            Op::Create {
+                socket,
+                ack,
+                code,
+                sid,
+                id,
+                exp,
+                tries,
+            } => {
+                let answer = match reply.as_ref().map(Resp::int) {
+                    Ok(Some(1)) if io.socket_id(socket) == Some(sid) => {
+                        self.stats.rooms_created += 1;
+                        self.seat(socket, code, id, exp, io);
+                        Ok(Some(format!("{{\"code\":\"{code}\"}}").into()))
+                    }
+                    // Made for a socket that has gone meanwhile.
+                    Ok(Some(1)) => {
+                        let name = code.name();
+                        let args: [&[u8]; 4] = [
+                            name.as_bytes(),
+                            self.node.as_bytes(),
+                            sid.as_str().as_bytes(),
+                            b"gone",
+                        ];
+                        let _ =
+                            self.link
+                                .script(Script::Leave as usize, &args, Op::Ignore, io.now());
+                        return;
+                    }
+                    Ok(Some(0)) if tries + 1 < CODE_TRIES => {
+                        self.try_create(socket, ack, sid, id, exp, tries + 1, io)
+                    }
+                    Ok(_) => Err(errors::SERVER_BUSY),
+                    Err(()) => Err(self.unavailable()),
+                };
+                self.answer(socket, ack, answer, io);
+            }
+            Op::Join {
+                socket,
+                ack,
+                code,
+                sid,
+                repeat,
+            } => {
+                let answer = match reply {
+                    Ok(r) => self.joined(socket, code, sid, repeat, &r, io),
+                    Err(()) => Err(self.unavailable()),
+                };
+                if answer.is_err() || repeat {
+                    self.join_failed(socket, io);
+                }
+                self.answer(socket, ack, answer, io);
+            }
+            Op::Send {
+                socket,
+                ack,
+                code,
+                message,
+            } => {
+                let answer = match reply.as_ref().map(Resp::str) {
+                    Ok(Some("ok")) => {
+                        self.deliver(code, &message, io);
+                        self.stats.messages += 1;
+                        Ok(Some(SUCCESS.into()))
+                    }
+                    Ok(Some("nm")) => Err(errors::NOT_MEMBER),
+                    Ok(Some("nf")) => Err(errors::ROOM_NOT_FOUND),
+                    Ok(_) => Err(errors::SERVER_BUSY),
+                    Err(()) => Err(self.unavailable()),
+                };
+                self.answer(socket, ack, answer, io);
+            }
+            Op::Back { socket, code } => {
+                if !self.unseated.remove(&socket) || room_of(io, socket) != Some(code) {
+                    return;
+                }
+                match reply.as_ref().map(Resp::str) {
+                    Ok(Some("lost")) => self.unseat(socket, code, errors::ROOM_FULL, io),
+                    _ => announce(socket, code, "userJoined", io),
+                }
+            }
+            Op::Resync => {
+                if let Ok(r) = reply {
+                    for lost in r.items() {
+                        let Some((code, sid)) = lost.str().and_then(|s| s.split_once(' ')) else {
+                            continue;
+                        };
+                        if let Some(code) = RoomCode::parse(code)
+                            && let Some(socket) = member_with_sid(io, code, sid)
+                        {
+                            self.unseat(socket, code, errors::ROOM_FULL, io);
+                        }
+                    }
+                }
+            }
+            Op::Ignore => {}
+        }
+    }
+
+    fn answer(
+        &mut self,
+        socket: SocketRef,
+        ack: Option<u64>,
+        answer: Result<Option<Reply>, &'static str>,
+        io: &mut Io<'_, '_>,
+    ) {
+        match (answer, ack) {
+            (Ok(Some(json)), Some(id)) => io.ack(socket, id, &json),
+            (Err(message), Some(id)) => io.ack(socket, id, &error_json(message)),
+            _ => {}
+        }
+    }
+
+    /// The reply to a `join`: `['ok', id, exp, message…]`, `['nf']` or `['full']`.
+    fn joined(
+        &mut self,
+        socket: SocketRef,
+        code: RoomCode,
+        sid: Sid,
+        repeat: bool,
+        reply: &Resp,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        let items = reply.items();
+        match items.first().and_then(Resp::str) {
+            Some("ok") => {}
+            Some("nf") => return Err(errors::ROOM_NOT_FOUND),
+            Some("full") => return Err(errors::ROOM_FULL),
+            _ => return Err(errors::SERVER_BUSY),
+        }
+        let (Some(id), Some(exp)) = (
+            items.get(1).and_then(Resp::int),
+            items.get(2).and_then(Resp::int),
+        ) else {
+            return Err(errors::SERVER_BUSY);
+        };
+        if io.socket_id(socket) != Some(sid) {
+            // Seated for a socket that has gone meanwhile.
+            let name = code.name();
+            let args: [&[u8]; 4] = [
+                name.as_bytes(),
+                self.node.as_bytes(),
+                sid.as_str().as_bytes(),
+                b"gone",
+            ];
+            let _ = self
+                .link
+                .script(Script::Leave as usize, &args, Op::Ignore, io.now());
+            return Err(errors::ROOM_NOT_FOUND);
+        }
+        if !repeat && room_of(io, socket) != Some(code) {
+            self.seat(socket, code, id as u64, exp as u64, io);
+            // A partner on this node (one elsewhere was told by the script).
+            let json = user_json(sid);
+            io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), "userJoined", &json);
+            self.stats.joins += 1;
+        }
+        let mut answer = String::from("{\"success\":true,\"messages\":[");
+        for (i, m) in items[3..].iter().enumerate() {
+            if let Some(m) = m.str() {
+                if i > 0 {
+                    answer.push(',');
+                }
+                answer.push_str(m);
+            }
+        }
+        answer.push_str("]}");
+        Ok(Some(answer.into()))
+    }
+
+    /// Takes a member of this node out of its room, the seat not its own any more:
+    /// `roomUnavailable {code, error}`.
+    fn unseat(&mut self, socket: SocketRef, code: RoomCode, error: &str, io: &mut Io<'_, '_>) {
+        let mut json = format!("{{\"code\":\"{code}\",\"error\":");
+        write_json_string(&mut json, error);
+        json.push('}');
+        io.emit(socket, "roomUnavailable", &json);
+        io.leave(socket, &code.name());
+        self.unseated.remove(&socket);
+        self.forget_if_empty(code, io);
+    }
+
+    /// A message on this node's channel: `<kind> <code> <rest>`.
+    fn on_message(&mut self, payload: &[u8], io: &mut Io<'_, '_>) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let (Some(kind), Some(code), Some(rest)) = (
+            text.get(..1),
+            text.get(2..8).and_then(RoomCode::parse),
+            text.get(9..),
+        ) else {
+            return;
+        };
+        let name = code.name();
+        match kind {
+            "m" => self.deliver(code, rest, io),
+            "j" | "l" => {
+                let event = if kind == "j" {
+                    "userJoined"
+                } else {
+                    "userLeft"
+                };
+                let json = format!("{{\"userId\":\"{rest}\"}}");
+                io.emit_to_room(Nsp::MAIN, &name, None, event, &json);
+            }
+            "u" => {
+                if let Some(socket) = member_with_sid(io, code, rest) {
+                    self.unseat(socket, code, errors::ROOM_FULL, io);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_expire(&mut self, code: RoomCode, id: u64, io: &mut Io<'_, '_>) {
+        if self.rooms.get(&code).is_none_or(|r| r.id != id) {
+            return;
+        }
+        self.rooms.remove(&code);
+        self.stats.rooms_expired += 1;
+        let name = code.name();
+        io.emit_to_room(Nsp::MAIN, &name, None, "roomExpired", "{}");
+        for member in members(io, code).to_vec() {
+            io.leave(member, &name);
+            self.unseated.remove(&member);
+        }
+        let id = id.to_string();
+        let args: [&[u8]; 2] = [name.as_bytes(), id.as_bytes()];
+        let _ = self
+            .link
+            .script(Script::Expire as usize, &args, Op::Ignore, io.now());
+    }
+
+    fn on_tick(&mut self, io: &mut Io<'_, '_>) {
+        io.set_timer(deadline(io.now(), TICK), ClusterTimer::Tick);
+        let mut events = std::mem::take(&mut self.events);
+        self.link.tick(io, &mut events);
+        self.handle_link(&mut events, io);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(TICKS_PER_BEAT) && self.link.is_up() {
+            self.beat(io);
+            let _ = self
+                .link
+                .script(Script::Reap as usize, &[], Op::Ignore, io.now());
+        }
+        self.events = events;
+    }
+
+    /// Refreshes this node's alive key (and its place in the node set).
+    fn beat(&mut self, io: &Io<'_, '_>) {
+        let now = io.now();
+        let alive = format!("pairchat:alive:{}", self.node);
+        let ttl = NODE_TTL.as_millis().to_string();
+        let node = self.node.clone();
+        let advertise = self.advertise.clone();
+        let set: [&[u8]; 5] = [
+            b"SET",
+            alive.as_bytes(),
+            advertise.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        let _ = self.link.send(&set, Op::Ignore, now);
+        let _ = self.link.send(
+            &[b"SADD", b"pairchat:nodes", node.as_bytes()],
+            Op::Ignore,
+            now,
+        );
+    }
+
+    /// The link is (again) up: this node's seats, as it has them, go to Redis first.
+    fn resync(&mut self, io: &mut Io<'_, '_>) {
+        self.beat(io);
+        let mut owned: Vec<String> = vec![self.node.clone()];
+        for (code, local) in &self.rooms {
+            for &m in members(io, *code) {
+                let Some(sid) = io.socket_id(m) else { continue };
+                let away = !io.is_present(m);
+                owned.push(code.to_string());
+                owned.push(if away {
+                    format!("{sid} a")
+                } else {
+                    sid.to_string()
+                });
+                owned.push(local.id.to_string());
+                owned.push(local.exp.to_string());
+                owned.push((local.exp + KEEP_AFTER_EXPIRY).to_string());
+            }
+        }
+        self.unseated.clear();
+        let args: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
+        let _ = self
+            .link
+            .script(Script::Resync as usize, &args, Op::Resync, io.now());
+    }
+
+    fn handle_link(&mut self, events: &mut Vec<LinkEvent<Op>>, io: &mut Io<'_, '_>) {
+        for event in events.drain(..) {
+            match event {
+                LinkEvent::Reply(op, reply) => self.on_reply(op, Ok(reply), io),
+                LinkEvent::Failed(op) => self.on_reply(op, Err(()), io),
+                LinkEvent::Message(payload) => self.on_message(&payload, io),
+                LinkEvent::Up => {
+                    crate::log::info("redis link up", &[("node", &self.node)]);
+                    self.resync(io);
+                }
+                LinkEvent::Down => {}
+            }
+        }
+    }
+}
+
+impl App for ClusterChat {
+    type Timer = ClusterTimer;
+
+    fn handle(&mut self, event: SioEvent<'_, ClusterTimer>, io: &mut Io<'_, '_>) {
+        match event {
+            SioEvent::Start => self.on_tick(io),
+            SioEvent::TurnEnd => {
+                let mut events = std::mem::take(&mut self.events);
+                self.link.flush(io, &mut events);
+                self.handle_link(&mut events, io);
+                self.events = events;
+            }
+            SioEvent::Socket {
+                token,
+                readable,
+                writable,
+            } => {
+                let mut events = std::mem::take(&mut self.events);
+                self.link
+                    .on_socket(token, readable, writable, io, &mut events);
+                self.handle_link(&mut events, io);
+                self.events = events;
+            }
+            SioEvent::Timer(ClusterTimer::Tick) => self.on_tick(io),
+            SioEvent::Timer(ClusterTimer::Expire { code, id }) => self.on_expire(code, id, io),
+            SioEvent::Event(e) => self.on_event(e, io),
+            SioEvent::Connect {
+                socket,
+                recovered: true,
+                ..
+            } => {
+                if let Some(code) = room_of(io, socket) {
+                    self.unseated.insert(socket);
+                    let op = Op::Back { socket, code };
+                    if self.link.is_up() {
+                        self.tell_seat(socket, code, "back", op, io);
+                    } else {
+                        // Resync seats it when the link is back.
+                        self.unseated.remove(&socket);
+                        announce(socket, code, "userJoined", io);
+                    }
+                }
+            }
+            SioEvent::Connect { .. } => {}
+            SioEvent::Away { socket, .. } => {
+                if let Some(code) = room_of(io, socket) {
+                    self.unseated.remove(&socket);
+                    announce(socket, code, "userLeft", io);
+                    self.tell_seat(socket, code, "away", Op::Ignore, io);
+                }
+            }
+            SioEvent::Disconnect { socket, .. } => {
+                self.leave(socket, io);
+                self.unseated.remove(&socket);
+                self.buckets.remove(&socket);
+                if let Some((per_socket, _)) = &mut self.join_failures {
+                    per_socket.forget(socket);
+                }
+            }
+        }
+    }
+
+    fn health(&self, out: &mut String) {
+        out.push_str(if self.link.is_up() {
+            ",\"redis\":\"up\""
+        } else {
+            ",\"redis\":\"down\""
+        });
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use crate::metrics::{counter, gauge, labelled_counter};
+        let s = &self.stats;
+        gauge(
+            out,
+            "pairchat_rooms",
+            "Chat rooms with a member on this node.",
+            self.rooms.len() as u64,
+        );
+        counter(
+            out,
+            "pairchat_rooms_created_total",
+            "Rooms created.",
+            s.rooms_created,
+        );
+        counter(
+            out,
+            "pairchat_rooms_expired_total",
+            "Rooms expired.",
+            s.rooms_expired,
+        );
+        counter(out, "pairchat_joins_total", "Successful joinRoom.", s.joins);
+        counter(out, "pairchat_messages_total", "Messages sent.", s.messages);
+        labelled_counter(
+            out,
+            "pairchat_limited_total",
+            "Chat requests refused by a limit, by limit.",
+            "limit",
+            [
+                ("join_failures", s.limited_joins),
+                ("message_rate", s.limited_messages),
+                ("max_memory", s.output_full),
+                ("redis", s.unavailable),
+            ],
+        );
+        gauge(
+            out,
+            "pairchat_redis_up",
+            "1 while the link to Redis is up.",
+            u64::from(self.link.is_up()),
+        );
+        gauge(
+            out,
+            "pairchat_redis_waiting",
+            "Redis commands waiting for their reply.",
+            self.link.waiting() as u64,
+        );
+        counter(
+            out,
+            "pairchat_redis_commands_total",
+            "Commands sent to Redis.",
+            self.link.commands,
+        );
+        counter(
+            out,
+            "pairchat_redis_connects_total",
+            "Times the link to Redis was made.",
+            self.link.connects,
+        );
+        counter(
+            out,
+            "pairchat_redis_errors_total",
+            "Scripts Redis answered with an error.",
+            s.errors,
+        );
+    }
+}
+
+/// The room a socket is in (its only Socket.IO room).
+fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
+    io.rooms_of(socket).first().and_then(|r| RoomCode::parse(r))
+}
+
+/// This node's members of a room, away ones included.
+fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
+    io.room_members(Nsp::MAIN, &code.name())
+}
+
+fn member_with_sid(io: &Io<'_, '_>, code: RoomCode, sid: &str) -> Option<SocketRef> {
+    members(io, code)
+        .iter()
+        .copied()
+        .find(|m| io.socket_id(*m).is_some_and(|s| s.as_str() == sid))
+}
+
+/// Tells this node's other members of the room `event {userId}`.
+fn announce(socket: SocketRef, code: RoomCode, event: &str, io: &mut Io<'_, '_>) {
+    let json = io.socket_id(socket).map_or_else(|| "{}".into(), user_json);
+    io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), event, &json);
+}
