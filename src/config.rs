@@ -147,6 +147,10 @@ pub struct Config {
     /// connection holding more than a pause's worth is cut as a slow consumer. Unbounded by
     /// default (the binary sets it from `--max-memory`).
     pub max_output_bytes: usize,
+    /// What every Engine.IO sid this server makes starts with (a cluster node's id, so any
+    /// node can tell whose session a request is for: `engine::Handler::owner_of`). Defaults
+    /// to none.
+    pub sid_prefix: String,
 }
 
 impl Default for Config {
@@ -171,6 +175,7 @@ impl Default for Config {
             max_poll_buffer: 4 << 20,
             max_ws_buffer: 4 << 20,
             max_output_bytes: usize::MAX,
+            sid_prefix: String::new(),
         }
     }
 }

@@ -81,7 +81,7 @@ impl App for SioConformance {
             }
             SioEvent::Away { .. }
             | SioEvent::Disconnect { .. }
-            | SioEvent::Start
+            | SioEvent::Start { .. }
             | SioEvent::TurnEnd
             | SioEvent::Socket { .. } => {}
         }

@@ -43,13 +43,11 @@ fn main() -> ExitCode {
         None => serve(*settings, Chat::new(chat)),
         Some(mut redis) => {
             redis.timeout = settings.redis_timeout;
-            let advertise = settings
-                .advertise
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", settings.server.host, settings.server.port));
+            let advertise = settings.advertise.clone().unwrap_or_default();
             log::info("cluster mode", &[("redis", &redis.display())]);
-            let cluster = ClusterConfig { redis, advertise };
-            serve(*settings, ClusterChat::new(chat, cluster))
+            let chat = ClusterChat::new(chat, ClusterConfig { redis, advertise });
+            settings.server.sid_prefix = chat.node().to_string();
+            serve(*settings, chat)
         }
     }
 }

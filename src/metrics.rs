@@ -109,6 +109,10 @@ pub struct Metrics {
     pub panics: u64,
     /// Sessions and connections the sweep found with nothing left to end them.
     pub zombies: u64,
+    /// Connections relayed to the node that owns their session (cluster mode).
+    pub relays: u64,
+    /// Relays whose owner node could not be reached (answered `Session ID unknown`).
+    pub relays_failed: u64,
     /// When the process started, in seconds since the epoch (read once; `None` where unknown).
     pub process_start: Option<f64>,
 }
@@ -255,6 +259,18 @@ impl Metrics {
             out,
             "pairchat_loop_turn_seconds_sum {:.6}\npairchat_loop_turn_seconds_count {cumulative}",
             self.loop_turns_us as f64 / 1e6
+        );
+        counter(
+            out,
+            "pairchat_relays_total",
+            "Client connections relayed to the cluster node that owns their session.",
+            self.relays,
+        );
+        counter(
+            out,
+            "pairchat_relays_failed_total",
+            "Relays whose owner node could not be reached (answered Session ID unknown).",
+            self.relays_failed,
         );
         counter(
             out,

@@ -63,7 +63,7 @@ impl App for Rooms {
                 self.nsp.remove(&socket);
             }
             SioEvent::Timer(())
-            | SioEvent::Start
+            | SioEvent::Start { .. }
             | SioEvent::TurnEnd
             | SioEvent::Socket { .. } => {}
             SioEvent::Event(e) => {

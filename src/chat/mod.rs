@@ -567,7 +567,7 @@ impl App for Chat {
             } => self.on_recovered(socket, io),
             // The embedded chat has no sockets of its own (the cluster's Redis link has).
             SioEvent::Connect { .. }
-            | SioEvent::Start
+            | SioEvent::Start { .. }
             | SioEvent::TurnEnd
             | SioEvent::Socket { .. } => {}
             SioEvent::Away { socket, .. } => self.on_away(socket, io),

@@ -30,7 +30,7 @@ pub mod link;
 pub mod resp;
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -61,11 +61,13 @@ const TICK: Duration = Duration::from_millis(250);
 const TICKS_PER_BEAT: u32 = 4;
 /// How long Redis keeps a room's keys past its expiry, in case no node is left to delete them.
 const KEEP_AFTER_EXPIRY: u64 = 60_000;
+/// Characters of a node id (from the sid alphabet: 36 random bits).
+pub const NODE_ID_LEN: usize = 6;
 /// Codes drawn for one `createRoom` before it answers `Server busy`.
 const CODE_TRIES: u8 = 16;
 
 /// The scripts, loaded when the link is made; `Script` indexes them.
-static SCRIPTS: [&str; 8] = [
+static SCRIPTS: [&str; 9] = [
     concat!(
         include_str!("lua/prelude.lua"),
         include_str!("lua/create.lua")
@@ -98,6 +100,10 @@ static SCRIPTS: [&str; 8] = [
         include_str!("lua/prelude.lua"),
         include_str!("lua/resync.lua")
     ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/nodes.lua")
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +116,7 @@ enum Script {
     Expire,
     Reap,
     Resync,
+    Nodes,
 }
 
 /// Settings of the cluster.
@@ -165,6 +172,10 @@ enum Op {
         code: RoomCode,
     },
     Resync,
+    /// The live nodes' addresses.
+    Nodes,
+    /// The cluster's relay secret.
+    Secret,
     /// Nothing waits for it (an error is logged).
     Ignore,
 }
@@ -196,9 +207,15 @@ struct Stats {
 /// The chat on a cluster.
 pub struct ClusterChat {
     config: ChatConfig,
-    /// This process's id in the cluster: random, new at every start.
+    /// This process's id in the cluster: random, new at every start; every Engine.IO sid this
+    /// node makes starts with it (`Config::sid_prefix`), so any node can tell where a session
+    /// lives.
     node: String,
     advertise: String,
+    /// The other live nodes' addresses, by id (refreshed every second).
+    peers: HashMap<String, SocketAddr>,
+    /// The secret that marks requests relayed between nodes (kept in Redis).
+    secret: Option<String>,
     link: Link<Op>,
     events: Vec<LinkEvent<Op>>,
     rooms: HashMap<RoomCode, Local>,
@@ -216,7 +233,7 @@ type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
 impl ClusterChat {
     /// A node with no rooms; it connects when the loop starts.
     pub fn new(config: ChatConfig, cluster: ClusterConfig) -> Self {
-        let node = format!("{:016x}", rand::random::<u64>());
+        let node = Sid::random(&mut rand::rng()).as_str()[..NODE_ID_LEN].to_string();
         let channel = format!("pairchat:to:{node}");
         let join_failures = config
             .join_failures
@@ -226,6 +243,8 @@ impl ClusterChat {
             link: Link::new(cluster.redis, &SCRIPTS, channel),
             node,
             advertise: cluster.advertise,
+            peers: HashMap::new(),
+            secret: None,
             events: Vec::new(),
             rooms: HashMap::new(),
             unseated: HashSet::new(),
@@ -665,6 +684,38 @@ impl ClusterChat {
                     }
                 }
             }
+            Op::Nodes => {
+                if let Ok(r) = reply {
+                    let mut peers = HashMap::new();
+                    for pair in r.items().chunks(2) {
+                        let (Some(node), Some(address)) =
+                            (pair[0].str(), pair.get(1).and_then(Resp::str))
+                        else {
+                            continue;
+                        };
+                        if node == self.node {
+                            continue;
+                        }
+                        let known = self
+                            .peers
+                            .get(node)
+                            .filter(|a| a.to_string() == address)
+                            .copied();
+                        // An address that is not an IP literal is looked up here (blocking): give
+                        // `--advertise` as ip:port.
+                        let resolved = known.or_else(|| address.to_socket_addrs().ok()?.next());
+                        if let Some(a) = resolved {
+                            peers.insert(node.to_string(), a);
+                        }
+                    }
+                    self.peers = peers;
+                }
+            }
+            Op::Secret => {
+                if let Ok(Resp::Bytes(secret)) = reply {
+                    self.secret = String::from_utf8(secret).ok();
+                }
+            }
             Op::Ignore => {}
         }
     }
@@ -812,9 +863,13 @@ impl ClusterChat {
         self.ticks += 1;
         if self.ticks.is_multiple_of(TICKS_PER_BEAT) && self.link.is_up() {
             self.beat(io);
+            let now = io.now();
             let _ = self
                 .link
-                .script(Script::Reap as usize, &[], Op::Ignore, io.now());
+                .script(Script::Reap as usize, &[], Op::Ignore, now);
+            let _ = self
+                .link
+                .script(Script::Nodes as usize, &[], Op::Nodes, now);
         }
         self.events = events;
     }
@@ -844,6 +899,16 @@ impl ClusterChat {
     /// The link is (again) up: this node's seats, as it has them, go to Redis first.
     fn resync(&mut self, io: &mut Io<'_, '_>) {
         self.beat(io);
+        let now = io.now();
+        let secret = Sid::random(io.rng()).to_string() + Sid::random(io.rng()).as_str();
+        let set: [&[u8]; 4] = [b"SET", b"pairchat:secret", secret.as_bytes(), b"NX"];
+        let _ = self.link.send(&set, Op::Ignore, now);
+        let _ = self
+            .link
+            .send(&[b"GET", b"pairchat:secret"], Op::Secret, now);
+        let _ = self
+            .link
+            .script(Script::Nodes as usize, &[], Op::Nodes, now);
         let mut owned: Vec<String> = vec![self.node.clone()];
         for (code, local) in &self.rooms {
             for &m in members(io, *code) {
@@ -888,7 +953,18 @@ impl App for ClusterChat {
 
     fn handle(&mut self, event: SioEvent<'_, ClusterTimer>, io: &mut Io<'_, '_>) {
         match event {
-            SioEvent::Start => self.on_tick(io),
+            SioEvent::Start { addr } => {
+                if self.advertise.is_empty() {
+                    // Reachable on this machine; other machines need --advertise.
+                    let ip = if addr.ip().is_unspecified() {
+                        IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        addr.ip()
+                    };
+                    self.advertise = SocketAddr::new(ip, addr.port()).to_string();
+                }
+                self.on_tick(io)
+            }
             SioEvent::TurnEnd => {
                 let mut events = std::mem::take(&mut self.events);
                 self.link.flush(io, &mut events);
@@ -945,6 +1021,15 @@ impl App for ClusterChat {
         }
     }
 
+    fn owner_of(&self, sid: &Sid) -> Option<SocketAddr> {
+        let node = sid.as_str().get(..NODE_ID_LEN)?;
+        self.peers.get(node).copied()
+    }
+
+    fn relay_secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
     fn health(&self, out: &mut String) {
         out.push_str(if self.link.is_up() {
             ",\"redis\":\"up\""
@@ -993,6 +1078,12 @@ impl App for ClusterChat {
             "pairchat_redis_up",
             "1 while the link to Redis is up.",
             u64::from(self.link.is_up()),
+        );
+        gauge(
+            out,
+            "pairchat_cluster_peers",
+            "Other live nodes this node knows the address of.",
+            self.peers.len() as u64,
         );
         gauge(
             out,

@@ -18,7 +18,7 @@ impl Handler for Echo {
             | Event::Close { .. }
             | Event::Pong { .. }
             | Event::Timer(())
-            | Event::Start
+            | Event::Start { .. }
             | Event::TurnEnd
             | Event::Socket { .. } => {}
         }

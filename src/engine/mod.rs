@@ -164,7 +164,10 @@ pub enum Event<'a, T> {
     Timer(T),
     /// The loop is about to start: a handler opens its own sockets (`Io::register_socket`)
     /// and sets its first timers here. Sent once, before any other event.
-    Start,
+    Start {
+        /// The address the server is bound to.
+        addr: std::net::SocketAddr,
+    },
     /// The loop turn's events are handled and its output is about to be flushed: a handler
     /// that batches writes to its own sockets writes them now (one write per turn).
     TurnEnd,
@@ -291,6 +294,18 @@ pub trait Handler {
 
     /// Appends the handler's own metrics (Prometheus text) to a `/metrics` answer.
     fn metrics(&self, _out: &mut String) {}
+
+    /// Where the session `sid` lives when it is not this server's: another node of a cluster,
+    /// to which the request is relayed (`None`: answered `Session ID unknown`).
+    fn owner_of(&self, _sid: &Sid) -> Option<std::net::SocketAddr> {
+        None
+    }
+
+    /// The cluster's shared secret: a request carrying it in `X-Pairchat-Relay` was relayed
+    /// by another node (never relayed again; its `X-Pairchat-Client` is the client).
+    fn relay_secret(&self) -> Option<&str> {
+        None
+    }
 
     /// Appends fields of the handler's own to the `/health` answer's JSON object, each
     /// written as `,"name":value` (a cluster's `"redis":"down"`, say).

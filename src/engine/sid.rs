@@ -24,6 +24,16 @@ impl Sid {
         Sid(id)
     }
 
+    /// A new random id that starts with `prefix` (at most `ID_LEN` characters of the id's
+    /// alphabet; the rest is random).
+    pub fn random_with_prefix(rng: &mut impl rand::Rng, prefix: &str) -> Self {
+        let mut id = Sid::random(rng);
+        let n = prefix.len().min(ID_LEN);
+        id.0[..n].copy_from_slice(&prefix.as_bytes()[..n]);
+        debug_assert!(id.0.iter().all(|b| ALPHABET.contains(b)));
+        id
+    }
+
     /// Parses an id received from a client; `None` unless it has the right form.
     pub fn parse(s: &str) -> Option<Self> {
         let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;

@@ -55,6 +55,10 @@ pub struct Headers<'a> {
     pub forwarded_for: Option<&'a str>,
     /// `Forwarded` (RFC 7239; the last one, if repeated)
     pub forwarded: Option<&'a str>,
+    /// `X-Pairchat-Relay`: the cluster's secret, on a request another node relayed.
+    pub relay: Option<&'a str>,
+    /// `X-Pairchat-Client`: the client a relaying node got the request from.
+    pub relay_client: Option<&'a str>,
 }
 
 /// How a request's body is delimited.
@@ -243,6 +247,10 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Request<'_>, us
             headers.forwarded_for = Some(value);
         } else if name.eq_ignore_ascii_case("forwarded") {
             headers.forwarded = Some(value);
+        } else if name.eq_ignore_ascii_case("x-pairchat-relay") {
+            headers.relay = Some(value);
+        } else if name.eq_ignore_ascii_case("x-pairchat-client") {
+            headers.relay_client = Some(value);
         } else if name.eq_ignore_ascii_case("upgrade") {
             headers.upgrade = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {

@@ -44,11 +44,13 @@ use crate::slots::{SlotKey, Slots};
 use crate::timer::{Millis, TimerId, TimerWheel, deadline, ms};
 use crate::{sys, ws};
 
+mod relay;
 mod requests;
 mod session;
 mod stream;
 mod websocket;
 
+use self::relay::PipeConn;
 use self::stream::{Counted, WsStream, write_all_nonblocking};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -197,6 +199,9 @@ struct Conn {
     /// How much of its unsent output (`wbuf` or `out`) is counted in `Server::output_bytes`
     /// (see `count_output`).
     counted: usize,
+    /// Relayed by another node of the cluster (or a relay's connection to one): never
+    /// relayed again.
+    relayed: bool,
 }
 
 // Long-lived connections are WebSockets, so boxing `WsConn` would only add an allocation.
@@ -204,6 +209,8 @@ struct Conn {
 enum ConnState {
     Http(HttpConn),
     Ws(WsConn),
+    /// One end of a relay to the node that owns the client's session (`relay`).
+    Pipe(PipeConn),
     /// Output flushed or abandoned, write side shut: drain the peer until EOF or the linger timer.
     Closing,
 }
@@ -300,6 +307,8 @@ enum Flow {
     Parked,
     /// The connection is now a WebSocket.
     Upgraded,
+    /// The request is for another node's session: the connection becomes a pipe to it.
+    Relay(SocketAddr),
     /// Stop reading; close once the response is written.
     Close,
 }
@@ -666,7 +675,8 @@ impl<H: Handler> Server<H> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         self.tick_clock();
-        self.guarded(Culprit::None, |s| s.dispatch(Event::Start));
+        let addr = self.local_addr;
+        self.guarded(Culprit::None, |s| s.dispatch(Event::Start { addr }));
         while !self.stop_requested() {
             let timeout = if self.deferred.is_empty() {
                 let now = ms(self.clock.elapsed());
@@ -728,6 +738,11 @@ impl<H: Handler> Server<H> {
         // Room to write again: the flush waits for the end of the turn, so output this turn
         // adds leaves in the same `send`.
         if event.is_writable() {
+            if matches!(&conn.state, ConnState::Pipe(p) if p.connecting)
+                && !self.on_pipe_connected(key)
+            {
+                return;
+            }
             self.mark_dirty(key);
         }
         if event.is_readable() || closed {
@@ -858,6 +873,7 @@ impl<H: Handler> Server<H> {
             .filter(|(key, c)| match &c.state {
                 ConnState::Http(_) | ConnState::Closing => !live(c.timer),
                 ConnState::Ws(w) if w.close_after_write => !live(c.timer),
+                ConnState::Pipe(p) => p.other != *key && self.conns.get(p.other).is_none(),
                 ConnState::Ws(w) => !self
                     .sessions
                     .get(w.session)
@@ -1026,6 +1042,7 @@ impl<H: Handler> Server<H> {
             backlog: false,
             handshakes: 0,
             counted: 0,
+            relayed: false,
         });
         let timer = self.timers.insert(at, Timeout::Conn(key));
         let registry = self.poll.registry();
@@ -1094,6 +1111,7 @@ impl<H: Handler> Server<H> {
             let held = match &conn.state {
                 ConnState::Http(h) => h.wbuf.len(),
                 ConnState::Ws(w) => w.out.len(),
+                ConnState::Pipe(p) => p.out.len(),
                 ConnState::Closing => 0,
             };
             self.output_bytes = self.output_bytes - conn.counted + held;
@@ -1193,6 +1211,8 @@ impl<H: Handler> Server<H> {
             // A close frame that could not be sent in time.
             ConnState::Ws(w) if w.close_after_write => self.close_conn(key),
             ConnState::Ws(_) => {}
+            // The owner did not accept in time, or a last answer could not be written.
+            ConnState::Pipe(_) => self.close_conn(key),
         }
     }
 
@@ -1233,6 +1253,7 @@ impl<H: Handler> Server<H> {
                     self.abandon_probe(ws.session, key);
                 }
             }
+            ConnState::Pipe(p) if p.other != key => self.on_pipe_closed(p.other, p.connecting),
             _ => {}
         }
         if !self.accepting && resumes_accepting(self.conns.len(), self.config.max_connections) {
@@ -1291,6 +1312,7 @@ impl<H: Handler> Server<H> {
             match self.conn_mut(key).map(|c| &c.state) {
                 Some(ConnState::Http(_)) => self.on_http_input(key, input, eof),
                 Some(ConnState::Ws(_)) => self.decode_ws(key, input, eof),
+                Some(ConnState::Pipe(_)) => self.on_pipe_input(key, input, eof),
                 // Lingering: what the peer still sends is dropped until its EOF.
                 Some(ConnState::Closing) if eof => self.close_conn(key),
                 _ => {}
@@ -1362,6 +1384,21 @@ impl<H: Handler> Server<H> {
                     (Ok(true), Err(_)) => Some(false),
                 }
             }
+            ConnState::Pipe(p) => {
+                let mut stream = Counted {
+                    stream: &mut conn.stream,
+                    bytes: &mut self.metrics.bytes_out,
+                };
+                if p.connecting {
+                    None
+                } else {
+                    match write_all_nonblocking(&mut stream, &mut p.out) {
+                        Ok(true) if p.close_after_write => Some(true),
+                        Ok(_) => None,
+                        Err(_) => Some(false),
+                    }
+                }
+            }
             ConnState::Closing => None,
         };
         self.count_output(key);
@@ -1381,7 +1418,17 @@ impl<H: Handler> Server<H> {
         let drained = match &mut conn.state {
             ConnState::Http(h) => h.wbuf.len() < OUTPUT_PAUSE,
             ConnState::Ws(w) => w.out.len() < OUTPUT_PAUSE,
-            ConnState::Closing => false,
+            // What waits is the other end's input: it reads again.
+            ConnState::Pipe(p) if p.out.len() < OUTPUT_PAUSE && p.other != key => {
+                let other = p.other;
+                if let Some(o) = self.conn_mut(other)
+                    && std::mem::take(&mut o.paused)
+                {
+                    self.deferred.push(other);
+                }
+                return;
+            }
+            ConnState::Pipe(_) | ConnState::Closing => false,
         };
         if conn.paused && drained {
             conn.paused = false;

@@ -89,6 +89,10 @@ impl<H: Handler> Server<H> {
             };
             match flow {
                 Flow::Upgraded => return,
+                Flow::Relay(owner) => {
+                    self.start_relay(key, owner, &rbuf);
+                    return;
+                }
                 Flow::Close => {
                     if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                         h.close_after_write = true;
@@ -136,6 +140,13 @@ impl<H: Handler> Server<H> {
         };
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
             h.exchange = req.exchange();
+        }
+        if self.conn_mut(key).is_some_and(|c| !c.relayed) {
+            self.note_relayed(key, &req);
+        }
+        // Another node's session: the connection becomes a pipe to it, this request first.
+        if let Some(owner) = self.relay_target(key, &req) {
+            return Next::Handled(Flow::Relay(owner), 0);
         }
         let body_follows = req.framing != Framing::Length(0);
         // `Expect: 100-continue`: the client waits before sending its body. Only a polling
@@ -203,7 +214,7 @@ impl<H: Handler> Server<H> {
                 .is_none_or(|o| self.config.cors_origins.allows(o))
     }
 
-    fn is_engine_path(&self, path: &str) -> bool {
+    pub(super) fn is_engine_path(&self, path: &str) -> bool {
         path == self.config.path || path == self.config.path.trim_end_matches('/')
     }
 
@@ -268,7 +279,7 @@ impl<H: Handler> Server<H> {
                     g.http_connections += 1;
                     g.parked_polls += u64::from(h.parked.is_some());
                 }
-                ConnState::Closing => g.http_connections += 1,
+                ConnState::Closing | ConnState::Pipe(_) => g.http_connections += 1,
             }
         }
         for (_, s) in self.sessions.iter() {

@@ -18,7 +18,7 @@ impl<H: Handler> Server<H> {
             None => (None, None),
         };
         let sid = loop {
-            let sid = Sid::random(&mut self.rng);
+            let sid = Sid::random_with_prefix(&mut self.rng, &self.config.sid_prefix);
             if !self.sids.contains_key(&sid) {
                 break sid;
             }

@@ -123,7 +123,10 @@ pub enum SioEvent<'a, T> {
     Timer(T),
     /// The loop is about to start (once, first): open sockets of the application's own, set
     /// its first timers.
-    Start,
+    Start {
+        /// The address the server is bound to.
+        addr: std::net::SocketAddr,
+    },
     /// The loop turn's events are handled: write what was batched for the application's own
     /// sockets.
     TurnEnd,
@@ -151,6 +154,16 @@ pub trait App {
 
     /// Appends fields to the `/health` answer (`engine::Handler::health`).
     fn health(&self, _out: &mut String) {}
+
+    /// The node a foreign session lives on (`engine::Handler::owner_of`).
+    fn owner_of(&self, _sid: &Sid) -> Option<std::net::SocketAddr> {
+        None
+    }
+
+    /// The cluster's relay secret (`engine::Handler::relay_secret`).
+    fn relay_secret(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Timers of the Socket.IO layer.
@@ -328,6 +341,11 @@ impl<A: App> SocketIo<A> {
                 recovery,
             },
         }
+    }
+
+    /// The application, to change.
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
     }
 
     /// The application.
@@ -823,7 +841,7 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Timer(SioTimer::App(t)) => self.dispatch(SioEvent::Timer(t), io),
-            Event::Start => self.dispatch(SioEvent::Start, io),
+            Event::Start { addr } => self.dispatch(SioEvent::Start { addr }, io),
             Event::TurnEnd => self.dispatch(SioEvent::TurnEnd, io),
             Event::Socket {
                 token,
@@ -842,6 +860,14 @@ impl<A: App> Handler for SocketIo<A> {
 
     fn health(&self, out: &mut String) {
         self.app.health(out);
+    }
+
+    fn owner_of(&self, sid: &Sid) -> Option<std::net::SocketAddr> {
+        self.app.owner_of(sid)
+    }
+
+    fn relay_secret(&self) -> Option<&str> {
+        self.app.relay_secret()
     }
 
     fn metrics(&self, out: &mut String) {
