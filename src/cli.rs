@@ -115,6 +115,9 @@ impl Default for LogSettings {
 
 type Setter = fn(&mut Settings, &str) -> Result<(), String>;
 
+/// The value name of a switch: `--flag` alone means `--flag on`.
+const SWITCH: &str = "on|off";
+
 /// One option: flag name (without `--`), value name, help, how its value in `Settings` reads
 /// back as a flag value (the default `--help` shows), setter.
 struct Opt {
@@ -454,6 +457,20 @@ const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        name: "reuse-port",
+        value: SWITCH,
+        help: "share the port with other pairchat processes (SO_REUSEPORT): with --redis, one node per core",
+        show: |s| if s.server.reuse_port { "on" } else { "off" }.into(),
+        set: |s, v| {
+            s.server.reuse_port = match v.trim() {
+                "on" | "true" | "1" | "yes" => true,
+                "off" | "false" | "0" | "no" => false,
+                _ => return Err("expected on or off".into()),
+            };
+            Ok(())
+        },
+    },
+    Opt {
         name: "redis-timeout",
         value: "DURATION",
         help: "longest wait for Redis (a reply, a connection) before its link is made again and requests answer Server busy",
@@ -605,9 +622,15 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Co
         let Some(opt) = OPTIONS.iter().find(|o| o.name == name) else {
             return Err(format!("unknown flag --{name} (see --help)"));
         };
-        let value = match inline.or_else(|| args.next().cloned()) {
+        // A switch (`on|off`) given bare is on.
+        let bare = opt.value == SWITCH && args.clone().next().is_none_or(|a| a.starts_with("--"));
+        let value = match inline {
             Some(v) => v,
-            None => return Err(format!("--{name}: missing value")),
+            None if bare => "on".into(),
+            None => match args.next() {
+                Some(v) => v.clone(),
+                None => return Err(format!("--{name}: missing value")),
+            },
         };
         flags.push((opt.name, value));
     }

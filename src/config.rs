@@ -151,6 +151,12 @@ pub struct Config {
     /// node can tell whose session a request is for: `engine::Handler::owner_of`). Defaults
     /// to none.
     pub sid_prefix: String,
+    /// Bind the main port with `SO_REUSEPORT`, so several processes share it (the kernel
+    /// spreads connections across them). Defaults to off.
+    pub reuse_port: bool,
+    /// Listen on a port of its own (on the same host, picked by the system) for other nodes
+    /// of a cluster, which cannot reach this process on a shared port. Defaults to off.
+    pub relay_listener: bool,
 }
 
 impl Default for Config {
@@ -176,6 +182,8 @@ impl Default for Config {
             max_ws_buffer: 4 << 20,
             max_output_bytes: usize::MAX,
             sid_prefix: String::new(),
+            reuse_port: false,
+            relay_listener: false,
         }
     }
 }

@@ -165,7 +165,8 @@ pub enum Event<'a, T> {
     /// The loop is about to start: a handler opens its own sockets (`Io::register_socket`)
     /// and sets its first timers here. Sent once, before any other event.
     Start {
-        /// The address the server is bound to.
+        /// The address this server is reached at directly: its main one, or its relay
+        /// listener's when the main port is shared (`Config::relay_listener`).
         addr: std::net::SocketAddr,
     },
     /// The loop turn's events are handled and its output is about to be flushed: a handler

@@ -56,6 +56,7 @@ use self::stream::{Counted, WsStream, write_all_nonblocking};
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const METRICS_LISTENER: Token = Token(usize::MAX - 2);
+const RELAY_LISTENER: Token = Token(usize::MAX - 3);
 /// The first token of the handler's own sockets (`Io::register_socket`); connections' tokens
 /// are their slots, far below.
 const EXTRA_BASE: usize = usize::MAX / 2;
@@ -390,6 +391,9 @@ pub struct Server<H: Handler> {
     stopping: bool,
     /// The optional second listener (`metrics_port`).
     metrics_listener: Option<TcpListener>,
+    /// Where other nodes of a cluster reach this one when the main port is shared
+    /// (`Config::relay_listener`).
+    relay_listener: Option<TcpListener>,
     /// Open connections per client address (only with `max_connections_per_ip`).
     per_ip: HashMap<IpAddr, u32>,
     /// Open sessions per trustworthy client address (only with `max_connections_per_ip`).
@@ -518,9 +522,15 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, StartError> {
     })
 }
 
-/// A listening socket on `addr`, with the larger backlog.
-fn listen(addr: SocketAddr, to: BindTo) -> Result<TcpListener, StartError> {
+/// A listening socket on `addr`, with the larger backlog; `reuse_port`: shared with other
+/// processes bound to it (`SO_REUSEPORT`).
+fn listen(addr: SocketAddr, to: BindTo, reuse_port: bool) -> Result<TcpListener, StartError> {
     let bind = || {
+        if reuse_port {
+            return Ok(TcpListener::from_std(sys::listen_reuse_port(
+                addr, BACKLOG,
+            )?));
+        }
         let listener = TcpListener::bind(addr)?;
         sys::set_backlog(&listener, BACKLOG)?;
         Ok(listener)
@@ -534,7 +544,7 @@ impl<H: Handler> Server<H> {
     /// `Public`.
     pub fn bind(config: Config, handler: H) -> Result<Self, StartError> {
         let addr = resolve(&config.host, config.port)?;
-        let mut listener = listen(addr, BindTo::Main)?;
+        let mut listener = listen(addr, BindTo::Main, config.reuse_port)?;
         let local_addr = listener.local_addr().map_err(StartError::Io)?;
         let poll = Poll::new().map_err(StartError::Io)?;
         poll.registry()
@@ -549,13 +559,23 @@ impl<H: Handler> Server<H> {
         };
         let metrics_listener = match (config.metrics_port, metrics_ip) {
             (Some(port), Some(ip)) => {
-                let mut l = listen(SocketAddr::new(ip, port), BindTo::Metrics)?;
+                let mut l = listen(SocketAddr::new(ip, port), BindTo::Metrics, false)?;
                 poll.registry()
                     .register(&mut l, METRICS_LISTENER, Interest::READABLE)
                     .map_err(StartError::Io)?;
                 Some(l)
             }
             _ => None,
+        };
+        // With a shared port (`reuse_port`), other nodes reach this one on a port of its own.
+        let relay_listener = if config.relay_listener {
+            let mut l = listen(SocketAddr::new(addr.ip(), 0), BindTo::Main, false)?;
+            poll.registry()
+                .register(&mut l, RELAY_LISTENER, Interest::READABLE)
+                .map_err(StartError::Io)?;
+            Some(l)
+        } else {
+            None
         };
         let mut config = config;
         config.path = Config::normalized_path(&config.path);
@@ -601,6 +621,7 @@ impl<H: Handler> Server<H> {
             accepting: true,
             stopping: false,
             metrics_listener,
+            relay_listener,
             per_ip: HashMap::new(),
             sessions_per_ip: HashMap::new(),
             unheard: std::collections::VecDeque::new(),
@@ -614,6 +635,15 @@ impl<H: Handler> Server<H> {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address other nodes of a cluster reach this server at: its relay listener's when
+    /// it has one (the main port is shared), else the main one.
+    pub fn direct_addr(&self) -> SocketAddr {
+        self.relay_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(self.local_addr)
     }
 
     /// The metrics listener's address, when `metrics_port` is set.
@@ -675,7 +705,7 @@ impl<H: Handler> Server<H> {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         self.tick_clock();
-        let addr = self.local_addr;
+        let addr = self.direct_addr();
         self.guarded(Culprit::None, |s| s.dispatch(Event::Start { addr }));
         while !self.stop_requested() {
             let timeout = if self.deferred.is_empty() {
@@ -702,6 +732,7 @@ impl<H: Handler> Server<H> {
                 match event.token() {
                     LISTENER => self.accept(),
                     METRICS_LISTENER => self.accept_metrics(),
+                    RELAY_LISTENER => self.accept_relay(),
                     WAKER => {}
                     Token(t) if t >= EXTRA_BASE => {
                         let token = SocketToken((t - EXTRA_BASE) as u32);
@@ -915,6 +946,7 @@ impl<H: Handler> Server<H> {
         // Dropping the listening sockets closes them (and takes them out of the poll set).
         self.listener = None;
         self.metrics_listener = None;
+        self.relay_listener = None;
         log::info(
             "stopping",
             &[
@@ -1005,6 +1037,20 @@ impl<H: Handler> Server<H> {
             };
             match listener.accept() {
                 Ok((stream, addr)) => self.add_conn(stream, addr.ip(), true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Accepts on the relay listener: other nodes' relays, served as any client.
+    fn accept_relay(&mut self) {
+        loop {
+            let Some(listener) = &self.relay_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.add_conn(stream, addr.ip(), false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             }
