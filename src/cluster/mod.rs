@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 
 use crate::chat::args::Fields;
 use crate::chat::limits::{Bucket, Failures};
-use crate::chat::rooms::{ROOM_CAPACITY, RoomCode};
+use crate::chat::rooms::{MAX_HISTORY_BYTES, ROOM_CAPACITY, RoomCode};
 use crate::chat::{
     ChatConfig, Reply, SUCCESS, error_json, errors, message_text, user_json, write_message_json,
 };
@@ -448,6 +448,7 @@ impl ClusterChat {
         write_message_json(&mut message, sender.as_str(), &raw_text, io.unix_millis());
         let name = code.name();
         let max = self.config.max_history.to_string();
+        let max_bytes = MAX_HISTORY_BYTES.to_string();
         let keep = self
             .rooms
             .get(&code)
@@ -460,10 +461,11 @@ impl ClusterChat {
             .count();
         if seated_here == ROOM_CAPACITY {
             self.deliver(code, &message, io);
-            let args: [&[u8]; 4] = [
+            let args: [&[u8]; 5] = [
                 name.as_bytes(),
                 message.as_bytes(),
                 max.as_bytes(),
+                max_bytes.as_bytes(),
                 keep.as_bytes(),
             ];
             // Without Redis the history misses it; the members still get it.
@@ -474,12 +476,13 @@ impl ClusterChat {
             self.stats.messages += 1;
             return Ok(Some(SUCCESS.into()));
         }
-        let args: [&[u8]; 6] = [
+        let args: [&[u8]; 7] = [
             name.as_bytes(),
             self.node.as_bytes(),
             sender.as_str().as_bytes(),
             message.as_bytes(),
             max.as_bytes(),
+            max_bytes.as_bytes(),
             keep.as_bytes(),
         ];
         let op = Op::Send {

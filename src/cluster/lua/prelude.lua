@@ -15,3 +15,17 @@ local function forget_seat(node, code, s1, s2)
   end
   redis.call('SREM', P .. 'seats:' .. node, code)
 end
+-- Appends a message to a room's history: at most `most` messages and `most_bytes` bytes, the
+-- oldest dropped first; the list expires with the room (`keep_until`).
+local function push_history(code, msg, most, most_bytes, keep_until)
+  local room, hist = P .. 'room:' .. code, P .. 'hist:' .. code
+  local n = redis.call('RPUSH', hist, msg)
+  local bytes = redis.call('HINCRBY', room, 'bytes', #msg)
+  while n > most or bytes > most_bytes do
+    local old = redis.call('LPOP', hist)
+    if not old then break end
+    n = n - 1
+    bytes = redis.call('HINCRBY', room, 'bytes', -#old)
+  end
+  redis.call('PEXPIREAT', hist, keep_until)
+end

@@ -1,5 +1,5 @@
--- ARGV: code, node, sid, message JSON, most kept, keep_until. 'ok', 'nf' (no such room) or
--- 'nm' (not a member). Appends to the history and tells each other seat's node
+-- ARGV: code, node, sid, message JSON, most kept, most bytes kept, keep_until. 'ok', 'nf' (no
+-- such room) or 'nm' (not a member). Appends to the history and tells each other seat's node
 -- 'm <code> <json>' once.
 local code, node, sid, msg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local room = P .. 'room:' .. code
@@ -9,10 +9,7 @@ if not ((r[1] and seat_of(r[1]) == me) or (r[2] and seat_of(r[2]) == me)) then
   if redis.call('EXISTS', room) == 0 then return 'nf' end
   return 'nm'
 end
-local hist = P .. 'hist:' .. code
-redis.call('RPUSH', hist, msg)
-redis.call('LTRIM', hist, -tonumber(ARGV[5]), -1)
-redis.call('PEXPIREAT', hist, ARGV[6])
+push_history(code, msg, tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
 local told = {[node] = true}
 for i = 1, 2 do
   if r[i] then
