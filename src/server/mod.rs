@@ -50,7 +50,7 @@ mod session;
 mod stream;
 mod websocket;
 
-use self::relay::PipeConn;
+use self::relay::{PipeConn, UpstreamConn};
 use self::stream::{Counted, WsStream, write_all_nonblocking};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -210,7 +210,9 @@ struct Conn {
 enum ConnState {
     Http(HttpConn),
     Ws(WsConn),
-    /// One end of a relay to the node that owns the client's session (`relay`).
+    /// A connection to another node of the cluster, carrying relayed requests (`relay`).
+    Upstream(UpstreamConn),
+    /// One end of a tunnel: a relayed WebSocket upgrade (`relay`).
     Pipe(PipeConn),
     /// Output flushed or abandoned, write side shut: drain the peer until EOF or the linger timer.
     Closing,
@@ -231,6 +233,9 @@ struct HttpConn {
     /// The body of the request at the head of `rbuf`, while it arrives: chunked, or after a
     /// `100 Continue`.
     body: Option<Box<PendingBody>>,
+    /// Its request was relayed to another node on this connection to it: no more requests
+    /// are read until the answer is through (`relay`).
+    relay: Option<ConnKey>,
 }
 
 struct Parked {
@@ -394,6 +399,8 @@ pub struct Server<H: Handler> {
     /// Where other nodes of a cluster reach this one when the main port is shared
     /// (`Config::relay_listener`).
     relay_listener: Option<TcpListener>,
+    /// Idle connections to other nodes, for relayed requests (`relay`).
+    relay_pool: HashMap<SocketAddr, Vec<ConnKey>>,
     /// Open connections per client address (only with `max_connections_per_ip`).
     per_ip: HashMap<IpAddr, u32>,
     /// Open sessions per trustworthy client address (only with `max_connections_per_ip`).
@@ -622,6 +629,7 @@ impl<H: Handler> Server<H> {
             stopping: false,
             metrics_listener,
             relay_listener,
+            relay_pool: HashMap::new(),
             per_ip: HashMap::new(),
             sessions_per_ip: HashMap::new(),
             unheard: std::collections::VecDeque::new(),
@@ -769,8 +777,8 @@ impl<H: Handler> Server<H> {
         // Room to write again: the flush waits for the end of the turn, so output this turn
         // adds leaves in the same `send`.
         if event.is_writable() {
-            if matches!(&conn.state, ConnState::Pipe(p) if p.connecting)
-                && !self.on_pipe_connected(key)
+            if matches!(&conn.state, ConnState::Upstream(u) if u.connecting)
+                && !self.on_upstream_writable(key)
             {
                 return;
             }
@@ -904,7 +912,8 @@ impl<H: Handler> Server<H> {
             .filter(|(key, c)| match &c.state {
                 ConnState::Http(_) | ConnState::Closing => !live(c.timer),
                 ConnState::Ws(w) if w.close_after_write => !live(c.timer),
-                ConnState::Pipe(p) => p.other != *key && self.conns.get(p.other).is_none(),
+                ConnState::Pipe(p) => self.conns.get(p.other).is_none(),
+                ConnState::Upstream(_) => !live(c.timer),
                 ConnState::Ws(w) => !self
                     .sessions
                     .get(w.session)
@@ -1158,6 +1167,7 @@ impl<H: Handler> Server<H> {
                 ConnState::Http(h) => h.wbuf.len(),
                 ConnState::Ws(w) => w.out.len(),
                 ConnState::Pipe(p) => p.out.len(),
+                ConnState::Upstream(u) => u.out.len(),
                 ConnState::Closing => 0,
             };
             self.output_bytes = self.output_bytes - conn.counted + held;
@@ -1257,8 +1267,8 @@ impl<H: Handler> Server<H> {
             // A close frame that could not be sent in time.
             ConnState::Ws(w) if w.close_after_write => self.close_conn(key),
             ConnState::Ws(_) => {}
-            // The owner did not accept in time, or a last answer could not be written.
-            ConnState::Pipe(_) => self.close_conn(key),
+            // A node that did not accept or answer in time, a pooled connection idle too long.
+            ConnState::Upstream(_) | ConnState::Pipe(_) => self.close_conn(key),
         }
     }
 
@@ -1299,7 +1309,12 @@ impl<H: Handler> Server<H> {
                     self.abandon_probe(ws.session, key);
                 }
             }
-            ConnState::Pipe(p) if p.other != key => self.on_pipe_closed(p.other, p.connecting),
+            ConnState::Http(HttpConn {
+                relay: Some(upstream),
+                ..
+            }) => self.on_relaying_client_closed(upstream),
+            ConnState::Upstream(up) => self.on_upstream_closed(&up, key),
+            ConnState::Pipe(p) => self.on_pipe_closed(p.other),
             _ => {}
         }
         if !self.accepting && resumes_accepting(self.conns.len(), self.config.max_connections) {
@@ -1359,6 +1374,7 @@ impl<H: Handler> Server<H> {
                 Some(ConnState::Http(_)) => self.on_http_input(key, input, eof),
                 Some(ConnState::Ws(_)) => self.decode_ws(key, input, eof),
                 Some(ConnState::Pipe(_)) => self.on_pipe_input(key, input, eof),
+                Some(ConnState::Upstream(_)) => self.on_upstream_input(key, input, eof),
                 // Lingering: what the peer still sends is dropped until its EOF.
                 Some(ConnState::Closing) if eof => self.close_conn(key),
                 _ => {}
@@ -1435,15 +1451,21 @@ impl<H: Handler> Server<H> {
                     stream: &mut conn.stream,
                     bytes: &mut self.metrics.bytes_out,
                 };
-                if p.connecting {
-                    None
-                } else {
-                    match write_all_nonblocking(&mut stream, &mut p.out) {
-                        Ok(true) if p.close_after_write => Some(true),
-                        Ok(_) => None,
-                        Err(_) => Some(false),
-                    }
+                match write_all_nonblocking(&mut stream, &mut p.out) {
+                    Ok(true) if p.close_after_write => Some(true),
+                    Ok(_) => None,
+                    Err(_) => Some(false),
                 }
+            }
+            ConnState::Upstream(u) if u.connecting => None,
+            ConnState::Upstream(u) => {
+                let mut stream = Counted {
+                    stream: &mut conn.stream,
+                    bytes: &mut self.metrics.bytes_out,
+                };
+                write_all_nonblocking(&mut stream, &mut u.out)
+                    .err()
+                    .map(|_| false)
             }
             ConnState::Closing => None,
         };
@@ -1462,10 +1484,24 @@ impl<H: Handler> Server<H> {
             return;
         };
         let drained = match &mut conn.state {
+            // A relayed answer waits on this client: the node's connection reads again.
+            ConnState::Http(HttpConn {
+                relay: Some(upstream),
+                wbuf,
+                ..
+            }) if wbuf.len() < OUTPUT_PAUSE => {
+                let upstream = *upstream;
+                if let Some(u) = self.conn_mut(upstream)
+                    && std::mem::take(&mut u.paused)
+                {
+                    self.deferred.push(upstream);
+                }
+                return;
+            }
             ConnState::Http(h) => h.wbuf.len() < OUTPUT_PAUSE,
             ConnState::Ws(w) => w.out.len() < OUTPUT_PAUSE,
             // What waits is the other end's input: it reads again.
-            ConnState::Pipe(p) if p.out.len() < OUTPUT_PAUSE && p.other != key => {
+            ConnState::Pipe(p) if p.out.len() < OUTPUT_PAUSE => {
                 let other = p.other;
                 if let Some(o) = self.conn_mut(other)
                     && std::mem::take(&mut o.paused)
@@ -1474,7 +1510,7 @@ impl<H: Handler> Server<H> {
                 }
                 return;
             }
-            ConnState::Pipe(_) | ConnState::Closing => false,
+            ConnState::Pipe(_) | ConnState::Upstream(_) | ConnState::Closing => false,
         };
         if conn.paused && drained {
             conn.paused = false;

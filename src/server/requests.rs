@@ -66,7 +66,7 @@ impl<H: Handler> Server<H> {
             let ConnState::Http(h) = &mut conn.state else {
                 return;
             };
-            if h.parked.is_some() || h.close_after_write || h.rbuf.is_empty() {
+            if h.parked.is_some() || h.relay.is_some() || h.close_after_write || h.rbuf.is_empty() {
                 return;
             }
             // A client that pipelines without reading its answers gets no more of them.
@@ -90,7 +90,8 @@ impl<H: Handler> Server<H> {
             match flow {
                 Flow::Upgraded => return,
                 Flow::Relay(owner) => {
-                    self.start_relay(key, owner, &rbuf);
+                    self.start_relay(key, owner, &rbuf[..consumed]);
+                    self.put_back_rbuf(key, rbuf, consumed, None);
                     return;
                 }
                 Flow::Close => {
@@ -144,10 +145,6 @@ impl<H: Handler> Server<H> {
         if self.conn_mut(key).is_some_and(|c| !c.relayed) {
             self.note_relayed(key, &req);
         }
-        // Another node's session: the connection becomes a pipe to it, this request first.
-        if let Some(owner) = self.relay_target(key, &req) {
-            return Next::Handled(Flow::Relay(owner), 0);
-        }
         let body_follows = req.framing != Framing::Length(0);
         // `Expect: 100-continue`: the client waits before sending its body. Only a polling
         // POST to a live session reads one; anything else gets its final answer at once, and
@@ -186,6 +183,10 @@ impl<H: Handler> Server<H> {
             },
         };
         let consumed = head_len + used;
+        // Another node's session: this request goes to it, as the client sent it.
+        if let Some(owner) = self.relay_target(key, &req) {
+            return Next::Handled(Flow::Relay(owner), consumed);
+        }
         let flow = self.on_request(key, &req, &rbuf[consumed..]);
         Next::Handled(flow, consumed)
     }
@@ -279,7 +280,9 @@ impl<H: Handler> Server<H> {
                     g.http_connections += 1;
                     g.parked_polls += u64::from(h.parked.is_some());
                 }
-                ConnState::Closing | ConnState::Pipe(_) => g.http_connections += 1,
+                ConnState::Closing | ConnState::Pipe(_) | ConnState::Upstream(_) => {
+                    g.http_connections += 1
+                }
             }
         }
         for (_, s) in self.sessions.iter() {
