@@ -62,10 +62,8 @@ impl App for Rooms {
             SioEvent::Disconnect { socket, .. } => {
                 self.nsp.remove(&socket);
             }
-            SioEvent::Timer(())
-            | SioEvent::Start
-            | SioEvent::TurnEnd
-            | SioEvent::Socket { .. } => {}
+            SioEvent::Timer(()) | SioEvent::Start | SioEvent::TurnEnd | SioEvent::Socket { .. } => {
+            }
             SioEvent::Event(e) => {
                 let nsp = self.nsp[&e.socket];
                 let room: String = e
