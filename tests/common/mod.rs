@@ -14,6 +14,7 @@ use tungstenite::{Message, WebSocket};
 
 pub mod chat;
 pub mod process;
+pub mod tools;
 
 /// How long a test waits for any single read before failing.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
