@@ -28,7 +28,7 @@ fn example_page_in_headless_chromium() {
     let Some((node, npm)) = harness::node_and_npm(SUITE) else {
         return;
     };
-    if !harness::is_executable(Path::new(CHROMIUM)) {
+    if !common::tools::is_executable(Path::new(CHROMIUM)) {
         harness::skip(
             SUITE,
             &format!("{CHROMIUM} not found"),

@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -436,7 +436,7 @@ fn a_polling_session_that_never_polls_is_closed_at_max_poll_buffer() {
         if writer.events.iter().any(|(n, _)| n == "userLeft") {
             break;
         }
-        writer.read_one_if_ready();
+        writer.read_one_within(ms(50));
         if writer.events.iter().any(|(n, _)| n == "userLeft") {
             break;
         }
@@ -449,34 +449,6 @@ fn a_polling_session_that_never_polls_is_closed_at_max_poll_buffer() {
     assert_eq!(res.status, 400, "the session is gone: {}", res.text());
     assert_eq!(metric(&scrape(&server), &rejected("slow_consumer")), 1);
     pair.round_trip();
-}
-
-impl Client {
-    /// Files one frame if it arrives within 50 ms.
-    fn read_one_if_ready(&mut self) {
-        self.ws.get_ref().set_read_timeout(Some(ms(50))).unwrap();
-        let result = self.ws.read();
-        self.ws
-            .get_ref()
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .unwrap();
-        match result {
-            Ok(Message::Text(t)) => match parse_frame(&t) {
-                Frame::Event(name, arg) => self.events.push_back((name, arg)),
-                Frame::Ack(id, arg) => {
-                    self.acks.insert(id, arg);
-                }
-                Frame::Other(t) => panic!("unexpected frame {t:?}"),
-            },
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("websocket read: {e}"),
-        }
-    }
 }
 
 #[test]

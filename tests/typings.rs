@@ -10,6 +10,8 @@
 //! Without `node` and `npm` on `PATH` the `tsc` tests print a loud SKIPPED line and pass,
 //! unless `CI` is set: then they fail.
 
+// The harness needs `common` beside it (for its tools); this suite does not.
+mod common;
 // Only the install and the child runner are used here, not the `node --test` parts.
 #[allow(dead_code)]
 #[path = "e2e/harness.rs"]

@@ -264,13 +264,50 @@ impl Client {
     /// Reads one frame and files it.
     pub fn read_one(&mut self) {
         let text = next_text(&mut self.ws);
-        match parse_frame(&text) {
+        self.file(&text);
+    }
+
+    /// Files a frame: an event in `events`, an ack in `acks`.
+    fn file(&mut self, text: &str) {
+        match parse_frame(text) {
             Frame::Event(name, arg) => self.events.push_back((name, arg)),
             Frame::Ack(id, arg) => {
                 self.acks.insert(id, arg);
             }
             Frame::Other(text) => panic!("unexpected frame {text:?}"),
         }
+    }
+
+    /// Files one frame if it arrives within `limit` (a ping is answered): whether one did.
+    pub fn read_one_within(&mut self, limit: Duration) -> bool {
+        self.ws.get_ref().set_read_timeout(Some(limit)).unwrap();
+        let result = self.ws.read();
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        match result {
+            Ok(Message::Text(t)) if t.as_str() == "2" => send_text(&mut self.ws, "3"),
+            Ok(Message::Text(t)) => self.file(&t),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(e) => panic!("websocket read: {e}"),
+        }
+        true
+    }
+
+    /// Reads until no frame has come for `quiet`, then takes every event not taken yet
+    /// (oldest first): what a test checks when nothing more may arrive.
+    pub fn events_until_quiet(&mut self, quiet: Duration) -> Vec<(String, Value)> {
+        while self.read_one_within(quiet) {}
+        self.events.drain(..).collect()
     }
 
     /// The answer to ack id `id`.
@@ -300,6 +337,17 @@ impl Client {
             }
             self.read_one();
         }
+    }
+
+    /// The argument of the next event, which must be called `name`: unlike `event`, nothing
+    /// may come before it.
+    pub fn next_event(&mut self, name: &str) -> Value {
+        while self.events.is_empty() {
+            self.read_one();
+        }
+        let (got, arg) = self.events.pop_front().expect("an event");
+        assert_eq!(got, name, "{} expected {name}, got {got} {arg}", self.id);
+        arg
     }
 
     /// Waits for the `newMessage` carrying `text` (other events before it are dropped).

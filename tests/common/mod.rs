@@ -1,5 +1,7 @@
 //! Shared harness for the socket-level tests: a server on port 0 in its own thread (stopped on
-//! drop), a minimal blocking HTTP/1.1 client, and WebSocket clients from tungstenite.
+//! drop), a minimal blocking HTTP/1.1 client, and WebSocket clients from tungstenite. Its
+//! modules: the chat client (`chat`), the binary as a process (`process`), a real Redis and
+//! cluster nodes on it (`redis`), and finding external programs or skipping loudly (`tools`).
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -14,6 +16,8 @@ use tungstenite::{Message, WebSocket};
 
 pub mod chat;
 pub mod process;
+pub mod redis;
+pub mod tools;
 
 /// How long a test waits for any single read before failing.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,13 +1,17 @@
-//! What the Node-driven suites share (`#[path = "e2e/harness.rs"] mod harness;`): finding Node,
-//! the loud skip, `npm ci` under a lock, running a child with a timeout. The `pairchat` binary
-//! itself runs as `common::process::Proc`.
+//! What the Node-driven suites share (`#[path = "e2e/harness.rs"] mod harness;`, beside
+//! `mod common;`): finding Node, the loud skip (`common::tools`), `npm ci` under a lock, running
+//! a child with a timeout. The `pairchat` binary itself runs as `common::process::Proc`.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+// Every suite that includes this file declares `mod common;` at its root.
+use crate::common::tools::find_program;
+pub use crate::common::tools::skip;
 
 /// How long `npm ci` may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -19,22 +23,6 @@ pub fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("e2e")
-}
-
-/// Prints a banner saying `suite` did not run because of `why` (with `fix`, what to install),
-/// straight to the process's stderr; panics instead when `CI` is set.
-pub fn skip(suite: &str, why: &str, fix: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    if ci {
-        panic!("{suite} cannot run under CI: {why}");
-    }
-    let banner = format!(
-        "\n{stars}\nSKIPPED: {why}\n         {suite} did NOT run;\n         {fix} to run it \
-         (set CI to make this fatal)\n{stars}\n\n",
-        stars = "*".repeat(72)
-    );
-    // Not `eprintln!`: the test harness captures that for passing tests, and this must be seen.
-    let _ = std::io::stderr().write_all(banner.as_bytes());
 }
 
 /// `node` (at least [`MIN_NODE_MAJOR`]) and `npm` from `PATH`, or `None` after [`skip`].
@@ -66,35 +54,6 @@ pub fn node_and_npm(suite: &str) -> Option<(PathBuf, PathBuf)> {
             None
         }
     }
-}
-
-/// The first executable called `name` on `PATH`.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let names: Vec<String> = if cfg!(windows) {
-        ["exe", "cmd", "bat"]
-            .iter()
-            .map(|ext| format!("{name}.{ext}"))
-            .collect()
-    } else {
-        vec![name.to_string()]
-    };
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| is_executable(p))
-}
-
-/// Whether `path` is a file this user may run.
-#[cfg(unix)]
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Whether `path` is a file this user may run.
-#[cfg(not(unix))]
-pub fn is_executable(path: &Path) -> bool {
-    path.is_file()
 }
 
 /// Installs the suites' npm packages if needed and returns the lock file held shared: keep it

@@ -1,0 +1,588 @@
+//! Cluster mode (`--redis`) over real sockets: `pairchat` nodes as processes sharing a real
+//! `redis-server` that each test starts on a port of its own, driven by the Rust Socket.IO
+//! client. Members on different nodes chat as on one server (the contract, codes, order,
+//! expiry); a node killed with SIGKILL frees its seats, even one killed while Redis was away;
+//! without Redis a node keeps its same-node rooms chatting and answers the rest `Server busy`
+//! (within `--redis-timeout` when Redis hangs, and then the refused request takes no effect),
+//! then puts its rooms back in Redis when it returns.
+//!
+//! Redis is only read here (`redis_cli`), never written: every state a test checks, the nodes
+//! made. Without `redis-server` on `PATH` each test prints a loud SKIPPED line and passes,
+//! unless `CI` is set: then it fails.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::chat::{
+    Client, absent_code, assert_success, error_of, limited, metric, ms, scrape_addr,
+};
+use common::process::Proc;
+use common::redis::{Redis, Resp, redis_cli, start_node, wait_redis_state};
+use serde_json::{Value, json};
+
+const SUITE: &str = "the cluster tests (tests/cluster.rs)";
+/// Flags of every node: no abuse limits (the tests send bursts, and fail joins on purpose, all
+/// from one address); the limits themselves are tested in `tests/limits.rs`.
+const FLAGS: [&str; 4] = ["--join-failures", "0", "--message-rate", "0"];
+/// `--redis-timeout` of the tests that take Redis away.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// What an answer given "within --redis-timeout" may take on top of it: the node checks its
+/// link every 250 ms, and a test machine may be busy.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(1500);
+/// How long nothing more may arrive before a test says a client got all it will get.
+const QUIET: Duration = Duration::from_millis(300);
+const BUSY: &str = "Server busy";
+/// How long a dead node's partners may wait for `userLeft`: its alive key lives 5 s, and the
+/// reaper runs every second.
+const NODE_GONE: Duration = Duration::from_secs(10);
+
+/// A Redis and nodes on it; on a failing test, every log is printed.
+struct Cluster {
+    redis: Redis,
+    nodes: Vec<Proc>,
+}
+
+impl Cluster {
+    /// A new Redis and `nodes` nodes with `FLAGS` and `flags`, each with its link up; `None`
+    /// (after the loud skip) without `redis-server`.
+    fn start(nodes: usize, flags: &[&str]) -> Option<Cluster> {
+        let redis = Redis::start(SUITE)?;
+        let mut all = FLAGS.to_vec();
+        all.extend_from_slice(flags);
+        let nodes = (0..nodes).map(|_| start_node(&redis, &all)).collect();
+        Some(Cluster { redis, nodes })
+    }
+
+    /// Node `node`, counted from 1.
+    fn node(&mut self, node: usize) -> &mut Proc {
+        &mut self.nodes[node - 1]
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node - 1].addr.parse().expect("a node address")
+    }
+
+    /// A client of node `node`.
+    fn client(&self, node: usize) -> Client {
+        Client::connect(self.addr(node), None)
+    }
+
+    /// A member on node `a` makes a room and one on node `b` joins it (the first is told):
+    /// the two clients and the room's code.
+    fn pair(&self, a: usize, b: usize) -> (Client, Client, String) {
+        let mut first = self.client(a);
+        let code = first.create_room();
+        assert_code(&code);
+        let mut second = self.client(b);
+        assert_eq!(second.join(&code), json!({"success": true, "messages": []}));
+        assert_eq!(first.next_event("userJoined"), json!({"userId": second.id}));
+        (first, second, code)
+    }
+
+    /// Waits until `/health` of each of `nodes` says Redis is `state` (`up` or `down`), `after`
+    /// what; `/metrics` must agree.
+    fn wait_link(&self, nodes: &[usize], state: &str, limit: Duration, after: &str) {
+        for &node in nodes {
+            let took = wait_redis_state(&self.nodes[node - 1].addr, state, limit)
+                .unwrap_or_else(|s| panic!("node {node}: redis {s} {limit:?} after {after}"));
+            eprintln!("node {node}: redis {state} {took:?} after {after}");
+            let up = self.metric(node, "pairchat_redis_up");
+            assert_eq!(up, u64::from(state == "up"), "node {node}");
+        }
+    }
+
+    /// One series of node `node`'s `/metrics`.
+    fn metric(&self, node: usize, series: &str) -> u64 {
+        metric(&scrape_addr(self.addr(node)), series)
+    }
+
+    /// A read-only command to Redis.
+    fn redis(&self, args: &[&str]) -> Resp {
+        redis_cli(&self.redis.url(), args).expect("redis-cli")
+    }
+
+    /// What Redis still holds about room `code`: its keys, and the nodes' seat sets naming it.
+    fn traces(&self, code: &str) -> Vec<String> {
+        let keys = self.redis(&["KEYS", "pairchat:*"]).strings();
+        let suffix = format!(":{code}");
+        let mut traces: Vec<String> = keys
+            .iter()
+            .filter(|k| k.ends_with(&suffix))
+            .cloned()
+            .collect();
+        for set in keys.iter().filter(|k| k.starts_with("pairchat:seats:")) {
+            if self.redis(&["SISMEMBER", set, code]).int() == Some(1) {
+                traces.push(format!("{code} in {set}"));
+            }
+        }
+        traces
+    }
+
+    /// Waits (bounded) until Redis's record of room `code` holds `seats` seats: what a node
+    /// writes when its link comes back, which the test then relies on.
+    fn wait_seats(&self, code: &str, seats: usize) {
+        let room = format!("pairchat:room:{code}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let fields = self.redis(&["HKEYS", &room]).strings();
+            let held = fields.iter().filter(|f| f.starts_with('s')).count();
+            if held == seats {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "room {code} has fields {fields:?}, expected {seats} seats"
+            );
+            std::thread::sleep(ms(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let log = node.stop_and_log();
+                eprintln!("---- node {} ({}) ----\n{log}", i + 1, node.addr);
+            }
+            eprintln!("---- redis-server ----\n{}", self.redis.log());
+        }
+    }
+}
+
+/// Asserts a `newMessage` payload: exactly `{sender, text, timestamp}`.
+fn assert_message(message: &Value, sender: &str, text: &str) {
+    assert_eq!(message["sender"], sender, "{message}");
+    assert_eq!(message["text"], text, "{message}");
+    assert!(message["timestamp"].is_u64(), "{message}");
+    assert_eq!(message.as_object().map(|o| o.len()), Some(3), "{message}");
+}
+
+/// `from` sends `text` to room `code`: acknowledged, and delivered to `from` and `to` alike.
+fn exchange(from: &mut Client, to: &mut Client, code: &str, text: &str) -> Value {
+    assert_success(&from.say(code, text));
+    let mine = from.next_event("newMessage");
+    assert_message(&mine, &from.id, text);
+    assert_eq!(
+        to.next_event("newMessage"),
+        mine,
+        "both members get the same message"
+    );
+    mine
+}
+
+/// Asserts `client` gets no event (other than those already taken) within `QUIET`.
+fn assert_quiet(client: &mut Client, who: &str) {
+    let events = client.events_until_quiet(QUIET);
+    assert!(events.is_empty(), "{who} got {events:?}");
+}
+
+/// `(sender, text)` of each message of a JSON array.
+fn said(messages: &Value) -> Vec<(String, String)> {
+    let list = messages
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of messages: {messages}"));
+    let field = |m: &Value, f: &str| m[f].as_str().unwrap_or_default().to_string();
+    list.iter()
+        .map(|m| (field(m, "sender"), field(m, "text")))
+        .collect()
+}
+
+/// The history `member` gets by joining the room it is in, as `said` gives it.
+fn history(member: &mut Client, code: &str) -> Vec<(String, String)> {
+    let reply = member.join(code);
+    assert_success(&reply);
+    said(&reply["messages"])
+}
+
+/// The first event `client` gets within `limit` (those already read included), if any.
+fn first_event_within(client: &mut Client, limit: Duration) -> Option<(String, Value)> {
+    let deadline = Instant::now() + limit;
+    while client.events.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !client.read_one_within(left) {
+            break;
+        }
+    }
+    client.events.pop_front()
+}
+
+fn assert_code(code: &str) {
+    let digits = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
+    assert!(digits && !code.starts_with('0'), "code {code:?}");
+}
+
+#[test]
+fn members_on_two_nodes_chat_as_on_one_server() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    assert_code(&code);
+    assert_success(&alice.say(&code, "before bob"));
+    let first = alice.next_event("newMessage");
+    assert_message(&first, &alice.id, "before bob");
+
+    // Bob, on the other node, joins with the history; Alice is told.
+    let mut bob = cluster.client(2);
+    assert_eq!(
+        bob.join(&code),
+        json!({"success": true, "messages": [first]})
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({"userId": bob.id}));
+
+    // Messages both ways, each delivered once to each member.
+    let m1 = exchange(&mut alice, &mut bob, &code, "hello from node 1");
+    let m2 = exchange(&mut bob, &mut alice, &code, "hello from node 2");
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut bob, "bob");
+
+    // A third member on either node: Room full, and the members hear nothing of it.
+    for node in [1, 2] {
+        let mut third = cluster.client(node);
+        assert_eq!(error_of(&third.join(&code)), "Room full", "on node {node}");
+        let unknown = absent_code(&[&code]);
+        assert_eq!(error_of(&third.join(&unknown)), "Room not found");
+    }
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut bob, "bob");
+
+    // Bob leaves: Alice is told, and the seat is free for a newcomer, who gets the history.
+    assert_success(&bob.call("leaveRoom", json!({ "code": code })));
+    assert_eq!(alice.next_event("userLeft"), json!({"userId": bob.id}));
+    let mut carol = cluster.client(2);
+    assert_eq!(
+        carol.join(&code),
+        json!({"success": true, "messages": [first, m1, m2]})
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({"userId": carol.id}));
+    exchange(&mut carol, &mut alice, &code, "carol here");
+
+    // Alice disconnects: Carol, on the other node, is told; Bob (no longer a member) is not.
+    let alice_id = alice.id.clone();
+    alice.disconnect();
+    assert_eq!(carol.next_event("userLeft"), json!({"userId": alice_id}));
+    assert_quiet(&mut bob, "bob");
+
+    // The last member leaves: the room is gone on both nodes, and from Redis.
+    assert_success(&carol.call("leaveRoom", json!({ "code": code })));
+    for node in [1, 2] {
+        let mut late = cluster.client(node);
+        assert_eq!(error_of(&late.join(&code)), "Room not found", "node {node}");
+    }
+    assert_eq!(cluster.traces(&code), Vec::<String>::new());
+    assert_quiet(&mut carol, "carol");
+}
+
+#[test]
+fn room_codes_are_unique_across_nodes() {
+    const ROOMS_PER_NODE: usize = 100;
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut clients: Vec<Client> = (0..2 * ROOMS_PER_NODE)
+        .map(|i| cluster.client(i % 2 + 1))
+        .collect();
+    // Every request is out before any answer is read: both nodes draw codes at once.
+    let ids: Vec<u32> = clients
+        .iter_mut()
+        .map(|c| {
+            let id = c.queue("createRoom", json!({}));
+            c.flush();
+            id
+        })
+        .collect();
+    let mut codes: Vec<String> = clients
+        .iter_mut()
+        .zip(ids)
+        .map(|(c, id)| {
+            let reply = c.ack(id);
+            reply["code"]
+                .as_str()
+                .unwrap_or_else(|| panic!("createRoom: {reply}"))
+                .to_string()
+        })
+        .collect();
+    codes.iter().for_each(|c| assert_code(c));
+    let distinct: HashSet<&String> = codes.iter().collect();
+    assert_eq!(distinct.len(), codes.len(), "codes of live rooms repeat");
+
+    // Redis holds exactly these rooms, and each node counts its own.
+    codes.sort();
+    let rooms: Vec<String> = cluster
+        .redis(&["KEYS", "pairchat:room:*"])
+        .strings()
+        .into_iter()
+        .map(|k| k.trim_start_matches("pairchat:room:").to_string())
+        .collect();
+    assert_eq!(rooms, codes);
+    for node in [1, 2] {
+        assert_eq!(
+            cluster.metric(node, "pairchat_rooms"),
+            ROOMS_PER_NODE as u64
+        );
+    }
+}
+
+#[test]
+fn both_members_see_messages_in_the_order_they_were_acknowledged() {
+    const ROUNDS: usize = 100;
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+
+    // Alice's message is acknowledged, then Bob, on the other node, sends at once: Bob's node
+    // gets Alice's message from Redis while Bob's request is on its way.
+    let mut sent = Vec::new();
+    for i in 0..ROUNDS {
+        let text = format!("alice {i}");
+        assert_success(&alice.say(&code, &text));
+        sent.push((alice.id.clone(), text));
+        let text = format!("bob {i}");
+        assert_success(&bob.say(&code, &text));
+        sent.push((bob.id.clone(), text));
+    }
+    let stream = |client: &mut Client| {
+        let messages = (0..sent.len()).map(|_| client.next_event("newMessage"));
+        said(&Value::Array(messages.collect()))
+    };
+    assert_eq!(stream(&mut alice), sent, "alice's stream");
+    assert_eq!(stream(&mut bob), sent, "bob's stream");
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut bob, "bob");
+
+    // The history has the same order.
+    assert_eq!(history(&mut bob, &code), sent);
+}
+
+#[test]
+fn a_room_expires_for_members_on_both_nodes() {
+    let Some(cluster) = Cluster::start(2, &["--room-ttl", "1500ms"]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+    exchange(&mut bob, &mut alice, &code, "soon gone");
+
+    assert_eq!(alice.next_event("roomExpired"), json!({}));
+    assert_eq!(bob.next_event("roomExpired"), json!({}));
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut bob, "bob");
+
+    assert_eq!(error_of(&alice.join(&code)), "Room not found");
+    assert_eq!(error_of(&bob.say(&code, "anyone?")), "Room not found");
+    let mut carol = cluster.client(2);
+    assert_eq!(error_of(&carol.join(&code)), "Room not found");
+    assert_eq!(cluster.traces(&code), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_node_frees_its_members_seats() {
+    let Some(mut cluster) = Cluster::start(3, &[]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+    let m1 = exchange(&mut alice, &mut bob, &code, "hi bob");
+    let m2 = exchange(&mut bob, &mut alice, &code, "hi alice");
+    assert_eq!(cluster.redis(&["SCARD", "pairchat:nodes"]).int(), Some(3));
+
+    // Bob's node dies without a word: Alice hears that Bob left once Redis notices.
+    let killed = Instant::now();
+    cluster.node(2).signal("KILL");
+    assert!(cluster.node(2).wait_exit(Duration::from_secs(5)).is_some());
+    let first = first_event_within(&mut alice, NODE_GONE);
+    eprintln!(
+        "{:?} after the SIGKILL, alice got {first:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        first,
+        Some(("userLeft".into(), json!({"userId": bob.id}))),
+        "alice's first event within {NODE_GONE:?} of the SIGKILL"
+    );
+    // The dead node is forgotten, and so are its seats (node 1 holds the only ones left).
+    assert_eq!(cluster.redis(&["SCARD", "pairchat:nodes"]).int(), Some(2));
+    let seat_sets = cluster.redis(&["KEYS", "pairchat:seats:*"]).strings();
+    assert_eq!(seat_sets.len(), 1, "{seat_sets:?}");
+
+    // A newcomer on node 3 takes the seat, with the history.
+    let mut carol = cluster.client(3);
+    assert_eq!(
+        carol.join(&code),
+        json!({"success": true, "messages": [m1, m2]})
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({"userId": carol.id}));
+    exchange(&mut alice, &mut carol, &code, "welcome carol");
+    exchange(&mut carol, &mut alice, &code, "thanks");
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut carol, "carol");
+}
+
+#[test]
+fn without_redis_same_node_rooms_keep_chatting_and_come_back() {
+    let timeout = format!("{}ms", REDIS_TIMEOUT.as_millis());
+    let Some(mut cluster) = Cluster::start(2, &["--redis-timeout", &timeout]) else {
+        return;
+    };
+    // A room with both members on node 1, and one across the nodes.
+    let (mut alice, mut bob, local) = cluster.pair(1, 1);
+    let (mut carol, mut dave, cross) = cluster.pair(1, 2);
+    exchange(&mut alice, &mut bob, &local, "local 1");
+    exchange(&mut carol, &mut dave, &cross, "cross 1");
+
+    cluster.redis.stop();
+    cluster.wait_link(&[1, 2], "down", Duration::from_secs(5), "the stop");
+
+    // What needs Redis answers Server busy, within --redis-timeout.
+    for node in [1, 2] {
+        let mut eve = cluster.client(node);
+        let asked = Instant::now();
+        assert_eq!(error_of(&eve.call("createRoom", json!({}))), BUSY);
+        let took = asked.elapsed();
+        assert!(
+            took < REDIS_TIMEOUT + TIMEOUT_SLACK,
+            "createRoom took {took:?}"
+        );
+        assert_eq!(error_of(&eve.join(&local)), BUSY);
+    }
+    assert_eq!(error_of(&carol.say(&cross, "cross 2")), BUSY);
+    assert_eq!(error_of(&dave.say(&cross, "cross 3")), BUSY);
+    assert_quiet(&mut carol, "carol");
+    assert_quiet(&mut dave, "dave");
+    // Each node refused a createRoom, a joinRoom and a sendMessage.
+    for node in [1, 2] {
+        assert_eq!(cluster.metric(node, &limited("redis")), 3, "node {node}");
+    }
+
+    // Members on one node need no Redis.
+    exchange(&mut alice, &mut bob, &local, "local 2");
+    exchange(&mut bob, &mut alice, &local, "local 3");
+
+    // Redis comes back, empty, on the same port: the nodes reconnect and put their rooms back.
+    let connects = [1, 2].map(|node| cluster.metric(node, "pairchat_redis_connects_total"));
+    cluster.redis.restart();
+    cluster.wait_link(&[1, 2], "up", Duration::from_secs(10), "the restart");
+    for node in [1, 2] {
+        let now = cluster.metric(node, "pairchat_redis_connects_total");
+        assert_eq!(now, connects[node - 1] + 1, "node {node}: links made");
+    }
+    cluster.wait_seats(&local, 2);
+    cluster.wait_seats(&cross, 2);
+    // Nobody left or joined, so the members are told nothing; checked last, so that a failure
+    // here does not hide the rest.
+    let meanwhile = [
+        ("alice", &mut alice),
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("dave", &mut dave),
+    ]
+    .map(|(who, client)| (who, client.events_until_quiet(QUIET)));
+    for node in [1, 2] {
+        let mut eve = cluster.client(node);
+        assert_code(&eve.create_room());
+        assert_eq!(error_of(&eve.join(&local)), "Room full", "node {node}");
+    }
+    exchange(&mut alice, &mut bob, &local, "local 4");
+    exchange(&mut carol, &mut dave, &cross, "cross 4");
+    exchange(&mut dave, &mut carol, &cross, "cross 5");
+    for (client, who) in [
+        (&mut alice, "alice"),
+        (&mut bob, "bob"),
+        (&mut carol, "carol"),
+        (&mut dave, "dave"),
+    ] {
+        assert_quiet(client, who);
+    }
+    for (who, events) in meanwhile {
+        assert!(
+            events.is_empty(),
+            "{who} got {events:?} when Redis came back, though nobody left or joined"
+        );
+    }
+}
+
+#[test]
+fn a_node_that_dies_while_redis_is_away_still_frees_its_seats() {
+    let Some(mut cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+    exchange(&mut alice, &mut bob, &code, "hi");
+
+    // Redis goes, Bob's node dies meanwhile, Redis comes back empty: only node 1 returns.
+    cluster.redis.stop();
+    cluster.wait_link(&[1, 2], "down", Duration::from_secs(5), "the stop");
+    cluster.node(2).signal("KILL");
+    assert!(cluster.node(2).wait_exit(Duration::from_secs(5)).is_some());
+    cluster.redis.restart();
+    cluster.wait_link(&[1], "up", Duration::from_secs(10), "the restart");
+
+    // Bob is gone as surely as if his node had died with Redis up: Alice is told, in the same
+    // few seconds, and the seat is free again.
+    let restarted = Instant::now();
+    let first = first_event_within(&mut alice, NODE_GONE);
+    eprintln!(
+        "{:?} after the restart, alice got {first:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        first,
+        Some(("userLeft".into(), json!({"userId": bob.id}))),
+        "alice's first event within {NODE_GONE:?} of Redis's return without Bob's node"
+    );
+    let mut carol = cluster.client(1);
+    assert_success(&carol.join(&code));
+}
+
+#[test]
+fn a_frozen_redis_answers_server_busy_within_the_timeout() {
+    let timeout = format!("{}ms", REDIS_TIMEOUT.as_millis());
+    let Some(cluster) = Cluster::start(2, &["--redis-timeout", &timeout]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+    exchange(&mut alice, &mut bob, &code, "before");
+
+    // Redis keeps the link open but answers nothing: the request waits --redis-timeout.
+    cluster.redis.freeze();
+    let asked = Instant::now();
+    assert_eq!(error_of(&alice.say(&code, "into the void")), BUSY);
+    let took = asked.elapsed();
+    eprintln!("Server busy {took:?} after the request");
+    assert!(
+        took < REDIS_TIMEOUT + TIMEOUT_SLACK,
+        "answered after {took:?}"
+    );
+    // Only node 1 had a request in flight: node 2's link may or may not outlive the freeze.
+    cluster.wait_link(&[1], "down", Duration::from_secs(5), "the freeze");
+    assert_eq!(cluster.metric(1, &limited("redis")), 1);
+
+    // Thawed well within the nodes' alive keys' life: nothing was lost, the chat goes on.
+    cluster.redis.thaw();
+    cluster.wait_link(&[1, 2], "up", Duration::from_secs(10), "the thaw");
+    // What Bob got meanwhile is checked last, so that the chat's recovery is checked too.
+    let bob_meanwhile = bob.events_until_quiet(QUIET);
+    let alice_meanwhile = alice.events_until_quiet(QUIET);
+    exchange(&mut alice, &mut bob, &code, "after");
+    exchange(&mut bob, &mut alice, &code, "after too");
+    assert_quiet(&mut alice, "alice");
+    assert_quiet(&mut bob, "bob");
+
+    // The refused message took no effect: no member saw it, no joiner will.
+    let history = history(&mut bob, &code);
+    assert!(
+        alice_meanwhile.is_empty() && bob_meanwhile.is_empty(),
+        "a message answered Server busy reached the room: alice got {alice_meanwhile:?}, \
+         bob got {bob_meanwhile:?}; history {history:?}"
+    );
+    let (a, b) = (alice.id.as_str(), bob.id.as_str());
+    assert_eq!(
+        history,
+        [(a, "before"), (a, "after"), (b, "after too")].map(|(s, t)| (s.into(), t.into())),
+        "the history (a message answered Server busy must not be in it)"
+    );
+}
