@@ -133,6 +133,8 @@ enum Waiting<T> {
     Setup,
     /// A script loaded: its SHA1 goes to `shas[i]`.
     Script(usize),
+    /// `TIME`: Redis's clock, against this node's (`clock_offset`).
+    Time,
     /// The owner's command.
     Owner(T),
 }
@@ -165,12 +167,14 @@ pub struct Link<T> {
     pub commands: u64,
     /// Times the link was made (`/metrics`).
     pub connects: u64,
+    /// Redis's clock minus this node's wall clock, in ms, as read when the link was made.
+    clock_offset: i64,
 }
 
 /// Most commands waiting for a reply: past it `send` refuses (the caller answers Server busy).
 const MAX_WAITING: usize = 100_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl<T> Link<T> {
     /// A link, not yet made (`tick` makes it): it loads `scripts` and subscribes to `channel`.
@@ -189,12 +193,23 @@ impl<T> Link<T> {
             subscribed: false,
             commands: 0,
             connects: 0,
+            clock_offset: 0,
         }
     }
 
     /// Commands go now.
     pub fn is_up(&self) -> bool {
         matches!(self.state, State::Up)
+    }
+
+    /// The moment, on Redis's clock (ms), after which a command sent now must change nothing:
+    /// three quarters into its `timeout`, so that a command Redis runs late (it was stalled, or
+    /// read the command off a connection this node has given up) is refused by its script
+    /// rather than done behind an answer of `Server busy`. The margin covers the clocks'
+    /// offset as measured (within a round trip).
+    pub fn deadline(&self, unix_ms: u64) -> u64 {
+        let budget = self.config.timeout.as_millis() as u64 * 3 / 4;
+        (unix_ms + budget).saturating_add_signed(self.clock_offset)
     }
 
     /// Commands waiting for their reply.
@@ -334,7 +349,7 @@ impl<T> Link<T> {
             match resp::decode(&input[used..]) {
                 Ok(Some((reply, n))) => {
                     used += n;
-                    if let Err(e) = self.on_reply(reply, events) {
+                    if let Err(e) = self.on_reply(reply, io.unix_millis(), events) {
                         break Some(e);
                     }
                 }
@@ -351,7 +366,12 @@ impl<T> Link<T> {
         }
     }
 
-    fn on_reply(&mut self, reply: Reply, events: &mut Vec<LinkEvent<T>>) -> Result<(), String> {
+    fn on_reply(
+        &mut self,
+        reply: Reply,
+        unix_ms: u64,
+        events: &mut Vec<LinkEvent<T>>,
+    ) -> Result<(), String> {
         if let Reply::Push(items) = reply {
             match items.first().and_then(Reply::bytes) {
                 Some(b"message") => {
@@ -380,6 +400,16 @@ impl<T> Link<T> {
                 Reply::Bytes(sha) => self.shas[i] = sha,
                 other => return Err(format!("SCRIPT LOAD answered {other:?}")),
             },
+            Waiting::Time => {
+                let [secs, micros] = reply.items() else {
+                    return Err(format!("TIME answered {reply:?}"));
+                };
+                let (Some(secs), Some(micros)) = (secs.int(), micros.int()) else {
+                    return Err(format!("TIME answered {reply:?}"));
+                };
+                let redis_ms = secs * 1000 + micros / 1000;
+                self.clock_offset = redis_ms - unix_ms as i64;
+            }
             Waiting::Owner(tag) => events.push(LinkEvent::Reply(tag, reply)),
         }
         self.check_up(events);
@@ -463,6 +493,7 @@ impl<T> Link<T> {
             let db = self.config.db.to_string();
             self.push(&[b"SELECT", db.as_bytes()], Waiting::Setup, now);
         }
+        self.push(&[b"TIME"], Waiting::Time, now);
         for (i, script) in self.scripts.iter().enumerate() {
             self.push(
                 &[b"SCRIPT", b"LOAD", script.as_bytes()],

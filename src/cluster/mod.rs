@@ -187,6 +187,9 @@ struct Local {
     /// When it expires, in Unix ms (the same on every node).
     exp: u64,
     timer: TimerId,
+    /// The partner's seat when it is on another node (`<node> <sid>`, `… a` while away), as
+    /// this node last heard: `resync` puts it back if Redis lost the room.
+    remote: Option<String>,
 }
 
 /// Counters for `/metrics`.
@@ -336,13 +339,15 @@ impl ClusterChat {
             exp.to_string(),
             (exp + KEEP_AFTER_EXPIRY).to_string(),
         );
-        let args: [&[u8]; 6] = [
+        let deadline = self.link.deadline(io.unix_millis()).to_string();
+        let args: [&[u8]; 7] = [
             name.as_bytes(),
             self.node.as_bytes(),
             sid.as_str().as_bytes(),
             id_s.as_bytes(),
             exp_s.as_bytes(),
             keep.as_bytes(),
+            deadline.as_bytes(),
         ];
         match self
             .link
@@ -390,10 +395,12 @@ impl ClusterChat {
             repeat,
         };
         let name = code.name();
-        let args: [&[u8]; 3] = [
+        let deadline = self.link.deadline(io.unix_millis()).to_string();
+        let args: [&[u8]; 4] = [
             name.as_bytes(),
             self.node.as_bytes(),
             sid.as_str().as_bytes(),
+            deadline.as_bytes(),
         ];
         match self.link.script(Script::Join as usize, &args, op, now) {
             Ok(()) => Ok(None),
@@ -476,7 +483,8 @@ impl ClusterChat {
             self.stats.messages += 1;
             return Ok(Some(SUCCESS.into()));
         }
-        let args: [&[u8]; 7] = [
+        let deadline = self.link.deadline(io.unix_millis()).to_string();
+        let args: [&[u8]; 8] = [
             name.as_bytes(),
             self.node.as_bytes(),
             sender.as_str().as_bytes(),
@@ -484,6 +492,7 @@ impl ClusterChat {
             max.as_bytes(),
             max_bytes.as_bytes(),
             keep.as_bytes(),
+            deadline.as_bytes(),
         ];
         let op = Op::Send {
             socket,
@@ -579,7 +588,13 @@ impl ClusterChat {
         if self.rooms.get(&code).is_none_or(|r| r.id != id) {
             let wait = Duration::from_millis(exp.saturating_sub(io.unix_millis()));
             let timer = io.set_timer(deadline(io.now(), wait), ClusterTimer::Expire { code, id });
-            if let Some(old) = self.rooms.insert(code, Local { id, exp, timer }) {
+            let local = Local {
+                id,
+                exp,
+                timer,
+                remote: None,
+            };
+            if let Some(old) = self.rooms.insert(code, local) {
                 io.cancel_timer(old.timer);
             }
         }
@@ -621,6 +636,8 @@ impl ClusterChat {
                                 .script(Script::Leave as usize, &args, Op::Ignore, io.now());
                         return;
                     }
+                    // Redis ran it after this node gave up: it changed nothing.
+                    Ok(Some(-1)) => Err(self.unavailable()),
                     Ok(Some(0)) if tries + 1 < CODE_TRIES => {
                         self.try_create(socket, ack, sid, id, exp, tries + 1, io)
                     }
@@ -659,6 +676,7 @@ impl ClusterChat {
                     }
                     Ok(Some("nm")) => Err(errors::NOT_MEMBER),
                     Ok(Some("nf")) => Err(errors::ROOM_NOT_FOUND),
+                    Ok(Some("late")) => Err(self.unavailable()),
                     Ok(_) => Err(errors::SERVER_BUSY),
                     Err(()) => Err(self.unavailable()),
                 };
@@ -752,6 +770,7 @@ impl ClusterChat {
             Some("ok") => {}
             Some("nf") => return Err(errors::ROOM_NOT_FOUND),
             Some("full") => return Err(errors::ROOM_FULL),
+            Some("late") => return Err(self.unavailable()),
             _ => return Err(errors::SERVER_BUSY),
         }
         let (Some(id), Some(exp)) = (
@@ -776,13 +795,15 @@ impl ClusterChat {
         }
         if !repeat && room_of(io, socket) != Some(code) {
             self.seat(socket, code, id as u64, exp as u64, io);
+            let other = items.get(3).and_then(Resp::str).unwrap_or("");
+            self.set_remote(code, other);
             // A partner on this node (one elsewhere was told by the script).
             let json = user_json(sid);
             io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), "userJoined", &json);
             self.stats.joins += 1;
         }
         let mut answer = String::from("{\"success\":true,\"messages\":[");
-        for (i, m) in items[3..].iter().enumerate() {
+        for (i, m) in items.iter().skip(4).enumerate() {
             if let Some(m) = m.str() {
                 if i > 0 {
                     answer.push(',');
@@ -821,13 +842,19 @@ impl ClusterChat {
         let name = code.name();
         match kind {
             "m" => self.deliver(code, rest, io),
-            "j" | "l" => {
-                let event = if kind == "j" {
-                    "userJoined"
-                } else {
-                    "userLeft"
+            // A partner on another node joined or came back (`j`), went away (`a`) or left
+            // for good (`l`): `rest` is its seat, `<node> <sid>`.
+            "j" | "a" | "l" => {
+                let Some((_, sid)) = rest.split_once(' ') else {
+                    return;
                 };
-                let json = format!("{{\"userId\":\"{rest}\"}}");
+                let (event, remote) = match kind {
+                    "j" => ("userJoined", rest.to_string()),
+                    "a" => ("userLeft", format!("{rest} a")),
+                    _ => ("userLeft", String::new()),
+                };
+                self.set_remote(code, &remote);
+                let json = format!("{{\"userId\":\"{sid}\"}}");
                 io.emit_to_room(Nsp::MAIN, &name, None, event, &json);
             }
             "u" => {
@@ -836,6 +863,17 @@ impl ClusterChat {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Notes the partner's seat on another node (`''`: none, or it is on this node).
+    fn set_remote(&mut self, code: RoomCode, seat: &str) {
+        if let Some(local) = self.rooms.get_mut(&code) {
+            let elsewhere = seat
+                .split(' ')
+                .next()
+                .is_some_and(|node| !node.is_empty() && node != self.node);
+            local.remote = elsewhere.then(|| seat.to_string());
         }
     }
 
@@ -912,7 +950,7 @@ impl ClusterChat {
         let _ = self
             .link
             .script(Script::Nodes as usize, &[], Op::Nodes, now);
-        let mut owned: Vec<String> = vec![self.node.clone()];
+        let mut owned: Vec<String> = vec![self.node.clone(), NODE_TTL.as_millis().to_string()];
         for (code, local) in &self.rooms {
             for &m in members(io, *code) {
                 let Some(sid) = io.socket_id(m) else { continue };
@@ -926,6 +964,7 @@ impl ClusterChat {
                 owned.push(local.id.to_string());
                 owned.push(local.exp.to_string());
                 owned.push((local.exp + KEEP_AFTER_EXPIRY).to_string());
+                owned.push(local.remote.clone().unwrap_or_default());
             }
         }
         self.unseated.clear();

@@ -1,7 +1,9 @@
--- ARGV: code, node, sid. {'ok', id, exp, message…} (the history, oldest first), or {'nf'}
--- (no such room), or {'full'}. Takes a free seat, else an away member's (its node is told
--- 'u <code> <sid>'); the other seat's node, if not the caller's, is told 'j <code> <sid>'.
+-- ARGV: code, node, sid, deadline. {'ok', id, exp, other seat or '', message…} (the history,
+-- oldest first), or {'nf'} (no such room), {'full'} or {'late'}. Takes a free seat, else an
+-- away member's (its node is told 'u <code> <sid>'); the other seat's node, if not the
+-- caller's, is told 'j <code> <seat>'.
 local code, node, sid = ARGV[1], ARGV[2], ARGV[3]
+if late(ARGV[4]) then return {'late'} end
 local room = P .. 'room:' .. code
 local r = redis.call('HMGET', room, 'id', 'exp', 's1', 's2')
 if not r[1] then return {'nf'} end
@@ -30,10 +32,14 @@ if not mine then
   redis.call('SADD', P .. 'seats:' .. node, code)
   local other = s[3 - seat]
   if other and seat_node(other) ~= node then
-    tell(seat_node(other), 'j ' .. code .. ' ' .. sid)
+    tell(seat_node(other), 'j ' .. code .. ' ' .. me)
   end
 end
-local out = {'ok', r[1], r[2]}
+local other = ''
+for i = 1, 2 do
+  if s[i] and seat_of(s[i]) ~= me then other = s[i] end
+end
+local out = {'ok', r[1], r[2], other}
 for _, m in ipairs(redis.call('LRANGE', P .. 'hist:' .. code, 0, -1)) do
   out[#out + 1] = m
 end

@@ -1,7 +1,7 @@
 -- ARGV: code, node, sid, mode: 'gone' (the seat is freed; a room left with no seat is
 -- deleted), 'away' (the seat is kept, marked away) or 'back' (an away seat is taken back:
 -- 'ok', or 'lost' when it is not ours any more). The other seat's node, if not the caller's,
--- is told 'l <code> <sid>' ('j' for 'back').
+-- is told '<l|a|j> <code> <seat>' (left for good, away, back).
 local code, node, sid, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local room = P .. 'room:' .. code
 local r = redis.call('HMGET', room, 's1', 's2')
@@ -34,7 +34,7 @@ end
 -- A member gone for good after being away: its partner was told when it went away.
 if other and seat_node(other) ~= node and not (mode == 'gone' and is_away(was)) then
   local event = 'l'
-  if mode == 'back' then event = 'j' end
-  tell(seat_node(other), event .. ' ' .. code .. ' ' .. sid)
+  if mode == 'away' then event = 'a' elseif mode == 'back' then event = 'j' end
+  tell(seat_node(other), event .. ' ' .. code .. ' ' .. me)
 end
 return 'ok'

@@ -2,12 +2,20 @@
 -- s1, s2), hist:<code> (a list of message JSON), seats:<node> (a set of codes), nodes (a set),
 -- alive:<node> (a string with a TTL); channel to:<node>. A seat is "<node> <sid>", with " a"
 -- after it while its member is away (connection state recovery).
+-- Scripts read TIME (`late`): Redis before 7 needs this to write after it.
+if redis.replicate_commands then redis.replicate_commands() end
 local P = 'pairchat:'
 local function seat_node(v) return string.match(v, '^(%S+)') end
 local function seat_sid(v) return string.match(v, '^%S+ (%S+)') end
 local function seat_of(v) return string.match(v, '^(%S+ %S+)') end
 local function is_away(v) return string.sub(v, -2) == ' a' end
 local function tell(node, msg) redis.call('PUBLISH', P .. 'to:' .. node, msg) end
+-- Whether Redis's clock (ms) is past `deadline`: the node that sent the script has given up on
+-- it (and answered its client), so it must change nothing.
+local function late(deadline)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+end
 -- Takes a node's seats in one room out of seats:<node> when it holds none there any more.
 local function forget_seat(node, code, s1, s2)
   for _, v in ipairs({s1 or '', s2 or ''}) do

@@ -1,5 +1,5 @@
 -- No ARGV. Frees the seats of every registered node whose alive key has expired (a dead
--- node): the other member's node is told 'l <code> <sid>', a room left with no seat is
+-- node): the other member's node is told 'l <code> <seat>', a room left with no seat is
 -- deleted. Any node may run it, any number of times. Answers how many nodes it reaped.
 local reaped = 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
@@ -22,7 +22,7 @@ for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
       else
         for _, g in ipairs(gone) do
           if not is_away(g) then
-            tell(seat_node(kept[1]), 'l ' .. code .. ' ' .. seat_sid(g))
+            tell(seat_node(kept[1]), 'l ' .. code .. ' ' .. seat_of(g))
           end
         end
       end

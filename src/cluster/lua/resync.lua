@@ -1,14 +1,21 @@
--- ARGV: node, then for each member this node has: code, seat ("<sid>" or "<sid> a"), id, exp,
--- keep_until. Run when the node's link to Redis is (re)made, before anything else: Redis then
--- holds exactly this node's seats. A seat of this node that it no longer has is freed (as
--- 'gone'); a member's room that is missing (Redis restarted, or the node was reaped) is made
--- again with the same id and expiry; a seat taken meanwhile is lost. Answers the lost members
--- as "<code> <sid>".
-local node = ARGV[1]
+-- ARGV: node, node_ttl (ms), then for each member this node has: code, seat ("<sid>" or
+-- "<sid> a"), id, exp, keep_until, and the partner's seat on another node as this node last
+-- heard of it ("<node> <sid>[ a]", or ''). Run when the node's link to Redis is (re)made,
+-- before anything else: Redis then holds exactly this node's seats.
+-- - A seat Redis has for this node that it no longer has is freed (as 'gone').
+-- - A member's room that is missing (Redis restarted empty) is made again with the same id and
+--   expiry, with the partner's seat as this node knew it; a partner's node that Redis does not
+--   know is registered with a short alive key, so the reaper frees its seat if it does not
+--   come back (it may have died while Redis was away).
+-- - A seat taken meanwhile (the node was reaped, and the seat given away) is lost.
+-- Answers the lost members as "<code> <sid>".
+local node, ttl = ARGV[1], ARGV[2]
+local FIELDS = 6
 local mine = {}
-local n = (#ARGV - 1) / 5
+local n = (#ARGV - 2) / FIELDS
+local function arg(k, f) return ARGV[2 + k * FIELDS + f] end
 for k = 0, n - 1 do
-  local code = ARGV[2 + k * 5]
+  local code = arg(k, 1)
   mine[code] = mine[code] or {}
   mine[code][#mine[code] + 1] = k
 end
@@ -21,7 +28,7 @@ for _, code in ipairs(redis.call('SMEMBERS', seats)) do
     if r[i] and seat_node(r[i]) == node then
       local keep = false
       for _, k in ipairs(mine[code] or {}) do
-        if seat_sid(r[i]) == string.match(ARGV[3 + k * 5], '^(%S+)') then keep = true end
+        if seat_sid(r[i]) == string.match(arg(k, 2), '^(%S+)') then keep = true end
       end
       if not keep then
         local other, freed = r[3 - i], r[i]
@@ -31,7 +38,7 @@ for _, code in ipairs(redis.call('SMEMBERS', seats)) do
         else
           redis.call('HDEL', room, 's' .. i)
           if seat_node(other) ~= node and not is_away(freed) then
-            tell(seat_node(other), 'l ' .. code .. ' ' .. seat_sid(freed))
+            tell(seat_node(other), 'l ' .. code .. ' ' .. seat_of(freed))
           end
         end
       end
@@ -41,15 +48,23 @@ for _, code in ipairs(redis.call('SMEMBERS', seats)) do
 end
 local lost = {}
 for k = 0, n - 1 do
-  local code, seat, id = ARGV[2 + k * 5], ARGV[3 + k * 5], ARGV[4 + k * 5]
+  local code, seat, id, partner = arg(k, 1), arg(k, 2), arg(k, 3), arg(k, 6)
   local sid = string.match(seat, '^(%S+)')
   local room = P .. 'room:' .. code
   local r = redis.call('HMGET', room, 'id', 's1', 's2')
   local value = node .. ' ' .. seat
   if not r[1] then
-    redis.call('HSET', room, 'id', id, 'exp', ARGV[5 + k * 5], 's1', value)
-    redis.call('PEXPIREAT', room, ARGV[6 + k * 5])
+    redis.call('HSET', room, 'id', id, 'exp', arg(k, 4), 's1', value)
+    redis.call('PEXPIREAT', room, arg(k, 5))
     redis.call('SADD', seats, code)
+    if partner ~= '' then
+      local pnode = seat_node(partner)
+      redis.call('HSET', room, 's2', partner)
+      redis.call('SADD', P .. 'seats:' .. pnode, code)
+      if redis.call('SADD', P .. 'nodes', pnode) == 1 then
+        redis.call('SET', P .. 'alive:' .. pnode, '', 'PX', ttl, 'NX')
+      end
+    end
   elseif r[1] ~= id then
     lost[#lost + 1] = code .. ' ' .. sid
   else
@@ -71,7 +86,7 @@ for k = 0, n - 1 do
         redis.call('SADD', seats, code)
         local other = s[3 - free]
         if other and seat_node(other) ~= node and not is_away(value) then
-          tell(seat_node(other), 'j ' .. code .. ' ' .. sid)
+          tell(seat_node(other), 'j ' .. code .. ' ' .. node .. ' ' .. sid)
         end
       else
         lost[#lost + 1] = code .. ' ' .. sid

@@ -1,7 +1,8 @@
--- ARGV: code, node, sid, message JSON, most kept, most bytes kept, keep_until. 'ok', 'nf' (no
--- such room) or 'nm' (not a member). Appends to the history and tells each other seat's node
+-- ARGV: code, node, sid, message JSON, most kept, most bytes kept, keep_until, deadline. 'ok',
+-- 'nf' (no such room), 'nm' (not a member) or 'late'. Appends to the history and tells each other seat's node
 -- 'm <code> <json>' once.
 local code, node, sid, msg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if late(ARGV[8]) then return 'late' end
 local room = P .. 'room:' .. code
 local r = redis.call('HMGET', room, 's1', 's2')
 local me = node .. ' ' .. sid
