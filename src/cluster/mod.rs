@@ -29,7 +29,7 @@
 pub mod link;
 pub mod resp;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -180,6 +180,25 @@ enum Op {
     Ignore,
 }
 
+/// A socket's requests behind one that waits on Redis.
+#[derive(Debug, Default)]
+struct Queue {
+    /// A request of the socket waits on Redis.
+    busy: bool,
+    waiting: VecDeque<Queued>,
+}
+
+/// A request kept for later: its event name, arguments (a JSON array) and ack id.
+#[derive(Debug)]
+struct Queued {
+    name: Box<str>,
+    args: Box<str>,
+    ack: Option<u64>,
+}
+
+/// Requests a socket may queue behind one waiting on Redis; past it they answer `Server busy`.
+const MAX_QUEUED: usize = 32;
+
 /// A room with members on this node.
 #[derive(Debug)]
 struct Local {
@@ -224,6 +243,8 @@ pub struct ClusterChat {
     rooms: HashMap<RoomCode, Local>,
     /// Members back from away whose seat Redis has not confirmed yet.
     unseated: HashSet<SocketRef>,
+    /// Sockets with a request waiting on Redis, and the requests they sent after it.
+    queues: HashMap<SocketRef, Queue>,
     join_failures: Option<(Failures<SocketRef>, Failures<IpAddr>)>,
     buckets: HashMap<SocketRef, Bucket>,
     ticks: u32,
@@ -251,6 +272,7 @@ impl ClusterChat {
             events: Vec::new(),
             rooms: HashMap::new(),
             unseated: HashSet::new(),
+            queues: HashMap::new(),
             join_failures,
             buckets: HashMap::new(),
             ticks: 0,
@@ -269,20 +291,50 @@ impl ClusterChat {
         self.link.is_up()
     }
 
+    /// A request. A socket's requests are handled in the order it sent them, as by one
+    /// process: while one waits on Redis, those after it wait too (`queues`).
     fn on_event(&mut self, e: EventData<'_>, io: &mut Io<'_, '_>) {
-        let reply = match e.name {
-            "createRoom" => self.create_room(e.socket, e.ack, io),
-            "joinRoom" => self.join_room(e.socket, e.args, e.ack, io),
-            "sendMessage" => self.send_message(e.socket, e.args, e.ack, io),
-            "leaveRoom" => self.leave_room(e.socket, e.args, io).map(Some),
+        if let Some(q) = self.queues.get_mut(&e.socket).filter(|q| q.busy) {
+            if q.waiting.len() >= MAX_QUEUED {
+                if let Some(id) = e.ack {
+                    io.ack(e.socket, id, &error_json(errors::SERVER_BUSY));
+                }
+                return;
+            }
+            let mut args = String::from("[");
+            for (i, a) in e.args.iter().enumerate() {
+                if i > 0 {
+                    args.push(',');
+                }
+                args.push_str(a.get());
+            }
+            args.push(']');
+            q.waiting.push_back(Queued {
+                name: e.name.into(),
+                args: args.into(),
+                ack: e.ack,
+            });
+            return;
+        }
+        self.request(e.socket, e.name, e.args, e.ack, io);
+    }
+
+    fn request(
+        &mut self,
+        socket: SocketRef,
+        name: &str,
+        args: &[&RawValue],
+        ack: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) {
+        let reply = match name {
+            "createRoom" => self.create_room(socket, ack, io),
+            "joinRoom" => self.join_room(socket, args, ack, io),
+            "sendMessage" => self.send_message(socket, args, ack, io),
+            "leaveRoom" => self.leave_room(socket, args, io).map(Some),
             _ => Err(errors::UNKNOWN_EVENT),
         };
-        // `Ok(None)`: the answer comes with Redis's reply.
-        match (reply, e.ack) {
-            (Ok(Some(json)), Some(id)) => io.ack(e.socket, id, &json),
-            (Err(message), Some(id)) => io.ack(e.socket, id, &error_json(message)),
-            _ => {}
-        }
+        self.answer(socket, ack, reply, io);
     }
 
     /// Counts a request refused because Redis is unreachable.
@@ -741,6 +793,8 @@ impl ClusterChat {
         }
     }
 
+    /// Answers a request (`Ok(None)`: it waits on Redis, which will answer), then handles the
+    /// socket's next queued request.
     fn answer(
         &mut self,
         socket: SocketRef,
@@ -749,9 +803,25 @@ impl ClusterChat {
         io: &mut Io<'_, '_>,
     ) {
         match (answer, ack) {
+            (Ok(None), _) => {
+                self.queues.entry(socket).or_default().busy = true;
+                return;
+            }
             (Ok(Some(json)), Some(id)) => io.ack(socket, id, &json),
             (Err(message), Some(id)) => io.ack(socket, id, &error_json(message)),
             _ => {}
+        }
+        let Some(q) = self.queues.get_mut(&socket) else {
+            return;
+        };
+        q.busy = false;
+        let Some(next) = q.waiting.pop_front() else {
+            self.queues.remove(&socket);
+            return;
+        };
+        match serde_json::from_str::<Vec<&RawValue>>(&next.args) {
+            Ok(args) => self.request(socket, &next.name, &args, next.ack, io),
+            Err(_) => self.answer(socket, next.ack, Err(errors::SERVER_BUSY), io),
         }
     }
 
@@ -1054,6 +1124,7 @@ impl App for ClusterChat {
             }
             SioEvent::Disconnect { socket, .. } => {
                 self.leave(socket, io);
+                self.queues.remove(&socket);
                 self.unseated.remove(&socket);
                 self.buckets.remove(&socket);
                 if let Some((per_socket, _)) = &mut self.join_failures {
