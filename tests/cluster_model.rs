@@ -38,9 +38,11 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 /// A node in this process, with its id (the prefix of its sids).
 fn node(redis: &Redis) -> TestServer {
-    let mut chat_config = ChatConfig::default();
-    chat_config.join_failures = None;
-    chat_config.message_rate = None;
+    let chat_config = ChatConfig {
+        join_failures: None,
+        message_rate: None,
+        ..ChatConfig::default()
+    };
     let cluster = ClusterConfig {
         redis: RedisConfig::parse(&redis.url()).expect("a redis URL"),
         advertise: String::new(),
@@ -53,6 +55,9 @@ fn node(redis: &Redis) -> TestServer {
     let sio = SioConfig::default();
     TestServer::start(config, move |c| SocketIo::new(app, sio, c.max_payload))
 }
+
+/// A request written: its ack id, event, code and text.
+type Asked = (u32, &'static str, Option<String>, Option<String>);
 
 /// What a client was told.
 #[derive(Default)]
@@ -89,7 +94,7 @@ fn redis_agrees_with_what_clients_were_told_whatever_the_interleaving() {
     for batch in 0..BATCHES {
         let before: Vec<Option<String>> = beliefs.iter().map(|b| b.room.clone()).collect();
         // Every client queues one to three requests, all written before any answer is read.
-        let mut asked: Vec<Vec<(u32, &str, Option<String>, Option<String>)>> = Vec::new();
+        let mut asked: Vec<Vec<Asked>> = Vec::new();
         for (i, client) in clients.iter_mut().enumerate() {
             let mut mine = Vec::new();
             // Half the clients only chat this batch (so pairs stay together long enough to
