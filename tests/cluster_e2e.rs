@@ -1,6 +1,9 @@
 //! Cluster mode end to end: the real npm `socket.io-client` (driven by Node's test runner,
-//! `tests/e2e/cluster.test.mjs`) against two `pairchat --redis` nodes sharing one real
-//! `redis-server`, one member of each room on each node, under the three transport settings.
+//! `tests/e2e/cluster.test.mjs`) against `pairchat --redis` nodes sharing one real
+//! `redis-server`, under the three transport settings: two nodes with one member of each room
+//! on each, and three nodes behind a round-robin balancer with no stickiness at all (every
+//! connection lands on the next node: polling requests reach nodes that relay them to the
+//! session's own).
 //!
 //! Skipped (loudly) without Node and npm, as `tests/e2e.rs` is, or without `redis-server`, as
 //! `tests/cluster.rs` is; under `CI` either is a failure.
@@ -11,6 +14,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use common::balancer::Balancer;
+use common::chat::{metric, scrape_addr};
+use common::process::Proc;
 use common::redis::{Redis, start_node};
 
 const SUITE: &str = "the cluster end-to-end suite (tests/e2e/cluster.test.mjs)";
@@ -38,13 +44,60 @@ fn socket_io_client_across_two_nodes() {
         FLAGS.join(" "),
         redis.url()
     );
+    run_suite(&node, [&urls[0], &urls[1]], &mut nodes, &redis);
+}
 
+#[test]
+fn socket_io_client_through_a_round_robin_balancer() {
+    let Some((node, npm)) = harness::node_and_npm(SUITE) else {
+        return;
+    };
+    let Some(redis) = Redis::start(SUITE) else {
+        return;
+    };
+    let _installed = harness::install(&npm);
+    let mut nodes = [
+        start_node(&redis, &FLAGS),
+        start_node(&redis, &FLAGS),
+        start_node(&redis, &FLAGS),
+    ];
+    // Every node must know the others' addresses before a relay can find them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let backends = nodes
+        .each_ref()
+        .map(|n| n.addr.parse().expect("a node address"));
+    let balancer = Balancer::start(backends.to_vec());
+    let url = format!("http://{}", balancer.addr);
+    eprintln!(
+        "cluster_e2e: balancer at {url} over 3 nodes, Redis at {}",
+        redis.url()
+    );
+    run_suite(&node, [&url, &url], &mut nodes, &redis);
+    let scrapes: Vec<String> = backends.iter().map(|a| scrape_addr(*a)).collect();
+    let relays: u64 = scrapes
+        .iter()
+        .map(|s| metric(s, "pairchat_relays_total"))
+        .sum();
+    let failed: u64 = scrapes
+        .iter()
+        .map(|s| metric(s, "pairchat_relays_failed_total"))
+        .sum();
+    eprintln!("cluster_e2e: {relays} requests relayed between nodes, {failed} failed");
+    assert!(
+        relays > 0,
+        "no request was relayed: the balancer test tested nothing"
+    );
+    assert_eq!(failed, 0, "relays failed");
+}
+
+/// Runs the Node suite with its two members at `urls`; on failure, prints every log.
+fn run_suite(node: &std::path::Path, urls: [&str; 2], nodes: &mut [Proc], redis: &Redis) {
     let started = Instant::now();
-    let mut cmd = harness::node_test(&node, "cluster.test.mjs");
-    cmd.env("PAIRCHAT_NODE1_URL", &urls[0])
-        .env("PAIRCHAT_NODE2_URL", &urls[1])
+    let mut cmd = harness::node_test(node, "cluster.test.mjs");
+    cmd.env("PAIRCHAT_NODE1_URL", urls[0])
+        .env("PAIRCHAT_NODE2_URL", urls[1])
         // lib.mjs reads PAIRCHAT_URL when it is imported; the suite itself names its nodes.
-        .env("PAIRCHAT_URL", &urls[0]);
+        .env("PAIRCHAT_URL", urls[0]);
     let run = harness::run(cmd, SUITE_TIMEOUT);
     let elapsed = started.elapsed();
 

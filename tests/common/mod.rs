@@ -14,6 +14,7 @@ use pairchat::engine::Handler;
 use pairchat::{Config, Server, StopHandle};
 use tungstenite::{Message, WebSocket};
 
+pub mod balancer;
 pub mod chat;
 pub mod process;
 pub mod redis;
