@@ -61,11 +61,22 @@ fn socket_io_client_through_a_round_robin_balancer() {
         start_node(&redis, &FLAGS),
         start_node(&redis, &FLAGS),
     ];
-    // Every node must know the others' addresses before a relay can find them.
-    std::thread::sleep(Duration::from_millis(1500));
-    let backends = nodes
+    let backends: [std::net::SocketAddr; 3] = nodes
         .each_ref()
         .map(|n| n.addr.parse().expect("a node address"));
+    // Every node must know the others' addresses before a relay can find them (each reads
+    // them from Redis every second).
+    let started = Instant::now();
+    while !backends
+        .iter()
+        .all(|a| metric(&scrape_addr(*a), "pairchat_cluster_peers") == 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nodes never met"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let balancer = Balancer::start(backends.to_vec());
     let url = format!("http://{}", balancer.addr);
     eprintln!(
