@@ -45,7 +45,7 @@ use crate::engine::Sid;
 use crate::log::Sampler;
 use crate::sio::packet::write_json_string;
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
-use crate::timer::{TimerId, deadline};
+use crate::timer::{Millis, TimerId, deadline};
 use link::{Link, LinkEvent, RedisConfig};
 use resp::Reply as Resp;
 
@@ -605,9 +605,13 @@ impl ClusterChat {
     /// Runs the `leave` script for a member's seat (`gone`, `away` or `back`). Without Redis
     /// nothing is sent: `resync` puts the seats right when the link is back.
     fn tell_seat(&mut self, socket: SocketRef, code: RoomCode, mode: &str, op: Op, io: &Io) {
-        let Some(sid) = io.socket_id(socket) else {
-            return;
-        };
+        if let Some(sid) = io.socket_id(socket) {
+            self.seat_script(code, sid, mode, op, io.now());
+        }
+    }
+
+    /// The `leave` script for the seat of socket id `sid` in room `code`.
+    fn seat_script(&mut self, code: RoomCode, sid: Sid, mode: &str, op: Op, now: Millis) {
         let name = code.name();
         let args: [&[u8]; 4] = [
             name.as_bytes(),
@@ -615,9 +619,7 @@ impl ClusterChat {
             sid.as_str().as_bytes(),
             mode.as_bytes(),
         ];
-        let _ = self
-            .link
-            .script(Script::Leave as usize, &args, op, io.now());
+        let _ = self.link.script(Script::Leave as usize, &args, op, now);
     }
 
     /// Forgets a room once no member of it is on this node.
@@ -676,16 +678,7 @@ impl ClusterChat {
                     }
                     // Made for a socket that has gone meanwhile.
                     Ok(Some(1)) => {
-                        let name = code.name();
-                        let args: [&[u8]; 4] = [
-                            name.as_bytes(),
-                            self.node.as_bytes(),
-                            sid.as_str().as_bytes(),
-                            b"gone",
-                        ];
-                        let _ =
-                            self.link
-                                .script(Script::Leave as usize, &args, Op::Ignore, io.now());
+                        self.seat_script(code, sid, "gone", Op::Ignore, io.now());
                         return;
                     }
                     // Redis ran it after this node gave up: it changed nothing.
@@ -851,16 +844,7 @@ impl ClusterChat {
         };
         if io.socket_id(socket) != Some(sid) {
             // Seated for a socket that has gone meanwhile.
-            let name = code.name();
-            let args: [&[u8]; 4] = [
-                name.as_bytes(),
-                self.node.as_bytes(),
-                sid.as_str().as_bytes(),
-                b"gone",
-            ];
-            let _ = self
-                .link
-                .script(Script::Leave as usize, &args, Op::Ignore, io.now());
+            self.seat_script(code, sid, "gone", Op::Ignore, io.now());
             return Err(errors::ROOM_NOT_FOUND);
         }
         if !repeat && room_of(io, socket) != Some(code) {
