@@ -232,17 +232,21 @@ impl<T> Link<T> {
         if !self.is_up() || i >= self.shas.len() {
             return Err(tag);
         }
+        if self.waiting.len() >= MAX_WAITING {
+            return Err(tag);
+        }
         let sha = std::mem::take(&mut self.shas[i]);
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 3);
-        all.extend_from_slice(&[b"EVALSHA", &sha, b"0"]);
-        all.extend_from_slice(args);
-        let sent = self.send(&all, tag, now);
+        self.push_parts(&[b"EVALSHA", &sha, b"0"], args, Waiting::Owner(tag), now);
         self.shas[i] = sha;
-        sent
+        Ok(())
     }
 
     fn push(&mut self, args: &[&[u8]], waiting: Waiting<T>, now: Millis) {
-        resp::command(&mut self.out, args);
+        self.push_parts(&[], args, waiting, now);
+    }
+
+    fn push_parts(&mut self, head: &[&[u8]], args: &[&[u8]], waiting: Waiting<T>, now: Millis) {
+        resp::command(&mut self.out, head, args);
         self.commands += 1;
         let deadline = now + self.config.timeout.as_millis() as Millis;
         self.waiting.push_back((waiting, deadline));
@@ -502,7 +506,7 @@ impl<T> Link<T> {
             );
         }
         let channel = std::mem::take(&mut self.channel);
-        resp::command(&mut self.out, &[b"SUBSCRIBE", &channel]);
+        resp::command(&mut self.out, &[b"SUBSCRIBE"], &[&channel]);
         self.channel = channel;
     }
 

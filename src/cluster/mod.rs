@@ -250,6 +250,8 @@ pub struct ClusterChat {
     ticks: u32,
     stats: Stats,
     message_buf: String,
+    /// `--max-history` and the per-room byte bound, as script arguments.
+    history_args: (String, String),
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -259,6 +261,10 @@ impl ClusterChat {
     pub fn new(config: ChatConfig, cluster: ClusterConfig) -> Self {
         let node = Sid::random(&mut rand::rng()).as_str()[..NODE_ID_LEN].to_string();
         let channel = format!("pairchat:to:{node}");
+        let history_args = (
+            config.max_history.to_string(),
+            MAX_HISTORY_BYTES.to_string(),
+        );
         let join_failures = config
             .join_failures
             .map(|r| (Failures::new(r), Failures::new(r)));
@@ -278,6 +284,7 @@ impl ClusterChat {
             ticks: 0,
             stats: Stats::default(),
             message_buf: String::new(),
+            history_args,
         }
     }
 
@@ -506,8 +513,7 @@ impl ClusterChat {
         let mut message = std::mem::take(&mut self.message_buf);
         write_message_json(&mut message, sender.as_str(), &raw_text, io.unix_millis());
         let name = code.name();
-        let max = self.config.max_history.to_string();
-        let max_bytes = MAX_HISTORY_BYTES.to_string();
+        let (max, max_bytes) = (&self.history_args.0, &self.history_args.1);
         let keep = self
             .rooms
             .get(&code)
@@ -519,7 +525,7 @@ impl ClusterChat {
             .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
             .count();
         if seated_here == ROOM_CAPACITY {
-            self.deliver(code, &message, io);
+            deliver(code, &message, io);
             let args: [&[u8]; 5] = [
                 name.as_bytes(),
                 message.as_bytes(),
@@ -557,14 +563,6 @@ impl ClusterChat {
         match sent {
             Ok(()) => Ok(None),
             Err(_) => Err(self.unavailable()),
-        }
-    }
-
-    /// A message to this node's members of a room.
-    fn deliver(&mut self, code: RoomCode, message: &str, io: &mut Io<'_, '_>) {
-        let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
-        if let Some(room) = io.room_id(Nsp::MAIN, &code.name()) {
-            io.send_to_room_id(room, &packets);
         }
     }
 
@@ -715,7 +713,7 @@ impl ClusterChat {
             } => {
                 let answer = match reply.as_ref().map(Resp::str) {
                     Ok(Some("ok")) => {
-                        self.deliver(code, &message, io);
+                        deliver(code, &message, io);
                         self.stats.messages += 1;
                         Ok(Some(SUCCESS.into()))
                     }
@@ -895,7 +893,7 @@ impl ClusterChat {
         };
         let name = code.name();
         match kind {
-            "m" => self.deliver(code, rest, io),
+            "m" => deliver(code, rest, io),
             // A partner on another node joined or came back (`j`), went away (`a`) or left
             // for good (`l`): `rest` is its seat, `<node> <sid>`.
             "j" | "a" | "l" => {
@@ -1230,4 +1228,12 @@ fn member_with_sid(io: &Io<'_, '_>, code: RoomCode, sid: &str) -> Option<SocketR
 fn announce(socket: SocketRef, code: RoomCode, event: &str, io: &mut Io<'_, '_>) {
     let json = io.socket_id(socket).map_or_else(|| "{}".into(), user_json);
     io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), event, &json);
+}
+
+/// A message to this node's members of a room.
+fn deliver(code: RoomCode, message: &str, io: &mut Io<'_, '_>) {
+    let packets = io.event_packet(Nsp::MAIN, "newMessage", message, &[]);
+    if let Some(room) = io.room_id(Nsp::MAIN, &code.name()) {
+        io.send_to_room_id(room, &packets);
+    }
 }

@@ -54,12 +54,12 @@ impl Reply {
     }
 }
 
-/// Appends a command (`args[0]` is its name) to `out`.
-pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+/// Appends a command to `out`: the words of `head` (its name first), then `args`.
+pub fn command(out: &mut Vec<u8>, head: &[&[u8]], args: &[&[u8]]) {
     out.push(b'*');
-    push_decimal(out, args.len());
+    push_decimal(out, head.len() + args.len());
     out.extend_from_slice(b"\r\n");
-    for arg in args {
+    for arg in head.iter().chain(args) {
         out.push(b'$');
         push_decimal(out, arg.len());
         out.extend_from_slice(b"\r\n");
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn commands_are_arrays_of_bulk_strings() {
         let mut out = Vec::new();
-        command(&mut out, &[b"SET", b"k", b""]);
+        command(&mut out, &[b"SET"], &[b"k", b""]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
     }
 
