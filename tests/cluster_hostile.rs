@@ -1,0 +1,247 @@
+//! Hostile review of cluster mode (`--redis`) and the relay between nodes, as regressions: each
+//! test shows one bug found by attacking the cluster as a hostile client or a hostile network
+//! would, over real sockets, with the real binary and a real `redis-server` (started per test
+//! on a free port, killed on drop). Each test fails on the reviewed build and passes once its
+//! bug is mended.
+//!
+//! Unlike `tests/cluster.rs`, some tests here write to Redis on purpose (`SCRIPT FLUSH`, a
+//! script that keeps Redis busy): a Redis that misbehaves is part of the attack. Without
+//! `redis-server` on `PATH` each test prints a loud SKIPPED line and passes, unless `CI` is set.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::HttpConn;
+use common::chat::{
+    Client, PATH, Ws, chat_config, chat_server, config, error_of, metric, ms, next_text,
+    scrape_addr, send_text, small_window_tcp, tcp,
+};
+use common::process::Proc;
+use common::redis::{Redis, Resp, redis_cli, start_node, wait_redis_state};
+use common::{get_request, post_request};
+use serde_json::{Value, json};
+use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
+
+const SUITE: &str = "the hostile cluster tests (tests/cluster_hostile.rs)";
+/// No abuse limits: the tests fail joins and send bursts from one address on purpose.
+const FLAGS: [&str; 4] = ["--join-failures", "0", "--message-rate", "0"];
+/// How long a dead (or paused) node's partner may wait for `userLeft`.
+const NODE_GONE: Duration = Duration::from_secs(12);
+/// What a node may take to put things right after it resumes or its link comes back.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// A Redis and nodes on it; on a failing test, every log is printed.
+struct Cluster {
+    redis: Redis,
+    nodes: Vec<Proc>,
+}
+
+impl Cluster {
+    /// A new Redis and `nodes` nodes with `FLAGS` and `flags`, each with its link up and
+    /// knowing the others (so relays go); `None` (after the loud skip) without `redis-server`.
+    fn start(nodes: usize, flags: &[&str]) -> Option<Cluster> {
+        let redis = Redis::start(SUITE)?;
+        let mut all = FLAGS.to_vec();
+        all.extend_from_slice(flags);
+        let nodes = (0..nodes).map(|_| start_node(&redis, &all)).collect();
+        let cluster = Cluster { redis, nodes };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for node in 1..=cluster.nodes.len() {
+            let others = cluster.nodes.len() as u64 - 1;
+            while cluster.metric(node, "pairchat_cluster_peers") < others {
+                assert!(Instant::now() < deadline, "node {node} knows no peer");
+                std::thread::sleep(ms(20));
+            }
+        }
+        Some(cluster)
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node - 1].addr.parse().expect("a node address")
+    }
+
+    /// A Socket.IO client (WebSocket-only session) of node `node`.
+    fn client(&self, node: usize) -> Client {
+        Client::connect(self.addr(node), None)
+    }
+
+    /// One series of node `node`'s `/metrics`.
+    fn metric(&self, node: usize, series: &str) -> u64 {
+        metric(&scrape_addr(self.addr(node)), series)
+    }
+
+    /// One command to Redis (any command: the tests here may misuse it).
+    fn redis(&self, args: &[&str]) -> Resp {
+        redis_cli(&self.redis.url(), args).expect("redis-cli")
+    }
+
+    /// Waits until `/health` of node `node` says Redis is `state`.
+    fn wait_link(&self, node: usize, state: &str) {
+        wait_redis_state(&self.nodes[node - 1].addr, state, Duration::from_secs(10))
+            .unwrap_or_else(|s| panic!("node {node}: redis {s}, expected {state}"));
+    }
+
+    /// SIGSTOP node `node` until the guard is dropped (SIGCONT).
+    fn pause(&self, node: usize) -> Paused {
+        let pid = self.nodes[node - 1].pid();
+        signal(pid, libc::SIGSTOP);
+        Paused(pid)
+    }
+
+    /// Waits until node `node` holds `n` HTTP connections (the scrape's own included).
+    fn wait_http_connections(&self, node: usize, n: u64, limit: Duration, what: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let held = self.metric(node, "pairchat_connections{kind=\"http\"}");
+            if held == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} holds {held} HTTP connections {limit:?} {what}, expected {n}"
+            );
+            std::thread::sleep(ms(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let log = node.stop_and_log();
+                eprintln!("---- node {} ({}) ----\n{log}", i + 1, node.addr);
+            }
+            eprintln!("---- redis-server ----\n{}", self.redis.log());
+        }
+    }
+}
+
+/// A node stopped with SIGSTOP (its pid): continued when dropped, whatever the test did.
+struct Paused(u32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: a plain kill(2) of a child of this process that has not been waited for (the
+    // `Proc` owning it is alive), so the pid cannot have been reused.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill {pid}");
+}
+
+/// Opens a polling session on `addr` (a plain handshake): its sid, which starts with the id of
+/// the node that made it.
+fn open_polling(addr: SocketAddr) -> String {
+    let mut conn = HttpConn::new(tcp(addr));
+    conn.send(get_request(&format!("{PATH}?EIO=4&transport=polling")).as_bytes());
+    let res = conn.response().expect("a handshake answer");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let text = res.text();
+    let open: Value =
+        serde_json::from_str(text.strip_prefix('0').expect("an open packet")).expect("open JSON");
+    open["sid"].as_str().expect("a sid").to_string()
+}
+
+fn poll_path(sid: &str) -> String {
+    format!("{PATH}?EIO=4&transport=polling&sid={sid}")
+}
+
+/// One request on a new connection to `addr`: the answer as `(status, body)`.
+fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut conn = HttpConn::new(tcp(addr));
+    conn.send(request);
+    let res = conn.response().expect("an answer");
+    (res.status, String::from_utf8_lossy(&res.body).into_owned())
+}
+
+/// The first event `client` gets within `limit` (those already read included), if any.
+fn first_event_within(client: &mut Client, limit: Duration) -> Option<(String, Value)> {
+    let deadline = Instant::now() + limit;
+    while client.events.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !client.read_one_within(left) {
+            break;
+        }
+    }
+    client.events.pop_front()
+}
+
+/// Every event `client` gets for `span` (answering pings meanwhile).
+fn events_for(client: &mut Client, span: Duration) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + span;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        client.read_one_within(left);
+    }
+    client.events.drain(..).collect()
+}
+
+/// A member on node `a` makes a room and one on node `b` joins it (the first is told).
+fn pair(cluster: &Cluster, a: usize, b: usize) -> (Client, Client, String) {
+    let mut first = cluster.client(a);
+    let code = first.create_room();
+    let mut second = cluster.client(b);
+    assert_eq!(second.join(&code), json!({"success": true, "messages": []}));
+    assert_eq!(first.next_event("userJoined"), json!({"userId": second.id}));
+    (first, second, code)
+}
+
+// ---- the relay -----------------------------------------------------------------------------
+
+/// The relaying node inserts `X-Pairchat-Relay: <secret>` and `X-Pairchat-Client` after the
+/// first `\r\n` of the request (`start_relay`), but HTTP/1.1 (and httparse, which both nodes
+/// parse with) ends the request line at a bare `\n` too. A request whose head uses bare line
+/// feeds and whose body holds the first `\r\n` gets the cluster's secret inserted into its
+/// body: the owner reads it as part of a Socket.IO CONNECT to a namespace, which it echoes
+/// back in its `Invalid namespace` error. With the secret, a client can claim any address
+/// (`X-Pairchat-Client`) on any node; the same shift also smuggles a second request onto the
+/// pooled connection between the nodes.
+#[test]
+fn a_bare_lf_request_relayed_does_not_leak_the_cluster_secret() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let secret = match cluster.redis(&["GET", "pairchat:secret"]) {
+        Resp::Bulk(Some(s)) => s,
+        other => panic!("no secret in Redis: {other:?}"),
+    };
+    let sid = open_polling(cluster.addr(1));
+    // What the relay inserts, as this client (on 127.0.0.1) can work out: the body is padded so
+    // that, shifted by it, the owner's `Content-Length` ends right after the CONNECT packet.
+    let inserted = "X-Pairchat-Relay: ".len()
+        + secret.len()
+        + "\r\n".len()
+        + "X-Pairchat-Client: 127.0.0.1\r\n".len();
+    let body = format!("40/x\r\n,{{}}{}", "Z".repeat(inserted));
+    let request = format!(
+        "POST {} HTTP/1.1\nHost: x\nContent-Length: {}\n\n{body}",
+        poll_path(&sid),
+        body.len()
+    );
+    let (status, answer) = exchange(cluster.addr(2), request.as_bytes());
+    eprintln!("relayed bare-LF POST: {status} {answer:?}");
+    // Something for the poll to take at once: the main namespace's CONNECT.
+    let connect = post_request(&poll_path(&sid), "40");
+    assert_eq!(
+        exchange(cluster.addr(1), connect.as_bytes()),
+        (200, "ok".to_string())
+    );
+    let (status, polled) = exchange(cluster.addr(1), get_request(&poll_path(&sid)).as_bytes());
+    assert_eq!(status, 200, "{polled}");
+    assert!(
+        !polled.contains(&secret),
+        "the client read the cluster's relay secret back: {polled:?}"
+    );
+}
+
