@@ -245,3 +245,43 @@ fn a_bare_lf_request_relayed_does_not_leak_the_cluster_secret() {
     );
 }
 
+/// A polling POST with `Expect: 100-continue` (curl sends it for large bodies, as do .NET and
+/// Java clients) for a session on another node is answered `400 Session ID unknown` by the node
+/// it reaches, never relayed: the `Expect` branch of `next_request` asks `wants_body`, which
+/// only knows this node's sessions, before `relay_target` is consulted. The owner itself
+/// answers `100 Continue` and then `ok`; the client loses its session for the node it hit.
+#[test]
+fn a_relayed_post_with_expect_continue_reaches_the_owner() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    for node in [1, 2] {
+        let sid = open_polling(cluster.addr(1));
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            poll_path(&sid)
+        );
+        let stream = tcp(cluster.addr(node));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut conn = HttpConn::new(stream);
+        conn.send(head.as_bytes());
+        // A `100 Continue` (or nothing, a server may just wait): then the body goes.
+        let mut res = conn.response().ok();
+        if res.as_ref().is_none_or(|r| r.status == 100) {
+            conn.send(b"40");
+            conn.stream()
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            res = Some(conn.response().expect("an answer after the body"));
+        }
+        let res = res.expect("an answer");
+        assert_eq!(
+            (res.status, String::from_utf8_lossy(&res.body).into_owned()),
+            (200, "ok".to_string()),
+            "Expect: 100-continue POST for node 1's session, sent to node {node}"
+        );
+    }
+}
+
