@@ -285,3 +285,28 @@ fn a_relayed_post_with_expect_continue_reaches_the_owner() {
     }
 }
 
+/// A client that sends its request and then shuts its write side (HTTP/1.0-style tools,
+/// `nc -q`, some proxies' health checks) gets its answer from the owner directly; through a
+/// relay it gets none, and the request is dropped: the end of stream arrives while the relay is
+/// in flight, `on_http_eof` finds nothing in `wbuf` and closes the connection, which closes
+/// the node connection before the request was even written.
+#[test]
+fn a_relayed_request_from_a_half_closed_client_is_answered() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    for node in [1, 2] {
+        let sid = open_polling(cluster.addr(1));
+        let stream = tcp(cluster.addr(node));
+        let mut conn = HttpConn::new(stream);
+        conn.send(post_request(&poll_path(&sid), "40").as_bytes());
+        conn.stream().shutdown(Shutdown::Write).unwrap();
+        let res = conn.response();
+        assert!(
+            matches!(&res, Ok(r) if r.status == 200 && r.body == b"ok"),
+            "half-closed POST for node 1's session, sent to node {node}: {:?}",
+            res.map(|r| (r.status, r.text()))
+        );
+    }
+}
+
