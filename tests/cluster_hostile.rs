@@ -310,3 +310,28 @@ fn a_relayed_request_from_a_half_closed_client_is_answered() {
     }
 }
 
+/// The relaying node adds about 90 bytes of headers to the head it forwards, and the owner
+/// applies the same 8 KiB head limit to the result: a request that either node serves directly
+/// is refused `431` through a relay.
+#[test]
+fn a_request_near_the_head_limit_is_served_through_a_relay_too() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    for node in [1, 2] {
+        let sid = open_polling(cluster.addr(1));
+        let base = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nCookie: ",
+            poll_path(&sid)
+        );
+        // A head of 8 182 bytes: under the 8 KiB limit by ten.
+        let pad = 8 * 1024 - base.len() - "\r\n\r\n".len() - 10;
+        let request = format!("{base}{}\r\n\r\n40", "c".repeat(pad));
+        assert_eq!(
+            exchange(cluster.addr(node), request.as_bytes()),
+            (200, "ok".to_string()),
+            "a POST with an 8 182-byte head for node 1's session, sent to node {node}"
+        );
+    }
+}
+
