@@ -335,3 +335,49 @@ fn a_request_near_the_head_limit_is_served_through_a_relay_too() {
     }
 }
 
+/// A WebSocket relayed to its owner (a tunnel) whose client stops reading: the owner ends the
+/// session (no pong) and closes its side, but the relaying node keeps both ends of the tunnel
+/// for ever. The node end was paused (the client end's output is over `OUTPUT_PAUSE`), so its
+/// end of stream is never read; tunnel ends have no timer, and the sweep only closes a tunnel
+/// whose other end is gone. Each such client holds two connections and their buffers on the
+/// relaying node for as long as it keeps its socket open.
+#[test]
+fn a_tunnel_whose_client_stops_reading_is_closed_when_the_owner_closes() {
+    let Some(cluster) = Cluster::start(2, &["--ping-interval", "1s", "--ping-timeout", "1s"])
+    else {
+        return;
+    };
+    let (owner, relay) = (cluster.addr(1), cluster.addr(2));
+    cluster.wait_http_connections(2, 1, Duration::from_secs(5), "at the start");
+    let sid = open_polling(owner);
+    let url = format!("ws://{relay}{PATH}?EIO=4&transport=websocket&sid={sid}");
+    let request = url.into_client_request().unwrap();
+    let (mut ws, res) =
+        tungstenite::client(request, small_window_tcp(relay)).expect("a relayed upgrade");
+    assert_eq!(res.status(), 101);
+    send_text(&mut ws, "2probe");
+    assert_eq!(next_text(&mut ws), "3probe");
+    send_text(&mut ws, "5");
+    // Each CONNECT to an unknown namespace is echoed back by the owner (about 200 KB each):
+    // far more than the client's 4 KiB window and the kernel buffers hold. Then nothing more
+    // is read.
+    for _ in 0..4 {
+        let packet = format!("40/{},{{}}", "x".repeat(200_000));
+        ws.send(Message::text(packet)).expect("websocket send");
+    }
+    // The owner ends the session: no pong came.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.metric(1, "pairchat_sessions{transport=\"websocket\"}") > 0 {
+        assert!(Instant::now() < deadline, "the owner kept the session");
+        std::thread::sleep(ms(100));
+    }
+    // The relaying node must let go of the tunnel (only the scrape's own connection is left).
+    cluster.wait_http_connections(
+        2,
+        1,
+        Duration::from_secs(10),
+        "after the owner closed the tunnel",
+    );
+    drop(ws);
+}
+
