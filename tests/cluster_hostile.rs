@@ -381,3 +381,43 @@ fn a_tunnel_whose_client_stops_reading_is_closed_when_the_owner_closes() {
     drop(ws);
 }
 
+/// When Redis answers the node-list script with an error (here `BUSY`: another client's
+/// script runs long; `LOADING`, `NOSCRIPT` do the same), `Op::Nodes` takes the error reply for
+/// an empty list and forgets every peer, so every relay stops: a client whose session lives
+/// on the other node is told `Session ID unknown` and loses it. With Redis plainly away the
+/// peers are kept and relays go on; an error must not do worse.
+#[test]
+fn an_error_reply_to_the_node_list_does_not_stop_the_relays() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let sid = open_polling(cluster.addr(1));
+    let connect = post_request(&poll_path(&sid), "40");
+    assert_eq!(
+        exchange(cluster.addr(2), connect.as_bytes()),
+        (200, "ok".to_string()),
+        "a relayed POST while Redis is well"
+    );
+    // Redis answers BUSY to everyone while a script runs past 100 ms.
+    cluster.redis(&["CONFIG", "SET", "busy-reply-threshold", "100"]);
+    let mut hog = TcpStream::connect(("127.0.0.1", cluster.redis.port())).expect("redis");
+    let script = "local i = 0 while true do i = i + 1 end";
+    let eval = format!(
+        "*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n",
+        script.len()
+    );
+    hog.write_all(eval.as_bytes()).expect("EVAL");
+    hog.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let answer = exchange(cluster.addr(2), get_request(&poll_path(&sid)).as_bytes());
+    let killed = cluster.redis(&["SCRIPT", "KILL"]);
+    eprintln!("SCRIPT KILL: {killed:?}");
+    let mut rest = [0u8; 256];
+    let _ = hog.read(&mut rest);
+    assert_eq!(
+        answer.0, 200,
+        "a relayed poll while Redis answers BUSY: {answer:?}"
+    );
+    assert!(answer.1.starts_with("40{"), "{answer:?}");
+}
+
