@@ -421,3 +421,36 @@ fn an_error_reply_to_the_node_list_does_not_stop_the_relays() {
     assert!(answer.1.starts_with("40{"), "{answer:?}");
 }
 
+// ---- Redis ---------------------------------------------------------------------------------
+
+/// Redis's script cache can be emptied under a live link (`SCRIPT FLUSH`; a failover or restart
+/// behind a proxy that keeps the client's connection): every `EVALSHA` then answers `NOSCRIPT`,
+/// which the node takes for a failed request (`Server busy`) for ever. It never loads its
+/// scripts again, since only a new link does, while `/health` says Redis is up.
+#[test]
+fn scripts_flushed_from_redis_are_loaded_again() {
+    let Some(cluster) = Cluster::start(1, &[]) else {
+        return;
+    };
+    let mut alice = cluster.client(1);
+    alice.create_room();
+    assert_eq!(
+        cluster.redis(&["SCRIPT", "FLUSH"]),
+        Resp::Simple("OK".into())
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last;
+    loop {
+        last = alice.call("createRoom", json!({}));
+        if last["code"].is_string() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(ms(250));
+    }
+    assert!(
+        last["code"].is_string(),
+        "createRoom 5 s after SCRIPT FLUSH: {last}; /health says redis {}",
+        common::redis::health(&cluster.nodes[0].addr)["redis"]
+    );
+}
+
