@@ -454,3 +454,41 @@ fn scripts_flushed_from_redis_are_loaded_again() {
     );
 }
 
+// ---- the chat across nodes -----------------------------------------------------------------
+
+/// A node paused for a few seconds (a stopped container, a VM migrated, a machine swapping)
+/// is reaped as dead: its members' seats are freed and their partners told `userLeft`. When it
+/// resumes its link to Redis was never broken, so it never resyncs: it keeps its members in
+/// their rooms as if nothing happened. They are told nothing (no `roomUnavailable`), their
+/// messages answer `Not a member of this room` for the room they are in, and their seat can go
+/// to a newcomer they never hear of. (The pause that does it is under 5 s: the alive key is
+/// refreshed once a second, not twenty times per TTL as `NODE_TTL`'s doc says.)
+#[test]
+fn a_node_reaped_while_paused_puts_its_members_back_when_it_resumes() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = pair(&cluster, 1, 2);
+    {
+        let _paused = cluster.pause(1);
+        let (event, arg) = first_event_within(&mut bob, NODE_GONE)
+            .expect("bob hears that alice's node is gone while it is paused");
+        assert_eq!(
+            (event.as_str(), &arg),
+            ("userLeft", &json!({"userId": alice.id}))
+        );
+    }
+    // Node 1 resumes: alice is either told her room is gone, or is a member again.
+    let told = events_for(&mut alice, SETTLE);
+    if told.iter().any(|(name, _)| name == "roomUnavailable") {
+        return;
+    }
+    let reply = alice.say(&code, "I am back");
+    assert_eq!(
+        reply,
+        json!({"success": true}),
+        "alice, told only {told:?} since her node resumed, sends to the room she is in"
+    );
+    assert_eq!(bob.event("newMessage")["text"], "I am back");
+}
+
