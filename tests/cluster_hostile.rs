@@ -492,3 +492,44 @@ fn a_node_reaped_while_paused_puts_its_members_back_when_it_resumes() {
     assert_eq!(bob.event("newMessage")["text"], "I am back");
 }
 
+/// A member leaves while Redis is away; Redis comes back empty. The partner's node, when its
+/// link is back, remakes the room from what it knew — the partner's seat included, as it last
+/// heard of it. If the leaver's node resynced first (it holds nothing there any more), nothing
+/// ever frees that seat: the node is alive, so the reaper leaves it, and its resync is done.
+/// The room stays full of a member who left: its partner is never told `userLeft`, and a
+/// newcomer is answered `Room full` until the room expires.
+#[test]
+fn a_member_who_left_while_redis_was_away_is_not_seated_again() {
+    let Some(mut cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (mut alice, bob, code) = pair(&cluster, 1, 2);
+    let bob_id = bob.id.clone();
+    cluster.redis.stop();
+    cluster.wait_link(1, "down");
+    cluster.wait_link(2, "down");
+    bob.disconnect();
+    std::thread::sleep(ms(300));
+    {
+        // Bob's node gets its link back first (alice's is paused meanwhile).
+        let _paused = cluster.pause(1);
+        cluster.redis.restart();
+        cluster.wait_link(2, "up");
+        std::thread::sleep(ms(500));
+    }
+    cluster.wait_link(1, "up");
+    let told = events_for(&mut alice, SETTLE);
+    assert!(
+        told.contains(&("userLeft".to_string(), json!({"userId": bob_id}))),
+        "alice is told bob left (he did, while Redis was away); she got {told:?}"
+    );
+    let mut carol = cluster.client(2);
+    let reply = carol.join(&code);
+    assert_eq!(
+        reply["success"],
+        true,
+        "a newcomer joins the seat bob left: {reply} (the room in Redis: {:?})",
+        cluster.redis(&["HGETALL", &format!("pairchat:room:{code}")])
+    );
+}
+
