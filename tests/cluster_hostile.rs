@@ -533,3 +533,32 @@ fn a_member_who_left_while_redis_was_away_is_not_seated_again() {
     );
 }
 
+/// A member of nobody's room sending to (or leaving) an existing room is told `Not a member of
+/// this room` by the embedded chat and by a node that has a member of that room; a node that
+/// has none answers `Room not found`, as if the room did not exist (`send_message` and
+/// `leave_room` look the code up in this node's own rooms only). The answer must not depend on
+/// which node the client reached.
+#[test]
+fn a_non_member_gets_the_same_answer_from_every_node() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    for node in [1, 2] {
+        let mut mallory = cluster.client(node);
+        let said = mallory.say(&code, "let me in");
+        assert_eq!(
+            error_of(&said),
+            "Not a member of this room",
+            "sendMessage from node {node}"
+        );
+        let left = mallory.call("leaveRoom", json!({ "code": code }));
+        assert_eq!(
+            error_of(&left),
+            "Not a member of this room",
+            "leaveRoom from node {node}"
+        );
+    }
+}
+
