@@ -562,3 +562,81 @@ fn a_non_member_gets_the_same_answer_from_every_node() {
     }
 }
 
+/// A raw Socket.IO socket on `/` over a WebSocket session at `addr`: the WebSocket and the
+/// CONNECT reply's `pid` (for recovery).
+fn raw_connect(addr: SocketAddr, claim: &str) -> (Ws, Value) {
+    let url = format!("ws://{addr}{PATH}?EIO=4&transport=websocket");
+    let (mut ws, _) =
+        tungstenite::client(url.into_client_request().unwrap(), tcp(addr)).expect("a websocket");
+    assert!(next_text(&mut ws).starts_with("0{"), "an open packet");
+    send_text(&mut ws, claim);
+    let reply = loop {
+        let text = next_text(&mut ws);
+        if let Some(reply) = text.strip_prefix("40") {
+            break reply.to_string();
+        }
+    };
+    let reply: Value = serde_json::from_str(&reply).expect("CONNECT JSON");
+    (ws, reply["pid"].clone())
+}
+
+/// The argument of ack `id` on a raw socket (events before it are skipped).
+fn raw_ack(ws: &mut Ws, id: u32) -> Value {
+    let prefix = format!("43{id}");
+    loop {
+        let text = next_text(ws);
+        if let Some(args) = text.strip_prefix(&prefix) {
+            let args: Value = serde_json::from_str(args).expect("ack JSON");
+            return args[0].clone();
+        }
+    }
+}
+
+/// A member whose transport dropped comes back (connection state recovery) and sends at once,
+/// as socket.io-client does with what it buffered while disconnected (it flushes right after
+/// the CONNECT). The embedded chat takes the message; a node answers `Not a member of this
+/// room` for the room the socket is in, because the seat waits for Redis's answer to `back`
+/// (`unseated`) and `send_message` refuses a socket in that state instead of letting the
+/// request wait for (or go behind) it.
+#[test]
+fn a_recovered_member_that_sends_at_once_is_a_member() {
+    let Some(cluster) = Cluster::start(1, &[]) else {
+        return;
+    };
+    let embedded = chat_server(config(), chat_config());
+    for (server, addr) in [
+        ("embedded", embedded.addr),
+        ("cluster node", cluster.addr(1)),
+    ] {
+        let (mut ws, pid) = raw_connect(addr, "40");
+        send_text(&mut ws, r#"420["createRoom",{}]"#);
+        let code = raw_ack(&mut ws, 0)["code"]
+            .as_str()
+            .expect("a code")
+            .to_string();
+        let mut partner = Client::connect(addr, None);
+        assert_eq!(partner.join(&code)["success"], true);
+        drop(ws);
+        partner.event("userLeft");
+        // Back, and the buffered message right behind the CONNECT.
+        let url = format!("ws://{addr}{PATH}?EIO=4&transport=websocket");
+        let (mut ws, _) = tungstenite::client(url.into_client_request().unwrap(), tcp(addr))
+            .expect("a websocket");
+        assert!(next_text(&mut ws).starts_with("0{"), "an open packet");
+        let connect = format!("40{{\"pid\":{pid}}}");
+        let message = format!(r#"421["sendMessage",{{"code":"{code}","text":"I was away"}}]"#);
+        ws.write(Message::text(connect)).unwrap();
+        ws.write(Message::text(message)).unwrap();
+        ws.flush().unwrap();
+        assert_eq!(
+            raw_ack(&mut ws, 1),
+            json!({"success": true}),
+            "{server}: the recovered member's first message"
+        );
+        assert_eq!(
+            partner.event("newMessage")["text"],
+            "I was away",
+            "{server}"
+        );
+    }
+}
