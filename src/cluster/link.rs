@@ -414,6 +414,12 @@ impl<T> Link<T> {
                 let redis_ms = secs * 1000 + micros / 1000;
                 self.clock_offset = redis_ms - unix_ms as i64;
             }
+            // The scripts are gone (SCRIPT FLUSH, a failover): a new link loads them again.
+            Waiting::Owner(tag) if matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT")) =>
+            {
+                events.push(LinkEvent::Failed(tag));
+                return Err("scripts not loaded (NOSCRIPT)".into());
+            }
             Waiting::Owner(tag) => events.push(LinkEvent::Reply(tag, reply)),
         }
         self.check_up(events);

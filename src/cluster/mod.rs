@@ -749,7 +749,8 @@ impl ClusterChat {
                 }
             }
             Op::Nodes => {
-                if let Ok(r) = reply {
+                // An error reply (a busy Redis) keeps the nodes known.
+                if let Ok(r @ Resp::Array(_)) = reply {
                     let mut peers = HashMap::new();
                     for pair in r.items().chunks(2) {
                         let (Some(node), Some(address)) =

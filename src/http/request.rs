@@ -15,6 +15,10 @@ use super::{Exchange, HttpError};
 
 /// Largest request head (request line + headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
+/// The first header of a request relayed by another node of a cluster (`server::relay`).
+pub const RELAY_MARK: &[u8] = b"X-Pairchat-Relay:";
+/// What a relaying node adds to a head: its two marks, with room to spare.
+pub const RELAY_ALLOWANCE: usize = 512;
 const MAX_HEADERS: usize = 32;
 
 /// Request methods the server distinguishes.
@@ -164,12 +168,24 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parsed<'_>, HttpError> {
 /// the head's length, or `None` when the head is not complete yet. A `Content-Length` over
 /// `max_body` is refused here, before its body arrives.
 pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Request<'_>, usize)>, HttpError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
+    // A request another node relayed carries its marks first: the head may be that much
+    // larger than what its client sent, which was held to the limits.
+    let relayed = buf
+        .iter()
+        .position(|b| *b == b'\n')
+        .and_then(|p| buf.get(p + 1..p + 1 + RELAY_MARK.len()))
+        .is_some_and(|h| h.eq_ignore_ascii_case(RELAY_MARK));
+    let (max_head, max_headers) = if relayed {
+        (MAX_HEAD + RELAY_ALLOWANCE, MAX_HEADERS + 2)
+    } else {
+        (MAX_HEAD, MAX_HEADERS)
+    };
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
+    let mut req = httparse::Request::new(&mut raw[..max_headers]);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD {
+            return if buf.len() > max_head {
                 Err(HttpError::HeadersTooLarge)
             } else {
                 Ok(None)
@@ -178,7 +194,7 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Request<'_>, us
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
         Err(_) => return Err(HttpError::Malformed),
     };
-    if head_len > MAX_HEAD {
+    if head_len > max_head {
         return Err(HttpError::HeadersTooLarge);
     }
     let method = match req.method {
@@ -247,10 +263,12 @@ pub fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<(Request<'_>, us
             headers.forwarded_for = Some(value);
         } else if name.eq_ignore_ascii_case("forwarded") {
             headers.forwarded = Some(value);
+        // The first copy: a relaying node puts its own right after the request line, before
+        // any a client sent.
         } else if name.eq_ignore_ascii_case("x-pairchat-relay") {
-            headers.relay = Some(value);
+            headers.relay = headers.relay.or(Some(value));
         } else if name.eq_ignore_ascii_case("x-pairchat-client") {
-            headers.relay_client = Some(value);
+            headers.relay_client = headers.relay_client.or(Some(value));
         } else if name.eq_ignore_ascii_case("upgrade") {
             headers.upgrade = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {

@@ -774,6 +774,12 @@ impl<H: Handler> Server<H> {
         };
         let closed = event.is_read_closed() || event.is_error();
         conn.peer_closed |= closed;
+        // A tunnel end paused for its partner's unsent output reads nothing, so would never
+        // see its peer go: the peer is gone, and what it held cannot be delivered.
+        if closed && conn.paused && matches!(conn.state, ConnState::Pipe(_)) {
+            self.close_conn(key);
+            return;
+        }
         // Room to write again: the flush waits for the end of the turn, so output this turn
         // adds leaves in the same `send`.
         if event.is_writable() {
@@ -1425,7 +1431,8 @@ impl<H: Handler> Server<H> {
                     bytes: &mut self.metrics.bytes_out,
                 };
                 match write_all_nonblocking(&mut stream, &mut h.wbuf) {
-                    Ok(true) if h.close_after_write => Some(true),
+                    // (A relayed request's answer is still to come.)
+                    Ok(true) if h.close_after_write && h.relay.is_none() => Some(true),
                     Ok(_) => None,
                     Err(_) => Some(false),
                 }

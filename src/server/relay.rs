@@ -21,6 +21,8 @@ use super::*;
 const RELAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle pooled connection to a node is kept.
 const RELAY_IDLE: Duration = Duration::from_secs(20);
+/// How long the end of a tunnel whose other end closed may take to write what it holds.
+const TUNNEL_DRAIN: Duration = Duration::from_secs(5);
 /// Idle connections kept per node.
 const RELAY_POOL: usize = 16;
 
@@ -123,10 +125,12 @@ impl<H: Handler> Server<H> {
             self.relay_failed(key);
             return;
         };
+        // After the request line, whether it ends in CRLF or a bare LF (both parse): the
+        // marks are the first headers, and the owner reads the first copy of each.
         let line_end = request
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(request.len(), |p| p + 2);
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(request.len(), |p| p + 1);
         let secret = self.handler.relay_secret().unwrap_or("").to_string();
         let head_request = request.starts_with(b"HEAD ");
         let Some(ConnState::Upstream(up)) = self.conn_mut(upstream).map(|c| &mut c.state) else {
@@ -281,6 +285,17 @@ impl<H: Handler> Server<H> {
                 }
                 return;
             };
+            // An interim answer (`100 Continue`: this node already sent its own) is dropped,
+            // and what follows it read as the answer.
+            if response
+                .code
+                .is_some_and(|c| (100..200).contains(&c) && c != 101)
+            {
+                let rest = up.head.split_off(head_len);
+                up.head.clear();
+                self.on_upstream_input(key, &rest, eof);
+                return;
+            }
             let framing = answer_framing(&response, head_request);
             joined = std::mem::take(&mut up.head);
             if framing == Framing101::Upgrade {
@@ -453,11 +468,13 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// One end of a tunnel closed: the other writes what it holds, then closes.
+    /// One end of a tunnel closed: the other writes what it holds, then closes, within
+    /// `TUNNEL_DRAIN`, for a peer that does not read.
     pub(super) fn on_pipe_closed(&mut self, other: ConnKey) {
         if let Some(ConnState::Pipe(o)) = self.conn_mut(other).map(|c| &mut c.state) {
             o.close_after_write = true;
             self.mark_dirty(other);
+            self.set_conn_timer(other, Some(TUNNEL_DRAIN));
         }
     }
 }

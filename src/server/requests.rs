@@ -21,7 +21,8 @@ impl<H: Handler> Server<H> {
             self.set_conn_timer(key, Some(self.config.header_timeout));
         }
         self.process_http(key);
-        let most = http::request::MAX_HEAD + self.config.max_payload;
+        let most =
+            http::request::MAX_HEAD + http::request::RELAY_ALLOWANCE + self.config.max_payload;
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
@@ -48,6 +49,11 @@ impl<H: Handler> Server<H> {
             return;
         };
         match &mut conn.state {
+            // A request relayed to another node is answered when its answer is through.
+            ConnState::Http(h) if h.relay.is_some() => {
+                h.close_after_write = true;
+                h.rbuf.clear();
+            }
             ConnState::Http(h) if h.parked.is_none() && !h.wbuf.is_empty() => {
                 h.close_after_write = true;
                 h.rbuf.clear();
@@ -194,6 +200,10 @@ impl<H: Handler> Server<H> {
     /// Whether the body of this request is wanted: only a polling POST to a live session
     /// (from an allowed origin, on a connection that is not refused) reads one.
     fn wants_body(&mut self, key: ConnKey, req: &Request<'_>) -> bool {
+        // Another node's session: the body is read here, then the whole request relayed.
+        if self.relay_target(key, req).is_some() {
+            return true;
+        }
         let served = self
             .conn_mut(key)
             .is_some_and(|c| !c.refused && !c.metrics_only);
