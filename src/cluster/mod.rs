@@ -174,6 +174,13 @@ enum Op {
     Resync,
     /// The live nodes' addresses.
     Nodes,
+    /// The node's registration: `1` if it had been reaped.
+    Registered,
+    /// Whether a room this socket is not in lives (`not_member`).
+    Exists {
+        socket: SocketRef,
+        ack: Option<u64>,
+    },
     /// The cluster's relay secret.
     Secret,
     /// Nothing waits for it (an error is logged).
@@ -338,7 +345,7 @@ impl ClusterChat {
             "createRoom" => self.create_room(socket, ack, io),
             "joinRoom" => self.join_room(socket, args, ack, io),
             "sendMessage" => self.send_message(socket, args, ack, io),
-            "leaveRoom" => self.leave_room(socket, args, io).map(Some),
+            "leaveRoom" => self.leave_room(socket, args, ack, io),
             _ => Err(errors::UNKNOWN_EVENT),
         };
         self.answer(socket, ack, reply, io);
@@ -487,11 +494,7 @@ impl ClusterChat {
         let fields = Fields::of(args);
         let code = fields.code()?;
         if room_of(io, socket) != Some(code) || self.unseated.contains(&socket) {
-            return Err(if self.rooms.contains_key(&code) {
-                errors::NOT_MEMBER
-            } else {
-                errors::ROOM_NOT_FOUND
-            });
+            return self.not_member(socket, code, ack, io);
         }
         let raw_text = message_text(&fields, self.config.max_message_chars)?;
         if io.output_full() {
@@ -570,18 +573,36 @@ impl ClusterChat {
         &mut self,
         socket: SocketRef,
         args: &[&RawValue],
+        ack: Option<u64>,
         io: &mut Io<'_, '_>,
-    ) -> Result<Reply, &'static str> {
+    ) -> Result<Option<Reply>, &'static str> {
         let code = Fields::of(args).code()?;
         if room_of(io, socket) != Some(code) {
-            return Err(if self.rooms.contains_key(&code) {
-                errors::NOT_MEMBER
-            } else {
-                errors::ROOM_NOT_FOUND
-            });
+            return self.not_member(socket, code, ack, io);
         }
         self.leave(socket, io);
-        Ok(SUCCESS.into())
+        Ok(Some(SUCCESS.into()))
+    }
+
+    /// The answer to a request for a room the socket is not in: `Not a member` if the room
+    /// lives, else `Room not found`, as one process answers. Whether it lives is Redis's to
+    /// say when no member of it is on this node (`Op::Exists`).
+    fn not_member(
+        &mut self,
+        socket: SocketRef,
+        code: RoomCode,
+        ack: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) -> Result<Option<Reply>, &'static str> {
+        if self.rooms.contains_key(&code) {
+            return Err(errors::NOT_MEMBER);
+        }
+        let key = format!("pairchat:room:{code}");
+        let op = Op::Exists { socket, ack };
+        match self.link.send(&[b"EXISTS", key.as_bytes()], op, io.now()) {
+            Ok(()) => Ok(None),
+            Err(_) => Err(self.unavailable()),
+        }
     }
 
     /// Takes a socket out of its room for good: a partner here is told (unless it was told
@@ -726,26 +747,27 @@ impl ClusterChat {
                 self.answer(socket, ack, answer, io);
             }
             Op::Back { socket, code } => {
-                if !self.unseated.remove(&socket) || room_of(io, socket) != Some(code) {
-                    return;
+                if self.unseated.remove(&socket) && room_of(io, socket) == Some(code) {
+                    match reply.as_ref().map(Resp::str) {
+                        Ok(Some("lost")) => self.unseat(socket, code, errors::ROOM_FULL, io),
+                        _ => announce(socket, code, "userJoined", io),
+                    }
                 }
-                match reply.as_ref().map(Resp::str) {
-                    Ok(Some("lost")) => self.unseat(socket, code, errors::ROOM_FULL, io),
-                    _ => announce(socket, code, "userJoined", io),
-                }
+                self.next_request(socket, io);
             }
             Op::Resync => {
-                if let Ok(r) = reply {
-                    for lost in r.items() {
-                        let Some((code, sid)) = lost.str().and_then(|s| s.split_once(' ')) else {
-                            continue;
-                        };
-                        if let Some(code) = RoomCode::parse(code)
-                            && let Some(socket) = member_with_sid(io, code, sid)
-                        {
-                            self.unseat(socket, code, errors::ROOM_FULL, io);
-                        }
+                let Ok(r) = reply else { return };
+                let [lost, gone] = r.items() else { return };
+                for (code, sid) in lost.items().iter().filter_map(code_and_sid) {
+                    if let Some(socket) = member_with_sid(io, code, sid) {
+                        self.unseat(socket, code, errors::ROOM_FULL, io);
                     }
+                }
+                // Partners that left while Redis was away.
+                for (code, sid) in gone.items().iter().filter_map(code_and_sid) {
+                    self.set_remote(code, "");
+                    let json = format!("{{\"userId\":\"{sid}\"}}");
+                    io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
                 }
             }
             Op::Nodes => {
@@ -776,6 +798,21 @@ impl ClusterChat {
                     self.peers = peers;
                 }
             }
+            Op::Exists { socket, ack } => {
+                let answer = match reply {
+                    Ok(Resp::Int(1)) => Err(errors::NOT_MEMBER),
+                    Ok(Resp::Int(0)) => Err(errors::ROOM_NOT_FOUND),
+                    _ => Err(self.unavailable()),
+                };
+                self.answer(socket, ack, answer, io);
+            }
+            Op::Registered => {
+                if matches!(reply, Ok(Resp::Int(1))) {
+                    static REAPED: Sampler = Sampler::new();
+                    REAPED.warn("this node was taken for dead: putting its seats back", &[]);
+                    self.resync(io);
+                }
+            }
             Op::Secret => {
                 if let Ok(Resp::Bytes(secret)) = reply {
                     self.secret = String::from_utf8(secret).ok();
@@ -803,6 +840,11 @@ impl ClusterChat {
             (Err(message), Some(id)) => io.ack(socket, id, &error_json(message)),
             _ => {}
         }
+        self.next_request(socket, io);
+    }
+
+    /// A socket's request waiting on Redis is answered: its next queued request, if any.
+    fn next_request(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
         let Some(q) = self.queues.get_mut(&socket) else {
             return;
         };
@@ -956,7 +998,7 @@ impl ClusterChat {
         self.handle_link(&mut events, io);
         self.ticks += 1;
         if self.ticks.is_multiple_of(TICKS_PER_BEAT) && self.link.is_up() {
-            self.beat(io);
+            self.beat(io, true);
             let now = io.now();
             let _ = self
                 .link
@@ -969,7 +1011,7 @@ impl ClusterChat {
     }
 
     /// Refreshes this node's alive key (and its place in the node set).
-    fn beat(&mut self, io: &Io<'_, '_>) {
+    fn beat(&mut self, io: &Io<'_, '_>, check: bool) {
         let now = io.now();
         let alive = format!("pairchat:alive:{}", self.node);
         let ttl = NODE_TTL.as_millis().to_string();
@@ -983,16 +1025,17 @@ impl ClusterChat {
             ttl.as_bytes(),
         ];
         let _ = self.link.send(&set, Op::Ignore, now);
-        let _ = self.link.send(
-            &[b"SADD", b"pairchat:nodes", node.as_bytes()],
-            Op::Ignore,
-            now,
-        );
+        // Added anew (`1`): the node was taken for dead (a pause longer than `NODE_TTL`) and
+        // reaped: its seats go back to Redis (`Op::Registered`).
+        let op = if check { Op::Registered } else { Op::Ignore };
+        let _ = self
+            .link
+            .send(&[b"SADD", b"pairchat:nodes", node.as_bytes()], op, now);
     }
 
     /// The link is (again) up: this node's seats, as it has them, go to Redis first.
     fn resync(&mut self, io: &mut Io<'_, '_>) {
-        self.beat(io);
+        self.beat(io, false);
         let now = io.now();
         let secret = Sid::random(io.rng()).to_string() + Sid::random(io.rng()).as_str();
         let set: [&[u8]; 4] = [b"SET", b"pairchat:secret", secret.as_bytes(), b"NX"];
@@ -1089,6 +1132,8 @@ impl App for ClusterChat {
                     self.unseated.insert(socket);
                     let op = Op::Back { socket, code };
                     if self.link.is_up() {
+                        // Its requests wait until Redis says whether the seat is still its own.
+                        self.queues.entry(socket).or_default().busy = true;
                         self.tell_seat(socket, code, "back", op, io);
                     } else {
                         // Resync seats it when the link is back.
@@ -1237,4 +1282,10 @@ fn deliver(code: RoomCode, message: &str, io: &mut Io<'_, '_>) {
     if let Some(room) = io.room_id(Nsp::MAIN, &code.name()) {
         io.send_to_room_id(room, &packets);
     }
+}
+
+/// `<code> <sid>`, as scripts answer members.
+fn code_and_sid(reply: &Resp) -> Option<(RoomCode, &str)> {
+    let (code, sid) = reply.str()?.split_once(' ')?;
+    Some((RoomCode::parse(code)?, sid))
 }

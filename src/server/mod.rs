@@ -1514,6 +1514,7 @@ impl<H: Handler> Server<H> {
                     && std::mem::take(&mut o.paused)
                 {
                     self.deferred.push(other);
+                    self.set_conn_timer(other, None);
                 }
                 return;
             }

@@ -21,8 +21,9 @@ use super::*;
 const RELAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle pooled connection to a node is kept.
 const RELAY_IDLE: Duration = Duration::from_secs(20);
-/// How long the end of a tunnel whose other end closed may take to write what it holds.
-const TUNNEL_DRAIN: Duration = Duration::from_secs(5);
+/// How long the end of a tunnel whose other end closed may take to write what it holds (as
+/// long as a closing WebSocket lingers).
+const TUNNEL_DRAIN: Duration = LINGER;
 /// Idle connections kept per node.
 const RELAY_POOL: usize = 16;
 
@@ -461,10 +462,18 @@ impl<H: Handler> Server<H> {
             full = o.out.len() >= OUTPUT_PAUSE;
             self.mark_dirty(other);
         }
-        if eof {
-            self.close_conn(key);
-        } else if full && let Some(conn) = self.conn_mut(key) {
-            conn.paused = true;
+        match self.conn_mut(key) {
+            // Its peer is gone (or going: its close was seen before this pause, and will not
+            // be seen again): what it still holds cannot be delivered anywhere.
+            Some(conn) if eof || (full && conn.peer_closed) => self.close_conn(key),
+            // Its partner's peer does not read: if it still has not after a heartbeat's worth
+            // (the owner would have given that client up by then), the tunnel ends.
+            Some(conn) if full => {
+                conn.paused = true;
+                let stall = self.config.ping_interval + self.config.ping_timeout;
+                self.set_conn_timer(key, Some(stall));
+            }
+            _ => {}
         }
     }
 

@@ -27,7 +27,7 @@ for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
         end
       end
     end
-    redis.call('DEL', P .. 'seats:' .. n)
+    redis.call('DEL', P .. 'seats:' .. n, P .. 'synced:' .. n)
     redis.call('SREM', P .. 'nodes', n)
   end
 end

@@ -6,9 +6,12 @@
 -- - A member's room that is missing (Redis restarted empty) is made again with the same id and
 --   expiry, with the partner's seat as this node knew it; a partner's node that Redis does not
 --   know is registered with a short alive key, so the reaper frees its seat if it does not
---   come back (it may have died while Redis was away).
+--   come back (it may have died while Redis was away). But a partner's node that has synced
+--   already (`synced:<node>`) would have made the room again itself if it still had the
+--   partner: that partner is gone.
 -- - A seat taken meanwhile (the node was reaped, and the seat given away) is lost.
--- Answers the lost members as "<code> <sid>".
+-- Answers {lost, gone}: this node's members whose seat is lost, and partners that are gone,
+-- each as "<code> <sid>".
 local node, ttl = ARGV[1], ARGV[2]
 local FIELDS = 6
 local mine = {}
@@ -20,6 +23,7 @@ for k = 0, n - 1 do
   mine[code][#mine[code] + 1] = k
 end
 local seats = P .. 'seats:' .. node
+redis.call('SET', P .. 'synced:' .. node, '1')
 -- Seats Redis has for this node that it does not have any more.
 for _, code in ipairs(redis.call('SMEMBERS', seats)) do
   local room = P .. 'room:' .. code
@@ -46,7 +50,7 @@ for _, code in ipairs(redis.call('SMEMBERS', seats)) do
   end
   if not mine[code] then redis.call('SREM', seats, code) end
 end
-local lost = {}
+local lost, gone = {}, {}
 for k = 0, n - 1 do
   local code, seat, id, partner = arg(k, 1), arg(k, 2), arg(k, 3), arg(k, 6)
   local sid = string.match(seat, '^(%S+)')
@@ -57,7 +61,9 @@ for k = 0, n - 1 do
     redis.call('HSET', room, 'id', id, 'exp', arg(k, 4), 's1', value)
     redis.call('PEXPIREAT', room, arg(k, 5))
     redis.call('SADD', seats, code)
-    if partner ~= '' then
+    if partner ~= '' and redis.call('EXISTS', P .. 'synced:' .. seat_node(partner)) == 1 then
+      gone[#gone + 1] = code .. ' ' .. seat_sid(partner)
+    elseif partner ~= '' then
       local pnode = seat_node(partner)
       redis.call('HSET', room, 's2', partner)
       redis.call('SADD', P .. 'seats:' .. pnode, code)
@@ -94,4 +100,4 @@ for k = 0, n - 1 do
     end
   end
 end
-return lost
+return {lost, gone}
