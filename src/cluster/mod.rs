@@ -63,6 +63,9 @@ const TICKS_PER_BEAT: u32 = 4;
 const KEEP_AFTER_EXPIRY: u64 = 60_000;
 /// Characters of a node id (from the sid alphabet: 36 random bits).
 pub const NODE_ID_LEN: usize = 6;
+/// Commands waiting on Redis past which requests that add more answer `Server busy`
+/// (`redis_behind`).
+const MAX_BEHIND: usize = 4096;
 /// Codes drawn for one `createRoom` before it answers `Server busy`.
 const CODE_TRIES: u8 = 16;
 
@@ -259,6 +262,9 @@ pub struct ClusterChat {
     message_buf: String,
     /// `--max-history` and the per-room byte bound, as script arguments.
     history_args: (String, String),
+    /// Messages of rooms whose members are both here, delivered this turn: their history
+    /// goes to Redis at the turn's end (`flush_appends`).
+    appends: Vec<(RoomCode, String)>,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -292,6 +298,7 @@ impl ClusterChat {
             stats: Stats::default(),
             message_buf: String::new(),
             history_args,
+            appends: Vec::new(),
         }
     }
 
@@ -349,6 +356,46 @@ impl ClusterChat {
             _ => Err(errors::UNKNOWN_EVENT),
         };
         self.answer(socket, ack, reply, io);
+    }
+
+    /// Redis has more commands of this node's waiting than it clears in a fraction of
+    /// `--redis-timeout`: work that adds more is refused (`Server busy`) until it catches up,
+    /// rather than queued until the link is given up and the queue lost.
+    fn redis_behind(&self) -> bool {
+        self.link.waiting() + self.appends.len() >= MAX_BEHIND
+    }
+
+    /// Sends the turn's history appends: one script per room, its messages in order.
+    fn flush_appends(&mut self, now: Millis) {
+        if self.appends.is_empty() {
+            return;
+        }
+        let mut appends = std::mem::take(&mut self.appends);
+        // Stable: each room's messages keep their order.
+        appends.sort_by_key(|(code, _)| *code);
+        let (max, max_bytes) = (&self.history_args.0, &self.history_args.1);
+        for room in appends.chunk_by(|a, b| a.0 == b.0) {
+            let code = room[0].0;
+            let name = code.name();
+            let keep = self
+                .rooms
+                .get(&code)
+                .map_or(0, |r| r.exp + KEEP_AFTER_EXPIRY)
+                .to_string();
+            let mut args: Vec<&[u8]> = Vec::with_capacity(4 + room.len());
+            args.extend_from_slice(&[
+                name.as_bytes(),
+                max.as_bytes(),
+                max_bytes.as_bytes(),
+                keep.as_bytes(),
+            ]);
+            args.extend(room.iter().map(|(_, m)| m.as_bytes()));
+            let _ = self
+                .link
+                .script(Script::Append as usize, &args, Op::Ignore, now);
+        }
+        appends.clear();
+        self.appends = appends;
     }
 
     /// Counts a request refused because Redis is unreachable.
@@ -501,6 +548,9 @@ impl ClusterChat {
             self.stats.output_full += 1;
             return Err(errors::SERVER_BUSY);
         }
+        if self.redis_behind() {
+            return Err(self.unavailable());
+        }
         if let Some(rate) = self.config.message_rate {
             let now = io.now();
             let bucket = self
@@ -515,6 +565,24 @@ impl ClusterChat {
         let sender = io.socket_id(socket).ok_or(errors::NOT_MEMBER)?;
         let mut message = std::mem::take(&mut self.message_buf);
         write_message_json(&mut message, sender.as_str(), &raw_text, io.unix_millis());
+        // Both seats here and taken: no other node needs to know now.
+        let seated_here = members(io, code)
+            .iter()
+            .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
+            .count();
+        if seated_here == ROOM_CAPACITY {
+            // Its history goes to Redis at the turn's end, with the room's other messages of
+            // the turn (without Redis the history misses it; the members still get it).
+            if self.link.is_up() {
+                self.appends.push((code, message.clone()));
+            }
+            deliver(code, &message, io);
+            self.message_buf = message;
+            self.stats.messages += 1;
+            return Ok(Some(SUCCESS.into()));
+        }
+        // Whatever this room's members here said before goes to Redis before this.
+        self.flush_appends(io.now());
         let name = code.name();
         let (max, max_bytes) = (&self.history_args.0, &self.history_args.1);
         let keep = self
@@ -522,28 +590,6 @@ impl ClusterChat {
             .get(&code)
             .map_or(0, |r| r.exp + KEEP_AFTER_EXPIRY)
             .to_string();
-        // Both seats here and taken: no other node needs to know now.
-        let seated_here = members(io, code)
-            .iter()
-            .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
-            .count();
-        if seated_here == ROOM_CAPACITY {
-            deliver(code, &message, io);
-            let args: [&[u8]; 5] = [
-                name.as_bytes(),
-                message.as_bytes(),
-                max.as_bytes(),
-                max_bytes.as_bytes(),
-                keep.as_bytes(),
-            ];
-            // Without Redis the history misses it; the members still get it.
-            let _ = self
-                .link
-                .script(Script::Append as usize, &args, Op::Ignore, io.now());
-            self.message_buf = message;
-            self.stats.messages += 1;
-            return Ok(Some(SUCCESS.into()));
-        }
         let deadline = self.link.deadline(io.unix_millis()).to_string();
         let args: [&[u8]; 8] = [
             name.as_bytes(),
@@ -631,6 +677,7 @@ impl ClusterChat {
 
     /// The `leave` script for the seat of socket id `sid` in room `code`.
     fn seat_script(&mut self, code: RoomCode, sid: Sid, mode: &str, op: Op, now: Millis) {
+        self.flush_appends(now);
         let name = code.name();
         let args: [&[u8]; 4] = [
             name.as_bytes(),
@@ -1104,6 +1151,7 @@ impl App for ClusterChat {
                 self.on_tick(io)
             }
             SioEvent::TurnEnd => {
+                self.flush_appends(io.now());
                 let mut events = std::mem::take(&mut self.events);
                 self.link.flush(io, &mut events);
                 self.handle_link(&mut events, io);

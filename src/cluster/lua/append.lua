@@ -1,7 +1,9 @@
--- ARGV: code, message JSON, most kept, most bytes kept, keep_until. The history of a room whose
--- members are both on the caller's node (it delivered the message itself): 1, or 0 if the room
--- is gone.
+-- ARGV: code, most kept, most bytes kept, keep_until, then messages (JSON), oldest first. The
+-- history of a room whose members are both on the caller's node (it delivered the messages
+-- itself; a loop turn's worth of them come in one call): 1, or 0 if the room is gone.
 local code = ARGV[1]
 if redis.call('EXISTS', P .. 'room:' .. code) == 0 then return 0 end
-push_history(code, ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+for i = 5, #ARGV do
+  push_history(code, ARGV[i], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+end
 return 1
