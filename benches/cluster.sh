@@ -24,7 +24,9 @@
 # node_modules; empty skips the Node peer), LG (the load generator; $CARGO_TARGET_DIR or
 # target, then */release/examples/loadgen), SERVER_CPUS (1), LOAD_CPUS (0), OUT (where every server's log, the load
 # generator's stderr and results.jsonl, one JSON line per run, are kept; a new directory under
-# TMPDIR by default). The report goes to stdout, progress to stderr.
+# TMPDIR by default), PAIRCHAT_FLAGS (more flags for every pairchat process, e.g.
+# "--recovery-window 0"; besides --message-rate 0 --join-failures 0, which every run has). The
+# report goes to stdout, progress to stderr.
 # Needs redis-server, redis-cli, curl, jq, taskset; node and npm for the peer.
 set -u
 # Paths given are taken from where the script is called; the script runs from the repository.
@@ -42,6 +44,7 @@ IN_FLIGHT=${IN_FLIGHT:-8}
 RATE=${RATE:-2000}
 PAIRCHAT_RATE=${PAIRCHAT_RATE-10000}
 NODE_PEER=${NODE_PEER-../shared/peers/node-cluster-chat}
+PAIRCHAT_FLAGS=${PAIRCHAT_FLAGS:-}
 SERVER_CPUS=${SERVER_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-0}
 LG=${LG:-$(ls "${CARGO_TARGET_DIR:-target}"/*/release/examples/loadgen 2>/dev/null | head -1)}
@@ -118,8 +121,9 @@ start_pairchat() {
     local log=$1
     shift
     free_port
+    # shellcheck disable=SC2086 # PAIRCHAT_FLAGS is a list of words
     taskset -c "$SERVER_CPUS" "$BIN" --host 127.0.0.1 --port "$PORT" --message-rate 0 \
-        --join-failures 0 "$@" >"$OUT/$log.log" 2>&1 &
+        --join-failures 0 $PAIRCHAT_FLAGS "$@" >"$OUT/$log.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
     wait_health "$PORT" "$([ $# -gt 0 ] && echo '"redis":"up"' || echo '"ok"')"
@@ -246,7 +250,7 @@ pairchat: $BIN ($("$BIN" --version 2>/dev/null), sha256 $(sha256sum "$BIN" | cut
 redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')$([ -n "$PEER" ] && echo "; Node peer: node $(node --version), socket.io $(jq -r '.dependencies["socket.io"]' "$PEER/package.json"), @socket.io/redis-adapter $(jq -r '.dependencies["@socket.io/redis-adapter"]' "$PEER/package.json")").
 $cores cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')). $ROUNDS rounds, each running every setup
 once (the order turning by one each round), each run with fresh servers and a fresh Redis,
-$PAIRS pairs, ${WARMUP} warm-up then a ${D} window. Servers and Redis pinned to CPU $SERVER_CPUS, the
+$PAIRS pairs, ${WARMUP} warm-up then a ${D} window${PAIRCHAT_FLAGS:+, pairchat with $PAIRCHAT_FLAGS}. Servers and Redis pinned to CPU $SERVER_CPUS, the
 load generator to CPU $LOAD_CPUS: in b, c and d the two server processes and Redis share that
 core, so deliveries/s is what the whole cluster does on one core, not two nodes' worth of
 cores; CPU per message (server processes summed, Redis apart) is the figure that compares.
