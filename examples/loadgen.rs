@@ -6,6 +6,9 @@
 //! cargo run --release --example loadgen -- chat --pairs 1000 --in-flight 8 --duration 10s
 //! cargo run --release --example loadgen -- chat --pairs 1000 --rate 10000 --duration 10s
 //! cargo run --release --example loadgen -- idle --sessions 10000 --server-pid <pid>
+//! # a cluster: each pair split across two nodes, CPU of both nodes and of Redis, Redis commands
+//! cargo run --release --example loadgen -- chat --url 127.0.0.1:3001 --join-url 127.0.0.1:3002 \
+//!     --server-pid <pid1>,<pid2> --redis-pid <pid> --redis 127.0.0.1:6379
 //! ```
 //!
 //! - `connect`: sessions/s and connect latency percentiles (TCP connect → WebSocket upgrade →
@@ -17,9 +20,18 @@
 //!   `/proc/PID/status` (needs `--server-pid`).
 //!
 //! With `--server-pid`, the server's CPU time (utime+stime from `/proc/PID/stat`) over the
-//! measured window is reported per operation. Client sockets are spread over `--sources`
-//! loopback source addresses (127.0.0.1 … 127.0.0.N) so 20k+ sessions fit in the ephemeral
-//! port range. Progress goes to stderr; one JSON result line to stdout.
+//! measured window is reported per operation; given several times (or as a comma list), the
+//! pids' CPU is summed (`server_cpu_s_each` lists each). `--redis-pid` reports a Redis server's
+//! CPU beside it, and `--redis HOST:PORT` the commands Redis ran in the window (its
+//! `INFO commandstats`: commands run by scripts count too, and the load generator's own `INFO`
+//! does not) per operation.
+//!
+//! `--url` may list several servers: sessions (in chat mode, pairs) are spread over them in
+//! turn. In chat mode `--join-url` sends each room's joining member elsewhere (a list is spread
+//! the same way), so each pair is split across two servers; by default it joins where the
+//! room's creator is. Client sockets are spread over `--sources` loopback source addresses
+//! (127.0.0.1 … 127.0.0.N) so 20k+ sessions fit in the ephemeral port range. Progress goes to
+//! stderr; one JSON result line to stdout.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -41,7 +53,10 @@ enum Mode {
 
 struct Options {
     mode: Mode,
-    target: SocketAddrV4,
+    /// Where sessions connect (chat: each pair's creator), in turn.
+    targets: Vec<SocketAddrV4>,
+    /// Where each pair's joiner connects, in turn; empty: where its creator is.
+    join_targets: Vec<SocketAddrV4>,
     path: String,
     sessions: usize,
     concurrency: usize,
@@ -51,14 +66,19 @@ struct Options {
     duration: Duration,
     warmup: Duration,
     sources: u8,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
+    redis_pids: Vec<u32>,
+    /// A Redis whose `INFO commandstats` is read at the window's edges.
+    redis: Option<SocketAddrV4>,
     timeout: Duration,
     text_len: usize,
 }
 
-const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT] [--path /socket.io/] \
-[--sessions N] [--concurrency K] [--pairs P] [--in-flight W] [--rate MSGS_PER_S] [--duration 10s] \
-[--warmup 1s] [--sources N] [--server-pid PID] [--timeout 120s] [--text-len BYTES]";
+const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT[,HOST:PORT…]] \
+[--join-url HOST:PORT[,…]] [--path /socket.io/] [--sessions N] [--concurrency K] [--pairs P] \
+[--in-flight W] [--rate MSGS_PER_S] [--duration 10s] [--warmup 1s] [--sources N] \
+[--server-pid PID[,PID…]]… [--redis-pid PID[,PID…]]… [--redis HOST:PORT] [--timeout 120s] \
+[--text-len BYTES]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -70,7 +90,8 @@ fn parse_options() -> Result<Options, String> {
     };
     let mut o = Options {
         mode,
-        target: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3000),
+        targets: vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3000)],
+        join_targets: Vec::new(),
         path: "/socket.io/".into(),
         sessions: 10_000,
         concurrency: 500,
@@ -80,7 +101,9 @@ fn parse_options() -> Result<Options, String> {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(1),
         sources: 4,
-        server_pid: None,
+        server_pids: Vec::new(),
+        redis_pids: Vec::new(),
+        redis: None,
         timeout: Duration::from_secs(120),
         text_len: 16,
     };
@@ -88,16 +111,9 @@ fn parse_options() -> Result<Options, String> {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let bad = || format!("{flag}: bad value {value:?}");
         match flag.as_str() {
-            "--url" => {
-                let v = value
-                    .trim_start_matches("http://")
-                    .trim_start_matches("ws://");
-                let v = v.trim_end_matches('/');
-                let v = v.replace("localhost", "127.0.0.1");
-                o.target = v
-                    .parse()
-                    .map_err(|_| format!("--url: bad value {value:?}"))?;
-            }
+            "--url" => o.targets = parse_list(&value, parse_addr).ok_or_else(bad)?,
+            "--join-url" => o.join_targets = parse_list(&value, parse_addr).ok_or_else(bad)?,
+            "--redis" => o.redis = Some(parse_addr(&value).ok_or_else(bad)?),
             "--path" => o.path = value,
             "--sessions" => o.sessions = value.parse().map_err(|_| bad())?,
             "--concurrency" => o.concurrency = value.parse().map_err(|_| bad())?,
@@ -107,7 +123,12 @@ fn parse_options() -> Result<Options, String> {
             "--duration" => o.duration = parse_duration(&value)?,
             "--warmup" => o.warmup = parse_duration(&value)?,
             "--sources" => o.sources = value.parse().map_err(|_| bad())?,
-            "--server-pid" => o.server_pid = Some(value.parse().map_err(|_| bad())?),
+            "--server-pid" => o
+                .server_pids
+                .extend(parse_list(&value, |v| v.parse::<u32>().ok()).ok_or_else(bad)?),
+            "--redis-pid" => o
+                .redis_pids
+                .extend(parse_list(&value, |v| v.parse::<u32>().ok()).ok_or_else(bad)?),
             "--timeout" => o.timeout = parse_duration(&value)?,
             "--text-len" => o.text_len = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
@@ -117,6 +138,22 @@ fn parse_options() -> Result<Options, String> {
     o.concurrency = o.concurrency.max(1);
     o.in_flight = o.in_flight.max(1);
     Ok(o)
+}
+
+/// `HOST:PORT`, with or without a scheme (`http://`, `ws://`, `redis://`) or a trailing `/`.
+fn parse_addr(value: &str) -> Option<SocketAddrV4> {
+    let v = ["http://", "ws://", "redis://"]
+        .iter()
+        .fold(value, |v, scheme| v.trim_start_matches(scheme));
+    v.trim_end_matches('/')
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .ok()
+}
+
+/// A comma-separated list, none of it empty.
+fn parse_list<T>(value: &str, item: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
+    value.split(',').map(|v| item(v.trim())).collect()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -145,6 +182,155 @@ fn server_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The sum over several processes, if every one of them answers (none given: none).
+fn sum_over<T: std::iter::Sum<T>>(pids: &[u32], read: impl Fn(u32) -> Option<T>) -> Option<T> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| read(p)).sum()
+}
+
+/// Calls per command, from a Redis server's `INFO commandstats` (one blocking round trip on a
+/// connection of its own; commands run by scripts are counted too).
+fn redis_calls(addr: SocketAddrV4) -> io::Result<Vec<(String, u64)>> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"INFO commandstats\r\n")?;
+    // The answer is one bulk string: `$<len>\r\n<text>\r\n`.
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let text = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        let Some(eol) = reply.windows(2).position(|w| w == b"\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&reply[..eol]).into_owned();
+        let len: usize = head
+            .strip_prefix('$')
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("INFO answered {head:?}")))?;
+        if reply.len() >= eol + 2 + len {
+            break String::from_utf8_lossy(&reply[eol + 2..eol + 2 + len]).into_owned();
+        }
+    };
+    // Lines such as `cmdstat_evalsha:calls=12,usec=…`.
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect())
+}
+
+/// Commands that run a script: one round trip, however many commands the script runs.
+const SCRIPT_COMMANDS: [&str; 6] = [
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+/// What is read at the edges of the measured window: the servers' and Redis's CPU time, and
+/// the commands Redis has run.
+struct Sample {
+    server_cpu: Vec<Option<Duration>>,
+    redis_cpu: Option<Duration>,
+    redis_calls: Option<Vec<(String, u64)>>,
+}
+
+impl Sample {
+    fn take(o: &Options) -> Sample {
+        Sample {
+            server_cpu: o.server_pids.iter().map(|&p| server_cpu(p)).collect(),
+            redis_cpu: sum_over(&o.redis_pids, server_cpu),
+            redis_calls: o.redis.and_then(|addr| {
+                redis_calls(addr)
+                    .inspect_err(|e| eprintln!("loadgen: redis {addr}: {e}"))
+                    .ok()
+            }),
+        }
+    }
+
+    /// The JSON fields (each after a comma) for what the servers and Redis spent since
+    /// `before`, over `ops` operations called `per` (`session`, `message`), CPU per operation
+    /// with `digits` decimals.
+    fn usage_json(&self, before: &Sample, ops: u64, per: &str, digits: usize) -> String {
+        let ops = ops.max(1) as f64;
+        let spent: Vec<Option<f64>> = before
+            .server_cpu
+            .iter()
+            .zip(&self.server_cpu)
+            .map(|(a, b)| Some((b.as_ref()?.saturating_sub(*a.as_ref()?)).as_secs_f64()))
+            .collect();
+        let mut out = String::new();
+        // No pids: no figure (a sum over nothing would be 0).
+        let total = if spent.is_empty() {
+            None
+        } else {
+            spent.iter().copied().sum::<Option<f64>>()
+        };
+        if let Some(cpu) = total {
+            out += &format!(
+                ",\"server_cpu_s\":{cpu:.2},\"server_cpu_us_per_{per}\":{:.digits$}",
+                cpu * 1e6 / ops
+            );
+            let each: Vec<String> = spent.iter().flatten().map(|s| format!("{s:.2}")).collect();
+            out += &format!(",\"server_cpu_s_each\":[{}]", each.join(","));
+        }
+        if let (Some(a), Some(b)) = (before.redis_cpu, self.redis_cpu) {
+            let cpu = b.saturating_sub(a).as_secs_f64();
+            out += &format!(
+                ",\"redis_cpu_s\":{cpu:.2},\"redis_cpu_us_per_{per}\":{:.digits$}",
+                cpu * 1e6 / ops
+            );
+        }
+        if let (Some(a), Some(b)) = (&before.redis_calls, &self.redis_calls) {
+            let mut calls: Vec<(&str, u64)> = b
+                .iter()
+                // The load generator's own INFO is not the servers'.
+                .filter(|(name, _)| name != "info")
+                .map(|(name, n)| {
+                    let was = a.iter().find(|(m, _)| m == name).map_or(0, |(_, n)| *n);
+                    (name.as_str(), n.saturating_sub(was))
+                })
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            calls.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+            let total: u64 = calls.iter().map(|c| c.1).sum();
+            let scripts: u64 = calls
+                .iter()
+                .filter(|c| SCRIPT_COMMANDS.contains(&c.0))
+                .map(|c| c.1)
+                .sum();
+            let each: Vec<String> = calls
+                .iter()
+                .map(|(name, n)| format!("\"{name}\":{:.3}", *n as f64 / ops))
+                .collect();
+            out += &format!(
+                ",\"redis_commands\":{total},\"redis_commands_per_{per}\":{:.3},\
+                 \"redis_scripts_per_{per}\":{:.3},\"redis_calls_per_{per}\":{{{}}}",
+                total as f64 / ops,
+                scripts as f64 / ops,
+                each.join(",")
+            );
+        }
+        out
+    }
 }
 
 /// A non-blocking TCP connect from a chosen loopback source address. std and mio do not bind
@@ -341,6 +527,22 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 impl Gen {
+    /// Where a session connects: pairs (other sessions in launch order) take the servers in
+    /// turn, and a pair's joiner goes to `--join-url` when there is one.
+    fn target(&self, pair: usize, role: u8) -> SocketAddrV4 {
+        let turn = if pair == usize::MAX {
+            self.launched
+        } else {
+            pair
+        };
+        let list = if role == 1 && !self.o.join_targets.is_empty() {
+            &self.o.join_targets
+        } else {
+            &self.o.targets
+        };
+        list[turn % list.len()]
+    }
+
     fn launch(&mut self, pair: usize, role: u8) -> io::Result<usize> {
         let source = Ipv4Addr::new(
             127,
@@ -348,8 +550,9 @@ impl Gen {
             0,
             1 + (self.launched % self.o.sources as usize) as u8,
         );
+        let target = self.target(pair, role);
         self.launched += 1;
-        let mut stream = connect_from(source, self.o.target)?;
+        let mut stream = connect_from(source, target)?;
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(
@@ -361,7 +564,7 @@ impl Gen {
             "GET {}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n",
-            self.o.path, self.o.target
+            self.o.path, target
         );
         entry.insert(Client {
             phase: Phase::Upgrading {
@@ -755,7 +958,6 @@ fn main() {
 fn run(o: Options) -> io::Result<()> {
     let started = Instant::now();
     let hard_deadline = started + o.timeout;
-    let pid = o.server_pid;
     let mut g = Gen {
         text_pad: "x".repeat(o.text_len),
         o,
@@ -767,8 +969,8 @@ fn run(o: Options) -> io::Result<()> {
         launched: 0,
         in_setup: 0,
     };
-    let rss_before = pid.and_then(server_rss_kib);
-    let cpu_before = pid.and_then(server_cpu);
+    let rss_before = sum_over(&g.o.server_pids, server_rss_kib);
+    let before = Sample::take(&g.o);
     match g.o.mode {
         Mode::Connect | Mode::Idle => {
             let total = g.o.sessions;
@@ -794,7 +996,7 @@ fn run(o: Options) -> io::Result<()> {
                 g.launched >= total && g.in_setup == 0
             })?;
             let elapsed = t0.elapsed();
-            let cpu = pid.and_then(server_cpu);
+            let after = Sample::take(&g.o);
             let mut out = format!(
                 "{{\"mode\":\"{}\",\"sessions\":{},\"connected\":{},\"connect_errors\":{},\
                  \"elapsed_s\":{:.3},\"sessions_per_s\":{:.0},{}",
@@ -810,18 +1012,12 @@ fn run(o: Options) -> io::Result<()> {
                 g.stats.connected as f64 / elapsed.as_secs_f64(),
                 lat_json("connect", &mut g.stats.connect_lat)
             );
-            if let (Some(a), Some(b)) = (cpu_before, cpu) {
-                let per = (b - a).as_secs_f64() * 1e6 / g.stats.connected.max(1) as f64;
-                out += &format!(
-                    ",\"server_cpu_s\":{:.2},\"server_cpu_us_per_session\":{per:.1}",
-                    (b - a).as_secs_f64()
-                );
-            }
+            out += &after.usage_json(&before, g.stats.connected as u64, "session", 1);
             if g.o.mode == Mode::Idle {
                 // Hold the sessions (answering pings) and let the server settle.
                 let until = (Instant::now() + g.o.duration).min(hard_deadline);
                 g.run_until(until, |_| false)?;
-                let rss_after = pid.and_then(server_rss_kib);
+                let rss_after = sum_over(&g.o.server_pids, server_rss_kib);
                 let alive = g.alive();
                 out += &format!(
                     ",\"held\":{alive},\"closed_by_server\":{}",
@@ -837,12 +1033,12 @@ fn run(o: Options) -> io::Result<()> {
             }
             println!("{out}}}");
         }
-        Mode::Chat => run_chat(&mut g, pid, hard_deadline)?,
+        Mode::Chat => run_chat(&mut g, hard_deadline)?,
     }
     Ok(())
 }
 
-fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result<()> {
+fn run_chat(g: &mut Gen, hard_deadline: Instant) -> io::Result<()> {
     // Setup: 2P sessions, then createRoom/joinRoom per pair.
     let pairs = g.o.pairs;
     g.pairs = (0..pairs)
@@ -907,7 +1103,7 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
     let in_flight = g.o.in_flight;
     let warmup_end = Instant::now() + g.o.warmup;
     let end = warmup_end + g.o.duration;
-    let mut window: Option<(Instant, u64, u64, Option<Duration>)> = None;
+    let mut window: Option<(Instant, u64, u64, Sample)> = None;
     let mut paced_start: Option<Instant> = None;
     let mut cursor = 0usize;
     let mut last_report = Instant::now();
@@ -915,12 +1111,7 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         let now = Instant::now();
         if window.is_none() && now >= warmup_end {
             g.stats.measuring = true;
-            window = Some((
-                now,
-                g.stats.deliveries,
-                g.stats.acked,
-                pid.and_then(server_cpu),
-            ));
+            window = Some((now, g.stats.deliveries, g.stats.acked, Sample::take(&g.o)));
         }
         if rate > 0.0 {
             let start = *paced_start.get_or_insert(now);
@@ -964,11 +1155,14 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         }
         false
     })?;
-    let (w_start, d0, a0, cpu0) = window.unwrap_or((Instant::now(), 0, 0, None));
+    let (w_start, d0, a0, before) = match window {
+        Some((at, d, a, sample)) => (at, d, a, Some(sample)),
+        None => (Instant::now(), 0, 0, None),
+    };
     let elapsed = w_start.elapsed();
     let deliveries = g.stats.deliveries - d0;
     let acked = g.stats.acked - a0;
-    let cpu1 = pid.and_then(server_cpu);
+    let after = Sample::take(&g.o);
     g.stats.measuring = false;
     // Drain: everything sent must be acked and delivered to both members.
     let drain_until = (Instant::now() + Duration::from_secs(5)).min(hard_deadline);
@@ -1004,12 +1198,8 @@ fn run_chat(g: &mut Gen, pid: Option<u32>, hard_deadline: Instant) -> io::Result
         lat_json("ack", &mut g.stats.ack_lat),
         lat_json("delivery", &mut g.stats.delivery_lat)
     );
-    if let (Some(a), Some(b)) = (cpu0, cpu1) {
-        let cpu = (b - a).as_secs_f64();
-        out += &format!(
-            ",\"server_cpu_s\":{cpu:.2},\"server_cpu_us_per_message\":{:.2}",
-            cpu * 1e6 / acked.max(1) as f64
-        );
+    if let Some(before) = before {
+        out += &after.usage_json(&before, acked, "message", 2);
     }
     println!("{out}}}");
     Ok(())
