@@ -486,10 +486,14 @@ const OPTIONS: &[Opt] = &[
         help: "the address other nodes reach this one at, registered in Redis (default: the bound address)",
         show: |s| s.advertise.clone().unwrap_or_else(|| "bound".into()),
         set: |s, v| {
+            if v.trim() == "bound" {
+                s.advertise = None;
+                return Ok(());
+            }
             if v.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
             {
-                return Err("expected host:port".into());
+                return Err("expected host:port (or bound)".into());
             }
             s.advertise = Some(v.to_string());
             Ok(())
