@@ -6,7 +6,7 @@
 //! Commands are pipelined: queued by `send`, written once per loop turn (`flush`), their
 //! replies matched in order. Every command has a deadline (`RedisConfig::timeout`); a link
 //! whose oldest command is late, or that breaks, is closed, every waiting command fails, and it
-//! is made again after a backoff (100 ms doubling to 5 s). Pure mechanism: what the commands
+//! is made again after a backoff (100 ms doubling to 2 s). Pure mechanism: what the commands
 //! mean is the cluster chat's business.
 
 use std::collections::VecDeque;

@@ -50,10 +50,11 @@ use link::{Link, LinkEvent, RedisConfig};
 use resp::Reply as Resp;
 
 /// How long a node's alive key lives: a node that has not refreshed it for this long is dead,
-/// and its seats are freed. Five seconds: twenty times the refresh interval, so a busy node or
-/// a slow Redis never looks dead, and short enough that a partner hears of a dead node's member
-/// within about six seconds (a socket.io client notices a dead server only after its
-/// heartbeat, 45 s by default).
+/// and its seats are freed. Five seconds: five refreshes (one a second), so a slow loop turn or
+/// a busy Redis never makes a live node look dead, and short enough that a partner hears of a
+/// dead node's member within about six seconds (a socket.io client notices a dead server only
+/// after its heartbeat, 45 s by default). A node paused longer (SIGSTOP, a frozen VM) finds it
+/// was reaped at its next refresh and puts its seats back (`Op::Registered`).
 pub const NODE_TTL: Duration = Duration::from_secs(5);
 /// How often the link is checked (timeouts, reconnects).
 const TICK: Duration = Duration::from_millis(250);
