@@ -212,6 +212,19 @@ impl<T> Link<T> {
         (unix_ms + budget).saturating_add_signed(self.clock_offset)
     }
 
+    /// How long the oldest command waiting for its reply has waited (0 when none waits).
+    pub fn lag(&self, now: Millis) -> Millis {
+        let timeout = self.config.timeout.as_millis() as Millis;
+        self.waiting
+            .front()
+            .map_or(0, |(_, deadline)| (now + timeout).saturating_sub(*deadline))
+    }
+
+    /// The longest wait for Redis (`--redis-timeout`).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.config.timeout
+    }
+
     /// Commands waiting for their reply.
     pub fn waiting(&self) -> usize {
         self.waiting.len()

@@ -359,12 +359,13 @@ impl ClusterChat {
         self.answer(socket, ack, reply, io);
     }
 
-    /// Redis has more commands of this node's waiting than it clears in a fraction of
-    /// `--redis-timeout`: work that adds more is refused (`Server busy`) until it catches up,
-    /// rather than queued until the link is given up and the queue lost.
-    fn redis_behind(&self) -> bool {
-        // (The turn's appends are one script per room at its end, whatever their number.)
-        self.link.waiting() >= MAX_BEHIND
+    /// Redis is behind this node: its oldest command has waited a quarter of
+    /// `--redis-timeout`, or `MAX_BEHIND` commands wait. Work that adds more is refused
+    /// (`Server busy`) until it catches up, rather than queued until the link is given up and
+    /// the queue lost with it.
+    fn redis_behind(&self, now: Millis) -> bool {
+        let quarter = self.link.timeout().as_millis() as Millis / 4;
+        self.link.waiting() >= MAX_BEHIND || self.link.lag(now) > quarter
     }
 
     /// Sends the turn's history appends: one script per room, its messages in order.
@@ -421,6 +422,9 @@ impl ClusterChat {
         }
         if self.rooms.len() >= self.config.max_rooms {
             return Err(errors::SERVER_BUSY);
+        }
+        if self.redis_behind(io.now()) {
+            return Err(self.unavailable());
         }
         let id = rand::RngExt::random::<u64>(io.rng()) >> 1;
         let exp = io.unix_millis() + self.config.room_ttl.as_millis() as u64;
@@ -483,6 +487,9 @@ impl ClusterChat {
         if io.output_full() {
             self.stats.output_full += 1;
             return Err(errors::SERVER_BUSY);
+        }
+        if self.redis_behind(io.now()) {
+            return Err(self.unavailable());
         }
         let now = io.now();
         let addr = io.client_addr(socket);
@@ -550,7 +557,7 @@ impl ClusterChat {
             self.stats.output_full += 1;
             return Err(errors::SERVER_BUSY);
         }
-        if self.redis_behind() {
+        if self.redis_behind(io.now()) {
             return Err(self.unavailable());
         }
         if let Some(rate) = self.config.message_rate {
