@@ -39,6 +39,7 @@ pub fn sio_handler(config: &Config) -> SocketIo<SioConformance> {
         connect_timeout: Duration::from_millis(1000),
         // The suite expects socket.io's wire without recovery (`40{"sid":…}`, no offsets).
         recovery: RecoveryConfig::off(),
+        pid_prefix: String::new(),
     };
     SocketIo::new(SioConformance, sio, config.max_payload)
 }
@@ -79,6 +80,8 @@ impl App for SioConformance {
                     _ => {}
                 }
             }
+            // No pid prefix: no claims; one would connect a fresh socket.
+            SioEvent::Claim { session, nsp, .. } => io.refuse_claim(session, nsp),
             SioEvent::Away { .. }
             | SioEvent::Disconnect { .. }
             | SioEvent::Start { .. }

@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             log::info("cluster mode", &[("redis", &redis.display())]);
             let chat = ClusterChat::new(chat, ClusterConfig { redis, advertise });
             settings.server.sid_prefix = chat.node().to_string();
+            // A client back on another node claims its socket from the pid's node.
+            settings.sio.pid_prefix = chat.node().to_string();
             // A shared port reaches any of the processes on it: relays need one of their own.
             settings.server.relay_listener = settings.server.reuse_port;
             serve(*settings, chat)

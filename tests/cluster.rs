@@ -586,3 +586,215 @@ fn a_frozen_redis_answers_server_busy_within_the_timeout() {
         "the history (a message answered Server busy must not be in it)"
     );
 }
+
+impl Cluster {
+    /// Waits until every node knows the others' addresses (read from Redis every second):
+    /// before, a claim or a relay cannot find its node.
+    fn wait_peers(&self) {
+        let started = Instant::now();
+        let others = self.nodes.len() as u64 - 1;
+        while !(1..=self.nodes.len()).all(|n| self.metric(n, "pairchat_cluster_peers") == others) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nodes never met"
+            );
+            std::thread::sleep(ms(50));
+        }
+    }
+}
+
+/// A raw Socket.IO socket on `/` over WebSocket that speaks recovery as socket.io-client does:
+/// it keeps its pid and the offset of the last event it saw, and claims them when it connects
+/// again.
+struct Recovering {
+    ws: common::chat::Ws,
+    sid: String,
+    pid: String,
+    offset: Option<String>,
+    next_ack: u32,
+    events: std::collections::VecDeque<(String, Value)>,
+}
+
+impl Recovering {
+    /// Connects to node `addr`, claiming `(pid, offset)` if given: the socket, and the events
+    /// sent before the CONNECT reply (what a recovery sends again).
+    fn connect(addr: SocketAddr, claim: Option<(&str, Option<&str>)>) -> (Recovering, Vec<Value>) {
+        use tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let stream = common::chat::tcp(addr);
+        let (mut ws, _) = tungstenite::client(url.into_client_request().unwrap(), stream)
+            .expect("websocket handshake");
+        assert!(common::chat::next_text(&mut ws).starts_with("0{"));
+        let connect = match claim {
+            None => "40".to_string(),
+            Some((pid, offset)) => format!("40{}", json!({"pid": pid, "offset": offset})),
+        };
+        common::chat::send_text(&mut ws, &connect);
+        let mut socket = Recovering {
+            ws,
+            sid: String::new(),
+            pid: String::new(),
+            offset: claim.and_then(|(_, o)| o.map(str::to_string)),
+            next_ack: 0,
+            events: Default::default(),
+        };
+        let reply = loop {
+            let text = common::chat::next_text(&mut socket.ws);
+            if let Some(reply) = text.strip_prefix("40") {
+                break serde_json::from_str::<Value>(reply).expect("CONNECT JSON");
+            }
+            socket.note(&text);
+        };
+        socket.sid = reply["sid"].as_str().expect("a sid").to_string();
+        socket.pid = reply["pid"].as_str().expect("a pid").to_string();
+        let replayed = socket.events.drain(..).map(|(_, v)| v).collect();
+        (socket, replayed)
+    }
+
+    /// Notes an event frame: its name and payload, and its offset.
+    fn note(&mut self, text: &str) {
+        let event: Vec<Value> =
+            serde_json::from_str(text.strip_prefix("42").expect("an event")).expect("event JSON");
+        self.offset = Some(event[2].as_str().expect("an offset").to_string());
+        let name = event[0].as_str().expect("an event name").to_string();
+        self.events.push_back((name, event[1].clone()));
+    }
+
+    /// Calls `event` and returns its ack; events on the way are kept.
+    fn call(&mut self, event: &str, arg: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        common::chat::send_text(&mut self.ws, &format!("42{id}{}", json!([event, arg])));
+        let prefix = format!("43{id}");
+        loop {
+            let text = common::chat::next_text(&mut self.ws);
+            if let Some(ack) = text.strip_prefix(&prefix) {
+                return serde_json::from_str::<Value>(ack).expect("ack JSON")[0].clone();
+            }
+            self.note(&text);
+        }
+    }
+
+    /// The next event, which must be `name`.
+    fn next_event(&mut self, name: &str) -> Value {
+        if self.events.is_empty() {
+            let text = common::chat::next_text(&mut self.ws);
+            self.note(&text);
+        }
+        let (got, payload) = self.events.pop_front().expect("an event");
+        assert_eq!(got, name, "{payload}");
+        payload
+    }
+
+    /// The transport drops (the TCP connection closes, unannounced): the pid and the last
+    /// offset to claim with.
+    fn drop_transport(self) -> (String, Option<String>) {
+        (self.pid, self.offset)
+    }
+}
+
+/// The texts of `newMessage` payloads.
+fn texts(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[test]
+fn a_member_back_on_another_node_recovers_there() {
+    let Some(cluster) = Cluster::start(3, &[]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
+    let sid = bob.sid.clone();
+    assert_eq!(
+        bob.call("joinRoom", json!({ "code": code })),
+        json!({"success": true, "messages": []})
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_success(&alice.say(&code, "m1"));
+    alice.next_event("newMessage");
+    assert_message(&bob.next_event("newMessage"), &alice.id, "m1");
+
+    // Bob's connection to node 2 drops: node 2 keeps his socket, Alice hears he left, and
+    // says two things he misses.
+    let (pid, offset) = bob.drop_transport();
+    assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
+    for text in ["m2", "m3"] {
+        assert_success(&alice.say(&code, text));
+        alice.next_event("newMessage");
+    }
+
+    // He comes back on node 3: the same socket, what he missed (once, in order), his seat.
+    let (mut bob, replayed) = Recovering::connect(cluster.addr(3), Some((&pid, offset.as_deref())));
+    assert_eq!(bob.sid, sid, "recovered with its id");
+    assert_eq!(texts(&replayed), ["m2", "m3"], "{replayed:?}");
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_eq!(
+        cluster.metric(3, "pairchat_cluster_claims_total{result=\"recovered\"}"),
+        1
+    );
+    assert_eq!(
+        cluster.metric(2, "pairchat_recoveries_total{result=\"handed_over\"}"),
+        1
+    );
+    assert_success(&alice.say(&code, "m4"));
+    alice.next_event("newMessage");
+    assert_message(&bob.next_event("newMessage"), &alice.id, "m4");
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "b1"})));
+    assert_message(&alice.next_event("newMessage"), &sid, "b1");
+    assert_message(&bob.next_event("newMessage"), &sid, "b1");
+
+    // Again, to node 1 (Alice's), while node 3 still takes his old connection for alive (a
+    // stale one): node 3 hands the connected socket over and closes that connection; Alice
+    // hears nothing of the move, and the two now chat on one node.
+    let (pid, offset) = (bob.pid.clone(), bob.offset.clone());
+    let (mut bob2, replayed) =
+        Recovering::connect(cluster.addr(1), Some((&pid, offset.as_deref())));
+    assert_eq!(bob2.sid, sid);
+    assert_eq!(replayed, Vec::<Value>::new(), "nothing was missed");
+    bob.ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    loop {
+        match bob.ws.read() {
+            Ok(tungstenite::Message::Text(t)) if t.as_str() == "2" => continue,
+            // Engine.IO's close packet.
+            Ok(tungstenite::Message::Text(t)) if t.as_str() == "1" => break,
+            Ok(tungstenite::Message::Close(_)) => continue,
+            Ok(other) => panic!("the stale connection got {other:?}"),
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(tungstenite::Error::Protocol(_)) => break,
+            Err(e) => panic!("the stale connection was not closed: {e}"),
+        }
+    }
+    assert_success(&bob2.call("sendMessage", json!({"code": code, "text": "b2"})));
+    assert_message(&alice.next_event("newMessage"), &sid, "b2");
+    assert_message(&bob2.next_event("newMessage"), &sid, "b2");
+    assert_quiet(&mut alice, "alice");
+    let room = format!("pairchat:room:{code}");
+    let mut seats = cluster.redis(&["HMGET", &room, "s1", "s2"]).strings();
+    seats.sort();
+    // Pids start with their node's id.
+    let node1 = &bob2.pid[..6];
+    let mut expected = [format!("{node1} {}", alice.id), format!("{node1} {sid}")];
+    expected.sort();
+    assert_eq!(seats, expected);
+    let said: Vec<(String, String)> = [(0, "m1"), (0, "m2"), (0, "m3"), (0, "m4"), (1, "b1")]
+        .into_iter()
+        .chain([(1, "b2")])
+        .map(|(who, t)| ([&alice.id, &sid][who].clone(), t.to_string()))
+        .collect();
+    assert_eq!(history(&mut alice, &code), said);
+
+    // A pid of a node that is not there: a fresh socket, at once.
+    let stranger = format!("zzzzzz{}", &pid[6..]);
+    let (fresh, replayed) = Recovering::connect(cluster.addr(2), Some((&stranger, None)));
+    assert_ne!(fresh.sid, sid);
+    assert!(replayed.is_empty());
+}

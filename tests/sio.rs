@@ -36,6 +36,7 @@ fn server_with_attachment_budget(max_payload: usize) -> TestServer {
             namespaces: vec!["/custom".into()],
             connect_timeout: Duration::from_millis(1000),
             recovery: RecoveryConfig::off(),
+            pid_prefix: String::new(),
         };
         SocketIo::new(pairchat::conformance::SioConformance, sio, max_payload)
     })
@@ -59,6 +60,7 @@ impl App for Rooms {
                 self.nsp.insert(socket, nsp);
             }
             SioEvent::Away { .. } => {}
+            SioEvent::Claim { session, nsp, .. } => io.refuse_claim(session, nsp),
             SioEvent::Disconnect { socket, .. } => {
                 self.nsp.remove(&socket);
             }
@@ -106,6 +108,7 @@ fn rooms_server() -> TestServer {
             namespaces: vec!["/custom".into()],
             connect_timeout: Duration::from_secs(10),
             recovery: RecoveryConfig::off(),
+            pid_prefix: String::new(),
         };
         SocketIo::new(Rooms::default(), sio, cfg.max_payload)
     })

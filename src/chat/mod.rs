@@ -571,6 +571,8 @@ impl App for Chat {
             | SioEvent::TurnEnd
             | SioEvent::Socket { .. } => {}
             SioEvent::Away { socket, .. } => self.on_away(socket, io),
+            // One process: no other node's sockets to claim (no pid prefix, no claims).
+            SioEvent::Claim { session, nsp, .. } => io.refuse_claim(session, nsp),
             SioEvent::Event(e) => self.on_event(e, io),
             SioEvent::Disconnect { socket, .. } => {
                 self.leave(socket, io);

@@ -41,7 +41,7 @@ use crate::chat::rooms::{MAX_HISTORY_BYTES, ROOM_CAPACITY, RoomCode};
 use crate::chat::{
     ChatConfig, Reply, SUCCESS, error_json, errors, message_text, user_json, write_message_json,
 };
-use crate::engine::Sid;
+use crate::engine::{Outgoing, SessionId, Sid};
 use crate::log::Sampler;
 use crate::sio::packet::write_json_string;
 use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
@@ -71,7 +71,7 @@ const MAX_BEHIND: usize = 4096;
 const CODE_TRIES: u8 = 16;
 
 /// The scripts, loaded when the link is made; `Script` indexes them.
-static SCRIPTS: [&str; 9] = [
+static SCRIPTS: [&str; 10] = [
     concat!(
         include_str!("lua/prelude.lua"),
         include_str!("lua/create.lua")
@@ -108,6 +108,10 @@ static SCRIPTS: [&str; 9] = [
         include_str!("lua/prelude.lua"),
         include_str!("lua/nodes.lua")
     ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/move.lua")
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +125,7 @@ enum Script {
     Reap,
     Resync,
     Nodes,
+    Move,
 }
 
 /// Settings of the cluster.
@@ -187,6 +192,20 @@ enum Op {
     },
     /// The cluster's relay secret.
     Secret,
+    /// A claim published to the socket's node (`0`: no node heard it).
+    Claim {
+        tag: u64,
+    },
+    /// A member's seat moved to the node that claimed it (`move`): hand the socket over.
+    Move {
+        socket: SocketRef,
+        sid: Sid,
+        tag: u64,
+        /// The claiming node.
+        to: String,
+        offset: Option<u64>,
+        code: RoomCode,
+    },
     /// Nothing waits for it (an error is logged).
     Ignore,
 }
@@ -222,6 +241,22 @@ struct Local {
     remote: Option<String>,
 }
 
+/// A socket of another node this node claimed for a client that came back here.
+#[derive(Debug)]
+struct Claiming {
+    session: SessionId,
+    nsp: Nsp,
+    /// The last offset the client saw.
+    offset: Option<u64>,
+    /// When it is given up (a fresh socket).
+    deadline: Millis,
+    /// The socket on its way (after `M`) and its room.
+    arriving: Option<(SocketRef, RoomCode)>,
+}
+
+/// Claims waiting at once; more connect fresh sockets.
+const MAX_CLAIMS: usize = 1024;
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 struct Stats {
@@ -235,6 +270,12 @@ struct Stats {
     unavailable: u64,
     output_full: u64,
     errors: u64,
+    /// Sockets recovered here from another node.
+    claims_recovered: u64,
+    /// Claims that ended in a fresh socket (owner dead or unknown, events lost, too slow).
+    claims_failed: u64,
+    /// Sockets handed over to another node.
+    handed_over: u64,
 }
 
 /// The chat on a cluster.
@@ -266,6 +307,9 @@ pub struct ClusterChat {
     /// Messages of rooms whose members are both here, delivered this turn: their history
     /// goes to Redis at the turn's end (`flush_appends`).
     appends: Vec<(RoomCode, String)>,
+    /// Sockets of other nodes claimed for clients that came back here, by tag.
+    claims: HashMap<u64, Claiming>,
+    last_tag: u64,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -300,6 +344,8 @@ impl ClusterChat {
             message_buf: String::new(),
             history_args,
             appends: Vec::new(),
+            claims: HashMap::new(),
+            last_tag: 0,
         }
     }
 
@@ -697,6 +743,21 @@ impl ClusterChat {
         let _ = self.link.script(Script::Leave as usize, &args, op, now);
     }
 
+    /// The `leave` script for a seat of node `node` (one moved there for a claim).
+    fn seat_script_of(&mut self, code: RoomCode, node: &str, sid: Sid, mode: &str, now: Millis) {
+        self.flush_appends(now);
+        let name = code.name();
+        let args: [&[u8]; 4] = [
+            name.as_bytes(),
+            node.as_bytes(),
+            sid.as_str().as_bytes(),
+            mode.as_bytes(),
+        ];
+        let _ = self
+            .link
+            .script(Script::Leave as usize, &args, Op::Ignore, now);
+    }
+
     /// Forgets a room once no member of it is on this node.
     fn forget_if_empty(&mut self, code: RoomCode, io: &mut Io<'_, '_>) {
         if members(io, code).is_empty()
@@ -714,6 +775,11 @@ impl ClusterChat {
             self.leave(socket, io);
         }
         io.join(socket, &code.name());
+        self.local_room(code, id, exp, io);
+    }
+
+    /// Notes a room with a member here (its expiry timer set), unless it is known.
+    fn local_room(&mut self, code: RoomCode, id: u64, exp: u64, io: &mut Io<'_, '_>) {
         if self.rooms.get(&code).is_none_or(|r| r.id != id) {
             let wait = Duration::from_millis(exp.saturating_sub(io.unix_millis()));
             let timer = io.set_timer(deadline(io.now(), wait), ClusterTimer::Expire { code, id });
@@ -869,6 +935,32 @@ impl ClusterChat {
                     self.resync(io);
                 }
             }
+            Op::Claim { tag } => {
+                // Published to no one (the node is gone), or not at all.
+                if !matches!(reply, Ok(Resp::Int(n)) if n > 0)
+                    && let Some(claim) = self.claims.remove(&tag)
+                {
+                    self.claim_failed(claim, io);
+                }
+            }
+            Op::Move {
+                socket,
+                sid,
+                tag,
+                to,
+                offset,
+                code,
+            } => match reply.as_ref().map(Resp::str) {
+                Ok(Some("ok")) if io.socket_id(socket) == Some(sid) => {
+                    self.hand_over(socket, sid, &to, tag, offset, Some(code), io)
+                }
+                Ok(Some("ok")) => {
+                    // Gone meanwhile: the seat that moved is freed.
+                    self.seat_script_of(code, &to, sid, "gone", io.now());
+                    self.answer_claim(&to, tag, None, io);
+                }
+                _ => self.answer_claim(&to, tag, None, io),
+            },
             Op::Secret => {
                 if let Ok(Resp::Bytes(secret)) = reply {
                     self.secret = String::from_utf8(secret).ok();
@@ -980,9 +1072,18 @@ impl ClusterChat {
 
     /// A message on this node's channel: `<kind> <code> <rest>`.
     fn on_message(&mut self, payload: &[u8], io: &mut Io<'_, '_>) {
+        if payload.starts_with(b"H ") {
+            return self.on_handed(payload, io);
+        }
         let Ok(text) = std::str::from_utf8(payload) else {
             return;
         };
+        if let Some(rest) = text.strip_prefix("h ") {
+            return self.on_claimed(rest, io);
+        }
+        if let Some(rest) = text.strip_prefix("M ") {
+            return self.on_moved(rest, io);
+        }
         let (Some(kind), Some(code), Some(rest)) = (
             text.get(..1),
             text.get(2..8).and_then(RoomCode::parse),
@@ -1006,7 +1107,9 @@ impl ClusterChat {
                 };
                 self.set_remote(code, &remote);
                 let json = format!("{{\"userId\":\"{sid}\"}}");
-                io.emit_to_room(Nsp::MAIN, &name, None, event, &json);
+                // Not to the member itself (one arriving here for a claim).
+                let except = member_with_sid(io, code, sid);
+                io.emit_to_room(Nsp::MAIN, &name, except, event, &json);
             }
             "u" => {
                 if let Some(socket) = member_with_sid(io, code, rest) {
@@ -1025,6 +1128,284 @@ impl ClusterChat {
                 .next()
                 .is_some_and(|node| !node.is_empty() && node != self.node);
             local.remote = elsewhere.then(|| seat.to_string());
+        }
+    }
+
+    /// A client came back here with the pid of a socket another node made: that node is asked
+    /// for it (`h <tag> <node> <pid> <offset|->` on its channel). It moves the seat here
+    /// (`move`, which tells this node `M` first) and sends the events the client missed
+    /// (`H`); until then the CONNECT waits, at most `--redis-timeout`.
+    fn claim(
+        &mut self,
+        session: SessionId,
+        nsp: Nsp,
+        pid: Sid,
+        offset: Option<u64>,
+        io: &mut Io<'_, '_>,
+    ) {
+        let owner = &pid.as_str()[..NODE_ID_LEN];
+        let known = self.peers.contains_key(owner);
+        if nsp != Nsp::MAIN || !known || !self.link.is_up() || self.claims.len() >= MAX_CLAIMS {
+            self.stats.claims_failed += 1;
+            io.refuse_claim(session, nsp);
+            return;
+        }
+        self.last_tag += 1;
+        let tag = self.last_tag;
+        let offset_arg = offset.map_or_else(|| "-".to_string(), |o| o.to_string());
+        let message = format!("h {tag} {} {pid} {offset_arg}", self.node);
+        let channel = format!("pairchat:to:{owner}");
+        let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
+        if self
+            .link
+            .send(&publish, Op::Claim { tag }, io.now())
+            .is_err()
+        {
+            self.stats.claims_failed += 1;
+            io.refuse_claim(session, nsp);
+            return;
+        }
+        let deadline = deadline(io.now(), self.link.timeout());
+        let claiming = Claiming {
+            session,
+            nsp,
+            offset,
+            deadline,
+            arriving: None,
+        };
+        self.claims.insert(tag, claiming);
+    }
+
+    /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped
+    /// and its seat freed.
+    fn claim_failed(&mut self, claim: Claiming, io: &mut Io<'_, '_>) {
+        self.stats.claims_failed += 1;
+        if let Some((socket, _)) = claim.arriving {
+            self.leave(socket, io);
+            io.discard(socket);
+        }
+        io.refuse_claim(claim.session, claim.nsp);
+    }
+
+    /// Another node asks for a socket of this node (`h`): its seat moves there first
+    /// (`move`), then the socket goes (`hand_over`).
+    fn on_claimed(&mut self, rest: &str, io: &mut Io<'_, '_>) {
+        let mut parts = rest.split(' ');
+        let (Some(tag), Some(to), Some(pid), Some(offset), None) = (
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next(),
+            parts.next().and_then(Sid::parse),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return;
+        };
+        let offset = match offset {
+            "-" => Ok(None),
+            o => crate::sio::recovery::parse_offset(o).map(Some).ok_or(()),
+        };
+        let found = io.socket_by_pid(&pid).zip(offset.ok()).filter(|(s, o)| {
+            io.is_present(*s) || !self.unseated.contains(s) && io.missed(*s, *o).is_some()
+        });
+        let Some((socket, offset)) = found else {
+            return self.answer_claim(to, tag, None, io);
+        };
+        let Some(sid) = io.socket_id(socket) else {
+            return;
+        };
+        let Some(code) = room_of(io, socket) else {
+            // In no room: nothing in Redis to move.
+            return self.hand_over(socket, sid, to, tag, offset, None, io);
+        };
+        self.flush_appends(io.now());
+        let (name, tag_arg) = (code.name(), tag.to_string());
+        let args: [&[u8]; 5] = [
+            name.as_bytes(),
+            self.node.as_bytes(),
+            sid.as_str().as_bytes(),
+            to.as_bytes(),
+            tag_arg.as_bytes(),
+        ];
+        let op = Op::Move {
+            socket,
+            sid,
+            tag,
+            to: to.to_string(),
+            offset,
+            code,
+        };
+        if let Err(op) = self.link.script(Script::Move as usize, &args, op, io.now())
+            && let Op::Move { to, .. } = op
+        {
+            self.answer_claim(&to, tag, None, io);
+        }
+    }
+
+    /// Hands a socket over to node `to` (its seat in `code` already moved there, if any) and
+    /// sends it what the client missed: `H <tag> ok <sid>` and the events, or `H <tag> no`.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_over(
+        &mut self,
+        socket: SocketRef,
+        sid: Sid,
+        to: &str,
+        tag: u64,
+        offset: Option<u64>,
+        code: Option<RoomCode>,
+        io: &mut Io<'_, '_>,
+    ) {
+        let was_present = io.is_present(socket);
+        let missed = io.hand_over(socket, offset);
+        self.queues.remove(&socket);
+        self.unseated.remove(&socket);
+        self.buckets.remove(&socket);
+        if let Some((per_socket, _)) = &mut self.join_failures {
+            per_socket.forget(socket);
+        }
+        if let Some(code) = code {
+            if missed.is_some() && !members(io, code).is_empty() {
+                // Its partner is here: it is elsewhere now, and back if it was away.
+                self.set_remote(code, &format!("{to} {sid}"));
+                if !was_present {
+                    let json = user_json(sid);
+                    io.emit_to_room(Nsp::MAIN, &code.name(), None, "userJoined", &json);
+                }
+            }
+            if missed.is_none() {
+                // Its events are lost: the seat that moved is freed.
+                self.seat_script_of(code, to, sid, "gone", io.now());
+            }
+            self.forget_if_empty(code, io);
+        }
+        let Some(missed) = missed else {
+            return self.answer_claim(to, tag, None, io);
+        };
+        self.stats.handed_over += 1;
+        self.answer_claim(to, tag, Some((sid, &missed)), io);
+    }
+
+    /// Publishes the answer to a claim: `H <tag> ok <sid>\n` then each packet as
+    /// `<offset> <t|b> <length>\n<bytes>`, or `H <tag> no`.
+    fn answer_claim(
+        &mut self,
+        to: &str,
+        tag: u64,
+        handed: Option<(Sid, &[(u64, Outgoing)])>,
+        io: &Io<'_, '_>,
+    ) {
+        let mut payload = format!("H {tag} ").into_bytes();
+        match handed {
+            None => payload.extend_from_slice(b"no"),
+            Some((sid, missed)) => {
+                payload.extend_from_slice(format!("ok {sid}\n").as_bytes());
+                for (offset, packet) in missed {
+                    let (kind, bytes) = match packet {
+                        Outgoing::Text(t) => ('t', t.as_bytes()),
+                        Outgoing::Binary(b) => ('b', &b[..]),
+                    };
+                    let head = format!("{offset} {kind} {}\n", bytes.len());
+                    payload.extend_from_slice(head.as_bytes());
+                    payload.extend_from_slice(bytes);
+                }
+            }
+        }
+        let channel = format!("pairchat:to:{to}");
+        let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), &payload];
+        let _ = self.link.send(&publish, Op::Ignore, io.now());
+    }
+
+    /// `M <tag> <code> <sid> <id> <exp> <other seat>`: the seat of a socket this node claimed
+    /// moved here; the socket is registered (away) in its room, so every event of the room
+    /// from now on is kept for it.
+    fn on_moved(&mut self, rest: &str, io: &mut Io<'_, '_>) {
+        let mut parts = rest.splitn(6, ' ');
+        let (Some(tag), Some(code), Some(sid), Some(id), Some(exp), Some(other)) = (
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next().and_then(RoomCode::parse),
+            parts.next().and_then(Sid::parse),
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next(),
+        ) else {
+            return;
+        };
+        let arrived = self.claims.get(&tag).and_then(|c| {
+            let socket = io.arrive(c.session, c.nsp, sid, &[&code.name()])?;
+            Some((socket, c.session))
+        });
+        let Some((socket, _)) = arrived else {
+            // Nobody waits for it any more: the seat is freed.
+            self.seat_script_of(code, &self.node.clone(), sid, "gone", io.now());
+            if let Some(claim) = self.claims.remove(&tag) {
+                self.claim_failed(claim, io);
+            }
+            return;
+        };
+        if let Some(claim) = self.claims.get_mut(&tag) {
+            claim.arriving = Some((socket, code));
+        }
+        self.local_room(code, id, exp, io);
+        if !other.is_empty() {
+            self.set_remote(code, other);
+        }
+    }
+
+    /// `H <tag> ok <sid>\n<packets>` or `H <tag> no`: the answer to a claim of this node.
+    fn on_handed(&mut self, payload: &[u8], io: &mut Io<'_, '_>) {
+        let line_end = payload
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(payload.len());
+        let Ok(line) = std::str::from_utf8(&payload[..line_end]) else {
+            return;
+        };
+        let mut parts = line.split(' ').skip(1);
+        let (Some(tag), Some(answer), sid) = (
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next(),
+            parts.next().and_then(Sid::parse),
+        ) else {
+            return;
+        };
+        // Late (given up on already): the seat was freed, if it had moved.
+        let Some(claim) = self.claims.remove(&tag) else {
+            return;
+        };
+        let missed = payload.get(line_end + 1..).and_then(parse_packets);
+        let (Some(sid), Some(missed)) = (sid.filter(|_| answer == "ok"), missed) else {
+            return self.claim_failed(claim, io);
+        };
+        let socket = match claim.arriving {
+            Some((socket, _)) => Some(socket),
+            None => io.arrive(claim.session, claim.nsp, sid, &[]),
+        };
+        if let Some(socket) = socket
+            && io.adopt(socket, missed, claim.offset)
+        {
+            self.stats.claims_recovered += 1;
+            return;
+        }
+        // `adopt` discarded it: the seat that moved here is freed.
+        if let Some((socket, code)) = claim.arriving {
+            self.seat_script_of(code, &self.node.clone(), sid, "gone", io.now());
+            self.forget_if_empty(code, io);
+            let _ = socket;
+        }
+        self.stats.claims_failed += 1;
+        io.refuse_claim(claim.session, claim.nsp);
+    }
+
+    /// Claims past their deadline end in fresh sockets.
+    fn expire_claims(&mut self, io: &mut Io<'_, '_>) {
+        let now = io.now();
+        let late: Vec<u64> = (self.claims.iter())
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in late {
+            if let Some(claim) = self.claims.remove(&tag) {
+                self.claim_failed(claim, io);
+            }
         }
     }
 
@@ -1052,6 +1433,7 @@ impl ClusterChat {
         let mut events = std::mem::take(&mut self.events);
         self.link.tick(io, &mut events);
         self.handle_link(&mut events, io);
+        self.expire_claims(io);
         self.ticks += 1;
         if self.ticks.is_multiple_of(TICKS_PER_BEAT) && self.link.is_up() {
             self.beat(io, true);
@@ -1180,6 +1562,12 @@ impl App for ClusterChat {
             SioEvent::Timer(ClusterTimer::Tick) => self.on_tick(io),
             SioEvent::Timer(ClusterTimer::Expire { code, id }) => self.on_expire(code, id, io),
             SioEvent::Event(e) => self.on_event(e, io),
+            SioEvent::Claim {
+                session,
+                nsp,
+                pid,
+                offset,
+            } => self.claim(session, nsp, pid, offset, io),
             SioEvent::Connect {
                 socket,
                 recovered: true,
@@ -1283,6 +1671,23 @@ impl App for ClusterChat {
             "Other live nodes this node knows the address of.",
             self.peers.len() as u64,
         );
+        labelled_counter(
+            out,
+            "pairchat_cluster_claims_total",
+            "Clients back here with another node's socket, by result: recovered here, or a \
+             fresh socket (its node dead or unknown, its events lost, or too slow).",
+            "result",
+            [
+                ("recovered", s.claims_recovered),
+                ("failed", s.claims_failed),
+            ],
+        );
+        counter(
+            out,
+            "pairchat_cluster_handed_over_total",
+            "Sockets of this node handed over to another node their client came back to.",
+            s.handed_over,
+        );
         gauge(
             out,
             "pairchat_redis_waiting",
@@ -1345,4 +1750,31 @@ fn deliver(code: RoomCode, message: &str, io: &mut Io<'_, '_>) {
 fn code_and_sid(reply: &Resp) -> Option<(RoomCode, &str)> {
     let (code, sid) = reply.str()?.split_once(' ')?;
     Some((RoomCode::parse(code)?, sid))
+}
+
+/// The packets of an `H` answer: `<offset> <t|b> <length>\n<bytes>`, one after another.
+fn parse_packets(mut bytes: &[u8]) -> Option<Vec<(u64, Outgoing)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes.iter().position(|b| *b == b'\n')?;
+        let head = std::str::from_utf8(&bytes[..end]).ok()?;
+        let mut parts = head.split(' ');
+        let (Some(offset), Some(kind), Some(len), None) = (
+            parts.next().and_then(|o| o.parse::<u64>().ok()),
+            parts.next(),
+            parts.next().and_then(|l| l.parse::<usize>().ok()),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let body = bytes.get(end + 1..end + 1 + len)?;
+        let packet = match kind {
+            "t" => Outgoing::Text(std::str::from_utf8(body).ok()?.to_string().into()),
+            "b" => Outgoing::Binary(body.to_vec().into()),
+            _ => return None,
+        };
+        out.push((offset, packet));
+        bytes = &bytes[end + 1 + len..];
+    }
+    Some(out)
 }

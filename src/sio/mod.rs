@@ -119,6 +119,20 @@ pub enum SioEvent<'a, T> {
         /// Why (socket.io's reason strings).
         reason: &'static str,
     },
+    /// A client asks to recover a socket whose pid another node made (`SioConfig::pid_prefix`):
+    /// the application brings it here (`SioIo::arrive`, then `SioIo::adopt`) or gives up
+    /// (`SioIo::refuse_claim`: a fresh socket, with its `Connect`). Until then the CONNECT
+    /// waits, within the connect timeout.
+    Claim {
+        /// The client's session.
+        session: SessionId,
+        /// The namespace.
+        nsp: Nsp,
+        /// The private id it came back with.
+        pid: Sid,
+        /// The last offset it saw.
+        offset: Option<u64>,
+    },
     /// An application timer fired.
     Timer(T),
     /// The loop is about to start (once, first): open sockets of the application's own, set
@@ -186,6 +200,10 @@ pub struct SioConfig {
     pub connect_timeout: std::time::Duration,
     /// Connection state recovery (on by default, for 2 minutes).
     pub recovery: RecoveryConfig,
+    /// What every private id (`pid`) made here starts with: a cluster node's id. A CONNECT
+    /// with an unknown pid that does not start with it is another node's socket: the
+    /// application is asked to bring it here (`SioEvent::Claim`). Empty: no claims.
+    pub pid_prefix: String,
 }
 
 impl Default for SioConfig {
@@ -194,6 +212,7 @@ impl Default for SioConfig {
             namespaces: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(45),
             recovery: RecoveryConfig::default(),
+            pid_prefix: String::new(),
         }
     }
 }
@@ -254,6 +273,8 @@ struct RecoveryStats {
     no_room: u64,
     /// Refused: restores sent the socket `MAX_REPLAY_BYTES` again within `RESTORE_PERIOD`.
     too_often: u64,
+    /// Handed over to another node (`SioIo::hand_over`).
+    handed_over: u64,
 }
 
 #[derive(Default)]
@@ -264,6 +285,9 @@ struct Client {
     connect_timer: Option<TimerId>,
     /// A binary packet waiting for its attachments.
     pending: Option<PendingBinary>,
+    /// A CONNECT whose socket lives on another node, while the application claims it
+    /// (`SioEvent::Claim`): the namespace and the auth payload.
+    held: Option<(Nsp, Box<RawValue>)>,
 }
 
 /// Per-session state, attached to the loop's session ids (a lookup per packet, no hashing).
@@ -278,6 +302,12 @@ struct PendingBinary {
 
 /// Sockets, rooms and namespaces: the tables `SioIo` works on.
 struct Tables {
+    clients: Clients,
+    /// Claims the application gave up on (`SioIo::refuse_claim`): those sessions connect a
+    /// fresh socket once its handler returns.
+    unclaimed: Vec<(SessionId, Nsp)>,
+    /// What every pid made here starts with (`SioConfig::pid_prefix`).
+    pid_prefix: String,
     namespaces: Vec<String>,
     sockets: Slots<SocketRef, Socket>,
     /// Room membership (each socket also lists its own rooms, for `rooms_of` and its exit).
@@ -291,7 +321,6 @@ pub struct SocketIo<A: App> {
     app: A,
     config: SioConfig,
     max_payload: usize,
-    clients: Clients,
     tables: Tables,
 }
 
@@ -311,6 +340,7 @@ impl<A: App> SocketIo<A> {
     ) -> Self {
         let mut namespaces = vec!["/".to_string()];
         namespaces.extend(config.namespaces.iter().cloned());
+        let pid_prefix = config.pid_prefix.clone();
         let r = &config.recovery;
         let recovery = r.enabled().then(|| Recovery {
             window: r.window,
@@ -322,7 +352,7 @@ impl<A: App> SocketIo<A> {
                 used: 0,
                 max: r.max_bytes,
             },
-            offset: 0,
+            offset: first_offset(&pid_prefix),
             pids: HashMap::new(),
             away_order: BTreeMap::new(),
             holding: BTreeMap::new(),
@@ -333,8 +363,10 @@ impl<A: App> SocketIo<A> {
             app,
             config,
             max_payload,
-            clients: Clients::default(),
             tables: Tables {
+                clients: Clients::default(),
+                unclaimed: Vec::new(),
+                pid_prefix,
                 namespaces,
                 sockets: Slots::default(),
                 rooms,
@@ -364,6 +396,25 @@ impl<A: App> SocketIo<A> {
             tables: &mut self.tables,
         };
         self.app.handle(event, &mut sio);
+        while !self.tables.unclaimed.is_empty() {
+            for (session, nsp) in std::mem::take(&mut self.tables.unclaimed) {
+                let client = self.tables.clients.get_mut(session);
+                let held = client.and_then(|c| c.held.take_if(|(n, _)| *n == nsp));
+                if let Some((_, auth)) = held {
+                    self.connect(session, nsp, &auth, io);
+                }
+            }
+        }
+    }
+
+    /// A claim on a socket another node made: its pid and offset, when recovery on, claims
+    /// on and the pid neither this node's nor known here.
+    fn foreign(&self, claim: &Claim) -> Option<(Sid, Option<u64>)> {
+        let prefix = self.tables.pid_prefix.as_str();
+        let pid = claim.pid?;
+        let known = self.tables.recovery.as_ref()?.pids.contains_key(&pid);
+        let offset = claim.offset.ok()?;
+        (!prefix.is_empty() && !pid.as_str().starts_with(prefix) && !known).then_some((pid, offset))
     }
 
     fn on_message(
@@ -373,6 +424,7 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
         let client = self
+            .tables
             .clients
             .get_mut(session)
             .ok_or(SioError::UnknownSession)?;
@@ -404,6 +456,7 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
         let client = self
+            .tables
             .clients
             .get_mut(session)
             .ok_or(SioError::UnknownSession)?;
@@ -453,14 +506,27 @@ impl<A: App> SocketIo<A> {
                     io.send(session, Outgoing::message_str(&s));
                     return Ok(());
                 };
-                if socket.is_some() {
-                    return Ok(()); // already connected to this namespace
+                if socket.is_some() || self.tables.held(session).is_some() {
+                    return Ok(()); // already connected to this namespace (or on its way)
                 }
                 let auth: &RawValue = match p.data {
                     Some(d) => serde_json::from_str(d).map_err(|_| SioError::BadPayload)?,
                     None => empty_object(),
                 };
                 let claim = self.tables.recovery.as_ref().and_then(|_| Claim::of(auth));
+                if let Some((pid, offset)) = claim.as_ref().and_then(|c| self.foreign(c)) {
+                    if let Some(client) = self.tables.clients.get_mut(session) {
+                        client.held = Some((nsp, auth.to_owned()));
+                    }
+                    let event = SioEvent::Claim {
+                        session,
+                        nsp,
+                        pid,
+                        offset,
+                    };
+                    self.dispatch(event, io);
+                    return Ok(());
+                }
                 if !claim.is_some_and(|c| self.restore(session, nsp, c, auth, io)) {
                     self.connect(session, nsp, auth, io);
                 }
@@ -493,7 +559,7 @@ impl<A: App> SocketIo<A> {
     }
 
     fn socket_of(&self, session: SessionId, nsp: Nsp) -> Option<SocketRef> {
-        let client = self.clients.get(session)?;
+        let client = self.tables.clients.get(session)?;
         client
             .sockets
             .iter()
@@ -509,8 +575,10 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         let id = Sid::random(io.rng());
-        let pid = self.tables.recovery.as_ref().map(|_| Sid::random(io.rng()));
-        let addr = self.clients.get(session).and_then(|c| c.addr);
+        let prefix = &self.tables.pid_prefix;
+        let pid =
+            (self.tables.recovery.as_ref()).map(|_| Sid::random_with_prefix(io.rng(), prefix));
+        let addr = self.tables.clients.get(session).and_then(|c| c.addr);
         let socket = self.tables.sockets.insert(Socket {
             id,
             addr,
@@ -538,28 +606,13 @@ impl<A: App> SocketIo<A> {
         recovered: bool,
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
-        let Some(client) = self.clients.get_mut(session) else {
+        if !self.tables.connect_reply(session, socket, io) {
             return;
-        };
-        client.sockets.push(socket);
-        if let Some(timer) = client.connect_timer.take() {
-            io.cancel_timer(timer);
         }
         let Some(s) = self.tables.socket(socket) else {
             return;
         };
         let name = &self.tables.namespaces[s.nsp.0 as usize];
-        let mut data = String::with_capacity(64);
-        data.push_str("{\"sid\":\"");
-        data.push_str(s.id.as_str());
-        if let Some(pid) = s.pid {
-            data.push_str("\",\"pid\":\"");
-            data.push_str(pid.as_str());
-        }
-        data.push_str("\"}");
-        let mut out = String::with_capacity(80);
-        packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
-        io.send(session, Outgoing::message_str(&out));
         crate::log::debug(
             "socket connected",
             &[
@@ -609,12 +662,20 @@ impl<A: App> SocketIo<A> {
         {
             let old = s.session;
             self.go_away(socket, CloseReason::TransportClose.as_str(), io);
-            if self.clients.get(old).is_some_and(|c| c.sockets.is_empty()) {
+            if self
+                .tables
+                .clients
+                .get(old)
+                .is_some_and(|c| c.sockets.is_empty())
+            {
                 io.close(old, CloseReason::ServerClose);
             }
         }
         let Tables {
-            sockets, recovery, ..
+            sockets,
+            recovery,
+            clients,
+            ..
         } = &mut self.tables;
         let (Some(s), Some(r)) = (sockets.get_mut(socket), recovery.as_mut()) else {
             return false;
@@ -650,7 +711,7 @@ impl<A: App> SocketIo<A> {
         }
         s.outbox.resent();
         s.session = session;
-        s.addr = self.clients.get(session).and_then(|c| c.addr);
+        s.addr = clients.get(session).and_then(|c| c.addr);
         for packet in replay {
             io.send(session, packet);
         }
@@ -702,7 +763,7 @@ impl<A: App> SocketIo<A> {
             r.away_order.remove(&old.seq);
             r.holding.remove(&old.seq);
         }
-        if let Some(client) = self.clients.get_mut(s.session) {
+        if let Some(client) = self.tables.clients.get_mut(s.session) {
             client.sockets.retain(|x| *x != socket);
         }
         self.dispatch(SioEvent::Away { socket, reason }, io);
@@ -732,10 +793,21 @@ impl<A: App> SocketIo<A> {
         }
         self.tables.leave_all(socket);
         self.tables.sockets.remove(socket);
-        if let Some(client) = self.clients.get_mut(session) {
+        if let Some(client) = self.tables.clients.get_mut(session) {
             client.sockets.retain(|s| *s != socket);
         }
     }
+}
+
+/// The offset before the first one given: 0 for one process; in a cluster (a pid prefix), the
+/// clock in microseconds, so that one node's offsets hardly ever meet another's (a client
+/// brought from another node comes back with that node's last offset, `Outbox::set_base`).
+fn first_offset(pid_prefix: &str) -> u64 {
+    if pid_prefix.is_empty() {
+        return 0;
+    }
+    let since_epoch = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(0)
 }
 
 /// What a CONNECT asking for recovery claims: the socket's private id and the last offset the
@@ -777,7 +849,7 @@ impl<A: App> Handler for SocketIo<A> {
             } => {
                 let at = crate::timer::deadline(io.now, self.config.connect_timeout);
                 let timer = io.set_timer(at, SioTimer::ConnectTimeout(session));
-                self.clients.insert(
+                self.tables.clients.insert(
                     session,
                     Client {
                         addr: client,
@@ -798,7 +870,7 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Close { session, reason } => {
-                let Some(client) = self.clients.remove(session) else {
+                let Some(client) = self.tables.clients.remove(session) else {
                     return;
                 };
                 if let Some(timer) = client.connect_timer {
@@ -815,7 +887,7 @@ impl<A: App> Handler for SocketIo<A> {
                 }
             }
             Event::Timer(SioTimer::ConnectTimeout(session)) => {
-                if let Some(client) = self.clients.get_mut(session) {
+                if let Some(client) = self.tables.clients.get_mut(session) {
                     client.connect_timer = None;
                     if client.sockets.is_empty() {
                         io.close(session, CloseReason::ServerClose);
@@ -824,7 +896,7 @@ impl<A: App> Handler for SocketIo<A> {
             }
             Event::Pong { session } => {
                 let (Some(client), Some(r)) =
-                    (self.clients.get(session), &mut self.tables.recovery)
+                    (self.tables.clients.get(session), &mut self.tables.recovery)
                 else {
                     return;
                 };
@@ -907,6 +979,7 @@ impl<A: App> Handler for SocketIo<A> {
                     ("unknown_session", r.stats.unknown),
                     ("missed_events_dropped", r.stats.incomplete),
                     ("too_often", r.stats.too_often),
+                    ("handed_over", r.stats.handed_over),
                 ],
             );
         }
@@ -932,6 +1005,75 @@ fn empty_object() -> &'static RawValue {
 impl Tables {
     fn socket(&self, s: SocketRef) -> Option<&Socket> {
         self.sockets.get(s)
+    }
+
+    /// The namespace a session's CONNECT waits on a claim for.
+    fn held(&self, session: SessionId) -> Option<Nsp> {
+        self.clients
+            .get(session)?
+            .held
+            .as_ref()
+            .map(|(nsp, _)| *nsp)
+    }
+
+    /// Gives a session the socket and sends the CONNECT reply; false if the session is gone.
+    fn connect_reply<T>(
+        &mut self,
+        session: SessionId,
+        socket: SocketRef,
+        io: &mut Io<'_, SioTimer<T>>,
+    ) -> bool {
+        let (Some(client), Some(s)) = (self.clients.get_mut(session), self.sockets.get(socket))
+        else {
+            return false;
+        };
+        client.sockets.push(socket);
+        if let Some(timer) = client.connect_timer.take() {
+            io.cancel_timer(timer);
+        }
+        let name = &self.namespaces[s.nsp.0 as usize];
+        let mut data = String::with_capacity(64);
+        data.push_str("{\"sid\":\"");
+        data.push_str(s.id.as_str());
+        if let Some(pid) = s.pid {
+            data.push_str("\",\"pid\":\"");
+            data.push_str(pid.as_str());
+        }
+        data.push_str("\"}");
+        let mut out = String::with_capacity(80);
+        packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
+        io.send(session, Outgoing::message_str(&out));
+        true
+    }
+
+    /// Takes a socket out of every table without telling the application (it handed the
+    /// socket over, or never had it); its session closes if it has no socket left.
+    fn discard<T>(&mut self, socket: SocketRef, io: &mut Io<'_, SioTimer<T>>) {
+        let Some(s) = self.sockets.get_mut(socket) else {
+            return;
+        };
+        let (session, present) = (s.session, s.away.is_none());
+        if let Some(r) = &mut self.recovery {
+            if let Some(away) = s.away.take() {
+                r.away_order.remove(&away.seq);
+                r.holding.remove(&away.seq);
+                io.cancel_timer(away.timer);
+            }
+            if let Some(pid) = s.pid {
+                r.pids.remove(&pid);
+            }
+            s.outbox.clear(&mut r.budget);
+        }
+        self.leave_all(socket);
+        self.sockets.remove(socket);
+        if let Some(client) = self.clients.get_mut(session)
+            && present
+        {
+            client.sockets.retain(|x| *x != socket);
+            if client.sockets.is_empty() && client.held.is_none() {
+                io.close(session, CloseReason::ServerClose);
+            }
+        }
     }
 
     fn leave_all(&mut self, socket: SocketRef) {
@@ -1337,6 +1479,162 @@ impl<T> SioIo<'_, '_, T> {
         };
         s.rooms.retain(|r| &**r != room);
         self.tables.rooms.leave(s.nsp, room, socket);
+    }
+
+    /// The socket a private id names here, if any.
+    pub fn socket_by_pid(&self, pid: &Sid) -> Option<SocketRef> {
+        self.tables.recovery.as_ref()?.pids.get(pid).copied()
+    }
+
+    /// The events a client that last saw `offset` missed, with their offsets; `None` when
+    /// some are gone (a cap dropped them).
+    pub fn missed(&self, socket: SocketRef, offset: Option<u64>) -> Option<Vec<(u64, Outgoing)>> {
+        self.tables
+            .socket(socket)?
+            .outbox
+            .entries_after(offset)
+            .ok()
+    }
+
+    /// Hands a socket over to another node: the events it missed after `offset` (`missed`),
+    /// and the socket leaves every table here without a `Disconnect` (the application has
+    /// moved its state); a session it was still connected through closes if it has no socket
+    /// left (the client is elsewhere now).
+    pub fn hand_over(
+        &mut self,
+        socket: SocketRef,
+        offset: Option<u64>,
+    ) -> Option<Vec<(u64, Outgoing)>> {
+        let missed = self.missed(socket, offset);
+        self.tables.discard(socket, self.io);
+        if missed.is_some()
+            && let Some(r) = &mut self.tables.recovery
+        {
+            r.stats.handed_over += 1;
+        }
+        missed
+    }
+
+    /// Takes a socket out of every table without a `Disconnect` (the application has dropped
+    /// its state).
+    pub fn discard(&mut self, socket: SocketRef) {
+        self.tables.discard(socket, self.io);
+    }
+
+    /// A socket another node hands over, on its way to the session that claimed it
+    /// (`SioEvent::Claim`): registered with the id `id`, in `rooms`, but away, so the events
+    /// sent to it are kept, until `adopt` gives it to the session (or `discard`). `None` when
+    /// recovery is off or the session no longer waits on a claim for `nsp`.
+    pub fn arrive(
+        &mut self,
+        session: SessionId,
+        nsp: Nsp,
+        id: Sid,
+        rooms: &[&str],
+    ) -> Option<SocketRef> {
+        if self.tables.held(session) != Some(nsp) || self.tables.recovery.is_none() {
+            return None;
+        }
+        let pid = Sid::random_with_prefix(self.io.rng(), &self.tables.pid_prefix);
+        let socket = self.tables.sockets.insert(Socket {
+            id,
+            addr: self.tables.clients.get(session).and_then(|c| c.addr),
+            session,
+            nsp,
+            rooms: Vec::new(),
+            pid: Some(pid),
+            outbox: recovery::Outbox::default(),
+            away: None,
+            restores: (self.io.now, 0),
+        });
+        let r = self.tables.recovery.as_mut()?;
+        let at = crate::timer::deadline(self.io.now, r.window);
+        let timer = self.io.set_timer(at, SioTimer::RecoveryWindow(socket));
+        r.away_seq += 1;
+        let seq = r.away_seq;
+        r.away_order.insert(seq, socket);
+        r.pids.insert(pid, socket);
+        if let Some(s) = self.tables.sockets.get_mut(socket) {
+            s.away = Some(Away {
+                timer,
+                reason: "transport close",
+                seq,
+            });
+        }
+        for room in rooms {
+            self.join(socket, room);
+        }
+        Some(socket)
+    }
+
+    /// Gives an arriving socket (`arrive`) to the session that claimed it: first `missed`
+    /// (what it missed on the other node, which kept it), then what reached it here, each
+    /// packet under a new offset of this node, then the CONNECT reply. `base` is the last
+    /// offset the client saw there. False when the session no longer waits or events were
+    /// dropped on the way (a cap): the socket is discarded, and the claim is the caller's to
+    /// refuse.
+    pub fn adopt(
+        &mut self,
+        socket: SocketRef,
+        missed: Vec<(u64, Outgoing)>,
+        base: Option<u64>,
+    ) -> bool {
+        let Some(s) = self.tables.sockets.get(socket) else {
+            return false;
+        };
+        let (session, nsp) = (s.session, s.nsp);
+        if !s.outbox.is_whole() || self.tables.held(session) != Some(nsp) {
+            self.tables.discard(socket, self.io);
+            return false;
+        }
+        let Tables {
+            sockets, recovery, ..
+        } = &mut *self.tables;
+        let (Some(s), Some(r)) = (sockets.get_mut(socket), recovery.as_mut()) else {
+            return false;
+        };
+        let here = s.outbox.take_all(&mut r.budget);
+        for list in [missed, here] {
+            let mut last = None;
+            for (old, packet) in list {
+                if last != Some(old) {
+                    last = Some(old);
+                    r.offset += 1;
+                }
+                let packet = recovery::with_offset(&packet, r.offset);
+                s.outbox.push(r.offset, packet, r.caps, &mut r.budget);
+            }
+        }
+        if !s.outbox.is_whole() {
+            self.tables.discard(socket, self.io);
+            return false;
+        }
+        s.outbox.set_base(base);
+        s.outbox.resent();
+        if let Some(away) = s.away.take() {
+            r.away_order.remove(&away.seq);
+            r.holding.remove(&away.seq);
+            self.io.cancel_timer(away.timer);
+        }
+        r.stats.recovered += 1;
+        if let Ok(all) = s.outbox.after(None) {
+            for packet in all {
+                self.io.send(session, packet.clone());
+            }
+        }
+        if let Some(client) = self.tables.clients.get_mut(session) {
+            client.held = None;
+        }
+        self.tables.connect_reply(session, socket, self.io)
+    }
+
+    /// Gives up on a claim (`SioEvent::Claim`): the session connects a fresh socket, with its
+    /// `Connect`, once the handler returns.
+    pub fn refuse_claim(&mut self, session: SessionId, nsp: Nsp) {
+        if let Some(r) = &mut self.tables.recovery {
+            r.stats.unknown += 1;
+        }
+        self.tables.unclaimed.push((session, nsp));
     }
 
     /// Disconnects a socket's whole Engine.IO session.

@@ -125,6 +125,9 @@ pub struct Outbox {
     lost: bool,
     /// The offset of the first packet it ever held.
     first: Option<u64>,
+    /// A socket brought from another node: the last offset the client saw there, which
+    /// means it has seen nothing held here.
+    base: Option<u64>,
 }
 
 /// Why a restore cannot give the client everything it missed.
@@ -199,7 +202,9 @@ impl Outbox {
         if self.lost {
             return Err(Incomplete::Dropped);
         }
-        let offset = offset.filter(|o| self.first.is_some_and(|f| *o >= f));
+        let offset = offset
+            .filter(|o| self.first.is_some_and(|f| *o >= f))
+            .filter(|o| self.base != Some(*o));
         let start = match offset {
             None if self.dropped.is_none() => 0,
             Some(o) if self.dropped == Some(o) => 0,
@@ -211,6 +216,33 @@ impl Outbox {
             None => return Err(Incomplete::Dropped),
         };
         Ok(self.entries.range(start..).map(|(_, p)| p))
+    }
+
+    /// Whether it holds every event it was given (none dropped by a cap, none lost).
+    pub fn is_whole(&self) -> bool {
+        !self.lost && self.dropped.is_none()
+    }
+
+    /// The packets after `offset` with their offsets, as `after` finds them.
+    pub fn entries_after(&self, offset: Option<u64>) -> Result<Vec<(u64, Outgoing)>, Incomplete> {
+        let skip = self.entries.len() - self.after(offset)?.count();
+        Ok(self.entries.iter().skip(skip).cloned().collect())
+    }
+
+    /// Takes every entry out, giving their bytes back to the budget: the outbox is new.
+    pub fn take_all(&mut self, budget: &mut Budget) -> Vec<(u64, Outgoing)> {
+        for (_, p) in &self.entries {
+            budget.used -= cost(p);
+        }
+        let entries = std::mem::take(&mut self.entries);
+        *self = Outbox::default();
+        entries.into()
+    }
+
+    /// The client last saw `offset` on another node: asked for what came after it, this
+    /// outbox gives everything it holds.
+    pub fn set_base(&mut self, offset: Option<u64>) {
+        self.base = offset;
     }
 
     /// The client answered a ping: forgets what was held at the previous pong (it has reached
@@ -254,6 +286,29 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.packets == 0
     }
+}
+
+/// The packet with its offset (the last element of its data, `…,"123"]`) changed to
+/// `offset`; attachments and packets without one are unchanged.
+pub fn with_offset(packet: &Outgoing, offset: u64) -> Outgoing {
+    let Outgoing::Text(text) = packet else {
+        return packet.clone();
+    };
+    let t = text.as_str();
+    let Some(head) = t.strip_suffix("\"]") else {
+        return packet.clone();
+    };
+    let Some(quote) = head.rfind('"') else {
+        return packet.clone();
+    };
+    if parse_offset(&head[quote + 1..]).is_none() || !head[..quote].ends_with(',') {
+        return packet.clone();
+    }
+    let mut out = String::with_capacity(t.len() + 4);
+    out.push_str(&head[..=quote]);
+    crate::sio::packet::push_decimal(&mut out, offset);
+    out.push_str("\"]");
+    Outgoing::Text(out.into())
 }
 
 /// Parses an offset the client sent back (`"123"`); `None` when it is no offset of ours.
