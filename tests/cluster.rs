@@ -608,6 +608,8 @@ impl Cluster {
 /// again.
 struct Recovering {
     ws: common::chat::Ws,
+    /// The Engine.IO session id (it starts with its node's id).
+    session: String,
     sid: String,
     pid: String,
     offset: Option<String>,
@@ -624,7 +626,10 @@ impl Recovering {
         let stream = common::chat::tcp(addr);
         let (mut ws, _) = tungstenite::client(url.into_client_request().unwrap(), stream)
             .expect("websocket handshake");
-        assert!(common::chat::next_text(&mut ws).starts_with("0{"));
+        let open = common::chat::next_text(&mut ws);
+        let open: Value = serde_json::from_str(open.strip_prefix('0').expect("an open packet"))
+            .expect("open JSON");
+        let session = open["sid"].as_str().expect("a session id").to_string();
         let connect = match claim {
             None => "40".to_string(),
             Some((pid, offset)) => format!("40{}", json!({"pid": pid, "offset": offset})),
@@ -632,6 +637,7 @@ impl Recovering {
         common::chat::send_text(&mut ws, &connect);
         let mut socket = Recovering {
             ws,
+            session,
             sid: String::new(),
             pid: String::new(),
             offset: claim.and_then(|(_, o)| o.map(str::to_string)),
@@ -780,8 +786,8 @@ fn a_member_back_on_another_node_recovers_there() {
     let room = format!("pairchat:room:{code}");
     let mut seats = cluster.redis(&["HMGET", &room, "s1", "s2"]).strings();
     seats.sort();
-    // Pids start with their node's id.
-    let node1 = &bob2.pid[..6];
+    // Engine.IO session ids start with their node's id.
+    let node1 = &bob2.session[..6];
     let mut expected = [format!("{node1} {}", alice.id), format!("{node1} {sid}")];
     expected.sort();
     assert_eq!(seats, expected);

@@ -192,6 +192,10 @@ enum Op {
     },
     /// The cluster's relay secret.
     Secret,
+    /// The node a claimed socket moved to last (`pairchat:pid:<pid>`), if it moved.
+    Owner {
+        tag: u64,
+    },
     /// A claim published to the socket's node (`0`: no node heard it).
     Claim {
         tag: u64,
@@ -246,6 +250,7 @@ struct Local {
 struct Claiming {
     session: SessionId,
     nsp: Nsp,
+    pid: Sid,
     /// The last offset the client saw.
     offset: Option<u64>,
     /// When it is given up (a fresh socket).
@@ -253,6 +258,12 @@ struct Claiming {
     /// The socket on its way (after `M`) and its room.
     arriving: Option<(SocketRef, RoomCode)>,
 }
+
+/// How long `pairchat:pid:<pid>` names the node a socket moved to, at most: its node deletes
+/// it when the socket is gone, so this only bounds what a dead node leaves behind. A socket
+/// that lives longer on a node it moved to cannot be claimed from there any more (its client,
+/// back elsewhere, gets a fresh socket).
+const PID_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Claims waiting at once; more connect fresh sockets.
 const MAX_CLAIMS: usize = 1024;
@@ -310,6 +321,9 @@ pub struct ClusterChat {
     /// Sockets of other nodes claimed for clients that came back here, by tag.
     claims: HashMap<u64, Claiming>,
     last_tag: u64,
+    /// Sockets moved here from another node, with their pids: `pairchat:pid:<pid>` names
+    /// this node until they are gone.
+    moved_in: HashMap<SocketRef, Sid>,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -346,6 +360,7 @@ impl ClusterChat {
             appends: Vec::new(),
             claims: HashMap::new(),
             last_tag: 0,
+            moved_in: HashMap::new(),
         }
     }
 
@@ -935,6 +950,18 @@ impl ClusterChat {
                     self.resync(io);
                 }
             }
+            Op::Owner { tag } => match reply {
+                Ok(Resp::Bytes(owner)) => {
+                    let owner = String::from_utf8(owner).unwrap_or_default();
+                    self.ask_owner(tag, Some(&owner), io)
+                }
+                Ok(Resp::Nil) => self.ask_owner(tag, None, io),
+                _ => {
+                    if let Some(claim) = self.claims.remove(&tag) {
+                        self.claim_failed(claim, io);
+                    }
+                }
+            },
             Op::Claim { tag } => {
                 // Published to no one (the node is gone), or not at all.
                 if !matches!(reply, Ok(Resp::Int(n)) if n > 0)
@@ -1143,24 +1170,16 @@ impl ClusterChat {
         offset: Option<u64>,
         io: &mut Io<'_, '_>,
     ) {
-        let owner = &pid.as_str()[..NODE_ID_LEN];
-        let known = self.peers.contains_key(owner);
-        if nsp != Nsp::MAIN || !known || !self.link.is_up() || self.claims.len() >= MAX_CLAIMS {
+        if nsp != Nsp::MAIN || !self.link.is_up() || self.claims.len() >= MAX_CLAIMS {
             self.stats.claims_failed += 1;
             io.refuse_claim(session, nsp);
             return;
         }
         self.last_tag += 1;
         let tag = self.last_tag;
-        let offset_arg = offset.map_or_else(|| "-".to_string(), |o| o.to_string());
-        let message = format!("h {tag} {} {pid} {offset_arg}", self.node);
-        let channel = format!("pairchat:to:{owner}");
-        let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
-        if self
-            .link
-            .send(&publish, Op::Claim { tag }, io.now())
-            .is_err()
-        {
+        let key = format!("pairchat:pid:{pid}");
+        let get: [&[u8]; 2] = [b"GET", key.as_bytes()];
+        if self.link.send(&get, Op::Owner { tag }, io.now()).is_err() {
             self.stats.claims_failed += 1;
             io.refuse_claim(session, nsp);
             return;
@@ -1169,11 +1188,40 @@ impl ClusterChat {
         let claiming = Claiming {
             session,
             nsp,
+            pid,
             offset,
             deadline,
             arriving: None,
         };
         self.claims.insert(tag, claiming);
+    }
+
+    /// The claimed socket's node is known: the node it moved to last (`owner`), else the one
+    /// that made its pid. That node is asked for the socket (`h`).
+    fn ask_owner(&mut self, tag: u64, owner: Option<&str>, io: &mut Io<'_, '_>) {
+        let Some(claim) = self.claims.get(&tag) else {
+            return;
+        };
+        let (pid, offset) = (claim.pid, claim.offset);
+        let owner = owner.unwrap_or(&pid.as_str()[..NODE_ID_LEN]);
+        if owner == self.node || !self.peers.contains_key(owner) {
+            if let Some(claim) = self.claims.remove(&tag) {
+                self.claim_failed(claim, io);
+            }
+            return;
+        }
+        let offset_arg = offset.map_or_else(|| "-".to_string(), |o| o.to_string());
+        let message = format!("h {tag} {} {pid} {offset_arg}", self.node);
+        let channel = format!("pairchat:to:{owner}");
+        let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
+        if self
+            .link
+            .send(&publish, Op::Claim { tag }, io.now())
+            .is_err()
+            && let Some(claim) = self.claims.remove(&tag)
+        {
+            self.claim_failed(claim, io);
+        }
     }
 
     /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped
@@ -1214,17 +1262,29 @@ impl ClusterChat {
             return;
         };
         let Some(code) = room_of(io, socket) else {
-            // In no room: nothing in Redis to move.
+            // In no room: no seat to move, only where the socket is.
+            let (key, ttl) = (
+                format!("pairchat:pid:{pid}"),
+                PID_TTL.as_millis().to_string(),
+            );
+            let set: [&[u8]; 5] = [b"SET", key.as_bytes(), to.as_bytes(), b"PX", ttl.as_bytes()];
+            let _ = self.link.send(&set, Op::Ignore, io.now());
             return self.hand_over(socket, sid, to, tag, offset, None, io);
         };
         self.flush_appends(io.now());
-        let (name, tag_arg) = (code.name(), tag.to_string());
-        let args: [&[u8]; 5] = [
+        let (name, tag_arg, ttl) = (
+            code.name(),
+            tag.to_string(),
+            PID_TTL.as_millis().to_string(),
+        );
+        let args: [&[u8]; 7] = [
             name.as_bytes(),
             self.node.as_bytes(),
             sid.as_str().as_bytes(),
             to.as_bytes(),
             tag_arg.as_bytes(),
+            pid.as_str().as_bytes(),
+            ttl.as_bytes(),
         ];
         let op = Op::Move {
             socket,
@@ -1256,6 +1316,7 @@ impl ClusterChat {
     ) {
         let was_present = io.is_present(socket);
         let missed = io.hand_over(socket, offset);
+        self.moved_in.remove(&socket);
         self.queues.remove(&socket);
         self.unseated.remove(&socket);
         self.buckets.remove(&socket);
@@ -1330,7 +1391,7 @@ impl ClusterChat {
             return;
         };
         let arrived = self.claims.get(&tag).and_then(|c| {
-            let socket = io.arrive(c.session, c.nsp, sid, &[&code.name()])?;
+            let socket = io.arrive(c.session, c.nsp, sid, c.pid, &[&code.name()])?;
             Some((socket, c.session))
         });
         let Some((socket, _)) = arrived else {
@@ -1377,12 +1438,13 @@ impl ClusterChat {
         };
         let socket = match claim.arriving {
             Some((socket, _)) => Some(socket),
-            None => io.arrive(claim.session, claim.nsp, sid, &[]),
+            None => io.arrive(claim.session, claim.nsp, sid, claim.pid, &[]),
         };
         if let Some(socket) = socket
             && io.adopt(socket, missed, claim.offset)
         {
             self.stats.claims_recovered += 1;
+            self.moved_in.insert(socket, claim.pid);
             return;
         }
         // `adopt` discarded it: the seat that moved here is freed.
@@ -1596,6 +1658,12 @@ impl App for ClusterChat {
                 }
             }
             SioEvent::Disconnect { socket, .. } => {
+                if let Some(pid) = self.moved_in.remove(&socket) {
+                    let key = format!("pairchat:pid:{pid}");
+                    let _ = self
+                        .link
+                        .send(&[b"DEL", key.as_bytes()], Op::Ignore, io.now());
+                }
                 self.leave(socket, io);
                 self.queues.remove(&socket);
                 self.unseated.remove(&socket);

@@ -119,7 +119,8 @@ pub enum SioEvent<'a, T> {
         /// Why (socket.io's reason strings).
         reason: &'static str,
     },
-    /// A client asks to recover a socket whose pid another node made (`SioConfig::pid_prefix`):
+    /// A client asks to recover a socket whose pid is not known here, which may live on
+    /// another node (claims on: `SioConfig::pid_prefix`):
     /// the application brings it here (`SioIo::arrive`, then `SioIo::adopt`) or gives up
     /// (`SioIo::refuse_claim`: a fresh socket, with its `Connect`). Until then the CONNECT
     /// waits, within the connect timeout.
@@ -200,9 +201,9 @@ pub struct SioConfig {
     pub connect_timeout: std::time::Duration,
     /// Connection state recovery (on by default, for 2 minutes).
     pub recovery: RecoveryConfig,
-    /// What every private id (`pid`) made here starts with: a cluster node's id. A CONNECT
-    /// with an unknown pid that does not start with it is another node's socket: the
-    /// application is asked to bring it here (`SioEvent::Claim`). Empty: no claims.
+    /// What every private id (`pid`) made here starts with: a cluster node's id. Set, a
+    /// CONNECT with a pid not known here may be another node's socket: the application is
+    /// asked to bring it here (`SioEvent::Claim`). Empty: no claims.
     pub pid_prefix: String,
 }
 
@@ -407,14 +408,14 @@ impl<A: App> SocketIo<A> {
         }
     }
 
-    /// A claim on a socket another node made: its pid and offset, when recovery on, claims
-    /// on and the pid neither this node's nor known here.
+    /// A claim on a socket that may live on another node: its pid and offset, when recovery
+    /// and claims are on and the pid is not known here (a socket keeps its pid as it moves
+    /// between nodes, so this node's own pids are claimed too).
     fn foreign(&self, claim: &Claim) -> Option<(Sid, Option<u64>)> {
-        let prefix = self.tables.pid_prefix.as_str();
         let pid = claim.pid?;
         let known = self.tables.recovery.as_ref()?.pids.contains_key(&pid);
         let offset = claim.offset.ok()?;
-        (!prefix.is_empty() && !pid.as_str().starts_with(prefix) && !known).then_some((pid, offset))
+        (!self.tables.pid_prefix.is_empty() && !known).then_some((pid, offset))
     }
 
     fn on_message(
@@ -1522,7 +1523,7 @@ impl<T> SioIo<'_, '_, T> {
     }
 
     /// A socket another node hands over, on its way to the session that claimed it
-    /// (`SioEvent::Claim`): registered with the id `id`, in `rooms`, but away, so the events
+    /// (`SioEvent::Claim`): registered with its id and pid, in `rooms`, but away, so the events
     /// sent to it are kept, until `adopt` gives it to the session (or `discard`). `None` when
     /// recovery is off or the session no longer waits on a claim for `nsp`.
     pub fn arrive(
@@ -1530,12 +1531,13 @@ impl<T> SioIo<'_, '_, T> {
         session: SessionId,
         nsp: Nsp,
         id: Sid,
+        pid: Sid,
         rooms: &[&str],
     ) -> Option<SocketRef> {
-        if self.tables.held(session) != Some(nsp) || self.tables.recovery.is_none() {
+        let r = self.tables.recovery.as_ref()?;
+        if self.tables.held(session) != Some(nsp) || r.pids.contains_key(&pid) {
             return None;
         }
-        let pid = Sid::random_with_prefix(self.io.rng(), &self.tables.pid_prefix);
         let socket = self.tables.sockets.insert(Socket {
             id,
             addr: self.tables.clients.get(session).and_then(|c| c.addr),

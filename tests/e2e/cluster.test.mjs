@@ -15,8 +15,10 @@ import {
   createRoom,
   deadCode,
   requireEnv,
+  sleep,
   waitFor,
 } from './lib.mjs';
+import { drop, proxied, reconnection } from './proxy.mjs';
 
 const NODE1 = requireEnv('PAIRCHAT_NODE1_URL');
 const NODE2 = requireEnv('PAIRCHAT_NODE2_URL');
@@ -150,6 +152,38 @@ describe('cluster', { concurrency: TRANSPORTS.length }, () => {
           ['newMessage'],
           'bob, before he left',
         );
+      });
+
+      it('a member whose connection drops recovers on the other node: same socket, what it missed, once', async (t) => {
+        const alice = await clients(t, NODE1, transport)();
+        const bob = await proxied(t, NODE2, transport);
+        const code = await createRoom(alice);
+        assert.deepEqual(await ack(bob, 'joinRoom', { code }), JOINED_EMPTY);
+        assert.deepEqual(await waitFor(alice, 'userJoined'), { userId: bob.id });
+        await exchange(alice, bob, code, 'before');
+        const id = bob.id;
+
+        // Bob's connections drop; his next ones reach node 1, where Alice is. Alice talks on.
+        bob.proxy.retarget(NODE1);
+        await drop(bob, 'rst', { holdMs: 300 });
+        for (const text of ['while away 1', 'while away 2']) {
+          assert.deepEqual(await ack(alice, 'sendMessage', { code, text }), { success: true });
+        }
+        const back = await reconnection(bob, 1);
+        assert.equal(back.recovered, true, `not recovered: ${JSON.stringify(back)}`);
+        assert.equal(bob.id, id, 'a recovered socket keeps its id');
+        for (const socket of [alice, bob]) {
+          for (const text of ['while away 1', 'while away 2']) {
+            assertMessage(await waitFor(socket, 'newMessage'), alice.id, text);
+          }
+        }
+        await exchange(bob, alice, code, 'back');
+        await exchange(alice, bob, code, 'welcome back');
+        await sleep(250);
+        const texts = (s) => s.received.filter((r) => r.event === 'newMessage').map((r) => r.args[0].text);
+        const all = ['before', 'while away 1', 'while away 2', 'back', 'welcome back'];
+        assert.deepEqual(texts(bob), all, 'bob gets every message once, in order');
+        assert.deepEqual(texts(alice), all, 'alice too');
       });
     });
   }

@@ -7,6 +7,7 @@
 //   cutAll({ mode: 'blackhole' })  keeps every connection open but forwards nothing either way
 //                                  (nor a close): only the heartbeat notices, on both sides;
 //   heal()                         new connections are forwarded again;
+//   retarget(url)                  new connections go to another server (a cluster's node);
 //   resetNext('POST')              resets the connection of the next POST instead of passing
 //                                  it on (a polling client's request that fails alone).
 //
@@ -35,7 +36,7 @@ const BLACKHOLE_LINGER_MS = 5000;
 
 /** Starts a proxy to `target` (`http://host:port`); resolves once it listens. */
 export async function startProxy(target) {
-  const { hostname, port } = new globalThis.URL(target);
+  let { hostname, port } = new globalThis.URL(target);
   const pairs = new Set(); // forwarded: {client, upstream, dead}
   const swallowed = new Set(); // black-holed sockets, either end
   let down = null; // null, 'rst' or 'blackhole'
@@ -102,6 +103,10 @@ export async function startProxy(target) {
     },
     heal() {
       down = null;
+    },
+    /** New connections go to `url` from now on (another node of a cluster). */
+    retarget(url) {
+      ({ hostname, port } = new globalThis.URL(url));
     },
     /** Resets the connection of the next request with this HTTP `method`, unforwarded. */
     resetNext(method) {
