@@ -159,6 +159,9 @@ pub struct Link<T> {
     stream: Option<(TcpStream, SocketToken)>,
     out: Vec<u8>,
     input: Vec<u8>,
+    /// What one `read` fills (allocated once: zeroing 64 KiB at every read costs more than
+    /// the read).
+    buf: Box<[u8]>,
     waiting: VecDeque<(Waiting<T>, Millis)>,
     backoff: Duration,
     /// The subscription's confirmation came (a push): with every setup reply, the link is up.
@@ -173,6 +176,8 @@ pub struct Link<T> {
 
 /// Most commands waiting for a reply: past it `send` refuses (the caller answers Server busy).
 const MAX_WAITING: usize = 100_000;
+/// Bytes one `read` of the link takes at most.
+const READ_SIZE: usize = 64 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -188,6 +193,7 @@ impl<T> Link<T> {
             stream: None,
             out: Vec::new(),
             input: Vec::new(),
+            buf: vec![0; READ_SIZE].into_boxed_slice(),
             waiting: VecDeque::new(),
             backoff: FIRST_BACKOFF,
             subscribed: false,
@@ -340,18 +346,25 @@ impl<T> Link<T> {
         }
     }
 
+    /// Reads what Redis sent and handles each reply. A short read means the receive queue is
+    /// empty and data arriving later raises a new edge-triggered event: no second `read` just
+    /// to see `EAGAIN` (Redis closing after data is noticed by the next command's deadline).
     fn read<A>(&mut self, io: &mut SioIo<'_, '_, A>, events: &mut Vec<LinkEvent<T>>) {
-        let mut buf = [0u8; 64 * 1024];
         loop {
             let Some((stream, _)) = &mut self.stream else {
                 return;
             };
-            match stream.read(&mut buf) {
+            match stream.read(&mut self.buf) {
                 Ok(0) => {
                     self.fail("closed by Redis", io, events);
                     return;
                 }
-                Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    self.input.extend_from_slice(&self.buf[..n]);
+                    if n < self.buf.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
