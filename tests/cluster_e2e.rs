@@ -3,7 +3,9 @@
 //! `redis-server`, under the three transport settings: two nodes with one member of each room
 //! on each, and three nodes behind a round-robin balancer with no stickiness at all (every
 //! connection lands on the next node: polling requests reach nodes that relay them to the
-//! session's own).
+//! session's own). A third run (`tests/e2e/cluster-faults.test.mjs`) takes the cluster through
+//! its failures, through a control endpoint here: a room expiring for members on two nodes,
+//! Redis stopped and started again mid-chat, a node killed with SIGKILL mid-chat.
 //!
 //! Skipped (loudly) without Node and npm, as `tests/e2e.rs` is, or without `redis-server`, as
 //! `tests/cluster.rs` is; under `CI` either is a failure.
@@ -12,6 +14,7 @@ mod common;
 #[path = "e2e/harness.rs"]
 mod harness;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::balancer::Balancer;
@@ -99,6 +102,123 @@ fn socket_io_client_through_a_round_robin_balancer() {
         "no request was relayed: the balancer test tested nothing"
     );
     assert_eq!(failed, 0, "relays failed");
+}
+
+/// What the faults suite's nodes and Redis are, shared with its control endpoint.
+struct Faults {
+    redis: Redis,
+    nodes: Vec<Proc>,
+}
+
+/// Node 1 makes its rooms with this TTL: the suite's expiry scenario waits for it.
+const SHORT_ROOM_TTL: &str = "3s";
+
+#[test]
+fn socket_io_client_through_expiry_redis_restarts_and_a_killed_node() {
+    let suite = "the cluster faults suite (tests/e2e/cluster-faults.test.mjs)";
+    let Some((node, npm)) = harness::node_and_npm(suite) else {
+        return;
+    };
+    let Some(redis) = Redis::start(suite) else {
+        return;
+    };
+    let _installed = harness::install(&npm);
+    let mut short = FLAGS.to_vec();
+    short.extend_from_slice(&["--room-ttl", SHORT_ROOM_TTL]);
+    let nodes = vec![
+        start_node(&redis, &short),
+        start_node(&redis, &FLAGS),
+        start_node(&redis, &FLAGS),
+    ];
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr.parse().unwrap()).collect();
+    // A claim (recovery) and a relay need the others' addresses, read from Redis every second.
+    let started = Instant::now();
+    while !addrs
+        .iter()
+        .all(|a| metric(&scrape_addr(*a), "pairchat_cluster_peers") == 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nodes never met"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let faults = Arc::new(Mutex::new(Faults { redis, nodes }));
+    let control = control_endpoint(Arc::clone(&faults));
+    eprintln!(
+        "cluster_e2e: faults suite, nodes at {urls:?} (node 1: --room-ttl {SHORT_ROOM_TTL}), \
+         control at {control}"
+    );
+    let mut cmd = harness::node_test(&node, "cluster-faults.test.mjs");
+    for (i, url) in urls.iter().enumerate() {
+        cmd.env(format!("PAIRCHAT_NODE{}_URL", i + 1), url);
+    }
+    cmd.env("PAIRCHAT_CONTROL_URL", format!("http://{control}"))
+        .env("PAIRCHAT_URL", &urls[0]);
+    let run = harness::run(cmd, SUITE_TIMEOUT);
+    eprintln!("---- node --test output ----\n{}", run.output);
+    if !run.all_tests_passed() {
+        let mut faults = faults.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, node) in faults.nodes.iter_mut().enumerate() {
+            eprintln!("---- node {} log ----\n{}", i + 1, node.stop_and_log());
+        }
+        eprintln!("---- redis-server log ----\n{}", faults.redis.log());
+        panic!("{suite} failed ({}); its output is above", run.describe());
+    }
+}
+
+/// A control endpoint for the faults suite on 127.0.0.1: `POST /redis/stop`, `/redis/start`
+/// (a new, empty server on the same port) and `/kill/<n>` (SIGKILL of node `n`), each
+/// answered `200` once done. It serves until the test ends.
+fn control_endpoint(faults: Arc<Mutex<Faults>>) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control endpoint");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // The rest of the head, up to its blank line (no body).
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = line.split(' ').nth(1).unwrap_or("");
+            let mut f = faults.lock().unwrap_or_else(|e| e.into_inner());
+            let status = match path {
+                "/redis/stop" => {
+                    f.redis.stop();
+                    "200 OK"
+                }
+                "/redis/start" => {
+                    f.redis.restart();
+                    "200 OK"
+                }
+                p => match p
+                    .strip_prefix("/kill/")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) if (1..=f.nodes.len()).contains(&n) => {
+                        f.nodes[n - 1].signal("KILL");
+                        "200 OK"
+                    }
+                    _ => "404 Not Found",
+                },
+            };
+            drop(f);
+            eprintln!("cluster_e2e: control {path}: {status}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    addr
 }
 
 /// Runs the Node suite with its two members at `urls`; on failure, prints every log.
