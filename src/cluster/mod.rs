@@ -21,6 +21,13 @@
 //! Redis is made again, the node tells Redis exactly which seats it holds (`resync`): rooms
 //! Redis lost are made again, seats taken meanwhile are lost (`roomUnavailable`).
 //!
+//! Recovery across nodes: a client back on another node with its socket's pid claims it
+//! (`claim`): the node it lives on (`pairchat:pid:<pid>` if it moved, else the one whose id
+//! starts the pid) moves its seat with `move`, which tells the claiming node `M` first so every
+//! later event of the room reaches the socket arriving there, then hands the socket over with
+//! the events the client missed (`H`). A dead node's sockets cannot come back (their events
+//! died with it): their clients get fresh sockets.
+//!
 //! While Redis is away: members whose partner is on this node keep chatting (the history of
 //! those messages is not kept); `createRoom`, `joinRoom` and messages to another node's
 //! member answer `Server busy` at once, and requests in flight when the link broke answer it

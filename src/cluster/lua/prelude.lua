@@ -1,7 +1,8 @@
 -- Shared by every pairchat script (prepended to each). Keys: room:<code> (a hash: id, exp,
 -- s1, s2), hist:<code> (a list of message JSON), seats:<node> (a set of codes), nodes (a set),
--- alive:<node> (a string with a TTL); channel to:<node>. A seat is "<node> <sid>", with " a"
--- after it while its member is away (connection state recovery).
+-- alive:<node> (a string with a TTL), pid:<pid> (the node a socket moved to); channel
+-- to:<node>. A seat is "<node> <sid>", with " a" after it while its member is away
+-- (connection state recovery).
 -- Scripts read TIME (`late`): Redis before 7 needs this to write after it.
 if redis.replicate_commands then redis.replicate_commands() end
 local P = 'pairchat:'
