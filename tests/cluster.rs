@@ -798,9 +798,156 @@ fn a_member_back_on_another_node_recovers_there() {
         .collect();
     assert_eq!(history(&mut alice, &code), said);
 
-    // A pid of a node that is not there: a fresh socket, at once.
+    // His connection to node 1 drops (Alice, on node 1 too, hears he left) and he comes back
+    // on node 2: Alice, on the node he left, hears he is back.
+    let (pid, offset) = bob2.drop_transport();
+    assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
+    assert_success(&alice.say(&code, "m5"));
+    alice.next_event("newMessage");
+    let (mut bob3, replayed) =
+        Recovering::connect(cluster.addr(2), Some((&pid, offset.as_deref())));
+    assert_eq!(
+        (bob3.sid.as_str(), texts(&replayed)),
+        (sid.as_str(), vec!["m5"])
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+
+    // And once more, back to Alice's node: she hears he is back from that node itself.
+    let (pid, offset) = bob3.drop_transport();
+    assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
+    let (mut bob4, replayed) =
+        Recovering::connect(cluster.addr(1), Some((&pid, offset.as_deref())));
+    assert_eq!((bob4.sid.as_str(), replayed.len()), (sid.as_str(), 0));
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_success(&bob4.call("sendMessage", json!({"code": code, "text": "b3"})));
+    assert_message(&alice.next_event("newMessage"), &sid, "b3");
+    assert_quiet(&mut alice, "alice");
+
+    // A pid of a node that is not there: a fresh socket, at once. The client's last offset
+    // came from elsewhere: a later recovery of the fresh socket still gives it everything.
     let stranger = format!("zzzzzz{}", &pid[6..]);
-    let (fresh, replayed) = Recovering::connect(cluster.addr(2), Some((&stranger, None)));
+    let far = Some("99999999999999999");
+    let (mut fresh, replayed) = Recovering::connect(cluster.addr(2), Some((&stranger, far)));
     assert_ne!(fresh.sid, sid);
     assert!(replayed.is_empty());
+    let code2 = fresh.call("createRoom", json!({}))["code"]
+        .as_str()
+        .expect("a code")
+        .to_string();
+    let mut carol = cluster.client(3);
+    assert_success(&carol.join(&code2));
+    assert_eq!(
+        fresh.next_event("userJoined"),
+        json!({ "userId": carol.id })
+    );
+    let (fresh_pid, fresh_sid) = (fresh.pid.clone(), fresh.sid.clone());
+    drop(fresh);
+    assert_eq!(carol.next_event("userLeft"), json!({ "userId": fresh_sid }));
+    assert_success(&carol.say(&code2, "while away"));
+    // The client had read nothing of the fresh socket but `userJoined`; it claims with the
+    // offset it kept from before (socket.io-client keeps its last one across sockets).
+    let (again, replayed) = Recovering::connect(cluster.addr(2), Some((&fresh_pid, far)));
+    assert_eq!(again.sid, fresh_sid);
+    let names: Vec<&str> = replayed
+        .iter()
+        .map(|e| {
+            if e["text"].is_string() {
+                "newMessage"
+            } else {
+                "other"
+            }
+        })
+        .collect();
+    assert_eq!(names, ["other", "newMessage"], "{replayed:?}");
+}
+
+#[test]
+fn a_second_claim_of_a_socket_takes_the_first_ones_place() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
+    let sid = bob.sid.clone();
+    assert_success(&bob.call("joinRoom", json!({ "code": code })));
+    alice.next_event("userJoined");
+    let (pid, offset) = bob.drop_transport();
+    alice.next_event("userLeft");
+    for text in ["m1", "m2"] {
+        assert_success(&alice.say(&code, text));
+        alice.next_event("newMessage");
+    }
+    // Two reconnects to node 2 with the socket, one right after the other (the first still
+    // claiming it): the second gets it, with every missed event once.
+    let addr = cluster.addr(2);
+    let claim = || {
+        let offset = offset.clone();
+        let pid = pid.clone();
+        std::thread::spawn(move || Recovering::connect(addr, Some((&pid, offset.as_deref()))))
+    };
+    let first = claim();
+    let second = claim();
+    let (first, second) = (first.join().unwrap(), second.join().unwrap());
+    let got: Vec<(bool, Vec<&str>)> = [&first, &second]
+        .iter()
+        .map(|(socket, replayed)| (socket.sid == sid, texts(replayed)))
+        .collect();
+    // One of them has the socket back, with m1 and m2; the other has a fresh one.
+    assert!(
+        got.contains(&(true, vec!["m1", "m2"]))
+            && got.iter().filter(|(same, _)| *same).count() == 1,
+        "{got:?}"
+    );
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    let (mut bob, _) = if first.0.sid == sid { first } else { second };
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "back"})));
+    assert_message(&alice.next_event("newMessage"), &sid, "back");
+    assert_quiet(&mut alice, "alice");
+}
+
+#[test]
+fn restores_across_nodes_share_the_replay_bound() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
+    assert_success(&bob.call("joinRoom", json!({ "code": code })));
+    alice.next_event("userJoined");
+    let (pid, offset) = bob.drop_transport();
+    alice.next_event("userLeft");
+    // About 900 KB that Bob misses.
+    let text = "x".repeat(1900);
+    for _ in 0..450 {
+        assert_success(&alice.say(&code, &text));
+        alice.next_event("newMessage");
+    }
+    // He comes back with the same old offset again and again, to one node then the other:
+    // each time all of it again, until the bound (4 MiB a minute) says no.
+    let mut replayed_bytes = 0;
+    let mut hops = 0;
+    loop {
+        hops += 1;
+        assert!(hops <= 10, "still recovering after {hops} hops");
+        let node = 1 + hops % 2;
+        let (socket, replayed) =
+            Recovering::connect(cluster.addr(node), Some((&pid, offset.as_deref())));
+        if replayed.is_empty() {
+            break;
+        }
+        replayed_bytes += replayed.iter().map(|e| e.to_string().len()).sum::<usize>();
+        drop(socket);
+    }
+    assert!(
+        replayed_bytes <= 5 << 20,
+        "{replayed_bytes} bytes sent again in {hops} hops"
+    );
+    let too_often: u64 = (1..=2)
+        .map(|n| cluster.metric(n, "pairchat_recoveries_total{result=\"too_often\"}"))
+        .sum();
+    assert_eq!(too_often, 1);
 }

@@ -78,7 +78,7 @@ const MAX_BEHIND: usize = 4096;
 const CODE_TRIES: u8 = 16;
 
 /// The scripts, loaded when the link is made; `Script` indexes them.
-static SCRIPTS: [&str; 10] = [
+static SCRIPTS: [&str; 11] = [
     concat!(
         include_str!("lua/prelude.lua"),
         include_str!("lua/create.lua")
@@ -119,6 +119,10 @@ static SCRIPTS: [&str; 10] = [
         include_str!("lua/prelude.lua"),
         include_str!("lua/move.lua")
     ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/unpid.lua")
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +137,7 @@ enum Script {
     Resync,
     Nodes,
     Move,
+    Unpid,
 }
 
 /// Settings of the cluster.
@@ -211,6 +216,7 @@ enum Op {
     Move {
         socket: SocketRef,
         sid: Sid,
+        pid: Sid,
         tag: u64,
         /// The claiming node.
         to: String,
@@ -262,8 +268,19 @@ struct Claiming {
     offset: Option<u64>,
     /// When it is given up (a fresh socket).
     deadline: Millis,
-    /// The socket on its way (after `M`) and its room.
-    arriving: Option<(SocketRef, RoomCode)>,
+    /// The socket on its way (after `M`).
+    arriving: Option<Arriving>,
+}
+
+/// A socket whose seat moved here for a claim, registered (away) until the events it missed
+/// come.
+#[derive(Debug, Clone, Copy)]
+struct Arriving {
+    socket: SocketRef,
+    sid: Sid,
+    code: RoomCode,
+    /// Its member was away (its partner heard `userLeft`).
+    away: bool,
 }
 
 /// How long `pairchat:pid:<pid>` names the node a socket moved to, at most: its node deletes
@@ -331,9 +348,17 @@ pub struct ClusterChat {
     /// Sockets moved here from another node, with their pids: `pairchat:pid:<pid>` names
     /// this node until they are gone.
     moved_in: HashMap<SocketRef, Sid>,
+    /// The claims in `claims`, by pid.
+    claiming: HashMap<Sid, u64>,
+    /// Sockets of this node whose seat is moving to a node that claimed them (`on_claimed`).
+    moving: HashSet<SocketRef>,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
+
+/// A socket handed over: its id, the bytes restores sent it again lately, the events its
+/// client missed (with their offsets).
+type Handed<'a> = (Sid, usize, &'a [(u64, Outgoing)]);
 
 impl ClusterChat {
     /// A node with no rooms; it connects when the loop starts.
@@ -368,6 +393,8 @@ impl ClusterChat {
             claims: HashMap::new(),
             last_tag: 0,
             moved_in: HashMap::new(),
+            claiming: HashMap::new(),
+            moving: HashSet::new(),
         }
     }
 
@@ -738,7 +765,7 @@ impl ClusterChat {
         let name = code.name();
         io.leave(socket, &name);
         if !told {
-            announce(socket, code, "userLeft", io);
+            self.announce(socket, code, "userLeft", io);
         }
         self.forget_if_empty(code, io);
         self.tell_seat(socket, code, "gone", Op::Ignore, io);
@@ -894,7 +921,7 @@ impl ClusterChat {
                 if self.unseated.remove(&socket) && room_of(io, socket) == Some(code) {
                     match reply.as_ref().map(Resp::str) {
                         Ok(Some("lost")) => self.unseat(socket, code, errors::ROOM_FULL, io),
-                        _ => announce(socket, code, "userJoined", io),
+                        _ => self.announce(socket, code, "userJoined", io),
                     }
                 }
                 self.next_request(socket, io);
@@ -964,7 +991,7 @@ impl ClusterChat {
                 }
                 Ok(Resp::Nil) => self.ask_owner(tag, None, io),
                 _ => {
-                    if let Some(claim) = self.claims.remove(&tag) {
+                    if let Some(claim) = self.take_claim(tag) {
                         self.claim_failed(claim, io);
                     }
                 }
@@ -972,7 +999,7 @@ impl ClusterChat {
             Op::Claim { tag } => {
                 // Published to no one (the node is gone), or not at all.
                 if !matches!(reply, Ok(Resp::Int(n)) if n > 0)
-                    && let Some(claim) = self.claims.remove(&tag)
+                    && let Some(claim) = self.take_claim(tag)
                 {
                     self.claim_failed(claim, io);
                 }
@@ -980,21 +1007,25 @@ impl ClusterChat {
             Op::Move {
                 socket,
                 sid,
+                pid,
                 tag,
                 to,
                 offset,
                 code,
-            } => match reply.as_ref().map(Resp::str) {
-                Ok(Some("ok")) if io.socket_id(socket) == Some(sid) => {
-                    self.hand_over(socket, sid, &to, tag, offset, Some(code), io)
+            } => {
+                self.moving.remove(&socket);
+                match reply.as_ref().map(Resp::str) {
+                    Ok(Some("ok")) if io.socket_id(socket) == Some(sid) => {
+                        self.hand_over(socket, sid, pid, &to, tag, offset, Some(code), io)
+                    }
+                    Ok(Some("ok")) => {
+                        // Gone meanwhile: the seat that moved is freed.
+                        self.seat_script_of(code, &to, sid, "gone", io.now());
+                        self.answer_claim(&to, tag, None, io);
+                    }
+                    _ => self.answer_claim(&to, tag, None, io),
                 }
-                Ok(Some("ok")) => {
-                    // Gone meanwhile: the seat that moved is freed.
-                    self.seat_script_of(code, &to, sid, "gone", io.now());
-                    self.answer_claim(&to, tag, None, io);
-                }
-                _ => self.answer_claim(&to, tag, None, io),
-            },
+            }
             Op::Secret => {
                 if let Ok(Resp::Bytes(secret)) = reply {
                     self.secret = String::from_utf8(secret).ok();
@@ -1165,10 +1196,10 @@ impl ClusterChat {
         }
     }
 
-    /// A client came back here with the pid of a socket another node made: that node is asked
-    /// for it (`h <tag> <node> <pid> <offset|->` on its channel). It moves the seat here
-    /// (`move`, which tells this node `M` first) and sends the events the client missed
-    /// (`H`); until then the CONNECT waits, at most `--redis-timeout`.
+    /// A client came back here with the pid of a socket this node does not have: the node
+    /// it lives on is asked for it (`ask_owner`); until it answers, the CONNECT waits, at most
+    /// `--redis-timeout`. A second claim of the same pid (a quicker reconnect) takes the first
+    /// one's place, whose session gets a fresh socket.
     fn claim(
         &mut self,
         session: SessionId,
@@ -1177,7 +1208,13 @@ impl ClusterChat {
         offset: Option<u64>,
         io: &mut Io<'_, '_>,
     ) {
-        if nsp != Nsp::MAIN || !self.link.is_up() || self.claims.len() >= MAX_CLAIMS {
+        if let Some(claim) = (self.claiming.get(&pid)).and_then(|tag| self.claims.get_mut(tag)) {
+            let first = std::mem::replace(&mut claim.session, session);
+            io.refuse_claim(first, nsp);
+            return;
+        }
+        let full = self.claims.len() >= MAX_CLAIMS || self.redis_behind(io.now());
+        if nsp != Nsp::MAIN || !self.link.is_up() || full {
             self.stats.claims_failed += 1;
             io.refuse_claim(session, nsp);
             return;
@@ -1201,10 +1238,19 @@ impl ClusterChat {
             arriving: None,
         };
         self.claims.insert(tag, claiming);
+        self.claiming.insert(pid, tag);
+    }
+
+    /// Ends a claim (answered, failed or late).
+    fn take_claim(&mut self, tag: u64) -> Option<Claiming> {
+        let claim = self.claims.remove(&tag)?;
+        self.claiming.remove(&claim.pid);
+        Some(claim)
     }
 
     /// The claimed socket's node is known: the node it moved to last (`owner`), else the one
-    /// that made its pid. That node is asked for the socket (`h`).
+    /// that made its pid. That node is asked for the socket: `h <tag> <node> <pid> <offset|->`
+    /// on its channel.
     fn ask_owner(&mut self, tag: u64, owner: Option<&str>, io: &mut Io<'_, '_>) {
         let Some(claim) = self.claims.get(&tag) else {
             return;
@@ -1212,7 +1258,7 @@ impl ClusterChat {
         let (pid, offset) = (claim.pid, claim.offset);
         let owner = owner.unwrap_or(&pid.as_str()[..NODE_ID_LEN]);
         if owner == self.node || !self.peers.contains_key(owner) {
-            if let Some(claim) = self.claims.remove(&tag) {
+            if let Some(claim) = self.take_claim(tag) {
                 self.claim_failed(claim, io);
             }
             return;
@@ -1221,29 +1267,54 @@ impl ClusterChat {
         let message = format!("h {tag} {} {pid} {offset_arg}", self.node);
         let channel = format!("pairchat:to:{owner}");
         let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
-        if self
-            .link
-            .send(&publish, Op::Claim { tag }, io.now())
-            .is_err()
-            && let Some(claim) = self.claims.remove(&tag)
+        let sent = self.link.send(&publish, Op::Claim { tag }, io.now());
+        if sent.is_err()
+            && let Some(claim) = self.take_claim(tag)
         {
             self.claim_failed(claim, io);
         }
     }
 
-    /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped
-    /// and its seat freed.
+    /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped.
     fn claim_failed(&mut self, claim: Claiming, io: &mut Io<'_, '_>) {
         self.stats.claims_failed += 1;
-        if let Some((socket, _)) = claim.arriving {
-            self.leave(socket, io);
-            io.discard(socket);
+        if let Some(arriving) = &claim.arriving {
+            self.free_arrival(arriving, claim.pid, io);
         }
         io.refuse_claim(claim.session, claim.nsp);
     }
 
+    /// A socket whose seat moved here will not come: it is discarded, the seat freed (a
+    /// partner here hears it left, unless it heard so when the member went away) and its pid
+    /// no longer names this node.
+    fn free_arrival(&mut self, a: &Arriving, pid: Sid, io: &mut Io<'_, '_>) {
+        io.discard(a.socket);
+        self.free_moved_seat(a.code, a.sid, a.away, pid, io);
+    }
+
+    /// Frees a seat that moved here for a socket that will not come (see `free_arrival`).
+    fn free_moved_seat(&mut self, code: RoomCode, sid: Sid, away: bool, pid: Sid, io: &mut Io) {
+        if !away {
+            let json = user_json(sid);
+            io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
+        }
+        let node = self.node.clone();
+        self.seat_script_of(code, &node, sid, "gone", io.now());
+        self.forget_if_empty(code, io);
+        self.unpid(pid, io);
+    }
+
+    /// Deletes `pairchat:pid:<pid>` if it names this node.
+    fn unpid(&mut self, pid: Sid, io: &Io<'_, '_>) {
+        let args: [&[u8]; 2] = [pid.as_str().as_bytes(), self.node.as_bytes()];
+        let _ = self
+            .link
+            .script(Script::Unpid as usize, &args, Op::Ignore, io.now());
+    }
+
     /// Another node asks for a socket of this node (`h`): its seat moves there first
-    /// (`move`), then the socket goes (`hand_over`).
+    /// (`move`), then the socket goes (`hand_over`). Meanwhile it is `moving`: events this
+    /// node makes for the room reach it through the other node, not here.
     fn on_claimed(&mut self, rest: &str, io: &mut Io<'_, '_>) {
         let mut parts = rest.split(' ');
         let (Some(tag), Some(to), Some(pid), Some(offset), None) = (
@@ -1260,23 +1331,15 @@ impl ClusterChat {
             o => crate::sio::recovery::parse_offset(o).map(Some).ok_or(()),
         };
         let found = io.socket_by_pid(&pid).zip(offset.ok()).filter(|(s, o)| {
-            io.is_present(*s) || !self.unseated.contains(s) && io.missed(*s, *o).is_some()
+            !self.moving.contains(s) && !self.unseated.contains(s) && io.missed(*s, *o).is_some()
         });
-        let Some((socket, offset)) = found else {
+        let (Some((socket, offset)), Some(sid)) = (found, found.and_then(|(s, _)| io.socket_id(s)))
+        else {
             return self.answer_claim(to, tag, None, io);
         };
-        let Some(sid) = io.socket_id(socket) else {
-            return;
-        };
         let Some(code) = room_of(io, socket) else {
-            // In no room: no seat to move, only where the socket is.
-            let (key, ttl) = (
-                format!("pairchat:pid:{pid}"),
-                PID_TTL.as_millis().to_string(),
-            );
-            let set: [&[u8]; 5] = [b"SET", key.as_bytes(), to.as_bytes(), b"PX", ttl.as_bytes()];
-            let _ = self.link.send(&set, Op::Ignore, io.now());
-            return self.hand_over(socket, sid, to, tag, offset, None, io);
+            // In no room: no seat to move, only the socket.
+            return self.hand_over(socket, sid, pid, to, tag, offset, None, io);
         };
         self.flush_appends(io.now());
         let (name, tag_arg, ttl) = (
@@ -1296,33 +1359,37 @@ impl ClusterChat {
         let op = Op::Move {
             socket,
             sid,
+            pid,
             tag,
             to: to.to_string(),
             offset,
             code,
         };
-        if let Err(op) = self.link.script(Script::Move as usize, &args, op, io.now())
-            && let Op::Move { to, .. } = op
-        {
-            self.answer_claim(&to, tag, None, io);
+        match self.link.script(Script::Move as usize, &args, op, io.now()) {
+            Ok(()) => {
+                self.moving.insert(socket);
+            }
+            Err(_) => self.answer_claim(to, tag, None, io),
         }
     }
 
-    /// Hands a socket over to node `to` (its seat in `code` already moved there, if any) and
-    /// sends it what the client missed: `H <tag> ok <sid>` and the events, or `H <tag> no`.
+    /// Hands a socket over to node `to` (its seat in `code` moved there already, if any) and
+    /// sends it what the client missed (`answer_claim`).
     #[allow(clippy::too_many_arguments)]
     fn hand_over(
         &mut self,
         socket: SocketRef,
         sid: Sid,
+        pid: Sid,
         to: &str,
         tag: u64,
         offset: Option<u64>,
         code: Option<RoomCode>,
         io: &mut Io<'_, '_>,
     ) {
-        let was_present = io.is_present(socket);
-        let missed = io.hand_over(socket, offset);
+        let away = !io.is_present(socket);
+        let handed = io.hand_over(socket, offset);
+        self.moving.remove(&socket);
         self.moved_in.remove(&socket);
         self.queues.remove(&socket);
         self.unseated.remove(&socket);
@@ -1330,42 +1397,46 @@ impl ClusterChat {
         if let Some((per_socket, _)) = &mut self.join_failures {
             per_socket.forget(socket);
         }
+        match (code, &handed) {
+            (Some(code), Some(_)) => {
+                let seat = format!("{to} {sid}{}", if away { " a" } else { "" });
+                self.set_remote(code, &seat);
+            }
+            // Its events are lost (a cap dropped some): the seat that moved is freed.
+            (Some(code), None) => self.seat_script_of(code, to, sid, "gone", io.now()),
+            (None, Some(_)) => {
+                let key = format!("pairchat:pid:{pid}");
+                let ttl = PID_TTL.as_millis().to_string();
+                let set: [&[u8]; 5] =
+                    [b"SET", key.as_bytes(), to.as_bytes(), b"PX", ttl.as_bytes()];
+                let _ = self.link.send(&set, Op::Ignore, io.now());
+            }
+            (None, None) => {}
+        }
         if let Some(code) = code {
-            if missed.is_some() && !members(io, code).is_empty() {
-                // Its partner is here: it is elsewhere now, and back if it was away.
-                self.set_remote(code, &format!("{to} {sid}"));
-                if !was_present {
-                    let json = user_json(sid);
-                    io.emit_to_room(Nsp::MAIN, &code.name(), None, "userJoined", &json);
-                }
-            }
-            if missed.is_none() {
-                // Its events are lost: the seat that moved is freed.
-                self.seat_script_of(code, to, sid, "gone", io.now());
-            }
             self.forget_if_empty(code, io);
         }
-        let Some(missed) = missed else {
+        let Some((missed, replayed)) = handed else {
             return self.answer_claim(to, tag, None, io);
         };
         self.stats.handed_over += 1;
-        self.answer_claim(to, tag, Some((sid, &missed)), io);
+        self.answer_claim(to, tag, Some((sid, replayed, &missed)), io);
     }
 
-    /// Publishes the answer to a claim: `H <tag> ok <sid>\n` then each packet as
-    /// `<offset> <t|b> <length>\n<bytes>`, or `H <tag> no`.
+    /// Publishes the answer to a claim: `H <tag> ok <sid> <bytes replayed lately>\n` then each
+    /// packet the client missed as `<offset> <t|b> <length>\n<bytes>`, or `H <tag> no`.
     fn answer_claim(
         &mut self,
         to: &str,
         tag: u64,
-        handed: Option<(Sid, &[(u64, Outgoing)])>,
+        handed: Option<Handed<'_>>,
         io: &Io<'_, '_>,
     ) {
         let mut payload = format!("H {tag} ").into_bytes();
         match handed {
             None => payload.extend_from_slice(b"no"),
-            Some((sid, missed)) => {
-                payload.extend_from_slice(format!("ok {sid}\n").as_bytes());
+            Some((sid, replayed, missed)) => {
+                payload.extend_from_slice(format!("ok {sid} {replayed}\n").as_bytes());
                 for (offset, packet) in missed {
                     let (kind, bytes) = match packet {
                         Outgoing::Text(t) => ('t', t.as_bytes()),
@@ -1382,35 +1453,46 @@ impl ClusterChat {
         let _ = self.link.send(&publish, Op::Ignore, io.now());
     }
 
-    /// `M <tag> <code> <sid> <id> <exp> <other seat>`: the seat of a socket this node claimed
-    /// moved here; the socket is registered (away) in its room, so every event of the room
-    /// from now on is kept for it.
+    /// `M <tag> <code> <sid> <pid> <id> <exp> <a|-> <other seat>`: the seat of a socket this
+    /// node claimed moved here (`a`: its member is away); the socket is registered (away) in
+    /// its room, so every later event of the room is kept for it.
     fn on_moved(&mut self, rest: &str, io: &mut Io<'_, '_>) {
-        let mut parts = rest.splitn(6, ' ');
-        let (Some(tag), Some(code), Some(sid), Some(id), Some(exp), Some(other)) = (
+        let mut parts = rest.splitn(8, ' ');
+        let (Some(tag), Some(code), Some(sid), Some(pid)) = (
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next().and_then(RoomCode::parse),
             parts.next().and_then(Sid::parse),
+            parts.next().and_then(Sid::parse),
+        ) else {
+            return;
+        };
+        let (Some(id), Some(exp), Some(away), Some(other)) = (
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next().and_then(|t| t.parse::<u64>().ok()),
+            parts.next().map(|a| a == "a"),
             parts.next(),
         ) else {
             return;
         };
-        let arrived = self.claims.get(&tag).and_then(|c| {
-            let socket = io.arrive(c.session, c.nsp, sid, c.pid, &[&code.name()])?;
-            Some((socket, c.session))
-        });
-        let Some((socket, _)) = arrived else {
-            // Nobody waits for it any more: the seat is freed.
-            self.seat_script_of(code, &self.node.clone(), sid, "gone", io.now());
-            if let Some(claim) = self.claims.remove(&tag) {
+        let name = code.name();
+        let socket = (self.claims.get(&tag))
+            .filter(|c| c.pid == pid)
+            .and_then(|c| io.arrive(c.session, c.nsp, sid, c.pid, &[&name]));
+        let Some(socket) = socket else {
+            // Nobody waits for it any more.
+            self.free_moved_seat(code, sid, away, pid, io);
+            if let Some(claim) = self.take_claim(tag) {
                 self.claim_failed(claim, io);
             }
             return;
         };
         if let Some(claim) = self.claims.get_mut(&tag) {
-            claim.arriving = Some((socket, code));
+            claim.arriving = Some(Arriving {
+                socket,
+                sid,
+                code,
+                away,
+            });
         }
         self.local_room(code, id, exp, io);
         if !other.is_empty() {
@@ -1418,7 +1500,9 @@ impl ClusterChat {
         }
     }
 
-    /// `H <tag> ok <sid>\n<packets>` or `H <tag> no`: the answer to a claim of this node.
+    /// `H <tag> ok <sid> <bytes>\n<packets>` or `H <tag> no`: the answer to a claim of this
+    /// node. The socket is adopted; if its member was away, it takes its seat back, as after a
+    /// recovery on its own node (`back`): its partner hears `userJoined`.
     fn on_handed(&mut self, payload: &[u8], io: &mut Io<'_, '_>) {
         let line_end = payload
             .iter()
@@ -1428,40 +1512,66 @@ impl ClusterChat {
             return;
         };
         let mut parts = line.split(' ').skip(1);
-        let (Some(tag), Some(answer), sid) = (
+        let (Some(tag), Some(answer)) = (
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next(),
-            parts.next().and_then(Sid::parse),
         ) else {
             return;
         };
-        // Late (given up on already): the seat was freed, if it had moved.
-        let Some(claim) = self.claims.remove(&tag) else {
+        // Late (given up on already, and the arrival freed): nothing to do.
+        let Some(claim) = self.take_claim(tag) else {
             return;
         };
+        let sid = parts.next().and_then(Sid::parse);
+        let replayed = parts.next().and_then(|b| b.parse::<usize>().ok());
         let missed = payload.get(line_end + 1..).and_then(parse_packets);
-        let (Some(sid), Some(missed)) = (sid.filter(|_| answer == "ok"), missed) else {
+        let (Some(sid), Some(replayed), Some(missed), "ok") = (sid, replayed, missed, answer)
+        else {
             return self.claim_failed(claim, io);
         };
-        let socket = match claim.arriving {
-            Some((socket, _)) => Some(socket),
+        let socket = match &claim.arriving {
+            Some(a) => Some(a.socket),
             None => io.arrive(claim.session, claim.nsp, sid, claim.pid, &[]),
         };
-        if let Some(socket) = socket
-            && io.adopt(socket, missed, claim.offset)
-        {
-            self.stats.claims_recovered += 1;
-            self.moved_in.insert(socket, claim.pid);
+        let adopted =
+            socket.filter(|s| io.adopt(*s, claim.session, missed, claim.offset, replayed));
+        let Some(socket) = adopted else {
+            // `adopt` discarded it.
+            return self.claim_failed(claim, io);
+        };
+        self.stats.claims_recovered += 1;
+        self.moved_in.insert(socket, claim.pid);
+        if claim.arriving.is_some_and(|a| a.away) {
+            self.back(socket, io);
+        }
+    }
+
+    /// A member is back from away (recovered here): it takes its seat back (`leave` with
+    /// `back`), and its partner hears `userJoined`.
+    fn back(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
+        let Some(code) = room_of(io, socket) else {
+            return;
+        };
+        self.unseated.insert(socket);
+        let op = Op::Back { socket, code };
+        if self.link.is_up() {
+            // Its requests wait until Redis says whether the seat is still its own.
+            self.queues.entry(socket).or_default().busy = true;
+            self.tell_seat(socket, code, "back", op, io);
+        } else {
+            // Resync seats it when the link is back.
+            self.unseated.remove(&socket);
+            self.announce(socket, code, "userJoined", io);
+        }
+    }
+
+    /// Tells a member's partner here that it joined or left (`event`), unless that partner's
+    /// seat is moving to another node (`on_claimed`): it hears through that node.
+    fn announce(&self, socket: SocketRef, code: RoomCode, event: &str, io: &mut Io<'_, '_>) {
+        if members(io, code).iter().any(|m| self.moving.contains(m)) {
             return;
         }
-        // `adopt` discarded it: the seat that moved here is freed.
-        if let Some((socket, code)) = claim.arriving {
-            self.seat_script_of(code, &self.node.clone(), sid, "gone", io.now());
-            self.forget_if_empty(code, io);
-            let _ = socket;
-        }
-        self.stats.claims_failed += 1;
-        io.refuse_claim(claim.session, claim.nsp);
+        announce(socket, code, event, io);
     }
 
     /// Claims past their deadline end in fresh sockets.
@@ -1472,7 +1582,7 @@ impl ClusterChat {
             .map(|(tag, _)| *tag)
             .collect();
         for tag in late {
-            if let Some(claim) = self.claims.remove(&tag) {
+            if let Some(claim) = self.take_claim(tag) {
                 self.claim_failed(claim, io);
             }
         }
@@ -1485,7 +1595,12 @@ impl ClusterChat {
         self.rooms.remove(&code);
         self.stats.rooms_expired += 1;
         let name = code.name();
-        io.emit_to_room(Nsp::MAIN, &name, None, "roomExpired", "{}");
+        // Not to a member whose seat is moving: the node it moves to tells it.
+        for member in members(io, code).to_vec() {
+            if !self.moving.contains(&member) {
+                io.emit(member, "roomExpired", "{}");
+            }
+        }
         for member in members(io, code).to_vec() {
             io.leave(member, &name);
             self.unseated.remove(&member);
@@ -1641,35 +1756,18 @@ impl App for ClusterChat {
                 socket,
                 recovered: true,
                 ..
-            } => {
-                if let Some(code) = room_of(io, socket) {
-                    self.unseated.insert(socket);
-                    let op = Op::Back { socket, code };
-                    if self.link.is_up() {
-                        // Its requests wait until Redis says whether the seat is still its own.
-                        self.queues.entry(socket).or_default().busy = true;
-                        self.tell_seat(socket, code, "back", op, io);
-                    } else {
-                        // Resync seats it when the link is back.
-                        self.unseated.remove(&socket);
-                        announce(socket, code, "userJoined", io);
-                    }
-                }
-            }
+            } => self.back(socket, io),
             SioEvent::Connect { .. } => {}
             SioEvent::Away { socket, .. } => {
                 if let Some(code) = room_of(io, socket) {
                     self.unseated.remove(&socket);
-                    announce(socket, code, "userLeft", io);
+                    self.announce(socket, code, "userLeft", io);
                     self.tell_seat(socket, code, "away", Op::Ignore, io);
                 }
             }
             SioEvent::Disconnect { socket, .. } => {
                 if let Some(pid) = self.moved_in.remove(&socket) {
-                    let key = format!("pairchat:pid:{pid}");
-                    let _ = self
-                        .link
-                        .send(&[b"DEL", key.as_bytes()], Op::Ignore, io.now());
+                    self.unpid(pid, io);
                 }
                 self.leave(socket, io);
                 self.queues.remove(&socket);
@@ -1842,14 +1940,15 @@ fn parse_packets(mut bytes: &[u8]) -> Option<Vec<(u64, Outgoing)>> {
         ) else {
             return None;
         };
-        let body = bytes.get(end + 1..end + 1 + len)?;
+        let stop = (end + 1).checked_add(len)?;
+        let body = bytes.get(end + 1..stop)?;
         let packet = match kind {
             "t" => Outgoing::Text(std::str::from_utf8(body).ok()?.to_string().into()),
             "b" => Outgoing::Binary(body.to_vec().into()),
             _ => return None,
         };
         out.push((offset, packet));
-        bytes = &bytes[end + 1 + len..];
+        bytes = &bytes[stop..];
     }
     Some(out)
 }

@@ -251,6 +251,8 @@ struct Recovery {
     budget: recovery::Budget,
     /// The last offset given to a packet.
     offset: u64,
+    /// Offsets follow the clock (a cluster: `next_offset`).
+    clocked: bool,
     pids: HashMap<Sid, SocketRef>,
     /// Every away socket, oldest first: at the cap on away sockets, the first to go.
     away_order: BTreeMap<u64, SocketRef>,
@@ -288,7 +290,15 @@ struct Client {
     pending: Option<PendingBinary>,
     /// A CONNECT whose socket lives on another node, while the application claims it
     /// (`SioEvent::Claim`): the namespace and the auth payload.
-    held: Option<(Nsp, Box<RawValue>)>,
+    held: Option<Held>,
+}
+
+/// A CONNECT waiting on a claim (`SioEvent::Claim`).
+struct Held {
+    nsp: Nsp,
+    auth: Box<RawValue>,
+    /// The last offset the client saw (on another node, perhaps).
+    offset: Option<u64>,
 }
 
 /// Per-session state, attached to the loop's session ids (a lookup per packet, no hashing).
@@ -353,7 +363,8 @@ impl<A: App> SocketIo<A> {
                 used: 0,
                 max: r.max_bytes,
             },
-            offset: first_offset(&pid_prefix),
+            offset: 0,
+            clocked: !pid_prefix.is_empty(),
             pids: HashMap::new(),
             away_order: BTreeMap::new(),
             holding: BTreeMap::new(),
@@ -400,9 +411,14 @@ impl<A: App> SocketIo<A> {
         while !self.tables.unclaimed.is_empty() {
             for (session, nsp) in std::mem::take(&mut self.tables.unclaimed) {
                 let client = self.tables.clients.get_mut(session);
-                let held = client.and_then(|c| c.held.take_if(|(n, _)| *n == nsp));
-                if let Some((_, auth)) = held {
-                    self.connect(session, nsp, &auth, io);
+                let held = client.and_then(|c| c.held.take_if(|h| h.nsp == nsp));
+                if let Some(held) = held {
+                    let socket = self.connect(session, nsp, &held.auth, io);
+                    // socket.io-client keeps its last offset across sockets: one from another
+                    // node means nothing here (this socket sent it nothing yet).
+                    if let Some(s) = self.tables.sockets.get_mut(socket) {
+                        s.outbox.set_base(held.offset);
+                    }
                 }
             }
         }
@@ -517,7 +533,11 @@ impl<A: App> SocketIo<A> {
                 let claim = self.tables.recovery.as_ref().and_then(|_| Claim::of(auth));
                 if let Some((pid, offset)) = claim.as_ref().and_then(|c| self.foreign(c)) {
                     if let Some(client) = self.tables.clients.get_mut(session) {
-                        client.held = Some((nsp, auth.to_owned()));
+                        client.held = Some(Held {
+                            nsp,
+                            auth: auth.to_owned(),
+                            offset,
+                        });
                     }
                     let event = SioEvent::Claim {
                         session,
@@ -574,7 +594,7 @@ impl<A: App> SocketIo<A> {
         nsp: Nsp,
         auth: &RawValue,
         io: &mut Io<'_, SioTimer<A::Timer>>,
-    ) {
+    ) -> SocketRef {
         let id = Sid::random(io.rng());
         let prefix = &self.tables.pid_prefix;
         let pid =
@@ -595,6 +615,7 @@ impl<A: App> SocketIo<A> {
             r.pids.insert(pid, socket);
         }
         self.attach(session, socket, auth, false, io);
+        socket
     }
 
     /// Gives a session the socket (new, or back: `recovered`), sends the CONNECT reply and
@@ -800,15 +821,18 @@ impl<A: App> SocketIo<A> {
     }
 }
 
-/// The offset before the first one given: 0 for one process; in a cluster (a pid prefix), the
-/// clock in microseconds, so that one node's offsets hardly ever meet another's (a client
-/// brought from another node comes back with that node's last offset, `Outbox::set_base`).
-fn first_offset(pid_prefix: &str) -> u64 {
-    if pid_prefix.is_empty() {
-        return 0;
+impl Recovery {
+    /// The next offset: one more than the last; in a cluster (`clocked`) at least the wall
+    /// clock in microseconds (a thousand per millisecond before it runs ahead), so a client's
+    /// last offset from one node is below the offsets another node gives later: socket.io-client
+    /// keeps it across sockets and nodes (`Outbox::after`).
+    fn next_offset(&mut self, unix_ms: u64) -> u64 {
+        self.offset += 1;
+        if self.clocked {
+            self.offset = self.offset.max(unix_ms.saturating_mul(1000));
+        }
+        self.offset
     }
-    let since_epoch = std::time::UNIX_EPOCH.elapsed().unwrap_or_default();
-    u64::try_from(since_epoch.as_micros()).unwrap_or(0)
 }
 
 /// What a CONNECT asking for recovery claims: the socket's private id and the last offset the
@@ -1010,11 +1034,7 @@ impl Tables {
 
     /// The namespace a session's CONNECT waits on a claim for.
     fn held(&self, session: SessionId) -> Option<Nsp> {
-        self.clients
-            .get(session)?
-            .held
-            .as_ref()
-            .map(|(nsp, _)| *nsp)
+        self.clients.get(session)?.held.as_ref().map(|h| h.nsp)
     }
 
     /// Gives a session the socket and sends the CONNECT reply; false if the session is gone.
@@ -1263,10 +1283,12 @@ impl<T> SioIo<'_, '_, T> {
         } else {
             PacketType::BinaryEvent
         };
-        let offset = self.tables.recovery.as_mut().map(|r| {
-            r.offset += 1;
-            r.offset
-        });
+        let unix_ms = self.io.unix_ms;
+        let offset = self
+            .tables
+            .recovery
+            .as_mut()
+            .map(|r| r.next_offset(unix_ms));
         // `["event",args,"offset"]`, with room for escapes in the name.
         let data_len = event.len() * 2 + args.len() + 32;
         self.packet(kind, nsp, None, offset, attachments, data_len, |s| {
@@ -1497,23 +1519,28 @@ impl<T> SioIo<'_, '_, T> {
             .ok()
     }
 
-    /// Hands a socket over to another node: the events it missed after `offset` (`missed`),
-    /// and the socket leaves every table here without a `Disconnect` (the application has
-    /// moved its state); a session it was still connected through closes if it has no socket
-    /// left (the client is elsewhere now).
+    /// Hands a socket over to another node: the events it missed after `offset` (`missed`)
+    /// and the bytes restores sent it again lately (for `adopt`); the socket leaves every
+    /// table here without a `Disconnect` (the application has moved its state), and a session
+    /// it was still connected through closes if it has no socket left (the client is
+    /// elsewhere now).
     pub fn hand_over(
         &mut self,
         socket: SocketRef,
         offset: Option<u64>,
-    ) -> Option<Vec<(u64, Outgoing)>> {
+    ) -> Option<(Vec<(u64, Outgoing)>, usize)> {
         let missed = self.missed(socket, offset);
+        let replayed = self.tables.socket(socket).map_or(0, |s| {
+            let lately = self.io.now.saturating_sub(s.restores.0) < recovery::RESTORE_PERIOD;
+            if lately { s.restores.1 } else { 0 }
+        });
         self.tables.discard(socket, self.io);
         if missed.is_some()
             && let Some(r) = &mut self.tables.recovery
         {
             r.stats.handed_over += 1;
         }
-        missed
+        Some((missed?, replayed))
     }
 
     /// Takes a socket out of every table without a `Disconnect` (the application has dropped
@@ -1555,7 +1582,8 @@ impl<T> SioIo<'_, '_, T> {
         r.away_seq += 1;
         let seq = r.away_seq;
         r.away_order.insert(seq, socket);
-        r.pids.insert(pid, socket);
+        // Its pid is not claimable here before it is adopted: a second CONNECT with it is
+        // another claim (the application moves the claim to that session).
         if let Some(s) = self.tables.sockets.get_mut(socket) {
             s.away = Some(Away {
                 timer,
@@ -1569,26 +1597,41 @@ impl<T> SioIo<'_, '_, T> {
         Some(socket)
     }
 
-    /// Gives an arriving socket (`arrive`) to the session that claimed it: first `missed`
+    /// Gives an arriving socket (`arrive`) to `session`, which claimed it: first `missed`
     /// (what it missed on the other node, which kept it), then what reached it here, each
     /// packet under a new offset of this node, then the CONNECT reply. `base` is the last
-    /// offset the client saw there. False when the session no longer waits or events were
-    /// dropped on the way (a cap): the socket is discarded, and the claim is the caller's to
-    /// refuse.
+    /// offset the client saw there; `replayed`, the bytes restores sent it again there lately
+    /// (`MAX_REPLAY_BYTES` counts across nodes). False when the session no longer waits,
+    /// events were dropped on the way (a cap) or it came back too often: the socket is
+    /// discarded, and the claim is the caller's to refuse.
     pub fn adopt(
         &mut self,
         socket: SocketRef,
+        session: SessionId,
         missed: Vec<(u64, Outgoing)>,
         base: Option<u64>,
+        replayed: usize,
     ) -> bool {
         let Some(s) = self.tables.sockets.get(socket) else {
             return false;
         };
-        let (session, nsp) = (s.session, s.nsp);
-        if !s.outbox.is_whole() || self.tables.held(session) != Some(nsp) {
+        let sent = replayed + missed.iter().map(|(_, p)| p.len()).sum::<usize>() + s.outbox.bytes();
+        let too_often = sent > recovery::MAX_REPLAY_BYTES;
+        let pid_taken = s.pid.is_some_and(|pid| {
+            (self.tables.recovery.as_ref()).is_some_and(|r| r.pids.contains_key(&pid))
+        });
+        if !s.outbox.is_whole()
+            || self.tables.held(session) != Some(s.nsp)
+            || too_often
+            || pid_taken
+        {
+            if let Some(r) = self.tables.recovery.as_mut() {
+                r.stats.too_often += u64::from(too_often);
+            }
             self.tables.discard(socket, self.io);
             return false;
         }
+        let addr = self.tables.clients.get(session).and_then(|c| c.addr);
         let Tables {
             sockets, recovery, ..
         } = &mut *self.tables;
@@ -1601,7 +1644,7 @@ impl<T> SioIo<'_, '_, T> {
             for (old, packet) in list {
                 if last != Some(old) {
                     last = Some(old);
-                    r.offset += 1;
+                    r.next_offset(self.io.unix_ms);
                 }
                 let packet = recovery::with_offset(&packet, r.offset);
                 s.outbox.push(r.offset, packet, r.caps, &mut r.budget);
@@ -1613,6 +1656,12 @@ impl<T> SioIo<'_, '_, T> {
         }
         s.outbox.set_base(base);
         s.outbox.resent();
+        s.session = session;
+        s.addr = addr;
+        s.restores = (self.io.now, sent);
+        if let Some(pid) = s.pid {
+            r.pids.insert(pid, socket);
+        }
         if let Some(away) = s.away.take() {
             r.away_order.remove(&away.seq);
             r.holding.remove(&away.seq);

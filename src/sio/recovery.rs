@@ -277,6 +277,11 @@ impl Outbox {
         self.bytes = 0;
     }
 
+    /// Bytes held (the packets and their entries, as the budget counts them).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Packets held.
     pub fn len(&self) -> usize {
         self.packets
