@@ -804,8 +804,7 @@ fn a_member_back_on_another_node_recovers_there() {
     assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
     assert_success(&alice.say(&code, "m5"));
     alice.next_event("newMessage");
-    let (mut bob3, replayed) =
-        Recovering::connect(cluster.addr(2), Some((&pid, offset.as_deref())));
+    let (bob3, replayed) = Recovering::connect(cluster.addr(2), Some((&pid, offset.as_deref())));
     assert_eq!(
         (bob3.sid.as_str(), texts(&replayed)),
         (sid.as_str(), vec!["m5"])

@@ -1425,13 +1425,7 @@ impl ClusterChat {
 
     /// Publishes the answer to a claim: `H <tag> ok <sid> <bytes replayed lately>\n` then each
     /// packet the client missed as `<offset> <t|b> <length>\n<bytes>`, or `H <tag> no`.
-    fn answer_claim(
-        &mut self,
-        to: &str,
-        tag: u64,
-        handed: Option<Handed<'_>>,
-        io: &Io<'_, '_>,
-    ) {
+    fn answer_claim(&mut self, to: &str, tag: u64, handed: Option<Handed<'_>>, io: &Io<'_, '_>) {
         let mut payload = format!("H {tag} ").into_bytes();
         match handed {
             None => payload.extend_from_slice(b"no"),
