@@ -110,6 +110,17 @@ struct Faults {
     nodes: Vec<Proc>,
 }
 
+/// Stops the faults suite's nodes and Redis when dropped.
+struct StopAtEnd(Arc<Mutex<Faults>>);
+
+impl Drop for StopAtEnd {
+    fn drop(&mut self) {
+        let mut faults = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        faults.nodes.clear();
+        faults.redis.stop();
+    }
+}
+
 /// Node 1 makes its rooms with this TTL: the suite's expiry scenario waits for it.
 const SHORT_ROOM_TTL: &str = "3s";
 
@@ -145,6 +156,9 @@ fn socket_io_client_through_expiry_redis_restarts_and_a_killed_node() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let faults = Arc::new(Mutex::new(Faults { redis, nodes }));
+    // The control endpoint's thread keeps its handle for good: the nodes and Redis are stopped
+    // here when the test ends (or fails).
+    let _stop = StopAtEnd(Arc::clone(&faults));
     let control = control_endpoint(Arc::clone(&faults));
     eprintln!(
         "cluster_e2e: faults suite, nodes at {urls:?} (node 1: --room-ttl {SHORT_ROOM_TTL}), \
