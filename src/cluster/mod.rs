@@ -51,7 +51,7 @@ use crate::chat::{
 use crate::engine::{Outgoing, SessionId, Sid};
 use crate::log::Sampler;
 use crate::sio::packet::write_json_string;
-use crate::sio::{App, EventData, Nsp, SioEvent, SioIo, SocketRef};
+use crate::sio::{Adopted, App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use crate::timer::{Millis, TimerId, deadline};
 use link::{Link, LinkEvent, RedisConfig};
 use resp::Reply as Resp;
@@ -1014,6 +1014,7 @@ impl ClusterChat {
                 code,
             } => {
                 self.moving.remove(&socket);
+                io.set_moving(socket, false);
                 match reply.as_ref().map(Resp::str) {
                     Ok(Some("ok")) if io.socket_id(socket) == Some(sid) => {
                         self.hand_over(socket, sid, pid, &to, tag, offset, Some(code), io)
@@ -1176,6 +1177,8 @@ impl ClusterChat {
                 let except = member_with_sid(io, code, sid);
                 io.emit_to_room(Nsp::MAIN, &name, except, event, &json);
             }
+            // The partner's seat moved to another node (connection state recovery there).
+            "r" => self.set_remote(code, rest),
             "u" => {
                 if let Some(socket) = member_with_sid(io, code, rest) {
                     self.unseat(socket, code, errors::ROOM_FULL, io);
@@ -1228,7 +1231,8 @@ impl ClusterChat {
             io.refuse_claim(session, nsp);
             return;
         }
-        let deadline = deadline(io.now(), self.link.timeout());
+        // A claim takes about four round trips to Redis (the lookup, `h`, `move`, `M`/`H`).
+        let deadline = deadline(io.now(), self.link.timeout() * 2);
         let claiming = Claiming {
             session,
             nsp,
@@ -1278,8 +1282,10 @@ impl ClusterChat {
     /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped.
     fn claim_failed(&mut self, claim: Claiming, io: &mut Io<'_, '_>) {
         self.stats.claims_failed += 1;
-        if let Some(arriving) = &claim.arriving {
-            self.free_arrival(arriving, claim.pid, io);
+        match &claim.arriving {
+            Some(arriving) => self.free_arrival(arriving, claim.pid, io),
+            // A socket in no room may have moved here all the same (`hand_over`).
+            None => self.unpid(claim.pid, io),
         }
         io.refuse_claim(claim.session, claim.nsp);
     }
@@ -1330,8 +1336,12 @@ impl ClusterChat {
             "-" => Ok(None),
             o => crate::sio::recovery::parse_offset(o).map(Some).ok_or(()),
         };
+        // Not one whose request waits on Redis (its answer would change what moves).
         let found = io.socket_by_pid(&pid).zip(offset.ok()).filter(|(s, o)| {
-            !self.moving.contains(s) && !self.unseated.contains(s) && io.missed(*s, *o).is_some()
+            !self.moving.contains(s)
+                && !self.unseated.contains(s)
+                && !self.queues.contains_key(s)
+                && io.missed(*s, *o).is_some()
         });
         let (Some((socket, offset)), Some(sid)) = (found, found.and_then(|(s, _)| io.socket_id(s)))
         else {
@@ -1368,6 +1378,7 @@ impl ClusterChat {
         match self.link.script(Script::Move as usize, &args, op, io.now()) {
             Ok(()) => {
                 self.moving.insert(socket);
+                io.set_moving(socket, true);
             }
             Err(_) => self.answer_claim(to, tag, None, io),
         }
@@ -1492,6 +1503,19 @@ impl ClusterChat {
         if !other.is_empty() {
             self.set_remote(code, other);
         }
+        // A partner on this node that left or went away since the move ran was announced to
+        // the room before this socket was in it: it hears now.
+        let mut seat = other.split(' ');
+        if let (Some(node), Some(partner)) = (seat.next(), seat.next())
+            && node == self.node
+        {
+            let here = member_with_sid(io, code, partner).filter(|m| *m != socket);
+            let gone = here.is_none_or(|m| !io.is_present(m) && seat.next() != Some("a"));
+            if gone {
+                let json = format!("{{\"userId\":\"{partner}\"}}");
+                io.emit(socket, "userLeft", &json);
+            }
+        }
     }
 
     /// `H <tag> ok <sid> <bytes>\n<packets>` or `H <tag> no`: the answer to a claim of this
@@ -1527,16 +1551,26 @@ impl ClusterChat {
             Some(a) => Some(a.socket),
             None => io.arrive(claim.session, claim.nsp, sid, claim.pid, &[]),
         };
-        let adopted =
-            socket.filter(|s| io.adopt(*s, claim.session, missed, claim.offset, replayed));
-        let Some(socket) = adopted else {
-            // `adopt` discarded it.
+        let Some(socket) = socket else {
             return self.claim_failed(claim, io);
         };
+        let adopted = io.adopt(socket, claim.session, missed, claim.offset, replayed);
+        if adopted == Adopted::Failed {
+            // `adopt` discarded it.
+            return self.claim_failed(claim, io);
+        }
         self.stats.claims_recovered += 1;
         self.moved_in.insert(socket, claim.pid);
-        if claim.arriving.is_some_and(|a| a.away) {
-            self.back(socket, io);
+        let was_away = claim.arriving.is_some_and(|a| a.away);
+        match (adopted, was_away, room_of(io, socket)) {
+            // Back from away: its seat too.
+            (Adopted::Connected, true, _) => self.back(socket, io),
+            // The client dropped again while it was claimed: away here now.
+            (Adopted::Away, false, Some(code)) => {
+                self.announce(socket, code, "userLeft", io);
+                self.tell_seat(socket, code, "away", Op::Ignore, io);
+            }
+            _ => {}
         }
     }
 

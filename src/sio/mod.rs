@@ -233,6 +233,8 @@ struct Socket {
     away: Option<Away>,
     /// Restores lately: since when, and the bytes they sent again (`MAX_REPLAY_BYTES`).
     restores: (Millis, usize),
+    /// Being handed over to another node (`SioIo::set_moving`): not restored here.
+    moving: bool,
 }
 
 struct Away {
@@ -610,6 +612,7 @@ impl<A: App> SocketIo<A> {
             outbox: recovery::Outbox::default(),
             away: None,
             restores: (io.now, 0),
+            moving: false,
         });
         if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
             r.pids.insert(pid, socket);
@@ -672,7 +675,7 @@ impl<A: App> SocketIo<A> {
         let found = claim
             .pid
             .and_then(|pid| r.pids.get(&pid).copied())
-            .filter(|s| sockets.get(*s).is_some_and(|s| s.nsp == nsp));
+            .filter(|s| sockets.get(*s).is_some_and(|s| s.nsp == nsp && !s.moving));
         let Some(socket) = found else {
             r.stats.unknown += 1;
             return false;
@@ -1173,6 +1176,17 @@ fn keep(
     }
 }
 
+/// What `SioIo::adopt` did with an arriving socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Given to the session that claimed it.
+    Connected,
+    /// That session is gone: the socket stays here, away, for a later recovery.
+    Away,
+    /// Discarded (events lost on the way, or restored too often).
+    Failed,
+}
+
 /// The Engine.IO messages of one Socket.IO packet (the text, then any attachments), built once
 /// and sent to any number of sockets. Derefs to a slice; the common case needs no `Vec`.
 #[derive(Debug)]
@@ -1575,6 +1589,7 @@ impl<T> SioIo<'_, '_, T> {
             outbox: recovery::Outbox::default(),
             away: None,
             restores: (self.io.now, 0),
+            moving: false,
         });
         let r = self.tables.recovery.as_mut()?;
         let at = crate::timer::deadline(self.io.now, r.window);
@@ -1601,8 +1616,9 @@ impl<T> SioIo<'_, '_, T> {
     /// (what it missed on the other node, which kept it), then what reached it here, each
     /// packet under a new offset of this node, then the CONNECT reply. `base` is the last
     /// offset the client saw there; `replayed`, the bytes restores sent it again there lately
-    /// (`MAX_REPLAY_BYTES` counts across nodes). False when the session no longer waits,
-    /// events were dropped on the way (a cap) or it came back too often: the socket is
+    /// (`MAX_REPLAY_BYTES` counts across nodes). A session that is gone meanwhile (the
+    /// client dropped again) leaves the socket here, away, for a later recovery. `Failed`
+    /// when events were dropped on the way (a cap) or it came back too often: the socket is
     /// discarded, and the claim is the caller's to refuse.
     pub fn adopt(
         &mut self,
@@ -1611,32 +1627,29 @@ impl<T> SioIo<'_, '_, T> {
         missed: Vec<(u64, Outgoing)>,
         base: Option<u64>,
         replayed: usize,
-    ) -> bool {
+    ) -> Adopted {
         let Some(s) = self.tables.sockets.get(socket) else {
-            return false;
+            return Adopted::Failed;
         };
+        let waiting = self.tables.held(session) == Some(s.nsp);
         let sent = replayed + missed.iter().map(|(_, p)| p.len()).sum::<usize>() + s.outbox.bytes();
         let too_often = sent > recovery::MAX_REPLAY_BYTES;
         let pid_taken = s.pid.is_some_and(|pid| {
             (self.tables.recovery.as_ref()).is_some_and(|r| r.pids.contains_key(&pid))
         });
-        if !s.outbox.is_whole()
-            || self.tables.held(session) != Some(s.nsp)
-            || too_often
-            || pid_taken
-        {
+        if !s.outbox.is_whole() || too_often || pid_taken {
             if let Some(r) = self.tables.recovery.as_mut() {
                 r.stats.too_often += u64::from(too_often);
             }
             self.tables.discard(socket, self.io);
-            return false;
+            return Adopted::Failed;
         }
         let addr = self.tables.clients.get(session).and_then(|c| c.addr);
         let Tables {
             sockets, recovery, ..
         } = &mut *self.tables;
         let (Some(s), Some(r)) = (sockets.get_mut(socket), recovery.as_mut()) else {
-            return false;
+            return Adopted::Failed;
         };
         let here = s.outbox.take_all(&mut r.budget);
         for list in [missed, here] {
@@ -1652,16 +1665,25 @@ impl<T> SioIo<'_, '_, T> {
         }
         if !s.outbox.is_whole() {
             self.tables.discard(socket, self.io);
-            return false;
+            return Adopted::Failed;
         }
         s.outbox.set_base(base);
         s.outbox.resent();
-        s.session = session;
-        s.addr = addr;
         s.restores = (self.io.now, sent);
         if let Some(pid) = s.pid {
             r.pids.insert(pid, socket);
         }
+        if !waiting {
+            // Away here now, for the rest of its window (from its arrival).
+            if let Some(away) = &s.away
+                && !s.outbox.is_empty()
+            {
+                r.holding.insert(away.seq, socket);
+            }
+            return Adopted::Away;
+        }
+        s.session = session;
+        s.addr = addr;
         if let Some(away) = s.away.take() {
             r.away_order.remove(&away.seq);
             r.holding.remove(&away.seq);
@@ -1676,7 +1698,19 @@ impl<T> SioIo<'_, '_, T> {
         if let Some(client) = self.tables.clients.get_mut(session) {
             client.held = None;
         }
-        self.tables.connect_reply(session, socket, self.io)
+        if self.tables.connect_reply(session, socket, self.io) {
+            Adopted::Connected
+        } else {
+            Adopted::Failed
+        }
+    }
+
+    /// Marks a socket as being handed over to another node (or no more): a client that comes
+    /// back here meanwhile gets a fresh socket rather than one about to leave.
+    pub fn set_moving(&mut self, socket: SocketRef, moving: bool) {
+        if let Some(s) = self.tables.sockets.get_mut(socket) {
+            s.moving = moving;
+        }
     }
 
     /// Gives up on a claim (`SioEvent::Claim`): the session connects a fresh socket, with its

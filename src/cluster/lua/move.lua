@@ -4,8 +4,8 @@
 -- Moves a member's seat to another node (connection state recovery there), away if it was:
 -- 'ok', or 'lost' when the seat is not the member's any more. The new node is told in the same
 -- script, 'M <tag> <code> <sid> <pid> <id> <exp> <a|-> <other seat>', so every change to the
--- room after this reaches it, in order. Nobody else is told: the new node takes an away seat
--- back ('back' in leave.lua) once the socket is there.
+-- room after this reaches it, in order. A partner's node elsewhere is told 'r <code> <seat>';
+-- the new node takes an away seat back ('back' in leave.lua) once the socket is there.
 local code, from, sid, to, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local pid, ttl = ARGV[6], ARGV[7]
 local room = P .. 'room:' .. code
@@ -27,6 +27,10 @@ redis.call('SADD', P .. 'seats:' .. to, code)
 redis.call('SET', P .. 'pid:' .. pid, to, 'PX', ttl)
 local state = '-'
 if away then state = 'a' end
+-- A partner on a third node only notes where the seat is now.
+if other and seat_node(other) ~= from and seat_node(other) ~= to then
+  tell(seat_node(other), 'r ' .. code .. ' ' .. moved)
+end
 tell(to, 'M ' .. tag .. ' ' .. code .. ' ' .. sid .. ' ' .. pid .. ' ' .. r[3] .. ' ' .. r[4] .. ' '
   .. state .. ' ' .. (other or ''))
 return 'ok'
