@@ -996,3 +996,55 @@ fn restores_across_nodes_share_the_replay_bound() {
         .sum();
     assert_eq!(too_often, 1);
 }
+
+#[test]
+fn a_claim_whose_connection_drops_keeps_the_socket_for_the_next_one() {
+    let Some(cluster) = Cluster::start(2, &["--recovery-window", "2s"]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
+    let sid = bob.sid.clone();
+    assert_success(&bob.call("joinRoom", json!({ "code": code })));
+    alice.next_event("userJoined");
+    let (pid, offset) = bob.drop_transport();
+    alice.next_event("userLeft");
+    assert_success(&alice.say(&code, "m1"));
+    alice.next_event("newMessage");
+
+    // A reconnect to node 2 that drops at once, its CONNECT sent: node 2 claims the socket
+    // all the same, and keeps it (away) for the next reconnect, which gets it whole.
+    {
+        use tungstenite::client::IntoClientRequest;
+        let addr = cluster.addr(2);
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) =
+            tungstenite::client(url.into_client_request().unwrap(), common::chat::tcp(addr))
+                .expect("websocket handshake");
+        common::chat::next_text(&mut ws);
+        let claim = json!({"pid": pid, "offset": offset});
+        common::chat::send_text(&mut ws, &format!("40{claim}"));
+    }
+    std::thread::sleep(ms(200));
+    let (mut bob, replayed) = Recovering::connect(cluster.addr(2), Some((&pid, offset.as_deref())));
+    assert_eq!(bob.sid, sid, "recovered");
+    assert_eq!(texts(&replayed), ["m1"]);
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "b1"})));
+    assert_message(&alice.next_event("newMessage"), &sid, "b1");
+
+    // He leaves for good: nothing names his socket's node in Redis any more.
+    let (_, _) = bob.drop_transport();
+    assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let keys = cluster.redis(&["KEYS", "pairchat:pid:*"]).strings();
+        if keys.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {keys:?}");
+        std::thread::sleep(ms(100));
+    }
+}

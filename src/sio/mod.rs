@@ -1566,7 +1566,7 @@ impl<T> SioIo<'_, '_, T> {
     /// A socket another node hands over, on its way to the session that claimed it
     /// (`SioEvent::Claim`): registered with its id and pid, in `rooms`, but away, so the events
     /// sent to it are kept, until `adopt` gives it to the session (or `discard`). `None` when
-    /// recovery is off or the session no longer waits on a claim for `nsp`.
+    /// recovery is off or the pid is taken here.
     pub fn arrive(
         &mut self,
         session: SessionId,
@@ -1575,8 +1575,9 @@ impl<T> SioIo<'_, '_, T> {
         pid: Sid,
         rooms: &[&str],
     ) -> Option<SocketRef> {
+        // The session may be gone already: `adopt` then keeps the socket here, away.
         let r = self.tables.recovery.as_ref()?;
-        if self.tables.held(session) != Some(nsp) || r.pids.contains_key(&pid) {
+        if r.pids.contains_key(&pid) {
             return None;
         }
         let socket = self.tables.sockets.insert(Socket {
