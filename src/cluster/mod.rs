@@ -1510,7 +1510,13 @@ impl ClusterChat {
             && node == self.node
         {
             let here = member_with_sid(io, code, partner).filter(|m| *m != socket);
-            let gone = here.is_none_or(|m| !io.is_present(m) && seat.next() != Some("a"));
+            // Away at the move already: this socket heard so on its old node.
+            let was_away = seat.next() == Some("a");
+            // A partner arriving here too (claimed as well) is as present as it was.
+            let arriving = |m: SocketRef| {
+                (self.claims.values()).any(|c| c.arriving.is_some_and(|a| a.socket == m))
+            };
+            let gone = !was_away && here.is_none_or(|m| !io.is_present(m) && !arriving(m));
             if gone {
                 let json = format!("{{\"userId\":\"{partner}\"}}");
                 io.emit(socket, "userLeft", &json);

@@ -1670,7 +1670,8 @@ impl<T> SioIo<'_, '_, T> {
         }
         s.outbox.set_base(base);
         s.outbox.resent();
-        s.restores = (self.io.now, sent);
+        // What was sent again: nothing yet, if no session waits.
+        s.restores = (self.io.now, if waiting { sent } else { replayed });
         if let Some(pid) = s.pid {
             r.pids.insert(pid, socket);
         }
@@ -1702,6 +1703,7 @@ impl<T> SioIo<'_, '_, T> {
         if self.tables.connect_reply(session, socket, self.io) {
             Adopted::Connected
         } else {
+            self.tables.discard(socket, self.io);
             Adopted::Failed
         }
     }
