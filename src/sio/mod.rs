@@ -292,7 +292,8 @@ struct Client {
     pending: Option<PendingBinary>,
     /// A CONNECT whose socket lives on another node, while the application claims it
     /// (`SioEvent::Claim`): the namespace and the auth payload.
-    held: Option<Held>,
+    /// Boxed: it is rare, and every session has the field.
+    held: Option<Box<Held>>,
 }
 
 /// A CONNECT waiting on a claim (`SioEvent::Claim`).
@@ -535,11 +536,11 @@ impl<A: App> SocketIo<A> {
                 let claim = self.tables.recovery.as_ref().and_then(|_| Claim::of(auth));
                 if let Some((pid, offset)) = claim.as_ref().and_then(|c| self.foreign(c)) {
                     if let Some(client) = self.tables.clients.get_mut(session) {
-                        client.held = Some(Held {
+                        client.held = Some(Box::new(Held {
                             nsp,
                             auth: auth.to_owned(),
                             offset,
-                        });
+                        }));
                     }
                     let event = SioEvent::Claim {
                         session,

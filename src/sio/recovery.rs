@@ -127,7 +127,8 @@ pub struct Outbox {
     first: Option<u64>,
     /// A socket brought from another node: the last offset the client saw there, which
     /// means it has seen nothing held here.
-    base: Option<u64>,
+    /// Zero: none (offsets start at 1); a plain `u64` keeps every socket's outbox small.
+    base: u64,
 }
 
 /// Why a restore cannot give the client everything it missed.
@@ -204,7 +205,7 @@ impl Outbox {
         }
         let offset = offset
             .filter(|o| self.first.is_some_and(|f| *o >= f))
-            .filter(|o| self.base != Some(*o));
+            .filter(|o| *o != self.base || self.base == 0);
         let start = match offset {
             None if self.dropped.is_none() => 0,
             Some(o) if self.dropped == Some(o) => 0,
@@ -242,7 +243,7 @@ impl Outbox {
     /// The client last saw `offset` on another node: asked for what came after it, this
     /// outbox gives everything it holds.
     pub fn set_base(&mut self, offset: Option<u64>) {
-        self.base = offset;
+        self.base = offset.unwrap_or(0);
     }
 
     /// The client answered a ping: forgets what was held at the previous pong (it has reached
