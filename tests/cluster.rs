@@ -20,7 +20,7 @@ use common::chat::{
     Client, absent_code, assert_success, error_of, limited, metric, ms, scrape_addr,
 };
 use common::process::Proc;
-use common::redis::{Redis, Resp, redis_cli, start_node, wait_redis_state};
+use common::redis::{Redis, Resp, redis_cli, redis_cli_all, start_node, wait_redis_state};
 use serde_json::{Value, json};
 
 const SUITE: &str = "the cluster tests (tests/cluster.rs)";
@@ -1047,4 +1047,77 @@ fn a_claim_whose_connection_drops_keeps_the_socket_for_the_next_one() {
         assert!(Instant::now() < deadline, "left behind: {keys:?}");
         std::thread::sleep(ms(100));
     }
+}
+
+#[test]
+fn nodes_log_in_as_an_acl_user_and_keep_to_their_database() {
+    // The default user has a password of its own; the nodes log in as `chat`, who may touch
+    // only pairchat's keys and channels, and use database 3.
+    let acl = [
+        "chat",
+        "on",
+        ">s3cret",
+        "~pairchat:*",
+        "&pairchat:*",
+        "+@all",
+    ];
+    let args = [&["--requirepass", "other", "--user"][..], &acl].concat();
+    let Some(redis) = Redis::start_with(SUITE, &args) else {
+        return;
+    };
+    let url = format!("redis://chat:s3cret@127.0.0.1:{}/3", redis.port());
+    let start = |url: &str| {
+        let mut args = vec!["--redis", url];
+        args.extend_from_slice(&FLAGS);
+        Proc::start(&args)
+    };
+    let nodes = [start(&url), start(&url)];
+    for node in &nodes {
+        wait_redis_state(&node.addr, "up", Duration::from_secs(10))
+            .unwrap_or_else(|s| panic!("link {s}: {}", node.log_so_far()));
+    }
+    let addr = |n: usize| nodes[n].addr.parse::<SocketAddr>().expect("an address");
+    let mut alice = Client::connect(addr(0), None);
+    let code = alice.create_room();
+    let mut bob = Client::connect(addr(1), None);
+    assert_eq!(bob.join(&code), json!({"success": true, "messages": []}));
+    alice.next_event("userJoined");
+    exchange(&mut alice, &mut bob, &code, "over an ACL user's link");
+
+    // The room is in database 3, and nothing of pairchat's in database 0.
+    let keys = |db: &str| {
+        let replies = redis_cli_all(
+            &redis.url(),
+            &[
+                &["AUTH", "chat", "s3cret"],
+                &["SELECT", db],
+                &["KEYS", "pairchat:*"],
+            ],
+        )
+        .expect("redis");
+        assert_eq!(replies[0], Resp::Simple("OK".into()));
+        replies[2].strings()
+    };
+    assert!(
+        keys("3").contains(&format!("pairchat:room:{code}")),
+        "{:?}",
+        keys("3")
+    );
+    assert_eq!(keys("0"), Vec::<String>::new());
+
+    // A node with a wrong password: Redis is down for it, and its log says why.
+    let wrong = format!("redis://chat:nope@127.0.0.1:{}/3", redis.port());
+    let mut stranger = start(&wrong);
+    let started = Instant::now();
+    while !stranger.log_so_far().contains("redis link down") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            stranger.log_so_far()
+        );
+        std::thread::sleep(ms(50));
+    }
+    assert_eq!(common::redis::health(&stranger.addr)["redis"], "down");
+    let log = stranger.stop_and_log();
+    assert!(log.contains("WRONGPASS"), "{log}");
 }

@@ -35,6 +35,8 @@ const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Redis {
     program: PathBuf,
     port: u16,
+    /// More arguments of every start (`start_with`).
+    extra: Vec<String>,
     child: Option<Child>,
     /// stdout and stderr of every run, in order.
     log: Arc<Mutex<String>>,
@@ -45,6 +47,11 @@ impl Redis {
     /// Starts `redis-server` from `PATH`, or prints a loud SKIPPED line saying `suite` did not
     /// run and returns `None` when there is none (panics instead when `CI` is set).
     pub fn start(suite: &str) -> Option<Redis> {
+        Redis::start_with(suite, &[])
+    }
+
+    /// `start` with more arguments for `redis-server` (`--requirepass`, `--user`, …).
+    pub fn start_with(suite: &str, extra: &[&str]) -> Option<Redis> {
         let Some(program) = find_program("redis-server") else {
             skip(
                 suite,
@@ -56,6 +63,7 @@ impl Redis {
         let mut redis = Redis {
             program,
             port: 0,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
             readers: Vec::new(),
@@ -141,6 +149,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -153,10 +162,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(Resp::Simple(pong)) = redis_cli(&self.url(), &["PING"])
-                && pong == "PONG"
-            {
-                return Ok(());
+            // Up: it answers (`NOAUTH` when a password is required).
+            match redis_cli(&self.url(), &["PING"]) {
+                Ok(Resp::Simple(pong)) if pong == "PONG" => return Ok(()),
+                Ok(Resp::Error(e)) if e.starts_with("NOAUTH") => return Ok(()),
+                _ => {}
             }
             let exited = self
                 .child
@@ -231,6 +241,15 @@ impl Resp {
 /// Sends one command to the Redis at `url` (`redis://host:port`, no auth, database 0) on a new
 /// connection and reads its reply.
 pub fn redis_cli(url: &str, args: &[&str]) -> io::Result<Resp> {
+    let mut replies = redis_cli_all(url, &[args])?;
+    replies
+        .pop()
+        .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+}
+
+/// Sends several commands (`AUTH`, `SELECT`, then what to read) on one new connection and
+/// reads their replies.
+pub fn redis_cli_all(url: &str, commands: &[&[&str]]) -> io::Result<Vec<Resp>> {
     let hostport = url
         .strip_prefix("redis://")
         .and_then(|r| r.split('/').next())
@@ -240,12 +259,16 @@ pub fn redis_cli(url: &str, args: &[&str]) -> io::Result<Resp> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, url.to_string()))?;
     let mut stream = TcpStream::connect_timeout(&addr, CLI_TIMEOUT)?;
     stream.set_read_timeout(Some(CLI_TIMEOUT))?;
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    let mut command = String::new();
+    for args in commands {
+        command.push_str(&format!("*{}\r\n", args.len()));
+        for arg in *args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
     }
     stream.write_all(command.as_bytes())?;
-    read_resp(&mut BufReader::new(stream))
+    let mut reader = BufReader::new(stream);
+    commands.iter().map(|_| read_resp(&mut reader)).collect()
 }
 
 fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
