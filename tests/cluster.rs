@@ -1121,3 +1121,48 @@ fn nodes_log_in_as_an_acl_user_and_keep_to_their_database() {
     let log = stranger.stop_and_log();
     assert!(log.contains("WRONGPASS"), "{log}");
 }
+
+#[test]
+fn a_sockets_pipelined_requests_keep_their_order() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (mut alice, mut bob, code) = cluster.pair(1, 2);
+    // Bob writes all of this at once: his messages go to Redis one behind the other; the leave
+    // waits for them, the message after it is refused, the join waits, and so on.
+    let room = json!({ "code": code });
+    let say = |text: &str| json!({ "code": code, "text": text });
+    let mut ids = Vec::new();
+    for text in ["b1", "b2", "b3", "b4", "b5"] {
+        ids.push(bob.queue("sendMessage", say(text)));
+    }
+    ids.push(bob.queue("leaveRoom", room.clone()));
+    ids.push(bob.queue("sendMessage", say("refused")));
+    ids.push(bob.queue("joinRoom", room.clone()));
+    ids.push(bob.queue("sendMessage", say("b6")));
+    bob.flush();
+    let answers: Vec<Value> = ids.iter().map(|id| bob.ack(*id)).collect();
+    for answer in &answers[..6] {
+        assert_success(answer);
+    }
+    assert_eq!(error_of(&answers[6]), "Not a member of this room");
+    let history: Vec<String> = said(&answers[7]["messages"])
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(history, ["b1", "b2", "b3", "b4", "b5"]);
+    assert_success(&answers[8]);
+    // Alice hears it all in that order.
+    let heard: Vec<String> = alice
+        .events_until_quiet(QUIET)
+        .into_iter()
+        .map(|(event, arg)| match event.as_str() {
+            "newMessage" => arg["text"].as_str().unwrap_or("?").to_string(),
+            _ => event,
+        })
+        .collect();
+    assert_eq!(
+        heard,
+        ["b1", "b2", "b3", "b4", "b5", "userLeft", "userJoined", "b6"]
+    );
+}

@@ -73,7 +73,7 @@ const KEEP_AFTER_EXPIRY: u64 = 60_000;
 pub const NODE_ID_LEN: usize = 6;
 /// Commands waiting on Redis past which requests that add more answer `Server busy`
 /// (`redis_behind`).
-const MAX_BEHIND: usize = 4096;
+const MAX_BEHIND: usize = 16384;
 /// Codes drawn for one `createRoom` before it answers `Server busy`.
 const CODE_TRIES: u8 = 16;
 
@@ -227,12 +227,24 @@ enum Op {
     Ignore,
 }
 
-/// A socket's requests behind one that waits on Redis.
+/// A socket's requests waiting on Redis, and those queued behind them.
 #[derive(Debug, Default)]
 struct Queue {
-    /// A request of the socket waits on Redis.
-    busy: bool,
+    /// Requests of the socket waiting on Redis.
+    pending: usize,
+    /// Those are all `sendMessage`: another one goes to Redis at once, behind them on the
+    /// link (Redis runs them in order, and their replies come in order).
+    only_sends: bool,
     waiting: VecDeque<Queued>,
+}
+
+impl Queue {
+    /// Whether a request named `name` may start now rather than wait its turn.
+    fn may_start(&self, name: &str) -> bool {
+        self.waiting.is_empty()
+            && (self.pending == 0
+                || self.only_sends && name == "sendMessage" && self.pending < MAX_PIPELINED)
+    }
 }
 
 /// A request kept for later: its event name, arguments (a JSON array) and ack id.
@@ -245,6 +257,8 @@ struct Queued {
 
 /// Requests a socket may queue behind one waiting on Redis; past it they answer `Server busy`.
 const MAX_QUEUED: usize = 32;
+/// A socket's `sendMessage` requests on their way to Redis at once, at most.
+const MAX_PIPELINED: usize = 4;
 
 /// A room with members on this node.
 #[derive(Debug)]
@@ -411,7 +425,7 @@ impl ClusterChat {
     /// A request. A socket's requests are handled in the order it sent them, as by one
     /// process: while one waits on Redis, those after it wait too (`queues`).
     fn on_event(&mut self, e: EventData<'_>, io: &mut Io<'_, '_>) {
-        if let Some(q) = self.queues.get_mut(&e.socket).filter(|q| q.busy) {
+        if let Some(q) = (self.queues.get_mut(&e.socket)).filter(|q| !q.may_start(e.name)) {
             if q.waiting.len() >= MAX_QUEUED {
                 if let Some(id) = e.ack {
                     io.ack(e.socket, id, &error_json(errors::SERVER_BUSY));
@@ -451,7 +465,20 @@ impl ClusterChat {
             "leaveRoom" => self.leave_room(socket, args, ack, io),
             _ => Err(errors::UNKNOWN_EVENT),
         };
-        self.answer(socket, ack, reply, io);
+        match reply {
+            Ok(None) => {
+                // It waits on Redis.
+                let q = self.queues.entry(socket).or_default();
+                q.only_sends = (q.pending == 0 || q.only_sends) && name == "sendMessage";
+                q.pending += 1;
+            }
+            answered => self.answer(socket, ack, answered, io),
+        }
+    }
+
+    /// Whether requests of the socket wait on Redis.
+    fn pending(&self, socket: SocketRef) -> bool {
+        self.queues.get(&socket).is_some_and(|q| q.pending > 0)
     }
 
     /// Redis is behind this node: its oldest command has waited a quarter of
@@ -674,7 +701,9 @@ impl ClusterChat {
             .iter()
             .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
             .count();
-        if seated_here == ROOM_CAPACITY {
+        // Not past this socket's messages still on their way through Redis, though: it goes
+        // the same way, behind them.
+        if seated_here == ROOM_CAPACITY && !self.pending(socket) {
             // Its history goes to Redis at the turn's end, with the room's other messages of
             // the turn (without Redis the history misses it; the members still get it).
             if self.link.is_up() {
@@ -879,7 +908,7 @@ impl ClusterChat {
                     Ok(_) => Err(errors::SERVER_BUSY),
                     Err(()) => Err(self.unavailable()),
                 };
-                self.answer(socket, ack, answer, io);
+                self.finish(socket, ack, answer, io);
             }
             Op::Join {
                 socket,
@@ -895,7 +924,7 @@ impl ClusterChat {
                 if answer.is_err() || repeat {
                     self.join_failed(socket, io);
                 }
-                self.answer(socket, ack, answer, io);
+                self.finish(socket, ack, answer, io);
             }
             Op::Send {
                 socket,
@@ -915,7 +944,7 @@ impl ClusterChat {
                     Ok(_) => Err(errors::SERVER_BUSY),
                     Err(()) => Err(self.unavailable()),
                 };
-                self.answer(socket, ack, answer, io);
+                self.finish(socket, ack, answer, io);
             }
             Op::Back { socket, code } => {
                 if self.unseated.remove(&socket) && room_of(io, socket) == Some(code) {
@@ -975,7 +1004,7 @@ impl ClusterChat {
                     Ok(Resp::Int(0)) => Err(errors::ROOM_NOT_FOUND),
                     _ => Err(self.unavailable()),
                 };
-                self.answer(socket, ack, answer, io);
+                self.finish(socket, ack, answer, io);
             }
             Op::Registered => {
                 if matches!(reply, Ok(Resp::Int(1))) {
@@ -1036,8 +1065,7 @@ impl ClusterChat {
         }
     }
 
-    /// Answers a request (`Ok(None)`: it waits on Redis, which will answer), then handles the
-    /// socket's next queued request.
+    /// Acks a request's answer (`Ok(None)`: none, it goes on waiting on Redis).
     fn answer(
         &mut self,
         socket: SocketRef,
@@ -1046,30 +1074,56 @@ impl ClusterChat {
         io: &mut Io<'_, '_>,
     ) {
         match (answer, ack) {
-            (Ok(None), _) => {
-                self.queues.entry(socket).or_default().busy = true;
-                return;
-            }
             (Ok(Some(json)), Some(id)) => io.ack(socket, id, &json),
             (Err(message), Some(id)) => io.ack(socket, id, &error_json(message)),
             _ => {}
         }
+    }
+
+    /// The answer to a request that waited on Redis (`Ok(None)`: it waits again, as a
+    /// `createRoom` drawing another code); then the socket's next requests.
+    fn finish(
+        &mut self,
+        socket: SocketRef,
+        ack: Option<u64>,
+        answer: Result<Option<Reply>, &'static str>,
+        io: &mut Io<'_, '_>,
+    ) {
+        if matches!(answer, Ok(None)) {
+            return;
+        }
+        self.answer(socket, ack, answer, io);
         self.next_request(socket, io);
     }
 
-    /// A socket's request waiting on Redis is answered: its next queued request, if any.
+    /// A request of the socket that waited on Redis is done: the requests queued behind it
+    /// start, as many as may (`Queue::may_start`).
     fn next_request(&mut self, socket: SocketRef, io: &mut Io<'_, '_>) {
-        let Some(q) = self.queues.get_mut(&socket) else {
-            return;
-        };
-        q.busy = false;
-        let Some(next) = q.waiting.pop_front() else {
-            self.queues.remove(&socket);
-            return;
-        };
-        match serde_json::from_str::<Vec<&RawValue>>(&next.args) {
-            Ok(args) => self.request(socket, &next.name, &args, next.ack, io),
-            Err(_) => self.answer(socket, next.ack, Err(errors::SERVER_BUSY), io),
+        if let Some(q) = self.queues.get_mut(&socket) {
+            q.pending = q.pending.saturating_sub(1);
+        }
+        loop {
+            let Some(q) = self.queues.get_mut(&socket) else {
+                return;
+            };
+            let Some(front) = q.waiting.front() else {
+                if q.pending == 0 {
+                    self.queues.remove(&socket);
+                }
+                return;
+            };
+            let starts = q.pending == 0
+                || q.only_sends && &*front.name == "sendMessage" && q.pending < MAX_PIPELINED;
+            if !starts {
+                return;
+            }
+            let Some(next) = q.waiting.pop_front() else {
+                return;
+            };
+            match serde_json::from_str::<Vec<&RawValue>>(&next.args) {
+                Ok(args) => self.request(socket, &next.name, &args, next.ack, io),
+                Err(_) => self.answer(socket, next.ack, Err(errors::SERVER_BUSY), io),
+            }
         }
     }
 
@@ -1590,7 +1644,9 @@ impl ClusterChat {
         let op = Op::Back { socket, code };
         if self.link.is_up() {
             // Its requests wait until Redis says whether the seat is still its own.
-            self.queues.entry(socket).or_default().busy = true;
+            let q = self.queues.entry(socket).or_default();
+            q.pending += 1;
+            q.only_sends = false;
             self.tell_seat(socket, code, "back", op, io);
         } else {
             // Resync seats it when the link is back.
