@@ -500,32 +500,15 @@ impl App for Chat {
     fn metrics(&self, out: &mut String) {
         use crate::metrics::{counter, gauge, labelled_counter};
         let s = &self.stats;
-        gauge(
-            out,
-            "pairchat_rooms",
-            "Live chat rooms.",
-            self.rooms.len() as u64,
-        );
-        counter(
-            out,
-            "pairchat_rooms_created_total",
-            "Rooms created.",
-            s.rooms_created,
-        );
-        counter(
-            out,
-            "pairchat_rooms_expired_total",
-            "Rooms expired.",
-            s.rooms_expired,
-        );
-        counter(out, "pairchat_joins_total", "Successful joinRoom.", s.joins);
+        let rooms = (self.rooms.len(), "Live chat rooms.");
+        let made = [s.rooms_created, s.rooms_expired, s.joins, s.messages];
+        write_room_metrics(out, rooms, made);
         counter(
             out,
             "pairchat_rooms_evicted_total",
             "Rooms whose members were all away, deleted at --max-rooms to make way.",
             s.evicted,
         );
-        counter(out, "pairchat_messages_total", "Messages sent.", s.messages);
         labelled_counter(
             out,
             "pairchat_limited_total",
@@ -591,12 +574,12 @@ impl App for Chat {
 pub(crate) const SUCCESS: &str = "{\"success\":true}";
 
 /// The room a socket is in: its only Socket.IO room (the chat puts sockets in no other).
-fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
+pub(crate) fn room_of<T>(io: &SioIo<'_, '_, T>, socket: SocketRef) -> Option<RoomCode> {
     io.rooms_of(socket).first().and_then(|r| RoomCode::parse(r))
 }
 
-/// The members of a room, in joining order, away ones included.
-fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
+/// This process's members of a room, in joining order, away ones included.
+pub(crate) fn members<'a, T>(io: &'a SioIo<'_, '_, T>, code: RoomCode) -> &'a [SocketRef] {
     io.room_members(Nsp::MAIN, &code.name())
 }
 
@@ -657,10 +640,33 @@ pub(crate) fn write_message_json(out: &mut String, sender: &str, raw_text: &str,
     out.push('}');
 }
 
+/// The series one process and a cluster node both report: the rooms it holds (how many, and
+/// what they are), and rooms created, rooms expired, joins and messages.
+pub(crate) fn write_room_metrics(out: &mut String, rooms: (usize, &str), counts: [u64; 4]) {
+    use crate::metrics::{counter, gauge};
+    gauge(out, "pairchat_rooms", rooms.1, rooms.0 as u64);
+    let [created, expired, joins, messages] = counts;
+    counter(
+        out,
+        "pairchat_rooms_created_total",
+        "Rooms created.",
+        created,
+    );
+    counter(
+        out,
+        "pairchat_rooms_expired_total",
+        "Rooms expired.",
+        expired,
+    );
+    counter(out, "pairchat_joins_total", "Successful joinRoom.", joins);
+    counter(out, "pairchat_messages_total", "Messages sent.", messages);
+}
+
 /// What an event's ack carries when it succeeds: mostly a constant.
 pub(crate) type Reply = Cow<'static, str>;
 
-pub(crate) fn user_json(id: crate::engine::Sid) -> String {
+/// `{"userId":"<id>"}` (`userJoined`, `userLeft`).
+pub(crate) fn user_json(id: impl std::fmt::Display) -> String {
     format!("{{\"userId\":\"{id}\"}}")
 }
 

@@ -46,7 +46,8 @@ use crate::chat::args::Fields;
 use crate::chat::limits::{Bucket, Failures};
 use crate::chat::rooms::{MAX_HISTORY_BYTES, ROOM_CAPACITY, RoomCode};
 use crate::chat::{
-    ChatConfig, Reply, SUCCESS, error_json, errors, message_text, user_json, write_message_json,
+    ChatConfig, Reply, SUCCESS, error_json, errors, members, message_text, room_of, user_json,
+    write_message_json, write_room_metrics,
 };
 use crate::engine::{Outgoing, SessionId, Sid};
 use crate::log::Sampler;
@@ -364,8 +365,6 @@ pub struct ClusterChat {
     moved_in: HashMap<SocketRef, Sid>,
     /// The claims in `claims`, by pid.
     claiming: HashMap<Sid, u64>,
-    /// Sockets of this node whose seat is moving to a node that claimed them (`on_claimed`).
-    moving: HashSet<SocketRef>,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -408,7 +407,6 @@ impl ClusterChat {
             last_tag: 0,
             moved_in: HashMap::new(),
             claiming: HashMap::new(),
-            moving: HashSet::new(),
         }
     }
 
@@ -590,13 +588,10 @@ impl ClusterChat {
             keep.as_bytes(),
             deadline.as_bytes(),
         ];
-        match self
+        let sent = self
             .link
-            .script(Script::Create as usize, &args, op, io.now())
-        {
-            Ok(()) => Ok(None),
-            Err(_) => Err(self.unavailable()),
-        }
+            .script(Script::Create as usize, &args, op, io.now());
+        self.waits(sent)
     }
 
     fn join_room(
@@ -646,10 +641,8 @@ impl ClusterChat {
             sid.as_str().as_bytes(),
             deadline.as_bytes(),
         ];
-        match self.link.script(Script::Join as usize, &args, op, now) {
-            Ok(()) => Ok(None),
-            Err(_) => Err(self.unavailable()),
-        }
+        let sent = self.link.script(Script::Join as usize, &args, op, now);
+        self.waits(sent)
     }
 
     fn join_failed(&mut self, socket: SocketRef, io: &Io<'_, '_>) {
@@ -742,10 +735,7 @@ impl ClusterChat {
         };
         let sent = self.link.script(Script::Send as usize, &args, op, io.now());
         self.message_buf = message;
-        match sent {
-            Ok(()) => Ok(None),
-            Err(_) => Err(self.unavailable()),
-        }
+        self.waits(sent)
     }
 
     fn leave_room(
@@ -778,7 +768,14 @@ impl ClusterChat {
         }
         let key = format!("pairchat:room:{code}");
         let op = Op::Exists { socket, ack };
-        match self.link.send(&[b"EXISTS", key.as_bytes()], op, io.now()) {
+        let sent = self.link.send(&[b"EXISTS", key.as_bytes()], op, io.now());
+        self.waits(sent)
+    }
+
+    /// A request whose command went to Redis waits for its reply (`Ok(None)`); one that could
+    /// not go answers `Server busy`.
+    fn waits(&mut self, sent: Result<(), Op>) -> Result<Option<Reply>, &'static str> {
+        match sent {
             Ok(()) => Ok(None),
             Err(_) => Err(self.unavailable()),
         }
@@ -810,30 +807,30 @@ impl ClusterChat {
 
     /// The `leave` script for the seat of socket id `sid` in room `code`.
     fn seat_script(&mut self, code: RoomCode, sid: Sid, mode: &str, op: Op, now: Millis) {
-        self.flush_appends(now);
-        let name = code.name();
-        let args: [&[u8]; 4] = [
-            name.as_bytes(),
-            self.node.as_bytes(),
-            sid.as_str().as_bytes(),
-            mode.as_bytes(),
-        ];
-        let _ = self.link.script(Script::Leave as usize, &args, op, now);
+        self.seat_script_of(code, None, sid, mode, op, now);
     }
 
-    /// The `leave` script for a seat of node `node` (one moved there for a claim).
-    fn seat_script_of(&mut self, code: RoomCode, node: &str, sid: Sid, mode: &str, now: Millis) {
+    /// The `leave` script for a seat of node `node` (`None`: this one; another: a seat moved
+    /// there for a claim).
+    fn seat_script_of(
+        &mut self,
+        code: RoomCode,
+        node: Option<&str>,
+        sid: Sid,
+        mode: &str,
+        op: Op,
+        now: Millis,
+    ) {
         self.flush_appends(now);
         let name = code.name();
+        let node = node.unwrap_or(&self.node);
         let args: [&[u8]; 4] = [
             name.as_bytes(),
             node.as_bytes(),
             sid.as_str().as_bytes(),
             mode.as_bytes(),
         ];
-        let _ = self
-            .link
-            .script(Script::Leave as usize, &args, Op::Ignore, now);
+        let _ = self.link.script(Script::Leave as usize, &args, op, now);
     }
 
     /// Forgets a room once no member of it is on this node.
@@ -966,7 +963,7 @@ impl ClusterChat {
                 // Partners that left while Redis was away.
                 for (code, sid) in gone.items().iter().filter_map(code_and_sid) {
                     self.set_remote(code, "");
-                    let json = format!("{{\"userId\":\"{sid}\"}}");
+                    let json = user_json(sid);
                     io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
                 }
             }
@@ -1042,7 +1039,6 @@ impl ClusterChat {
                 offset,
                 code,
             } => {
-                self.moving.remove(&socket);
                 io.set_moving(socket, false);
                 match reply.as_ref().map(Resp::str) {
                     Ok(Some("ok")) if io.socket_id(socket) == Some(sid) => {
@@ -1050,7 +1046,7 @@ impl ClusterChat {
                     }
                     Ok(Some("ok")) => {
                         // Gone meanwhile: the seat that moved is freed.
-                        self.seat_script_of(code, &to, sid, "gone", io.now());
+                        self.seat_script_of(code, Some(&to), sid, "gone", Op::Ignore, io.now());
                         self.answer_claim(&to, tag, None, io);
                     }
                     _ => self.answer_claim(&to, tag, None, io),
@@ -1226,7 +1222,7 @@ impl ClusterChat {
                     _ => ("userLeft", String::new()),
                 };
                 self.set_remote(code, &remote);
-                let json = format!("{{\"userId\":\"{sid}\"}}");
+                let json = user_json(sid);
                 // Not to the member itself (one arriving here for a claim).
                 let except = member_with_sid(io, code, sid);
                 io.emit_to_room(Nsp::MAIN, &name, except, event, &json);
@@ -1358,8 +1354,7 @@ impl ClusterChat {
             let json = user_json(sid);
             io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
         }
-        let node = self.node.clone();
-        self.seat_script_of(code, &node, sid, "gone", io.now());
+        self.seat_script(code, sid, "gone", Op::Ignore, io.now());
         self.forget_if_empty(code, io);
         self.unpid(pid, io);
     }
@@ -1373,8 +1368,9 @@ impl ClusterChat {
     }
 
     /// Another node asks for a socket of this node (`h`): its seat moves there first
-    /// (`move`), then the socket goes (`hand_over`). Meanwhile it is `moving`: events this
-    /// node makes for the room reach it through the other node, not here.
+    /// (`move`), then the socket goes (`hand_over`). Meanwhile it is moving
+    /// (`SioIo::set_moving`): events this node makes for the room reach it through the other
+    /// node, not here.
     fn on_claimed(&mut self, rest: &str, io: &mut Io<'_, '_>) {
         let mut parts = rest.split(' ');
         let (Some(tag), Some(to), Some(pid), Some(offset), None) = (
@@ -1392,7 +1388,7 @@ impl ClusterChat {
         };
         // Not one whose request waits on Redis (its answer would change what moves).
         let found = io.socket_by_pid(&pid).zip(offset.ok()).filter(|(s, o)| {
-            !self.moving.contains(s)
+            !io.is_moving(*s)
                 && !self.unseated.contains(s)
                 && !self.queues.contains_key(s)
                 && io.missed(*s, *o).is_some()
@@ -1431,7 +1427,6 @@ impl ClusterChat {
         };
         match self.link.script(Script::Move as usize, &args, op, io.now()) {
             Ok(()) => {
-                self.moving.insert(socket);
                 io.set_moving(socket, true);
             }
             Err(_) => self.answer_claim(to, tag, None, io),
@@ -1454,7 +1449,6 @@ impl ClusterChat {
     ) {
         let away = !io.is_present(socket);
         let handed = io.hand_over(socket, offset);
-        self.moving.remove(&socket);
         self.moved_in.remove(&socket);
         self.queues.remove(&socket);
         self.unseated.remove(&socket);
@@ -1468,7 +1462,9 @@ impl ClusterChat {
                 self.set_remote(code, &seat);
             }
             // Its events are lost (a cap dropped some): the seat that moved is freed.
-            (Some(code), None) => self.seat_script_of(code, to, sid, "gone", io.now()),
+            (Some(code), None) => {
+                self.seat_script_of(code, Some(to), sid, "gone", Op::Ignore, io.now())
+            }
             (None, Some(_)) => {
                 let key = format!("pairchat:pid:{pid}");
                 let ttl = PID_TTL.as_millis().to_string();
@@ -1572,7 +1568,7 @@ impl ClusterChat {
             };
             let gone = !was_away && here.is_none_or(|m| !io.is_present(m) && !arriving(m));
             if gone {
-                let json = format!("{{\"userId\":\"{partner}\"}}");
+                let json = user_json(partner);
                 io.emit(socket, "userLeft", &json);
             }
         }
@@ -1658,7 +1654,7 @@ impl ClusterChat {
     /// Tells a member's partner here that it joined or left (`event`), unless that partner's
     /// seat is moving to another node (`on_claimed`): it hears through that node.
     fn announce(&self, socket: SocketRef, code: RoomCode, event: &str, io: &mut Io<'_, '_>) {
-        if members(io, code).iter().any(|m| self.moving.contains(m)) {
+        if members(io, code).iter().any(|m| io.is_moving(*m)) {
             return;
         }
         announce(socket, code, event, io);
@@ -1687,7 +1683,7 @@ impl ClusterChat {
         let name = code.name();
         // Not to a member whose seat is moving: the node it moves to tells it.
         for member in members(io, code).to_vec() {
-            if !self.moving.contains(&member) {
+            if !io.is_moving(member) {
                 io.emit(member, "roomExpired", "{}");
             }
         }
@@ -1890,26 +1886,9 @@ impl App for ClusterChat {
     fn metrics(&self, out: &mut String) {
         use crate::metrics::{counter, gauge, labelled_counter};
         let s = &self.stats;
-        gauge(
-            out,
-            "pairchat_rooms",
-            "Chat rooms with a member on this node.",
-            self.rooms.len() as u64,
-        );
-        counter(
-            out,
-            "pairchat_rooms_created_total",
-            "Rooms created.",
-            s.rooms_created,
-        );
-        counter(
-            out,
-            "pairchat_rooms_expired_total",
-            "Rooms expired.",
-            s.rooms_expired,
-        );
-        counter(out, "pairchat_joins_total", "Successful joinRoom.", s.joins);
-        counter(out, "pairchat_messages_total", "Messages sent.", s.messages);
+        let rooms = (self.rooms.len(), "Chat rooms with a member on this node.");
+        let made = [s.rooms_created, s.rooms_expired, s.joins, s.messages];
+        write_room_metrics(out, rooms, made);
         labelled_counter(
             out,
             "pairchat_limited_total",
@@ -1976,16 +1955,6 @@ impl App for ClusterChat {
             s.errors,
         );
     }
-}
-
-/// The room a socket is in (its only Socket.IO room).
-fn room_of(io: &Io<'_, '_>, socket: SocketRef) -> Option<RoomCode> {
-    io.rooms_of(socket).first().and_then(|r| RoomCode::parse(r))
-}
-
-/// This node's members of a room, away ones included.
-fn members<'a>(io: &'a Io<'_, '_>, code: RoomCode) -> &'a [SocketRef] {
-    io.room_members(Nsp::MAIN, &code.name())
 }
 
 fn member_with_sid(io: &Io<'_, '_>, code: RoomCode, sid: &str) -> Option<SocketRef> {

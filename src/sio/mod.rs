@@ -802,26 +802,7 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) {
         self.dispatch(SioEvent::Disconnect { socket, reason }, io);
-        let Some(s) = self.tables.sockets.get_mut(socket) else {
-            return;
-        };
-        let session = s.session;
-        if let Some(r) = &mut self.tables.recovery {
-            if let Some(away) = s.away.take() {
-                r.away_order.remove(&away.seq);
-                r.holding.remove(&away.seq);
-                io.cancel_timer(away.timer);
-            }
-            if let Some(pid) = s.pid {
-                r.pids.remove(&pid);
-            }
-            s.outbox.clear(&mut r.budget);
-        }
-        self.tables.leave_all(socket);
-        self.tables.sockets.remove(socket);
-        if let Some(client) = self.tables.clients.get_mut(session) {
-            client.sockets.retain(|s| *s != socket);
-        }
+        self.tables.remove(socket, io);
     }
 }
 
@@ -1072,11 +1053,24 @@ impl Tables {
     }
 
     /// Takes a socket out of every table without telling the application (it handed the
-    /// socket over, or never had it); its session closes if it has no socket left.
+    /// socket over, or never had it); a session it was connected through closes if it has no
+    /// socket left.
     fn discard<T>(&mut self, socket: SocketRef, io: &mut Io<'_, SioTimer<T>>) {
-        let Some(s) = self.sockets.get_mut(socket) else {
+        let Some(session) = self.remove(socket, io) else {
             return;
         };
+        if let Some(client) = self.clients.get(session)
+            && client.sockets.is_empty()
+            && client.held.is_none()
+        {
+            io.close(session, CloseReason::ServerClose);
+        }
+    }
+
+    /// Takes a socket out of every table: its recovery state, rooms, slot and session. The
+    /// session it was connected through, if it was (not away).
+    fn remove<T>(&mut self, socket: SocketRef, io: &mut Io<'_, SioTimer<T>>) -> Option<SessionId> {
+        let s = self.sockets.get_mut(socket)?;
         let (session, present) = (s.session, s.away.is_none());
         if let Some(r) = &mut self.recovery {
             if let Some(away) = s.away.take() {
@@ -1091,14 +1085,10 @@ impl Tables {
         }
         self.leave_all(socket);
         self.sockets.remove(socket);
-        if let Some(client) = self.clients.get_mut(session)
-            && present
-        {
+        if let Some(client) = self.clients.get_mut(session) {
             client.sockets.retain(|x| *x != socket);
-            if client.sockets.is_empty() && client.held.is_none() {
-                io.close(session, CloseReason::ServerClose);
-            }
         }
+        present.then_some(session)
     }
 
     fn leave_all(&mut self, socket: SocketRef) {
@@ -1715,6 +1705,11 @@ impl<T> SioIo<'_, '_, T> {
         if let Some(s) = self.tables.sockets.get_mut(socket) {
             s.moving = moving;
         }
+    }
+
+    /// Whether a socket is being handed over to another node (`set_moving`).
+    pub fn is_moving(&self, socket: SocketRef) -> bool {
+        self.tables.socket(socket).is_some_and(|s| s.moving)
     }
 
     /// Gives up on a claim (`SioEvent::Claim`): the session connects a fresh socket, with its
