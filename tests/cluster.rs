@@ -16,17 +16,13 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::chat::{
-    Client, absent_code, assert_success, error_of, limited, metric, ms, scrape_addr,
-};
+use common::chat::{Client, absent_code, assert_success, error_of, limited, ms};
+use common::cluster::{Cluster, FLAGS};
 use common::process::Proc;
-use common::redis::{Redis, Resp, redis_cli, redis_cli_all, start_node, wait_redis_state};
+use common::redis::{Redis, Resp, redis_cli_all, wait_redis_state};
 use serde_json::{Value, json};
 
 const SUITE: &str = "the cluster tests (tests/cluster.rs)";
-/// Flags of every node: no abuse limits (the tests send bursts, and fail joins on purpose, all
-/// from one address); the limits themselves are tested in `tests/limits.rs`.
-const FLAGS: [&str; 4] = ["--join-failures", "0", "--message-rate", "0"];
 /// `--redis-timeout` of the tests that take Redis away.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// What an answer given "within --redis-timeout" may take on top of it: the node checks its
@@ -39,37 +35,7 @@ const BUSY: &str = "Server busy";
 /// reaper runs every second.
 const NODE_GONE: Duration = Duration::from_secs(10);
 
-/// A Redis and nodes on it; on a failing test, every log is printed.
-struct Cluster {
-    redis: Redis,
-    nodes: Vec<Proc>,
-}
-
 impl Cluster {
-    /// A new Redis and `nodes` nodes with `FLAGS` and `flags`, each with its link up; `None`
-    /// (after the loud skip) without `redis-server`.
-    fn start(nodes: usize, flags: &[&str]) -> Option<Cluster> {
-        let redis = Redis::start(SUITE)?;
-        let mut all = FLAGS.to_vec();
-        all.extend_from_slice(flags);
-        let nodes = (0..nodes).map(|_| start_node(&redis, &all)).collect();
-        Some(Cluster { redis, nodes })
-    }
-
-    /// Node `node`, counted from 1.
-    fn node(&mut self, node: usize) -> &mut Proc {
-        &mut self.nodes[node - 1]
-    }
-
-    fn addr(&self, node: usize) -> SocketAddr {
-        self.nodes[node - 1].addr.parse().expect("a node address")
-    }
-
-    /// A client of node `node`.
-    fn client(&self, node: usize) -> Client {
-        Client::connect(self.addr(node), None)
-    }
-
     /// A member on node `a` makes a room and one on node `b` joins it (the first is told):
     /// the two clients and the room's code.
     fn pair(&self, a: usize, b: usize) -> (Client, Client, String) {
@@ -92,16 +58,6 @@ impl Cluster {
             let up = self.metric(node, "pairchat_redis_up");
             assert_eq!(up, u64::from(state == "up"), "node {node}");
         }
-    }
-
-    /// One series of node `node`'s `/metrics`.
-    fn metric(&self, node: usize, series: &str) -> u64 {
-        metric(&scrape_addr(self.addr(node)), series)
-    }
-
-    /// A read-only command to Redis.
-    fn redis(&self, args: &[&str]) -> Resp {
-        redis_cli(&self.redis.url(), args).expect("redis-cli")
     }
 
     /// What Redis still holds about room `code`: its keys, and the nodes' seat sets naming it.
@@ -137,18 +93,6 @@ impl Cluster {
                 "room {code} has fields {fields:?}, expected {seats} seats"
             );
             std::thread::sleep(ms(20));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for (i, node) in self.nodes.iter_mut().enumerate() {
-                let log = node.stop_and_log();
-                eprintln!("---- node {} ({}) ----\n{log}", i + 1, node.addr);
-            }
-            eprintln!("---- redis-server ----\n{}", self.redis.log());
         }
     }
 }
@@ -217,7 +161,7 @@ fn assert_code(code: &str) {
 
 #[test]
 fn members_on_two_nodes_chat_as_on_one_server() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     let mut alice = cluster.client(1);
@@ -281,7 +225,7 @@ fn members_on_two_nodes_chat_as_on_one_server() {
 #[test]
 fn room_codes_are_unique_across_nodes() {
     const ROOMS_PER_NODE: usize = 100;
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     let mut clients: Vec<Client> = (0..2 * ROOMS_PER_NODE)
@@ -331,7 +275,7 @@ fn room_codes_are_unique_across_nodes() {
 #[test]
 fn both_members_see_messages_in_the_order_they_were_acknowledged() {
     const ROUNDS: usize = 100;
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);
@@ -362,7 +306,7 @@ fn both_members_see_messages_in_the_order_they_were_acknowledged() {
 
 #[test]
 fn a_room_expires_for_members_on_both_nodes() {
-    let Some(cluster) = Cluster::start(2, &["--room-ttl", "1500ms"]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &["--room-ttl", "1500ms"]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);
@@ -382,7 +326,7 @@ fn a_room_expires_for_members_on_both_nodes() {
 
 #[test]
 fn a_killed_node_frees_its_members_seats() {
-    let Some(mut cluster) = Cluster::start(3, &[]) else {
+    let Some(mut cluster) = Cluster::start(SUITE, 3, &[]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);
@@ -425,7 +369,7 @@ fn a_killed_node_frees_its_members_seats() {
 #[test]
 fn without_redis_same_node_rooms_keep_chatting_and_come_back() {
     let timeout = format!("{}ms", REDIS_TIMEOUT.as_millis());
-    let Some(mut cluster) = Cluster::start(2, &["--redis-timeout", &timeout]) else {
+    let Some(mut cluster) = Cluster::start(SUITE, 2, &["--redis-timeout", &timeout]) else {
         return;
     };
     // A room with both members on node 1, and one across the nodes.
@@ -507,7 +451,7 @@ fn without_redis_same_node_rooms_keep_chatting_and_come_back() {
 
 #[test]
 fn a_node_that_dies_while_redis_is_away_still_frees_its_seats() {
-    let Some(mut cluster) = Cluster::start(2, &[]) else {
+    let Some(mut cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);
@@ -541,7 +485,7 @@ fn a_node_that_dies_while_redis_is_away_still_frees_its_seats() {
 #[test]
 fn a_frozen_redis_answers_server_busy_within_the_timeout() {
     let timeout = format!("{}ms", REDIS_TIMEOUT.as_millis());
-    let Some(cluster) = Cluster::start(2, &["--redis-timeout", &timeout]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &["--redis-timeout", &timeout]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);
@@ -588,18 +532,19 @@ fn a_frozen_redis_answers_server_busy_within_the_timeout() {
 }
 
 impl Cluster {
-    /// Waits until every node knows the others' addresses (read from Redis every second):
-    /// before, a claim or a relay cannot find its node.
-    fn wait_peers(&self) {
-        let started = Instant::now();
-        let others = self.nodes.len() as u64 - 1;
-        while !(1..=self.nodes.len()).all(|n| self.metric(n, "pairchat_cluster_peers") == others) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nodes never met"
-            );
-            std::thread::sleep(ms(50));
-        }
+    /// Alice on node 1 makes a room and Bob, a `Recovering` socket on node `node`, joins it;
+    /// then Bob's transport drops (Alice hears he left): Alice, the code, and Bob's socket id,
+    /// pid and last offset, to claim his socket with.
+    fn away_member(&self, node: usize) -> (Client, String, String, String, Option<String>) {
+        let mut alice = self.client(1);
+        let code = alice.create_room();
+        let (mut bob, _) = Recovering::connect(self.addr(node), None);
+        let sid = bob.sid.clone();
+        assert_success(&bob.call("joinRoom", json!({ "code": code })));
+        alice.next_event("userJoined");
+        let (pid, offset) = bob.drop_transport();
+        alice.next_event("userLeft");
+        (alice, code, sid, pid, offset)
     }
 }
 
@@ -731,7 +676,7 @@ fn texts(events: &[Value]) -> Vec<&str> {
 
 #[test]
 fn a_member_back_on_another_node_recovers_there() {
-    let Some(cluster) = Cluster::start(3, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 3, &[]) else {
         return;
     };
     cluster.wait_peers();
@@ -884,18 +829,11 @@ fn a_member_back_on_another_node_recovers_there() {
 
 #[test]
 fn a_second_claim_of_a_socket_takes_the_first_ones_place() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
-    let sid = bob.sid.clone();
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    alice.next_event("userJoined");
-    let (pid, offset) = bob.drop_transport();
-    alice.next_event("userLeft");
+    let (mut alice, code, sid, pid, offset) = cluster.away_member(1);
     for text in ["m1", "m2"] {
         assert_success(&alice.say(&code, text));
         alice.next_event("newMessage");
@@ -954,17 +892,11 @@ fn a_second_claim_of_a_socket_takes_the_first_ones_place() {
 
 #[test]
 fn restores_across_nodes_share_the_replay_bound() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    alice.next_event("userJoined");
-    let (pid, offset) = bob.drop_transport();
-    alice.next_event("userLeft");
+    let (mut alice, code, _, pid, offset) = cluster.away_member(2);
     // About 900 KB that Bob misses.
     let text = "x".repeat(1900);
     for _ in 0..450 {
@@ -999,18 +931,11 @@ fn restores_across_nodes_share_the_replay_bound() {
 
 #[test]
 fn a_claim_whose_connection_drops_keeps_the_socket_for_the_next_one() {
-    let Some(cluster) = Cluster::start(2, &["--recovery-window", "2s"]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &["--recovery-window", "2s"]) else {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
-    let sid = bob.sid.clone();
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    alice.next_event("userJoined");
-    let (pid, offset) = bob.drop_transport();
-    alice.next_event("userLeft");
+    let (mut alice, code, sid, pid, offset) = cluster.away_member(1);
     assert_success(&alice.say(&code, "m1"));
     alice.next_event("newMessage");
 
@@ -1124,7 +1049,7 @@ fn nodes_log_in_as_an_acl_user_and_keep_to_their_database() {
 
 #[test]
 fn a_sockets_pipelined_requests_keep_their_order() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
     };
     let (mut alice, mut bob, code) = cluster.pair(1, 2);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::balancer::Balancer;
 use common::chat::{metric, scrape_addr};
 use common::process::Proc;
-use common::redis::{Redis, start_node};
+use common::redis::{Redis, start_node, wait_peers};
 
 const SUITE: &str = "the cluster end-to-end suite (tests/e2e/cluster.test.mjs)";
 /// How long the Node suite may take (it normally needs a few seconds).
@@ -67,19 +67,7 @@ fn socket_io_client_through_a_round_robin_balancer() {
     let backends: [std::net::SocketAddr; 3] = nodes
         .each_ref()
         .map(|n| n.addr.parse().expect("a node address"));
-    // Every node must know the others' addresses before a relay can find them (each reads
-    // them from Redis every second).
-    let started = Instant::now();
-    while !backends
-        .iter()
-        .all(|a| metric(&scrape_addr(*a), "pairchat_cluster_peers") == 2)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nodes never met"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_peers(&backends);
     let balancer = Balancer::start(backends.to_vec());
     let url = format!("http://{}", balancer.addr);
     eprintln!(
@@ -143,18 +131,7 @@ fn socket_io_client_through_expiry_redis_restarts_and_a_killed_node() {
     ];
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.addr)).collect();
     let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr.parse().unwrap()).collect();
-    // A claim (recovery) and a relay need the others' addresses, read from Redis every second.
-    let started = Instant::now();
-    while !addrs
-        .iter()
-        .all(|a| metric(&scrape_addr(*a), "pairchat_cluster_peers") == 2)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nodes never met"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_peers(&addrs);
     let faults = Arc::new(Mutex::new(Faults { redis, nodes }));
     // The control endpoint's thread keeps its handle for good: the nodes and Redis are stopped
     // here when the test ends (or fails).

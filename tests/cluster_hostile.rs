@@ -16,67 +16,29 @@ use std::time::{Duration, Instant};
 
 use common::HttpConn;
 use common::chat::{
-    Client, PATH, Ws, chat_config, chat_server, config, error_of, metric, ms, next_text,
-    scrape_addr, send_text, small_window_tcp, tcp,
+    Client, PATH, Ws, chat_config, chat_server, config, error_of, ms, next_text, send_text,
+    small_window_tcp, tcp,
 };
-use common::process::Proc;
-use common::redis::{Redis, Resp, redis_cli, start_node, wait_redis_state};
+use common::cluster::Cluster;
+use common::redis::{Resp, wait_redis_state};
 use common::{get_request, post_request};
 use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 
 const SUITE: &str = "the hostile cluster tests (tests/cluster_hostile.rs)";
-/// No abuse limits: the tests fail joins and send bursts from one address on purpose.
-const FLAGS: [&str; 4] = ["--join-failures", "0", "--message-rate", "0"];
 /// How long a dead (or paused) node's partner may wait for `userLeft`.
 const NODE_GONE: Duration = Duration::from_secs(12);
 /// What a node may take to put things right after it resumes or its link comes back.
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// A Redis and nodes on it; on a failing test, every log is printed.
-struct Cluster {
-    redis: Redis,
-    nodes: Vec<Proc>,
-}
-
 impl Cluster {
     /// A new Redis and `nodes` nodes with `FLAGS` and `flags`, each with its link up and
     /// knowing the others (so relays go); `None` (after the loud skip) without `redis-server`.
-    fn start(nodes: usize, flags: &[&str]) -> Option<Cluster> {
-        let redis = Redis::start(SUITE)?;
-        let mut all = FLAGS.to_vec();
-        all.extend_from_slice(flags);
-        let nodes = (0..nodes).map(|_| start_node(&redis, &all)).collect();
-        let cluster = Cluster { redis, nodes };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for node in 1..=cluster.nodes.len() {
-            let others = cluster.nodes.len() as u64 - 1;
-            while cluster.metric(node, "pairchat_cluster_peers") < others {
-                assert!(Instant::now() < deadline, "node {node} knows no peer");
-                std::thread::sleep(ms(20));
-            }
-        }
+    fn start_met(nodes: usize, flags: &[&str]) -> Option<Cluster> {
+        let cluster = Cluster::start(SUITE, nodes, flags)?;
+        cluster.wait_peers();
         Some(cluster)
-    }
-
-    fn addr(&self, node: usize) -> SocketAddr {
-        self.nodes[node - 1].addr.parse().expect("a node address")
-    }
-
-    /// A Socket.IO client (WebSocket-only session) of node `node`.
-    fn client(&self, node: usize) -> Client {
-        Client::connect(self.addr(node), None)
-    }
-
-    /// One series of node `node`'s `/metrics`.
-    fn metric(&self, node: usize, series: &str) -> u64 {
-        metric(&scrape_addr(self.addr(node)), series)
-    }
-
-    /// One command to Redis (any command: the tests here may misuse it).
-    fn redis(&self, args: &[&str]) -> Resp {
-        redis_cli(&self.redis.url(), args).expect("redis-cli")
     }
 
     /// Waits until `/health` of node `node` says Redis is `state`.
@@ -105,18 +67,6 @@ impl Cluster {
                 "node {node} holds {held} HTTP connections {limit:?} {what}, expected {n}"
             );
             std::thread::sleep(ms(100));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for (i, node) in self.nodes.iter_mut().enumerate() {
-                let log = node.stop_and_log();
-                eprintln!("---- node {} ({}) ----\n{log}", i + 1, node.addr);
-            }
-            eprintln!("---- redis-server ----\n{}", self.redis.log());
         }
     }
 }
@@ -209,7 +159,7 @@ fn pair(cluster: &Cluster, a: usize, b: usize) -> (Client, Client, String) {
 /// pooled connection between the nodes.
 #[test]
 fn a_bare_lf_request_relayed_does_not_leak_the_cluster_secret() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     let secret = match cluster.redis(&["GET", "pairchat:secret"]) {
@@ -261,7 +211,7 @@ fn a_bare_lf_request_relayed_does_not_leak_the_cluster_secret() {
 /// answers `100 Continue` and then `ok`; the client loses its session for the node it hit.
 #[test]
 fn a_relayed_post_with_expect_continue_reaches_the_owner() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     for node in [1, 2] {
@@ -301,7 +251,7 @@ fn a_relayed_post_with_expect_continue_reaches_the_owner() {
 /// the node connection before the request was even written.
 #[test]
 fn a_relayed_request_from_a_half_closed_client_is_answered() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     for node in [1, 2] {
@@ -324,7 +274,7 @@ fn a_relayed_request_from_a_half_closed_client_is_answered() {
 /// is refused `431` through a relay.
 #[test]
 fn a_request_near_the_head_limit_is_served_through_a_relay_too() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     for node in [1, 2] {
@@ -352,7 +302,7 @@ fn a_request_near_the_head_limit_is_served_through_a_relay_too() {
 /// relaying node for as long as it keeps its socket open.
 #[test]
 fn a_tunnel_whose_client_stops_reading_is_closed_when_the_owner_closes() {
-    let Some(cluster) = Cluster::start(2, &["--ping-interval", "1s", "--ping-timeout", "1s"])
+    let Some(cluster) = Cluster::start_met(2, &["--ping-interval", "1s", "--ping-timeout", "1s"])
     else {
         return;
     };
@@ -397,7 +347,7 @@ fn a_tunnel_whose_client_stops_reading_is_closed_when_the_owner_closes() {
 /// peers are kept and relays go on; an error must not do worse.
 #[test]
 fn an_error_reply_to_the_node_list_does_not_stop_the_relays() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     let sid = open_polling(cluster.addr(1));
@@ -438,7 +388,7 @@ fn an_error_reply_to_the_node_list_does_not_stop_the_relays() {
 /// scripts again, since only a new link does, while `/health` says Redis is up.
 #[test]
 fn scripts_flushed_from_redis_are_loaded_again() {
-    let Some(cluster) = Cluster::start(1, &[]) else {
+    let Some(cluster) = Cluster::start_met(1, &[]) else {
         return;
     };
     let mut alice = cluster.client(1);
@@ -474,7 +424,7 @@ fn scripts_flushed_from_redis_are_loaded_again() {
 /// refreshed once a second, not twenty times per TTL as `NODE_TTL`'s doc says.)
 #[test]
 fn a_node_reaped_while_paused_puts_its_members_back_when_it_resumes() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     let (mut alice, mut bob, code) = pair(&cluster, 1, 2);
@@ -509,7 +459,7 @@ fn a_node_reaped_while_paused_puts_its_members_back_when_it_resumes() {
 /// newcomer is answered `Room full` until the room expires.
 #[test]
 fn a_member_who_left_while_redis_was_away_is_not_seated_again() {
-    let Some(mut cluster) = Cluster::start(2, &[]) else {
+    let Some(mut cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     let (mut alice, bob, code) = pair(&cluster, 1, 2);
@@ -549,7 +499,7 @@ fn a_member_who_left_while_redis_was_away_is_not_seated_again() {
 /// which node the client reached.
 #[test]
 fn a_non_member_gets_the_same_answer_from_every_node() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
+    let Some(cluster) = Cluster::start_met(2, &[]) else {
         return;
     };
     let mut alice = cluster.client(1);
@@ -609,7 +559,7 @@ fn raw_ack(ws: &mut Ws, id: u32) -> Value {
 /// request wait for (or go behind) it.
 #[test]
 fn a_recovered_member_that_sends_at_once_is_a_member() {
-    let Some(cluster) = Cluster::start(1, &[]) else {
+    let Some(cluster) = Cluster::start_met(1, &[]) else {
         return;
     };
     let embedded = chat_server(config(), chat_config());

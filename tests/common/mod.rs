@@ -1,7 +1,7 @@
 //! Shared harness for the socket-level tests: a server on port 0 in its own thread (stopped on
 //! drop), a minimal blocking HTTP/1.1 client, and WebSocket clients from tungstenite. Its
 //! modules: the chat client (`chat`), the binary as a process (`process`), a real Redis and
-//! cluster nodes on it (`redis`), and finding external programs or skipping loudly (`tools`).
+//! cluster nodes on it (`redis`, `cluster`), and finding external programs or skipping loudly (`tools`).
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -16,6 +16,7 @@ use tungstenite::{Message, WebSocket};
 
 pub mod balancer;
 pub mod chat;
+pub mod cluster;
 pub mod process;
 pub mod redis;
 pub mod tools;

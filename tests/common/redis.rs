@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::HttpConn;
-use super::chat::HEALTH;
+use super::chat::{HEALTH, metric, scrape_addr};
 use super::process::{Proc, free_port};
 use super::tools::{find_program, skip};
 
@@ -345,5 +345,22 @@ pub fn wait_redis_state(addr: &str, state: &str, limit: Duration) -> Result<Dura
             return Err(seen);
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until each node at `addrs` knows all the others' addresses (each reads them from
+/// Redis every second): before that, a relay or a recovery claim cannot find its node.
+pub fn wait_peers(addrs: &[SocketAddr]) {
+    let others = addrs.len() as u64 - 1;
+    let started = Instant::now();
+    while !addrs
+        .iter()
+        .all(|a| metric(&scrape_addr(*a), "pairchat_cluster_peers") == others)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nodes never met"
+        );
+        thread::sleep(Duration::from_millis(50));
     }
 }
