@@ -45,7 +45,13 @@ fn main() -> ExitCode {
             redis.timeout = settings.redis_timeout;
             let advertise = settings.advertise.clone().unwrap_or_default();
             log::info("cluster mode", &[("redis", &redis.display())]);
-            let chat = ClusterChat::new(chat, ClusterConfig { redis, advertise });
+            let recovery = settings.sio.recovery.clone();
+            let cluster = ClusterConfig {
+                redis,
+                advertise,
+                recovery,
+            };
+            let chat = ClusterChat::new(chat, cluster);
             settings.server.sid_prefix = chat.node().to_string();
             // A client back on another node claims its socket from the pid's node.
             settings.sio.pid_prefix = chat.node().to_string();

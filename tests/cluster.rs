@@ -84,7 +84,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let fields = self.redis(&["HKEYS", &room]).strings();
-            let held = fields.iter().filter(|f| f.starts_with('s')).count();
+            let held = fields.iter().filter(|f| *f == "s1" || *f == "s2").count();
             if held == seats {
                 return;
             }
@@ -580,6 +580,10 @@ impl Recovering {
             Some((pid, offset)) => format!("40{}", json!({"pid": pid, "offset": offset})),
         };
         common::chat::send_text(&mut ws, &connect);
+        // A claim of a dead node's socket waits for that node's alive key to go (5 s).
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         let mut socket = Recovering {
             ws,
             session,
@@ -596,6 +600,11 @@ impl Recovering {
             }
             socket.note(&text);
         };
+        socket
+            .ws
+            .get_mut()
+            .set_read_timeout(Some(common::READ_TIMEOUT))
+            .unwrap();
         socket.sid = reply["sid"].as_str().expect("a sid").to_string();
         socket.pid = reply["pid"].as_str().expect("a pid").to_string();
         let replayed = socket.events.drain(..).map(|(_, v)| v).collect();
@@ -828,6 +837,86 @@ fn a_member_back_on_another_node_recovers_there() {
 }
 
 #[test]
+fn a_dead_nodes_member_recovers_on_another_node() {
+    let Some(mut cluster) = Cluster::start(SUITE, 3, &[]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
+    let sid = bob.sid.clone();
+    assert_success(&bob.call("joinRoom", json!({ "code": code })));
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_success(&alice.say(&code, "m1"));
+    alice.next_event("newMessage");
+    assert_message(&bob.next_event("newMessage"), &alice.id, "m1");
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "b1"})));
+    assert_message(&bob.next_event("newMessage"), &sid, "b1");
+    assert_message(&alice.next_event("newMessage"), &sid, "b1");
+    // One more that reaches Bob's node but that Bob does not read.
+    assert_success(&alice.say(&code, "m2"));
+    alice.next_event("newMessage");
+    let (pid, offset) = (bob.pid.clone(), bob.offset.clone());
+
+    // Bob's node dies: Alice hears he left, and says something he misses.
+    cluster.node(2).signal("KILL");
+    assert!(cluster.node(2).wait_exit(Duration::from_secs(5)).is_some());
+    assert_eq!(
+        first_event_within(&mut alice, NODE_GONE),
+        Some(("userLeft".into(), json!({"userId": sid})))
+    );
+    assert_success(&alice.say(&code, "m3"));
+    alice.next_event("newMessage");
+
+    // He comes back on node 3: the same socket, exactly what he missed, his seat.
+    let (mut bob, replayed) = Recovering::connect(cluster.addr(3), Some((&pid, offset.as_deref())));
+    assert_eq!(bob.sid, sid, "recovered with its id");
+    assert_eq!(texts(&replayed), ["m2", "m3"], "{replayed:?}");
+    assert_message(&replayed[0], &alice.id, "m2");
+    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    assert_eq!(
+        cluster.metric(3, "pairchat_cluster_claims_total{result=\"recovered\"}"),
+        1
+    );
+    let record = cluster.redis(&["GET", &format!("pairchat:pid:{pid}")]);
+    let Resp::Bulk(Some(record)) = record else {
+        panic!("no record: {record:?}");
+    };
+    assert!(
+        record.starts_with(&bob.session[..6]),
+        "names node 3: {record}"
+    );
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "b2"})));
+    assert_message(&bob.next_event("newMessage"), &sid, "b2");
+    assert_message(&alice.next_event("newMessage"), &sid, "b2");
+    assert_success(&alice.say(&code, "m4"));
+    alice.next_event("newMessage");
+    assert_message(&bob.next_event("newMessage"), &alice.id, "m4");
+
+    // And node 3 dies too, at once, before Bob reads anything more: he comes back on node 1
+    // (Alice's), which waits for node 3's alive key to go, with nothing missed twice.
+    assert_success(&alice.say(&code, "m5"));
+    alice.next_event("newMessage");
+    let (pid, offset) = (bob.pid.clone(), bob.offset.clone());
+    cluster.node(3).signal("KILL");
+    assert!(cluster.node(3).wait_exit(Duration::from_secs(5)).is_some());
+    let (mut bob, replayed) = Recovering::connect(cluster.addr(1), Some((&pid, offset.as_deref())));
+    assert_eq!(bob.sid, sid, "recovered again");
+    assert_eq!(texts(&replayed), ["m5"], "{replayed:?}");
+    // Alice hears he left and joined if node 3's seat was reaped before he came back, else
+    // nothing.
+    if let Some(first) = first_event_within(&mut alice, Duration::from_secs(2)) {
+        assert_eq!(first, ("userLeft".into(), json!({ "userId": sid })));
+        assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
+    }
+    assert_success(&bob.call("sendMessage", json!({"code": code, "text": "b3"})));
+    assert_message(&bob.next_event("newMessage"), &sid, "b3");
+    assert_message(&alice.next_event("newMessage"), &sid, "b3");
+    assert_quiet(&mut alice, "alice");
+}
+
+#[test]
 fn a_second_claim_of_a_socket_takes_the_first_ones_place() {
     let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;
@@ -963,10 +1052,13 @@ fn a_claim_whose_connection_drops_keeps_the_socket_for_the_next_one() {
     // He leaves for good: nothing names his socket's node in Redis any more.
     let (_, _) = bob.drop_transport();
     assert_eq!(alice.next_event("userLeft"), json!({ "userId": sid }));
+    let key = format!("pairchat:pid:{pid}");
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         let keys = cluster.redis(&["KEYS", "pairchat:pid:*"]).strings();
-        if keys.is_empty() {
+        if !keys.contains(&key) {
+            // Alice's record is all that is left: she is still in the room.
+            assert_eq!(keys.len(), 1, "{keys:?}");
             break;
         }
         assert!(Instant::now() < deadline, "left behind: {keys:?}");

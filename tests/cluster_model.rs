@@ -46,6 +46,7 @@ fn node(redis: &Redis) -> TestServer {
     let cluster = ClusterConfig {
         redis: RedisConfig::parse(&redis.url()).expect("a redis URL"),
         advertise: String::new(),
+        recovery: Default::default(),
     };
     let app = ClusterChat::new(chat_config, cluster);
     let config = Config {

@@ -16,8 +16,9 @@
 //! appended to the history in Redis (pipelined, never waited for).
 //!
 //! Liveness: each node refreshes `pairchat:alive:<node>` (TTL `NODE_TTL`) every second and
-//! runs the reaper, which frees the seats of nodes whose key expired: members on surviving
-//! nodes get `userLeft` within `NODE_TTL` plus a second of a node's death. When the link to
+//! runs the reaper, which marks the seats of nodes whose key expired away: members on surviving
+//! nodes get `userLeft` within `NODE_TTL` plus a second of a node's death, and the seats are
+//! freed once the recovery window has passed without their clients coming back. When the link to
 //! Redis is made again, the node tells Redis exactly which seats it holds (`resync`): rooms
 //! Redis lost are made again, seats taken meanwhile are lost (`roomUnavailable`).
 //!
@@ -25,8 +26,16 @@
 //! (`claim`): the node it lives on (`pairchat:pid:<pid>` if it moved, else the one whose id
 //! starts the pid) moves its seat with `move`, which tells the claiming node `M` first so every
 //! later event of the room reaches the socket arriving there, then hands the socket over with
-//! the events the client missed (`H`). A dead node's sockets cannot come back (their events
-//! died with it): their clients get fresh sockets.
+//! the events the client missed (`H`).
+//!
+//! A dead node's sockets come back too, with the messages their clients missed: those are in
+//! the room's history, which Redis numbers (`seq`), and every event a node sends to a room's
+//! members carries the room's message count in its offset (`recovery::tagged`). Each socket in a
+//! room has a record (`Record`, in `pairchat:pid:<pid>`) that says how to read its client's
+//! last offset; a node claiming the socket of a dead node (its alive key gone: a claim waits for
+//! that) takes its seat over and replays the history after what the client has (`adopt`).
+//! Presence events the client missed there (`userJoined`, `userLeft`) are not replayed. A
+//! socket in no room has no record: its client gets a fresh socket.
 //!
 //! While Redis is away: members whose partner is on this node keep chatting (the history of
 //! those messages is not kept); `createRoom`, `joinRoom` and messages to another node's
@@ -52,6 +61,7 @@ use crate::chat::{
 use crate::engine::{Outgoing, SessionId, Sid};
 use crate::log::Sampler;
 use crate::sio::packet::write_json_string;
+use crate::sio::recovery::{self, RecoveryConfig};
 use crate::sio::{Adopted, App, EventData, Nsp, SioEvent, SioIo, SocketRef};
 use crate::timer::{Millis, TimerId, deadline};
 use link::{Link, LinkEvent, RedisConfig};
@@ -79,7 +89,7 @@ const MAX_BEHIND: usize = 16384;
 const CODE_TRIES: u8 = 16;
 
 /// The scripts, loaded when the link is made; `Script` indexes them.
-static SCRIPTS: [&str; 11] = [
+static SCRIPTS: [&str; 13] = [
     concat!(
         include_str!("lua/prelude.lua"),
         include_str!("lua/create.lua")
@@ -124,6 +134,14 @@ static SCRIPTS: [&str; 11] = [
         include_str!("lua/prelude.lua"),
         include_str!("lua/unpid.lua")
     ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/claim.lua")
+    ),
+    concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/adopt.lua")
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +157,8 @@ enum Script {
     Nodes,
     Move,
     Unpid,
+    Claim,
+    Adopt,
 }
 
 /// Settings of the cluster.
@@ -148,6 +168,9 @@ pub struct ClusterConfig {
     pub redis: RedisConfig,
     /// The address other nodes reach this one at (`--advertise`), registered in Redis.
     pub advertise: String,
+    /// Connection state recovery's settings (the Socket.IO layer's): how long a dead node's
+    /// seats wait for their clients to come back elsewhere, how much a recovery may replay.
+    pub recovery: RecoveryConfig,
 }
 
 /// The cluster's timers.
@@ -205,9 +228,17 @@ enum Op {
     },
     /// The cluster's relay secret.
     Secret,
-    /// The node a claimed socket moved to last (`pairchat:pid:<pid>`), if it moved.
+    /// Where a claimed socket lives (`claim`).
     Owner {
         tag: u64,
+    },
+    /// A dead node's socket taken over (`adopt`).
+    Adopt {
+        tag: u64,
+        code: RoomCode,
+        sid: Sid,
+        pid: Sid,
+        has: u64,
     },
     /// A claim published to the socket's node (`0`: no node heard it).
     Claim {
@@ -271,6 +302,9 @@ struct Local {
     /// The partner's seat when it is on another node (`<node> <sid>`, `… a` while away), as
     /// this node last heard: `resync` puts it back if Redis lost the room.
     remote: Option<String>,
+    /// The room's messages so far (as Redis numbers them: `seq`), the tag of the offsets of
+    /// the room's events (`recovery::tagged`): what a client has, for another node to know.
+    seq: u64,
 }
 
 /// A socket of another node this node claimed for a client that came back here.
@@ -281,10 +315,16 @@ struct Claiming {
     pid: Sid,
     /// The last offset the client saw.
     offset: Option<u64>,
+    started: Millis,
     /// When it is given up (a fresh socket).
     deadline: Millis,
     /// The socket on its way (after `M`).
     arriving: Option<Arriving>,
+    /// Its record (`pairchat:pid:<pid>`), as the claim found it.
+    record: Option<String>,
+    /// Its node heard no one on its channel (dead, or just cut off from Redis): the claim
+    /// looks again at the next tick, until that node's alive key is gone.
+    look_again: bool,
 }
 
 /// A socket whose seat moved here for a claim, registered (away) until the events it missed
@@ -296,6 +336,8 @@ struct Arriving {
     code: RoomCode,
     /// Its member was away (its partner heard `userLeft`).
     away: bool,
+    /// The room's messages at the move.
+    seq: u64,
 }
 
 /// How long `pairchat:pid:<pid>` names the node a socket moved to, at most: its node deletes
@@ -365,6 +407,7 @@ pub struct ClusterChat {
     moved_in: HashMap<SocketRef, Sid>,
     /// The claims in `claims`, by pid.
     claiming: HashMap<Sid, u64>,
+    recovery: RecoveryConfig,
 }
 
 type Io<'a, 'b> = SioIo<'a, 'b, ClusterTimer>;
@@ -407,6 +450,7 @@ impl ClusterChat {
             last_tag: 0,
             moved_in: HashMap::new(),
             claiming: HashMap::new(),
+            recovery: cluster.recovery,
         }
     }
 
@@ -694,15 +738,20 @@ impl ClusterChat {
             .iter()
             .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
             .count();
-        // Not past this socket's messages still on their way through Redis, though: it goes
-        // the same way, behind them.
-        if seated_here == ROOM_CAPACITY && !self.pending(socket) {
+        // Not past the room's messages still on their way through Redis, though: it goes the
+        // same way, behind them (and Redis numbers the room's messages in that order).
+        let waiting = members(io, code).iter().any(|m| self.pending(*m));
+        if seated_here == ROOM_CAPACITY && !waiting {
             // Its history goes to Redis at the turn's end, with the room's other messages of
             // the turn (without Redis the history misses it; the members still get it).
+            // Numbered as Redis will number it (no one else adds to the room meanwhile).
             if self.link.is_up() {
                 self.appends.push((code, message.clone()));
+                if let Some(local) = self.rooms.get_mut(&code) {
+                    local.seq += 1;
+                }
             }
-            deliver(code, &message, io);
+            self.tagged(code, io, |io| deliver(code, &message, io));
             self.message_buf = message;
             self.stats.messages += 1;
             return Ok(Some(SUCCESS.into()));
@@ -795,6 +844,10 @@ impl ClusterChat {
         }
         self.forget_if_empty(code, io);
         self.tell_seat(socket, code, "gone", Op::Ignore, io);
+        // Its record (`Record`) names a seat it does not have any more.
+        if let Some(pid) = io.pid_of(socket) {
+            self.unpid(pid, io);
+        }
     }
 
     /// Runs the `leave` script for a member's seat (`gone`, `away` or `back`). Without Redis
@@ -863,6 +916,7 @@ impl ClusterChat {
                 exp,
                 timer,
                 remote: None,
+                seq: 0,
             };
             if let Some(old) = self.rooms.insert(code, local) {
                 io.cancel_timer(old.timer);
@@ -890,6 +944,7 @@ impl ClusterChat {
                     Ok(Some(1)) if io.socket_id(socket) == Some(sid) => {
                         self.stats.rooms_created += 1;
                         self.seat(socket, code, id, exp, io);
+                        self.record_seat(socket, code, 0, io);
                         Ok(Some(format!("{{\"code\":\"{code}\"}}").into()))
                     }
                     // Made for a socket that has gone meanwhile.
@@ -929,15 +984,16 @@ impl ClusterChat {
                 code,
                 message,
             } => {
-                let answer = match reply.as_ref().map(Resp::str) {
-                    Ok(Some("ok")) => {
-                        deliver(code, &message, io);
+                let answer = match reply.as_ref().map(|r| (r.int(), r.str())) {
+                    Ok((Some(seq), _)) => {
+                        self.set_seq(code, seq as u64);
+                        self.tagged(code, io, |io| deliver(code, &message, io));
                         self.stats.messages += 1;
                         Ok(Some(SUCCESS.into()))
                     }
-                    Ok(Some("nm")) => Err(errors::NOT_MEMBER),
-                    Ok(Some("nf")) => Err(errors::ROOM_NOT_FOUND),
-                    Ok(Some("late")) => Err(self.unavailable()),
+                    Ok((_, Some("nm"))) => Err(errors::NOT_MEMBER),
+                    Ok((_, Some("nf"))) => Err(errors::ROOM_NOT_FOUND),
+                    Ok((_, Some("late"))) => Err(self.unavailable()),
                     Ok(_) => Err(errors::SERVER_BUSY),
                     Err(()) => Err(self.unavailable()),
                 };
@@ -964,7 +1020,9 @@ impl ClusterChat {
                 for (code, sid) in gone.items().iter().filter_map(code_and_sid) {
                     self.set_remote(code, "");
                     let json = user_json(sid);
-                    io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
+                    self.tagged(code, io, |io| {
+                        io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json)
+                    });
                 }
             }
             Op::Nodes => {
@@ -1011,25 +1069,31 @@ impl ClusterChat {
                 }
             }
             Op::Owner { tag } => match reply {
-                Ok(Resp::Bytes(owner)) => {
-                    let owner = String::from_utf8(owner).unwrap_or_default();
-                    self.ask_owner(tag, Some(&owner), io)
-                }
-                Ok(Resp::Nil) => self.ask_owner(tag, None, io),
+                Ok(r @ Resp::Array(_)) => self.found_owner(tag, &r, io),
                 _ => {
                     if let Some(claim) = self.take_claim(tag) {
                         self.claim_failed(claim, io);
                     }
                 }
             },
-            Op::Claim { tag } => {
-                // Published to no one (the node is gone), or not at all.
-                if !matches!(reply, Ok(Resp::Int(n)) if n > 0)
-                    && let Some(claim) = self.take_claim(tag)
-                {
-                    self.claim_failed(claim, io);
+            Op::Claim { tag } => match reply {
+                Ok(Resp::Int(n)) if n > 0 => {}
+                // Published to no one: the node is dead (or cut off from Redis); its alive key
+                // says which at the next look (`expire_claims`).
+                Ok(Resp::Int(0)) if self.look_again(tag, io) => {}
+                _ => {
+                    if let Some(claim) = self.take_claim(tag) {
+                        self.claim_failed(claim, io);
+                    }
                 }
-            }
+            },
+            Op::Adopt {
+                tag,
+                code,
+                sid,
+                pid,
+                has,
+            } => self.adopted(tag, (code, sid, pid), has, reply, io),
             Op::Move {
                 socket,
                 sid,
@@ -1123,7 +1187,8 @@ impl ClusterChat {
         }
     }
 
-    /// The reply to a `join`: `['ok', id, exp, message…]`, `['nf']` or `['full']`.
+    /// The reply to a `join`: `['ok', id, exp, other seat, seq, message…]`, `['nf']` or
+    /// `['full']`.
     fn joined(
         &mut self,
         socket: SocketRef,
@@ -1141,9 +1206,10 @@ impl ClusterChat {
             Some("late") => return Err(self.unavailable()),
             _ => return Err(errors::SERVER_BUSY),
         }
-        let (Some(id), Some(exp)) = (
+        let (Some(id), Some(exp), Some(seq)) = (
             items.get(1).and_then(Resp::int),
             items.get(2).and_then(Resp::int),
+            items.get(4).and_then(Resp::int),
         ) else {
             return Err(errors::SERVER_BUSY);
         };
@@ -1154,15 +1220,19 @@ impl ClusterChat {
         }
         if !repeat && room_of(io, socket) != Some(code) {
             self.seat(socket, code, id as u64, exp as u64, io);
+            self.set_seq(code, seq as u64);
             let other = items.get(3).and_then(Resp::str).unwrap_or("");
             self.set_remote(code, other);
             // A partner on this node (one elsewhere was told by the script).
             let json = user_json(sid);
-            io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), "userJoined", &json);
+            self.tagged(code, io, |io| {
+                io.emit_to_room(Nsp::MAIN, &code.name(), Some(socket), "userJoined", &json)
+            });
+            self.record_seat(socket, code, seq as u64, io);
             self.stats.joins += 1;
         }
         let mut answer = String::from("{\"success\":true,\"messages\":[");
-        for (i, m) in items.iter().skip(4).enumerate() {
+        for (i, m) in items.iter().skip(5).enumerate() {
             if let Some(m) = m.str() {
                 if i > 0 {
                     answer.push(',');
@@ -1180,7 +1250,7 @@ impl ClusterChat {
         let mut json = format!("{{\"code\":\"{code}\",\"error\":");
         write_json_string(&mut json, error);
         json.push('}');
-        io.emit(socket, "roomUnavailable", &json);
+        self.tagged(code, io, |io| io.emit(socket, "roomUnavailable", &json));
         io.leave(socket, &code.name());
         self.unseated.remove(&socket);
         self.forget_if_empty(code, io);
@@ -1209,7 +1279,16 @@ impl ClusterChat {
         };
         let name = code.name();
         match kind {
-            "m" => deliver(code, rest, io),
+            // `<seq> <json>`.
+            "m" => {
+                let Some((seq, message)) = rest.split_once(' ') else {
+                    return;
+                };
+                if let Ok(seq) = seq.parse() {
+                    self.set_seq(code, seq);
+                }
+                self.tagged(code, io, |io| deliver(code, message, io));
+            }
             // A partner on another node joined or came back (`j`), went away (`a`) or left
             // for good (`l`): `rest` is its seat, `<node> <sid>`.
             "j" | "a" | "l" => {
@@ -1225,7 +1304,9 @@ impl ClusterChat {
                 let json = user_json(sid);
                 // Not to the member itself (one arriving here for a claim).
                 let except = member_with_sid(io, code, sid);
-                io.emit_to_room(Nsp::MAIN, &name, except, event, &json);
+                self.tagged(code, io, |io| {
+                    io.emit_to_room(Nsp::MAIN, &name, except, event, &json)
+                });
             }
             // The partner's seat moved to another node (connection state recovery there).
             "r" => self.set_remote(code, rest),
@@ -1235,6 +1316,211 @@ impl ClusterChat {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Runs `f` with the offsets of the events it emits tagged with the room's message count
+    /// (`Local::seq`).
+    fn tagged<R>(&self, code: RoomCode, io: &mut Io<'_, '_>, f: impl FnOnce(&mut Io) -> R) -> R {
+        io.tagged(self.rooms.get(&code).map(|r| r.seq), f)
+    }
+
+    /// Notes the room's message count, as Redis numbers them.
+    fn set_seq(&mut self, code: RoomCode, seq: u64) {
+        if let Some(local) = self.rooms.get_mut(&code) {
+            local.seq = seq;
+        }
+    }
+
+    /// Writes the socket's record (`Record`): its client has the room's first `has` messages
+    /// if its last offset is `base` or of a count up to `count`.
+    fn record(
+        &mut self,
+        socket: SocketRef,
+        code: RoomCode,
+        has: u64,
+        base: Option<u64>,
+        count: u64,
+        io: &Io<'_, '_>,
+    ) {
+        let (Some(pid), Some(sid), Some(local)) = (
+            io.pid_of(socket),
+            io.socket_id(socket),
+            self.rooms.get(&code),
+        ) else {
+            return;
+        };
+        let key = format!("pairchat:pid:{pid}");
+        let base = base.map_or_else(|| "-".to_string(), |o| o.to_string());
+        let value = format!("{} {sid} {code} {has} {count} {base}", self.node);
+        let keep = local.exp + KEEP_AFTER_EXPIRY;
+        let ttl = keep.saturating_sub(io.unix_millis()).max(1).to_string();
+        let set: [&[u8]; 5] = [
+            b"SET",
+            key.as_bytes(),
+            value.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        let _ = self.link.send(&set, Op::Ignore, io.now());
+    }
+
+    /// The record of a socket that just took a seat here: what its client has now.
+    fn record_seat(&mut self, socket: SocketRef, code: RoomCode, has: u64, io: &Io<'_, '_>) {
+        let count = recovery::count_of(io.last_offset());
+        self.record(socket, code, has, None, count, io);
+    }
+
+    /// Asks Redis where a claimed socket lives (`claim`); false if it cannot be asked.
+    fn look_up(&mut self, tag: u64, pid: Sid, io: &Io<'_, '_>) -> bool {
+        let args: [&[u8]; 1] = [pid.as_str().as_bytes()];
+        let op = Op::Owner { tag };
+        (self
+            .link
+            .script(Script::Claim as usize, &args, op, io.now()))
+        .is_ok()
+    }
+
+    /// Where a claimed socket lives: `[record, alive, seq]`, or `[]` (no record: the node
+    /// that made its pid, if any, is asked). A live node is asked for it (`ask_owner`); a
+    /// dead node's socket is taken over (`adopt`), with the messages its client missed.
+    fn found_owner(&mut self, tag: u64, reply: &Resp, io: &mut Io<'_, '_>) {
+        let items = reply.items();
+        let (Some(record), Some(alive), Some(seq)) = (
+            items.first().and_then(Resp::str),
+            items.get(1).and_then(Resp::int),
+            items.get(2).and_then(Resp::int),
+        ) else {
+            return self.ask_owner(tag, None, io);
+        };
+        let Some(claim) = self.claims.get_mut(&tag) else {
+            return;
+        };
+        claim.record = Some(record.to_string());
+        let (pid, offset) = (claim.pid, claim.offset);
+        let owner = record.split(' ').next().unwrap_or_default().to_string();
+        if alive == 1 {
+            return self.ask_owner(tag, Some(&owner), io);
+        }
+        let Some(r) = Record::parse(record) else {
+            if let Some(claim) = self.take_claim(tag) {
+                self.claim_failed(claim, io);
+            }
+            return;
+        };
+        let Some(has) = r.has(offset, seq as u64) else {
+            if let Some(claim) = self.take_claim(tag) {
+                self.claim_failed(claim, io);
+            }
+            return;
+        };
+        let op = Op::Adopt {
+            tag,
+            code: r.code,
+            sid: r.sid,
+            pid,
+            has,
+        };
+        let (has, count, base, most) = (
+            has.to_string(),
+            recovery::count_of(io.last_offset()).to_string(),
+            offset.map_or_else(|| "-".to_string(), |o| o.to_string()),
+            self.recovery.max_events.to_string(),
+        );
+        let args: [&[u8]; 7] = [
+            pid.as_str().as_bytes(),
+            record.as_bytes(),
+            self.node.as_bytes(),
+            has.as_bytes(),
+            count.as_bytes(),
+            base.as_bytes(),
+            most.as_bytes(),
+        ];
+        let sent = self
+            .link
+            .script(Script::Adopt as usize, &args, op, io.now());
+        if sent.is_err()
+            && let Some(claim) = self.take_claim(tag)
+        {
+            self.claim_failed(claim, io);
+        }
+    }
+
+    /// The answer to `adopt`: `['ok', id, exp, other seat, seq, away, message…]` (the
+    /// messages after the first `has`) or `['lost']`. The socket of a dead node comes back
+    /// here with the messages its client missed, then its CONNECT reply; a partner here that
+    /// heard it left hears it joined.
+    fn adopted(
+        &mut self,
+        tag: u64,
+        (code, sid, pid): (RoomCode, Sid, Sid),
+        has: u64,
+        reply: Result<Resp, ()>,
+        io: &mut Io<'_, '_>,
+    ) {
+        let reply = reply.unwrap_or(Resp::Nil);
+        let items = reply.items();
+        let ok = items.first().and_then(Resp::str) == Some("ok");
+        let fields = (
+            items.get(1).and_then(Resp::int),
+            items.get(2).and_then(Resp::int),
+            items.get(3).and_then(Resp::str),
+            items.get(4).and_then(Resp::int),
+            items.get(5).and_then(Resp::int),
+        );
+        let Some(claim) = self.take_claim(tag) else {
+            // Given up on meanwhile: the seat that moved here is freed.
+            if ok {
+                self.seat_script(code, sid, "gone", Op::Ignore, io.now());
+                self.unpid(pid, io);
+            }
+            return;
+        };
+        let (true, (Some(id), Some(exp), Some(other), Some(seq), Some(away))) = (ok, fields) else {
+            return self.claim_failed(claim, io);
+        };
+        let away = away == 1;
+        let name = code.name();
+        let Some(socket) = io.arrive(claim.session, claim.nsp, sid, claim.pid, &[&name]) else {
+            self.seat_script(code, sid, "gone", Op::Ignore, io.now());
+            return self.claim_failed(claim, io);
+        };
+        self.local_room(code, id as u64, exp as u64, io);
+        self.set_seq(code, seq as u64);
+        self.set_remote(code, other);
+        let mut missed = Vec::new();
+        for (i, m) in items.iter().skip(6).enumerate() {
+            let Some(m) = m.str() else { continue };
+            let n = has + 1 + i as u64;
+            let packets = io.tagged(Some(n), |io| {
+                io.event_packet(Nsp::MAIN, "newMessage", m, &[])
+            });
+            if let (Some(offset), Some(packet)) = (packets.offset(), packets.first()) {
+                missed.push((offset, packet.clone()));
+            }
+        }
+        match io.adopt(socket, claim.session, missed, claim.offset, 0) {
+            Adopted::Failed => {
+                // `adopt` discarded it.
+                self.free_moved_seat(code, sid, away, claim.pid, io);
+                self.stats.claims_failed += 1;
+                io.refuse_claim(claim.session, claim.nsp);
+            }
+            Adopted::Connected => {
+                self.stats.claims_recovered += 1;
+                self.moved_in.insert(socket, claim.pid);
+                if away {
+                    self.announce(socket, code, "userJoined", io);
+                }
+            }
+            Adopted::Away => {
+                self.stats.claims_recovered += 1;
+                self.moved_in.insert(socket, claim.pid);
+                if !away {
+                    self.announce(socket, code, "userLeft", io);
+                }
+                self.tell_seat(socket, code, "away", Op::Ignore, io);
+            }
         }
     }
 
@@ -1274,9 +1560,7 @@ impl ClusterChat {
         }
         self.last_tag += 1;
         let tag = self.last_tag;
-        let key = format!("pairchat:pid:{pid}");
-        let get: [&[u8]; 2] = [b"GET", key.as_bytes()];
-        if self.link.send(&get, Op::Owner { tag }, io.now()).is_err() {
+        if !self.look_up(tag, pid, io) {
             self.stats.claims_failed += 1;
             io.refuse_claim(session, nsp);
             return;
@@ -1288,8 +1572,11 @@ impl ClusterChat {
             nsp,
             pid,
             offset,
+            started: io.now(),
             deadline,
             arriving: None,
+            record: None,
+            look_again: false,
         };
         self.claims.insert(tag, claiming);
         self.claiming.insert(pid, tag);
@@ -1311,6 +1598,9 @@ impl ClusterChat {
         };
         let (pid, offset) = (claim.pid, claim.offset);
         let owner = owner.unwrap_or(&pid.as_str()[..NODE_ID_LEN]);
+        if owner != self.node && !self.peers.contains_key(owner) && self.look_again(tag, io) {
+            return;
+        }
         if owner == self.node || !self.peers.contains_key(owner) {
             if let Some(claim) = self.take_claim(tag) {
                 self.claim_failed(claim, io);
@@ -1327,6 +1617,20 @@ impl ClusterChat {
         {
             self.claim_failed(claim, io);
         }
+    }
+
+    /// The node a claimed socket lives on is not reachable (it heard no one on its channel, or
+    /// this node does not know it as live): if the socket has a record, the claim looks again
+    /// at the next tick (`expire_claims`), until that node's alive key is gone (then `adopt`)
+    /// or `NODE_TTL` has passed. False without a record: nothing can take the socket over.
+    fn look_again(&mut self, tag: u64, io: &Io<'_, '_>) -> bool {
+        let wait = NODE_TTL + self.link.timeout() * 2;
+        let Some(claim) = self.claims.get_mut(&tag).filter(|c| c.record.is_some()) else {
+            return false;
+        };
+        claim.look_again = true;
+        claim.deadline = claim.deadline.max(deadline(claim.started, wait));
+        claim.deadline > io.now()
     }
 
     /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped.
@@ -1352,7 +1656,9 @@ impl ClusterChat {
     fn free_moved_seat(&mut self, code: RoomCode, sid: Sid, away: bool, pid: Sid, io: &mut Io) {
         if !away {
             let json = user_json(sid);
-            io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json);
+            self.tagged(code, io, |io| {
+                io.emit_to_room(Nsp::MAIN, &code.name(), None, "userLeft", &json)
+            });
         }
         self.seat_script(code, sid, "gone", Op::Ignore, io.now());
         self.forget_if_empty(code, io);
@@ -1508,11 +1814,11 @@ impl ClusterChat {
         let _ = self.link.send(&publish, Op::Ignore, io.now());
     }
 
-    /// `M <tag> <code> <sid> <pid> <id> <exp> <a|-> <other seat>`: the seat of a socket this
-    /// node claimed moved here (`a`: its member is away); the socket is registered (away) in
-    /// its room, so every later event of the room is kept for it.
+    /// `M <tag> <code> <sid> <pid> <id> <exp> <a|-> <seq> <other seat>`: the seat of a socket
+    /// this node claimed moved here (`a`: its member is away); the socket is registered (away)
+    /// in its room, so every later event of the room is kept for it.
     fn on_moved(&mut self, rest: &str, io: &mut Io<'_, '_>) {
-        let mut parts = rest.splitn(8, ' ');
+        let mut parts = rest.splitn(9, ' ');
         let (Some(tag), Some(code), Some(sid), Some(pid)) = (
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next().and_then(RoomCode::parse),
@@ -1521,10 +1827,11 @@ impl ClusterChat {
         ) else {
             return;
         };
-        let (Some(id), Some(exp), Some(away), Some(other)) = (
+        let (Some(id), Some(exp), Some(away), Some(seq), Some(other)) = (
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next().map(|a| a == "a"),
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
             parts.next(),
         ) else {
             return;
@@ -1547,9 +1854,11 @@ impl ClusterChat {
                 sid,
                 code,
                 away,
+                seq,
             });
         }
         self.local_room(code, id, exp, io);
+        self.set_seq(code, seq);
         if !other.is_empty() {
             self.set_remote(code, other);
         }
@@ -1569,7 +1878,7 @@ impl ClusterChat {
             let gone = !was_away && here.is_none_or(|m| !io.is_present(m) && !arriving(m));
             if gone {
                 let json = user_json(partner);
-                io.emit(socket, "userLeft", &json);
+                self.tagged(code, io, |io| io.emit(socket, "userLeft", &json));
             }
         }
     }
@@ -1610,6 +1919,8 @@ impl ClusterChat {
         let Some(socket) = socket else {
             return self.claim_failed(claim, io);
         };
+        // Every offset the socket gets from here on is of a greater count.
+        let count = recovery::count_of(io.last_offset());
         let adopted = io.adopt(socket, claim.session, missed, claim.offset, replayed);
         if adopted == Adopted::Failed {
             // `adopt` discarded it.
@@ -1617,6 +1928,15 @@ impl ClusterChat {
         }
         self.stats.claims_recovered += 1;
         self.moved_in.insert(socket, claim.pid);
+        // What the client has, as its old node's record says, for a node that takes the socket
+        // over if this one dies.
+        if let Some(a) = &claim.arriving
+            && let Some(has) = (claim.record.as_deref())
+                .and_then(Record::parse)
+                .and_then(|r| r.has(claim.offset, a.seq))
+        {
+            self.record(socket, a.code, has, claim.offset, count, io);
+        }
         let was_away = claim.arriving.is_some_and(|a| a.away);
         match (adopted, was_away, room_of(io, socket)) {
             // Back from away: its seat too.
@@ -1657,12 +1977,27 @@ impl ClusterChat {
         if members(io, code).iter().any(|m| io.is_moving(*m)) {
             return;
         }
-        announce(socket, code, event, io);
+        self.tagged(code, io, |io| announce(socket, code, event, io));
     }
 
-    /// Claims past their deadline end in fresh sockets.
+    /// Claims past their deadline end in fresh sockets; those whose node heard no one look
+    /// where the socket lives again.
     fn expire_claims(&mut self, io: &mut Io<'_, '_>) {
         let now = io.now();
+        let again: Vec<(u64, Sid)> = (self.claims.iter_mut())
+            .filter(|(_, c)| c.look_again && c.deadline > now)
+            .map(|(tag, c)| {
+                c.look_again = false;
+                (*tag, c.pid)
+            })
+            .collect();
+        for (tag, pid) in again {
+            if !self.look_up(tag, pid, io)
+                && let Some(claim) = self.take_claim(tag)
+            {
+                self.claim_failed(claim, io);
+            }
+        }
         let late: Vec<u64> = (self.claims.iter())
             .filter(|(_, c)| c.deadline <= now)
             .map(|(tag, _)| *tag)
@@ -1678,13 +2013,13 @@ impl ClusterChat {
         if self.rooms.get(&code).is_none_or(|r| r.id != id) {
             return;
         }
-        self.rooms.remove(&code);
+        let seq = self.rooms.remove(&code).map(|r| r.seq);
         self.stats.rooms_expired += 1;
         let name = code.name();
         // Not to a member whose seat is moving: the node it moves to tells it.
         for member in members(io, code).to_vec() {
             if !io.is_moving(member) {
-                io.emit(member, "roomExpired", "{}");
+                io.tagged(seq, |io| io.emit(member, "roomExpired", "{}"));
             }
         }
         for member in members(io, code).to_vec() {
@@ -1708,9 +2043,10 @@ impl ClusterChat {
         if self.ticks.is_multiple_of(TICKS_PER_BEAT) && self.link.is_up() {
             self.beat(io, true);
             let now = io.now();
+            let window = self.recovery.window.as_millis().to_string();
             let _ = self
                 .link
-                .script(Script::Reap as usize, &[], Op::Ignore, now);
+                .script(Script::Reap as usize, &[window.as_bytes()], Op::Ignore, now);
             let _ = self
                 .link
                 .script(Script::Nodes as usize, &[], Op::Nodes, now);
@@ -1769,6 +2105,7 @@ impl ClusterChat {
                 owned.push(local.exp.to_string());
                 owned.push((local.exp + KEEP_AFTER_EXPIRY).to_string());
                 owned.push(local.remote.clone().unwrap_or_default());
+                owned.push(local.seq.to_string());
             }
         }
         self.unseated.clear();
@@ -1852,7 +2189,10 @@ impl App for ClusterChat {
                 }
             }
             SioEvent::Disconnect { socket, .. } => {
-                if let Some(pid) = self.moved_in.remove(&socket) {
+                // In a room, `leave` deletes its record.
+                if let Some(pid) = self.moved_in.remove(&socket)
+                    && room_of(io, socket).is_none()
+                {
                     self.unpid(pid, io);
                 }
                 self.leave(socket, io);
@@ -1957,6 +2297,58 @@ impl App for ClusterChat {
     }
 }
 
+/// What `pairchat:pid:<pid>` says of a socket in a room, so that another node can take it over
+/// if the socket's node dies: `<node> <sid> <code> <has> <count> <base>`, written by its node
+/// when the socket takes a seat there or comes to it. A client whose last offset is `base`
+/// (`-`: none) or of a count up to `count` (given before) has the room's first `has`
+/// messages; a later offset is tagged with the room's message count when it was sent
+/// (`recovery::tagged`).
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    node: &'a str,
+    sid: Sid,
+    code: RoomCode,
+    has: u64,
+    count: u64,
+    base: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn parse(value: &'a str) -> Option<Self> {
+        let mut f = value.split(' ');
+        let record = Record {
+            node: f.next()?,
+            sid: Sid::parse(f.next()?)?,
+            code: RoomCode::parse(f.next()?)?,
+            has: f.next()?.parse().ok()?,
+            count: f.next()?.parse().ok()?,
+            base: f.next()?,
+        };
+        f.next().is_none().then_some(record)
+    }
+
+    /// How many of the room's messages a client whose last offset is `offset` has, the room
+    /// having `seq` now: `None` when the offset cannot say (its tag unknown, or pointing before
+    /// what the client had at the record).
+    fn has(&self, offset: Option<u64>, seq: u64) -> Option<u64> {
+        let Some(o) = offset else {
+            return Some(self.has);
+        };
+        if self.base == o.to_string() || recovery::count_of(o) <= self.count {
+            return Some(self.has);
+        }
+        let tag = recovery::tag_of_offset(o);
+        if tag == recovery::TAG_UNKNOWN {
+            return None;
+        }
+        // The greatest count up to `seq` with that tag.
+        let m = recovery::TAG_UNKNOWN;
+        let back = (seq % m + m - tag) % m;
+        let has = seq.checked_sub(back)?;
+        (has >= self.has).then_some(has)
+    }
+}
+
 fn member_with_sid(io: &Io<'_, '_>, code: RoomCode, sid: &str) -> Option<SocketRef> {
     members(io, code)
         .iter()
@@ -2010,4 +2402,48 @@ fn parse_packets(mut bytes: &[u8]) -> Option<Vec<(u64, Outgoing)>> {
         bytes = &bytes[stop..];
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recovery::tagged;
+
+    const SID: &str = "abcdefABCDEF01234567";
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let value = format!("n0de01 {SID} 123456 7 1000 -");
+        let r = Record::parse(&value).expect("a record");
+        assert_eq!(
+            (r.node, r.sid.as_str(), r.has, r.count, r.base),
+            ("n0de01", SID, 7, 1000, "-")
+        );
+        assert_eq!(r.code, RoomCode::parse("123456").unwrap());
+        // A node alone (a socket moved there, not in a room), or anything else, is none.
+        assert_eq!(Record::parse("n0de01"), None);
+        assert_eq!(Record::parse(&format!("{value} extra")), None);
+        assert_eq!(Record::parse(&format!("n0de01 {SID} 12345 7 1000 -")), None);
+    }
+
+    #[test]
+    fn what_a_client_has_follows_its_last_offset() {
+        let value = format!("n0de01 {SID} 123456 7 1000 {}", tagged(900, 3));
+        let r = Record::parse(&value).unwrap();
+        // No offset, the base, or one given before the record: what it had then.
+        assert_eq!(r.has(None, 20), Some(7));
+        assert_eq!(r.has(Some(tagged(900, 3)), 20), Some(7));
+        assert_eq!(r.has(Some(tagged(1000, 99)), 20), Some(7));
+        // Later: the room's message count its event was tagged with.
+        assert_eq!(r.has(Some(tagged(1001, 12)), 20), Some(12));
+        assert_eq!(r.has(Some(tagged(1001, 20)), 20), Some(20));
+        // Tags wrap: the greatest count up to now with that tag.
+        let m = recovery::TAG_UNKNOWN;
+        assert_eq!(r.has(Some(tagged(1001, 5)), m + 9), Some(m + 5));
+        assert_eq!(r.has(Some(tagged(1001, 12)), m + 9), Some(12));
+        // Nothing to say: a packet without a tag, or before what it had at the record.
+        assert_eq!(r.has(Some(tagged(1001, m)), 20), None);
+        assert_eq!(r.has(Some(tagged(1001, 6)), 20), None);
+        assert_eq!(r.has(Some(tagged(1001, 25)), 20), None);
+    }
 }

@@ -253,8 +253,10 @@ struct Recovery {
     budget: recovery::Budget,
     /// The last offset given to a packet.
     offset: u64,
-    /// Offsets follow the clock (a cluster: `next_offset`).
+    /// Offsets follow the clock and carry a tag (a cluster: `next_offset`).
     clocked: bool,
+    /// The tag of event packets' offsets for now (`SioIo::tagged`), else `TAG_UNKNOWN`.
+    tag: Option<u64>,
     pids: HashMap<Sid, SocketRef>,
     /// Every away socket, oldest first: at the cap on away sockets, the first to go.
     away_order: BTreeMap<u64, SocketRef>,
@@ -368,6 +370,7 @@ impl<A: App> SocketIo<A> {
             },
             offset: 0,
             clocked: !pid_prefix.is_empty(),
+            tag: None,
             pids: HashMap::new(),
             away_order: BTreeMap::new(),
             holding: BTreeMap::new(),
@@ -807,14 +810,17 @@ impl<A: App> SocketIo<A> {
 }
 
 impl Recovery {
-    /// The next offset: one more than the last; in a cluster (`clocked`) at least the wall
-    /// clock in microseconds (a thousand per millisecond before it runs ahead), so a client's
-    /// last offset from one node is below the offsets another node gives later: socket.io-client
-    /// keeps it across sockets and nodes (`Outbox::after`).
-    fn next_offset(&mut self, unix_ms: u64) -> u64 {
-        self.offset += 1;
+    /// The next offset: one more than the last. In a cluster (`clocked`) an offset is a count
+    /// `<< TAG_BITS` with `tag` in the bits below (`recovery::tagged`); the count is at least
+    /// the wall clock in quarter milliseconds (four per millisecond before it runs ahead), so
+    /// a client's last offset from one node is below the offsets another node gives later:
+    /// socket.io-client keeps it across sockets and nodes (`Outbox::after`).
+    fn next_offset(&mut self, unix_ms: u64, tag: u64) -> u64 {
         if self.clocked {
-            self.offset = self.offset.max(unix_ms.saturating_mul(1000));
+            let count = (recovery::count_of(self.offset) + 1).max(unix_ms.saturating_mul(4));
+            self.offset = recovery::tagged(count, tag);
+        } else {
+            self.offset += 1;
         }
         self.offset
     }
@@ -1195,6 +1201,13 @@ enum Parts {
     Many(Vec<Outgoing>),
 }
 
+impl Packets {
+    /// The event's offset (recovery on).
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+}
+
 impl std::ops::Deref for Packets {
     type Target = [Outgoing];
 
@@ -1289,11 +1302,10 @@ impl<T> SioIo<'_, '_, T> {
             PacketType::BinaryEvent
         };
         let unix_ms = self.io.unix_ms;
-        let offset = self
-            .tables
-            .recovery
-            .as_mut()
-            .map(|r| r.next_offset(unix_ms));
+        let offset = self.tables.recovery.as_mut().map(|r| {
+            let tag = r.tag.unwrap_or(recovery::TAG_UNKNOWN);
+            r.next_offset(unix_ms, tag)
+        });
         // `["event",args,"offset"]`, with room for escapes in the name.
         let data_len = event.len() * 2 + args.len() + 32;
         self.packet(kind, nsp, None, offset, attachments, data_len, |s| {
@@ -1509,6 +1521,30 @@ impl<T> SioIo<'_, '_, T> {
         self.tables.rooms.leave(s.nsp, room, socket);
     }
 
+    /// Runs `f` with the offsets of the event packets it builds tagged with `tag` (a
+    /// cluster's: `recovery::tagged`; `None`, or none given: `TAG_UNKNOWN`).
+    pub fn tagged<R>(&mut self, tag: Option<u64>, f: impl FnOnce(&mut Self) -> R) -> R {
+        if let Some(r) = &mut self.tables.recovery {
+            r.tag = tag.map(|t| t % recovery::TAG_UNKNOWN);
+        }
+        let out = f(self);
+        if let Some(r) = &mut self.tables.recovery {
+            r.tag = None;
+        }
+        out
+    }
+
+    /// The last offset this node gave a packet (a cluster's offsets carry a count: every later
+    /// packet's count is greater).
+    pub fn last_offset(&self) -> u64 {
+        self.tables.recovery.as_ref().map_or(0, |r| r.offset)
+    }
+
+    /// The socket's private id (recovery on).
+    pub fn pid_of(&self, socket: SocketRef) -> Option<Sid> {
+        self.tables.socket(socket).and_then(|s| s.pid)
+    }
+
     /// The socket a private id names here, if any.
     pub fn socket_by_pid(&self, pid: &Sid) -> Option<SocketRef> {
         self.tables.recovery.as_ref()?.pids.get(pid).copied()
@@ -1649,7 +1685,7 @@ impl<T> SioIo<'_, '_, T> {
             for (old, packet) in list {
                 if last != Some(old) {
                     last = Some(old);
-                    r.next_offset(self.io.unix_ms);
+                    r.next_offset(self.io.unix_ms, recovery::tag_of_offset(old));
                 }
                 let packet = recovery::with_offset(&packet, r.offset);
                 s.outbox.push(r.offset, packet, r.caps, &mut r.budget);

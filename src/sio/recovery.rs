@@ -294,6 +294,29 @@ impl Outbox {
     }
 }
 
+/// Bits of a cluster's offset below its count (`tagged`): the application's tag, which a
+/// node can read back from the offset a client sends (the cluster's chat puts the room's
+/// message count there, so another node knows which messages the client has).
+pub const TAG_BITS: u32 = 20;
+
+/// The tag of an offset whose packet was given none; tags are below it.
+pub const TAG_UNKNOWN: u64 = (1 << TAG_BITS) - 1;
+
+/// A cluster's offset: `count` then `tag` (below `TAG_UNKNOWN`, or it).
+pub fn tagged(count: u64, tag: u64) -> u64 {
+    count.wrapping_shl(TAG_BITS) | (tag & TAG_UNKNOWN)
+}
+
+/// The count of a cluster's offset.
+pub fn count_of(offset: u64) -> u64 {
+    offset >> TAG_BITS
+}
+
+/// The tag of a cluster's offset.
+pub fn tag_of_offset(offset: u64) -> u64 {
+    offset & TAG_UNKNOWN
+}
+
 /// The packet with its offset (the last element of its data, `…,"123"]`) changed to
 /// `offset`; attachments and packets without one are unchanged.
 pub fn with_offset(packet: &Outgoing, offset: u64) -> Outgoing {

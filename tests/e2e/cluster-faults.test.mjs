@@ -2,8 +2,8 @@
 // transport configurations at once (a fault is the whole cluster's): a room made on node 1
 // (`--room-ttl 3s`) expires for its members on two nodes at one moment; Redis stopped mid-chat
 // (same-node pairs chat on, the rest answers `Server busy`) and started again empty (the nodes
-// put their rooms back); node 3 killed with SIGKILL mid-chat (its partners hear `userLeft`, its
-// clients come back on node 1 as new sockets, join their room again and get its history). Run
+// put their rooms back); node 3 killed with SIGKILL mid-chat (its clients come back on node 1
+// with their sockets, seats and the messages they missed: connection state recovery). Run
 // by `cargo test --test cluster_e2e`, which starts redis-server and the three nodes and a control
 // endpoint (PAIRCHAT_CONTROL_URL) that stops and starts Redis and kills nodes.
 
@@ -129,7 +129,7 @@ describe('cluster faults', { concurrency: 1 }, () => {
     );
   });
 
-  it('a node killed mid-chat: partners hear userLeft; its clients come back on another node and join again, with the history', async (t) => {
+  it('a node killed mid-chat: its clients come back on another node with the same socket, what they missed and their seat', async (t) => {
     const pairs = await Promise.all(
       TRANSPORTS.map(async (transport) => {
         // Alice on node 2 (node 1's rooms expire too soon for this), Bob on node 3.
@@ -138,23 +138,36 @@ describe('cluster faults', { concurrency: 1 }, () => {
         const code = await createRoom(alice);
         assert.deepEqual(await ack(bob, 'joinRoom', { code }), JOINED_EMPTY);
         assert.deepEqual(await waitFor(alice, 'userJoined'), { userId: bob.id });
-        const said = await exchange(alice, bob, code, 'before the crash');
+        await exchange(alice, bob, code, 'before the crash');
         // Bob's next connections reach node 1.
         bob.proxy.retarget(NODE[0]);
-        return { alice, bob, bobId: bob.id, code, said };
+        return { alice, bob, bobId: bob.id, code, heard: alice.received.length };
       }),
     );
 
     await control('kill/3');
     await everyTransport(async (transport) => {
-      const { alice, bob, bobId, code, said } = pairs[TRANSPORTS.indexOf(transport)];
-      assert.deepEqual(await waitFor(alice, 'userLeft', NODE_GONE_MS), { userId: bobId });
+      const { alice, bob, bobId, code, heard } = pairs[TRANSPORTS.indexOf(transport)];
+      // Alice says something while Bob's node is dead: it reaches him once he is back.
+      const missed = waitFor(bob, 'newMessage', NODE_GONE_MS);
+      const mine = waitFor(alice, 'newMessage');
+      const sent = await ack(alice, 'sendMessage', { code, text: 'while down' });
+      assert.deepEqual(sent, { success: true });
+      const message = await mine;
       const back = await reconnection(bob, 1, NODE_GONE_MS);
-      assert.equal(back.recovered, false, 'its events died with its node: a new socket');
-      assert.notEqual(bob.id, bobId);
-      assert.deepEqual(await ack(bob, 'joinRoom', { code }), { success: true, messages: [said] });
-      assert.deepEqual(await waitFor(alice, 'userJoined'), { userId: bob.id });
+      assert.equal(back.recovered, true, 'the same socket, on node 1');
+      assert.equal(bob.id, bobId);
+      assert.deepEqual(await missed, message);
       await exchange(bob, alice, code, 'after the crash');
+      const texts = bob.received.filter((r) => r.event === 'newMessage').map((r) => r.args[0].text);
+      assert.deepEqual(texts, ['before the crash', 'while down', 'after the crash'], 'each once');
+      // Alice heard Bob left and joined if his seat was reaped before he came back, else
+      // nothing.
+      const presence = alice.received.slice(heard).filter((r) => r.event !== 'newMessage');
+      const left = { event: 'userLeft', args: [{ userId: bobId }] };
+      const joined = { event: 'userJoined', args: [{ userId: bobId }] };
+      assert.ok(presence.length === 0 || presence.length === 2, JSON.stringify(presence));
+      if (presence.length === 2) assert.deepEqual(presence, [left, joined]);
     });
   });
 });

@@ -1,6 +1,7 @@
 -- ARGV: code, most kept, most bytes kept, keep_until, then messages (JSON), oldest first. The
 -- history of a room whose members are both on the caller's node (it delivered the messages
--- itself; a loop turn's worth of them come in one call): 1, or 0 if the room is gone.
+-- itself, numbered as this adds them; a loop turn's worth of them come in one call): 1, or 0
+-- if the room is gone.
 local code = ARGV[1]
 if redis.call('EXISTS', P .. 'room:' .. code) == 0 then return 0 end
 for i = 5, #ARGV do

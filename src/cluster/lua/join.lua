@@ -1,11 +1,11 @@
--- ARGV: code, node, sid, deadline. {'ok', id, exp, other seat or '', message…} (the history,
--- oldest first), or {'nf'} (no such room), {'full'} or {'late'}. Takes a free seat, else an
+-- ARGV: code, node, sid, deadline. {'ok', id, exp, other seat or '', seq, message…} (the
+-- history, oldest first; `seq` numbers the last), or {'nf'} (no such room), {'full'} or {'late'}. Takes a free seat, else an
 -- away member's (its node is told 'u <code> <sid>'); the other seat's node, if not the
 -- caller's, is told 'j <code> <seat>'.
 local code, node, sid = ARGV[1], ARGV[2], ARGV[3]
 if late(ARGV[4]) then return {'late'} end
 local room = P .. 'room:' .. code
-local r = redis.call('HMGET', room, 'id', 'exp', 's1', 's2')
+local r = redis.call('HMGET', room, 'id', 'exp', 's1', 's2', 'seq')
 if not r[1] then return {'nf'} end
 local me = node .. ' ' .. sid
 local s = {r[3], r[4]}
@@ -39,7 +39,7 @@ local other = ''
 for i = 1, 2 do
   if s[i] and seat_of(s[i]) ~= me then other = s[i] end
 end
-local out = {'ok', r[1], r[2], other}
+local out = {'ok', r[1], r[2], other, tonumber(r[5] or '0')}
 for _, m in ipairs(redis.call('LRANGE', P .. 'hist:' .. code, 0, -1)) do
   out[#out + 1] = m
 end

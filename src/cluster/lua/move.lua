@@ -3,13 +3,13 @@
 -- is gone), so a later claim of the socket finds it there.
 -- Moves a member's seat to another node (connection state recovery there), away if it was:
 -- 'ok', or 'lost' when the seat is not the member's any more. The new node is told in the same
--- script, 'M <tag> <code> <sid> <pid> <id> <exp> <a|-> <other seat>', so every change to the
+-- script, 'M <tag> <code> <sid> <pid> <id> <exp> <a|-> <seq> <other seat>', so every change to the
 -- room after this reaches it, in order. A partner's node elsewhere is told 'r <code> <seat>';
 -- the new node takes an away seat back ('back' in leave.lua) once the socket is there.
 local code, from, sid, to, tag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local pid, ttl = ARGV[6], ARGV[7]
 local room = P .. 'room:' .. code
-local r = redis.call('HMGET', room, 's1', 's2', 'id', 'exp')
+local r = redis.call('HMGET', room, 's1', 's2', 'id', 'exp', 'seq')
 local me = from .. ' ' .. sid
 local seat = nil
 for i = 1, 2 do
@@ -32,5 +32,5 @@ if other and seat_node(other) ~= from and seat_node(other) ~= to then
   tell(seat_node(other), 'r ' .. code .. ' ' .. moved)
 end
 tell(to, 'M ' .. tag .. ' ' .. code .. ' ' .. sid .. ' ' .. pid .. ' ' .. r[3] .. ' ' .. r[4] .. ' '
-  .. state .. ' ' .. (other or ''))
+  .. state .. ' ' .. (r[5] or '0') .. ' ' .. (other or ''))
 return 'ok'

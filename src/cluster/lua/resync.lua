@@ -1,6 +1,7 @@
 -- ARGV: node, node_ttl (ms), then for each member this node has: code, seat ("<sid>" or
 -- "<sid> a"), id, exp, keep_until, and the partner's seat on another node as this node last
--- heard of it ("<node> <sid>[ a]", or ''). Run when the node's link to Redis is (re)made,
+-- heard of it ("<node> <sid>[ a]", or ''), and the room's messages as this node numbered them
+-- (`seq`). Run when the node's link to Redis is (re)made,
 -- before anything else: Redis then holds exactly this node's seats.
 -- - A seat Redis has for this node that it no longer has is freed (as 'gone').
 -- - A member's room that is missing (Redis restarted empty) is made again with the same id and
@@ -13,7 +14,7 @@
 -- Answers {lost, gone}: this node's members whose seat is lost, and partners that are gone,
 -- each as "<code> <sid>".
 local node, ttl = ARGV[1], ARGV[2]
-local FIELDS = 6
+local FIELDS = 7
 local mine = {}
 local n = (#ARGV - 2) / FIELDS
 local function arg(k, f) return ARGV[2 + k * FIELDS + f] end
@@ -58,7 +59,7 @@ for k = 0, n - 1 do
   local r = redis.call('HMGET', room, 'id', 's1', 's2')
   local value = node .. ' ' .. seat
   if not r[1] then
-    redis.call('HSET', room, 'id', id, 'exp', arg(k, 4), 's1', value)
+    redis.call('HSET', room, 'id', id, 'exp', arg(k, 4), 's1', value, 'seq', arg(k, 7))
     redis.call('PEXPIREAT', room, arg(k, 5))
     redis.call('SADD', seats, code)
     if partner ~= '' and redis.call('EXISTS', P .. 'synced:' .. seat_node(partner)) == 1 then
