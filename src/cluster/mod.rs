@@ -398,7 +398,7 @@ pub struct ClusterChat {
     history_args: (String, String),
     /// Messages of rooms whose members are both here, delivered this turn: their history
     /// goes to Redis at the turn's end (`flush_appends`).
-    appends: Vec<(RoomCode, String)>,
+    appends: Vec<(RoomCode, u64, String)>,
     /// Sockets of other nodes claimed for clients that came back here, by tag.
     claims: HashMap<u64, Claiming>,
     last_tag: u64,
@@ -539,7 +539,7 @@ impl ClusterChat {
         }
         let mut appends = std::mem::take(&mut self.appends);
         // Stable: each room's messages keep their order.
-        appends.sort_by_key(|(code, _)| *code);
+        appends.sort_by_key(|(code, _, _)| *code);
         let (max, max_bytes) = (&self.history_args.0, &self.history_args.1);
         for room in appends.chunk_by(|a, b| a.0 == b.0) {
             let code = room[0].0;
@@ -549,14 +549,16 @@ impl ClusterChat {
                 .get(&code)
                 .map_or(0, |r| r.exp + KEEP_AFTER_EXPIRY)
                 .to_string();
-            let mut args: Vec<&[u8]> = Vec::with_capacity(4 + room.len());
+            let first = room[0].1.to_string();
+            let mut args: Vec<&[u8]> = Vec::with_capacity(5 + room.len());
             args.extend_from_slice(&[
                 name.as_bytes(),
                 max.as_bytes(),
                 max_bytes.as_bytes(),
                 keep.as_bytes(),
+                first.as_bytes(),
             ]);
-            args.extend(room.iter().map(|(_, m)| m.as_bytes()));
+            args.extend(room.iter().map(|(_, _, m)| m.as_bytes()));
             let _ = self
                 .link
                 .script(Script::Append as usize, &args, Op::Ignore, now);
@@ -736,7 +738,7 @@ impl ClusterChat {
         // Both seats here and taken: no other node needs to know now.
         let seated_here = members(io, code)
             .iter()
-            .filter(|m| io.is_present(**m) && !self.unseated.contains(m))
+            .filter(|m| io.is_present(**m) && !io.is_moving(**m) && !self.unseated.contains(m))
             .count();
         // Not past the room's messages still on their way through Redis, though: it goes the
         // same way, behind them (and Redis numbers the room's messages in that order).
@@ -745,11 +747,11 @@ impl ClusterChat {
             // Its history goes to Redis at the turn's end, with the room's other messages of
             // the turn (without Redis the history misses it; the members still get it).
             // Numbered as Redis will number it (no one else adds to the room meanwhile).
-            if self.link.is_up() {
-                self.appends.push((code, message.clone()));
-                if let Some(local) = self.rooms.get_mut(&code) {
-                    local.seq += 1;
-                }
+            if self.link.is_up()
+                && let Some(local) = self.rooms.get_mut(&code)
+            {
+                local.seq += 1;
+                self.appends.push((code, local.seq, message.clone()));
             }
             self.tagged(code, io, |io| deliver(code, &message, io));
             self.message_buf = message;
@@ -1010,7 +1012,14 @@ impl ClusterChat {
             }
             Op::Resync => {
                 let Ok(r) = reply else { return };
-                let [lost, gone] = r.items() else { return };
+                let [lost, gone, seqs] = r.items() else {
+                    return;
+                };
+                for (code, seq) in seqs.items().iter().filter_map(code_and_sid) {
+                    if let Ok(seq) = seq.parse() {
+                        self.set_seq(code, seq);
+                    }
+                }
                 for (code, sid) in lost.items().iter().filter_map(code_and_sid) {
                     if let Some(socket) = member_with_sid(io, code, sid) {
                         self.unseat(socket, code, errors::ROOM_FULL, io);
@@ -1365,10 +1374,11 @@ impl ClusterChat {
         let _ = self.link.send(&set, Op::Ignore, io.now());
     }
 
-    /// The record of a socket that just took a seat here: what its client has now.
+    /// The record of a socket that just took a seat here: what its client has now. Its
+    /// client's last offset is the one it connected with (its base) or one this node gave it.
     fn record_seat(&mut self, socket: SocketRef, code: RoomCode, has: u64, io: &Io<'_, '_>) {
         let count = recovery::count_of(io.last_offset());
-        self.record(socket, code, has, None, count, io);
+        self.record(socket, code, has, io.base_offset(socket), count, io);
     }
 
     /// Asks Redis where a claimed socket lives (`claim`); false if it cannot be asked.
@@ -1421,13 +1431,14 @@ impl ClusterChat {
             pid,
             has,
         };
-        let (has, count, base, most) = (
+        let (has, count, base, most, deadline) = (
             has.to_string(),
             recovery::count_of(io.last_offset()).to_string(),
             offset.map_or_else(|| "-".to_string(), |o| o.to_string()),
             self.recovery.max_events.to_string(),
+            self.link.deadline(io.unix_millis()).to_string(),
         );
-        let args: [&[u8]; 7] = [
+        let args: [&[u8]; 8] = [
             pid.as_str().as_bytes(),
             record.as_bytes(),
             self.node.as_bytes(),
@@ -1435,6 +1446,7 @@ impl ClusterChat {
             count.as_bytes(),
             base.as_bytes(),
             most.as_bytes(),
+            deadline.as_bytes(),
         ];
         let sent = self
             .link
@@ -1447,7 +1459,7 @@ impl ClusterChat {
     }
 
     /// The answer to `adopt`: `['ok', id, exp, other seat, seq, away, message…]` (the
-    /// messages after the first `has`) or `['lost']`. The socket of a dead node comes back
+    /// messages after the first `has`), `['lost']` or `['late']`. The socket of a dead node comes back
     /// here with the messages its client missed, then its CONNECT reply; a partner here that
     /// heard it left hears it joined.
     fn adopted(
@@ -1933,6 +1945,7 @@ impl ClusterChat {
         if let Some(a) = &claim.arriving
             && let Some(has) = (claim.record.as_deref())
                 .and_then(Record::parse)
+                .filter(|r| r.code == a.code)
                 .and_then(|r| r.has(claim.offset, a.seq))
         {
             self.record(socket, a.code, has, claim.offset, count, io);

@@ -554,8 +554,14 @@ impl<A: App> SocketIo<A> {
                     self.dispatch(event, io);
                     return Ok(());
                 }
+                let offset = claim.as_ref().and_then(|c| c.offset.ok().flatten());
                 if !claim.is_some_and(|c| self.restore(session, nsp, c, auth, io)) {
-                    self.connect(session, nsp, auth, io);
+                    let socket = self.connect(session, nsp, auth, io);
+                    // A fresh socket for a client that asked for recovery: its last offset
+                    // (kept across sockets by socket.io-client) means nothing here.
+                    if let Some(s) = self.tables.sockets.get_mut(socket) {
+                        s.outbox.set_base(offset);
+                    }
                 }
             }
             PacketType::Disconnect => {
@@ -1538,6 +1544,12 @@ impl<T> SioIo<'_, '_, T> {
     /// packet's count is greater).
     pub fn last_offset(&self) -> u64 {
         self.tables.recovery.as_ref().map_or(0, |r| r.offset)
+    }
+
+    /// The last offset the socket's client had when it connected (from an earlier socket),
+    /// if it said: it saw nothing of this socket yet.
+    pub fn base_offset(&self, socket: SocketRef) -> Option<u64> {
+        self.tables.socket(socket).and_then(|s| s.outbox.base())
     }
 
     /// The socket's private id (recovery on).

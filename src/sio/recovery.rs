@@ -125,8 +125,9 @@ pub struct Outbox {
     lost: bool,
     /// The offset of the first packet it ever held.
     first: Option<u64>,
-    /// A socket brought from another node: the last offset the client saw there, which
-    /// means it has seen nothing held here.
+    /// The last offset the client saw before this socket (on another node it was brought
+    /// from, or an earlier socket of a failed recovery), which means it has seen nothing held
+    /// here.
     /// Zero: none (offsets start at 1); a plain `u64` keeps every socket's outbox small.
     base: u64,
 }
@@ -240,10 +241,15 @@ impl Outbox {
         entries.into()
     }
 
-    /// The client last saw `offset` on another node: asked for what came after it, this
+    /// The client last saw `offset` before this socket: asked for what came after it, this
     /// outbox gives everything it holds.
     pub fn set_base(&mut self, offset: Option<u64>) {
         self.base = offset.unwrap_or(0);
+    }
+
+    /// The last offset the client saw elsewhere (`set_base`).
+    pub fn base(&self) -> Option<u64> {
+        (self.base != 0).then_some(self.base)
     }
 
     /// The client answered a ping: forgets what was held at the previous pong (it has reached

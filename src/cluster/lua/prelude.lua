@@ -1,7 +1,8 @@
 -- Shared by every pairchat script (prepended to each). Keys: room:<code> (a hash: id, exp,
--- s1, s2, seq: the messages ever added, bytes), hist:<code> (a list of message JSON, the last
--- `seq`), seats:<node> (a set of codes), nodes (a set), alive:<node> (a string with a TTL),
--- orphans (a sorted set of "<node> <code>" by when a dead node's seats there are freed),
+-- s1, s2, seq: the messages ever added, gap (see append.lua), bytes), hist:<code> (a list of
+-- message JSON, the last `seq`), seats:<node> (a set of codes), nodes (a set), alive:<node>
+-- (a string with a TTL), orphans (a sorted set of "<node> <code>" by when a dead node's
+-- seats there are freed),
 -- pid:<pid> (where a socket lives: "<node>", or "<node> <sid> <code> <seq> <count> <base>",
 -- written by that node; see `Record` in mod.rs); channel to:<node>. A seat is "<node> <sid>",
 -- with " a" after it while its member is away (connection state recovery).

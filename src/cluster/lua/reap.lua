@@ -31,11 +31,11 @@ end
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', P .. 'orphans', '-inf', now)) do
   local n, code = string.match(m, '^(%S+) (%S+)$')
   -- A node taken for dead that came back has put its seats back (`resync`).
-  if n and redis.call('EXISTS', P .. 'alive:' .. n) == 0 then
+  if n and redis.call('SISMEMBER', P .. 'nodes', n) == 0 then
     local room = P .. 'room:' .. code
     local r = redis.call('HMGET', room, 's1', 's2')
     for i = 1, 2 do
-      if r[i] and seat_node(r[i]) == n then
+      if r[i] and seat_node(r[i]) == n and is_away(r[i]) then
         redis.call('HDEL', room, 's' .. i)
         r[i] = nil
       end

@@ -10,9 +10,12 @@
 --   come back (it may have died while Redis was away). But a partner's node that has synced
 --   already (`synced:<node>`) would have made the room again itself if it still had the
 --   partner: that partner is gone.
--- - A seat taken meanwhile (the node was reaped, and the seat given away) is lost.
--- Answers {lost, gone}: this node's members whose seat is lost, and partners that are gone,
--- each as "<code> <sid>".
+-- - A seat taken meanwhile (the node was reaped, and the seat given away) is lost; one the
+--   reaper marked away is this node's again (its partner's node is told 'j').
+-- - A room numbered lower than this node numbered it (appends lost with the link) takes this
+--   node's numbers, with a `gap` (see append.lua).
+-- Answers {lost, gone, seqs}: this node's members whose seat is lost, and partners that are
+-- gone, each as "<code> <sid>", and each room's `seq` now, as "<code> <seq>".
 local node, ttl = ARGV[1], ARGV[2]
 local FIELDS = 7
 local mine = {}
@@ -51,7 +54,7 @@ for _, code in ipairs(redis.call('SMEMBERS', seats)) do
   end
   if not mine[code] then redis.call('SREM', seats, code) end
 end
-local lost, gone = {}, {}
+local lost, gone, seqs = {}, {}, {}
 for k = 0, n - 1 do
   local code, seat, id, partner = arg(k, 1), arg(k, 2), arg(k, 3), arg(k, 6)
   local sid = string.match(seat, '^(%S+)')
@@ -72,6 +75,7 @@ for k = 0, n - 1 do
         redis.call('SET', P .. 'alive:' .. pnode, '', 'PX', ttl, 'NX')
       end
     end
+    seqs[#seqs + 1] = code .. ' ' .. arg(k, 7)
   elseif r[1] ~= id then
     lost[#lost + 1] = code .. ' ' .. sid
   else
@@ -81,8 +85,19 @@ for k = 0, n - 1 do
       if s[i] and seat_of(s[i]) == node .. ' ' .. sid then
         held = true
         redis.call('HSET', room, 's' .. i, value)
+        redis.call('SADD', seats, code)
+        local other = s[3 - i]
+        if is_away(s[i]) and not is_away(value) and other and seat_node(other) ~= node then
+          tell(seat_node(other), 'j ' .. code .. ' ' .. node .. ' ' .. sid)
+        end
       end
     end
+    local seq, mine = tonumber(redis.call('HGET', room, 'seq') or '0'), tonumber(arg(k, 7))
+    if mine > seq then
+      seq = mine
+      redis.call('HSET', room, 'seq', seq, 'gap', seq)
+    end
+    seqs[#seqs + 1] = code .. ' ' .. seq
     if not held then
       local free = nil
       for i = 1, 2 do
@@ -101,4 +116,4 @@ for k = 0, n - 1 do
     end
   end
 end
-return {lost, gone}
+return {lost, gone, seqs}
