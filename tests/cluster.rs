@@ -1006,6 +1006,111 @@ fn appends_lost_with_the_link_never_make_a_recovery_skip_messages() {
 }
 
 #[test]
+fn a_same_node_pairs_numbers_stay_redis_numbers_through_a_reconnect() {
+    let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
+        return;
+    };
+    cluster.wait_peers();
+    let mut alice = cluster.client(1);
+    let code = alice.create_room();
+    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
+    assert_success(&bob.call("joinRoom", json!({ "code": code })));
+    alice.next_event("userJoined");
+    // Node 1's link is cut while Alice talks, and Redis is kept busy (30 ms scripts) while
+    // the node makes it again and resyncs: replies come late, messages go on meanwhile.
+    let connects = cluster.metric(1, "pairchat_redis_connects_total");
+    let url = cluster.redis.url();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(ms(100));
+        let _ = common::redis::redis_cli(&url, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        let _ = common::redis::redis_cli(&url, &["CLIENT", "KILL", "TYPE", "normal"]);
+        let busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                    while true do local u = redis.call('TIME') \
+                    if u[1] * 1000000 + u[2] - s > 30000 then break end end return 1";
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(1500) {
+            let _ = common::redis::redis_cli(&url, &["EVAL", busy, "0"]);
+            std::thread::sleep(ms(3));
+        }
+    });
+    // Bob reads every message with the count its offset carries.
+    bob.ws.get_mut().set_read_timeout(Some(ms(1500))).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got: Vec<(String, u64)> = Vec::new();
+        loop {
+            match bob.ws.read() {
+                Ok(tungstenite::Message::Text(t)) if t.as_str() == "2" => {
+                    let _ = bob.ws.send(tungstenite::Message::text("3"));
+                }
+                Ok(tungstenite::Message::Text(t)) => {
+                    let event: Vec<Value> = serde_json::from_str(&t[2..]).expect("an event");
+                    if event[0] == "newMessage" {
+                        let offset: u64 = event[2].as_str().unwrap().parse().unwrap();
+                        let text = event[1]["text"].as_str().unwrap().to_string();
+                        got.push((text, offset & ((1 << 20) - 1)));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break got,
+            }
+        }
+    });
+    let (mut sent, mut up_at, start) = (0, None::<Instant>, Instant::now());
+    while up_at.is_none_or(|t| t.elapsed() < ms(100)) && start.elapsed() < Duration::from_secs(12) {
+        for _ in 0..8 {
+            alice.queue(
+                "sendMessage",
+                json!({"code": code, "text": format!("x{sent}")}),
+            );
+            sent += 1;
+        }
+        alice.flush();
+        std::thread::sleep(ms(2));
+        if sent % 80 == 0
+            && up_at.is_none()
+            && cluster.metric(1, "pairchat_redis_connects_total") > connects
+        {
+            up_at = Some(Instant::now());
+        }
+    }
+    killer.join().unwrap();
+    alice.events_until_quiet(Duration::from_secs(1));
+    let got = reader.join().unwrap();
+    assert!(up_at.is_some(), "the link came back");
+
+    // Bob's counts never go down, and past the gap Redis numbers each message as Bob's offset
+    // said (what a node taking his socket over relies on).
+    let room = format!("pairchat:room:{code}");
+    let field = |f: &str| match cluster.redis(&["HGET", &room, f]) {
+        Resp::Bulk(Some(n)) => n.parse::<u64>().unwrap(),
+        _ => 0,
+    };
+    let (seq, gap) = (field("seq"), field("gap"));
+    let Resp::Array(Some(history)) =
+        cluster.redis(&["LRANGE", &format!("pairchat:hist:{code}"), "0", "-1"])
+    else {
+        panic!("no history");
+    };
+    let first = seq + 1 - history.len() as u64;
+    let mut number = std::collections::HashMap::new();
+    for (k, m) in history.iter().enumerate() {
+        if let Resp::Bulk(Some(m)) = m {
+            let v: Value = serde_json::from_str(m).unwrap();
+            number.insert(v["text"].as_str().unwrap().to_string(), first + k as u64);
+        }
+    }
+    eprintln!("sent {sent}, bob got {}, seq {seq}, gap {gap}", got.len());
+    let mut last = 0;
+    for (text, count) in &got {
+        assert!(*count >= last, "{text}: count {count} after {last}");
+        last = *count;
+        if let Some(n) = number.get(text).filter(|n| **n > gap) {
+            assert_eq!(n, count, "{text}");
+        }
+    }
+}
+
+#[test]
 fn a_second_claim_of_a_socket_takes_the_first_ones_place() {
     let Some(cluster) = Cluster::start(SUITE, 2, &[]) else {
         return;

@@ -255,6 +255,10 @@ enum Op {
         offset: Option<u64>,
         code: RoomCode,
     },
+    /// A room's history appended (`append`): its message count now.
+    Appended {
+        code: RoomCode,
+    },
     /// Nothing waits for it (an error is logged).
     Ignore,
 }
@@ -559,9 +563,8 @@ impl ClusterChat {
                 first.as_bytes(),
             ]);
             args.extend(room.iter().map(|(_, _, m)| m.as_bytes()));
-            let _ = self
-                .link
-                .script(Script::Append as usize, &args, Op::Ignore, now);
+            let op = Op::Appended { code };
+            let _ = self.link.script(Script::Append as usize, &args, op, now);
         }
         appends.clear();
         self.appends = appends;
@@ -743,7 +746,9 @@ impl ClusterChat {
         // Not past the room's messages still on their way through Redis, though: it goes the
         // same way, behind them (and Redis numbers the room's messages in that order).
         let waiting = members(io, code).iter().any(|m| self.pending(*m));
-        if seated_here == ROOM_CAPACITY && !waiting {
+        // And Redis has both seats here (a seat it says is elsewhere is not this socket's).
+        let remote = self.rooms.get(&code).is_none_or(|r| r.remote.is_some());
+        if seated_here == ROOM_CAPACITY && !waiting && !remote {
             // Its history goes to Redis at the turn's end, with the room's other messages of
             // the turn (without Redis the history misses it; the members still get it).
             // Numbered as Redis will number it (no one else adds to the room meanwhile).
@@ -1017,7 +1022,7 @@ impl ClusterChat {
                 };
                 for (code, seq) in seqs.items().iter().filter_map(code_and_sid) {
                     if let Ok(seq) = seq.parse() {
-                        self.set_seq(code, seq);
+                        self.raise_seq(code, seq);
                     }
                 }
                 for (code, sid) in lost.items().iter().filter_map(code_and_sid) {
@@ -1128,6 +1133,11 @@ impl ClusterChat {
             Op::Secret => {
                 if let Ok(Resp::Bytes(secret)) = reply {
                     self.secret = String::from_utf8(secret).ok();
+                }
+            }
+            Op::Appended { code } => {
+                if let Ok(Resp::Int(seq)) = reply {
+                    self.raise_seq(code, seq as u64);
                 }
             }
             Op::Ignore => {}
@@ -1338,6 +1348,14 @@ impl ClusterChat {
     fn set_seq(&mut self, code: RoomCode, seq: u64) {
         if let Some(local) = self.rooms.get_mut(&code) {
             local.seq = seq;
+        }
+    }
+
+    /// Notes the room's message count as Redis numbered it a while ago (messages this node
+    /// numbered since are above it).
+    fn raise_seq(&mut self, code: RoomCode, seq: u64) {
+        if let Some(local) = self.rooms.get_mut(&code) {
+            local.seq = local.seq.max(seq);
         }
     }
 

@@ -149,6 +149,11 @@ impl Outbox {
         }
         let size = cost(&packet);
         self.first.get_or_insert(offset);
+        // The client's last offset from before names this packet now (a process's offsets
+        // start over when it does): an offset means this packet from here on.
+        if offset == self.base {
+            self.base = 0;
+        }
         let new_packet = self.entries.back().is_none_or(|(o, _)| *o != offset);
         if new_packet {
             self.packets += 1;

@@ -28,8 +28,18 @@ for k = 0, n - 1 do
 end
 local seats = P .. 'seats:' .. node
 redis.call('SET', P .. 'synced:' .. node, '1')
+-- The rooms of its seats: those it is known to hold, and those the reaper left it, away (it
+-- was taken for dead).
+local held = redis.call('SMEMBERS', seats)
+for _, m in ipairs(redis.call('ZRANGE', P .. 'orphans', 0, -1)) do
+  local n, code = string.match(m, '^(%S+) (%S+)$')
+  if n == node then
+    held[#held + 1] = code
+    redis.call('ZREM', P .. 'orphans', m)
+  end
+end
 -- Seats Redis has for this node that it does not have any more.
-for _, code in ipairs(redis.call('SMEMBERS', seats)) do
+for _, code in ipairs(held) do
   local room = P .. 'room:' .. code
   local r = redis.call('HMGET', room, 's1', 's2')
   for i = 1, 2 do
