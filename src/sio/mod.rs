@@ -16,6 +16,7 @@
 
 pub mod adapter;
 mod error;
+pub mod msgpack;
 pub mod packet;
 pub mod recovery;
 
