@@ -18,7 +18,7 @@ use crate::cluster::link::RedisConfig;
 use crate::config::{CorsOrigins, MAX_DURATION, MetricsAccess, parse_addresses, parse_duration};
 use crate::log::Level;
 use crate::memory::{Budget, MIN_BUDGET, parse_size, show_size};
-use crate::sio::SioConfig;
+use crate::sio::{Parser, Parsers, SioConfig};
 
 /// Everything the command line sets.
 #[derive(Debug)]
@@ -496,6 +496,28 @@ const OPTIONS: &[Opt] = &[
                 return Err("expected host:port (or bound)".into());
             }
             s.advertise = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        name: "parser",
+        value: "auto|json|msgpack",
+        help: "the Socket.IO parsers clients may speak (auto: either, per session)",
+        show: |s| {
+            match s.sio.parsers {
+                Parsers::Auto => "auto",
+                Parsers::Only(Parser::Json) => "json",
+                Parsers::Only(Parser::Msgpack) => "msgpack",
+            }
+            .to_string()
+        },
+        set: |s, v| {
+            s.sio.parsers = match v.trim() {
+                "auto" => Parsers::Auto,
+                "json" => Parsers::Only(Parser::Json),
+                "msgpack" => Parsers::Only(Parser::Msgpack),
+                _ => return Err("expected auto, json or msgpack".to_string()),
+            };
             Ok(())
         },
     },

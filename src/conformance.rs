@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use crate::Config;
-use crate::sio::{App, RecoveryConfig, SioConfig, SioEvent, SioIo, SocketIo, SocketRef};
+use crate::sio::{
+    App, Parser, Parsers, RecoveryConfig, SioConfig, SioEvent, SioIo, SocketIo, SocketRef,
+};
 
 /// The Engine.IO suite's server settings on `port` (an [`crate::engine::Echo`] handler goes with them).
 pub fn engine_config(port: u16) -> Config {
@@ -40,6 +42,8 @@ pub fn sio_handler(config: &Config) -> SocketIo<SioConformance> {
         // The suite expects socket.io's wire without recovery (`40{"sid":…}`, no offsets).
         recovery: RecoveryConfig::off(),
         pid_prefix: String::new(),
+        // socket.io's default parser only, as the suite expects.
+        parsers: Parsers::Only(Parser::Json),
     };
     SocketIo::new(SioConformance, sio, config.max_payload)
 }

@@ -70,3 +70,33 @@ fn socket_io_client_end_to_end() {
         );
     }
 }
+
+/// socket.io-msgpack-parser clients (`tests/e2e/msgpack.test.mjs`) against a server with the
+/// default `--parser auto`: a msgpack client and a JSON client in one room, and a msgpack
+/// client's recovery, under the three transport settings.
+#[test]
+fn socket_io_msgpack_parser_end_to_end() {
+    const MSGPACK_SUITE: &str = "the msgpack end-to-end suite (tests/e2e/msgpack.test.mjs)";
+    let Some((node, npm)) = harness::node_and_npm(MSGPACK_SUITE) else {
+        return;
+    };
+    let _installed = harness::install(&npm);
+    // A heartbeat short enough that a polling client's cut is noticed within 600 ms.
+    let flags = [
+        &MAIN_FLAGS[..],
+        &["--ping-interval", "300ms", "--ping-timeout", "300ms"],
+    ];
+    let mut server = Proc::start(&flags.concat());
+    let url = format!("http://{}", server.addr);
+    let mut cmd = harness::node_test(&node, "msgpack.test.mjs");
+    cmd.env("PAIRCHAT_URL", &url);
+    let run = harness::run(cmd, SUITE_TIMEOUT);
+    eprintln!("---- node --test output ----\n{}", run.output);
+    if !run.all_tests_passed() {
+        eprintln!("---- server log ----\n{}", server.stop_and_log());
+        panic!(
+            "the msgpack end-to-end suite failed ({}); its output is above",
+            run.describe()
+        );
+    }
+}

@@ -37,6 +37,7 @@ fn server_with_attachment_budget(max_payload: usize) -> TestServer {
             connect_timeout: Duration::from_millis(1000),
             recovery: RecoveryConfig::off(),
             pid_prefix: String::new(),
+            ..SioConfig::default()
         };
         SocketIo::new(pairchat::conformance::SioConformance, sio, max_payload)
     })
@@ -109,6 +110,7 @@ fn rooms_server() -> TestServer {
             connect_timeout: Duration::from_secs(10),
             recovery: RecoveryConfig::off(),
             pid_prefix: String::new(),
+            ..SioConfig::default()
         };
         SocketIo::new(Rooms::default(), sio, cfg.max_payload)
     })

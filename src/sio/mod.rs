@@ -206,6 +206,36 @@ pub struct SioConfig {
     /// CONNECT with a pid not known here may be another node's socket: the application is
     /// asked to bring it here (`SioEvent::Claim`). Empty: no claims.
     pub pid_prefix: String,
+    /// The parsers clients may speak (`--parser`): each session's first Socket.IO packet says
+    /// which it speaks (a text message: JSON; a binary one: msgpack). Defaults to both.
+    pub parsers: Parsers,
+}
+
+/// A Socket.IO parser: socket.io's default (JSON text, binary attachments as separate
+/// messages) or socket.io-msgpack-parser's (one MessagePack binary message per packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parser {
+    /// socket.io-parser.
+    Json,
+    /// socket.io-msgpack-parser.
+    Msgpack,
+}
+
+/// Which parsers a server takes (`--parser auto|json|msgpack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parsers {
+    /// Either, each session the one it speaks first.
+    #[default]
+    Auto,
+    /// Only this one.
+    Only(Parser),
+}
+
+impl Parsers {
+    /// Whether a session may speak `p`.
+    fn take(self, p: Parser) -> bool {
+        self == Parsers::Auto || self == Parsers::Only(p)
+    }
 }
 
 impl Default for SioConfig {
@@ -215,6 +245,7 @@ impl Default for SioConfig {
             connect_timeout: std::time::Duration::from_secs(45),
             recovery: RecoveryConfig::default(),
             pid_prefix: String::new(),
+            parsers: Parsers::Auto,
         }
     }
 }
@@ -236,6 +267,8 @@ struct Socket {
     restores: (Millis, usize),
     /// Being handed over to another node (`SioIo::set_moving`): not restored here.
     moving: bool,
+    /// Its session speaks socket.io-msgpack-parser (`Parser::Msgpack`).
+    msgpack: bool,
 }
 
 struct Away {
@@ -297,6 +330,8 @@ struct Client {
     /// (`SioEvent::Claim`): the namespace and the auth payload.
     /// Boxed: it is rare, and every session has the field.
     held: Option<Box<Held>>,
+    /// The parser it speaks, once its first Socket.IO packet said.
+    parser: Option<Parser>,
 }
 
 /// A CONNECT waiting on a claim (`SioEvent::Claim`).
@@ -473,6 +508,45 @@ impl<A: App> SocketIo<A> {
         self.on_packet(session, p, parts, &[], io)
     }
 
+    /// Whether a session speaks parser `p`: the first Socket.IO packet decides, among those
+    /// the server takes.
+    fn speaks(&mut self, session: SessionId, p: Parser) -> bool {
+        let parsers = self.config.parsers;
+        let Some(client) = self.tables.clients.get_mut(session) else {
+            return false;
+        };
+        match client.parser {
+            Some(q) => q == p,
+            None if parsers.take(p) => {
+                client.parser = Some(p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A packet of socket.io-msgpack-parser (`first`: the session's first, which must be a
+    /// CONNECT): read as the JSON parser's text and attachments, then handled as those are.
+    fn on_msgpack(
+        &mut self,
+        session: SessionId,
+        data: &[u8],
+        first: bool,
+        io: &mut Io<'_, SioTimer<A::Timer>>,
+    ) -> Result<(), SioError> {
+        let decoded = msgpack::decode(data)?;
+        if first && decoded.kind != PacketType::Connect {
+            return Err(SioError::BadPayload);
+        }
+        if decoded.attachments.len() > packet::MAX_ATTACHMENTS {
+            return Err(SioError::BadAttachments);
+        }
+        let text = msgpack::to_text(&decoded);
+        let attachments: Vec<Bytes> = (decoded.attachments.into_iter()).map(Bytes::from).collect();
+        let (p, parts) = packet::decode_parts(&text)?;
+        self.on_packet(session, p, parts, &attachments, io)
+    }
+
     fn on_binary(
         &mut self,
         session: SessionId,
@@ -527,7 +601,8 @@ impl<A: App> SocketIo<A> {
                         None,
                         Some("{\"message\":\"Invalid namespace\"}"),
                     );
-                    io.send(session, Outgoing::message_str(&s));
+                    let msgpack = self.tables.msgpack(session);
+                    send_packet(io, session, msgpack, &[Outgoing::message_str(&s)]);
                     return Ok(());
                 };
                 if socket.is_some() || self.tables.held(session).is_some() {
@@ -624,6 +699,7 @@ impl<A: App> SocketIo<A> {
             away: None,
             restores: (io.now, 0),
             moving: false,
+            msgpack: false,
         });
         if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
             r.pids.insert(pid, socket);
@@ -748,9 +824,8 @@ impl<A: App> SocketIo<A> {
         s.outbox.resent();
         s.session = session;
         s.addr = clients.get(session).and_then(|c| c.addr);
-        for packet in replay {
-            io.send(session, packet);
-        }
+        s.msgpack = clients.get(session).and_then(|c| c.parser) == Some(Parser::Msgpack);
+        send_messages(io, session, s.msgpack, replay);
         self.attach(session, socket, auth, true, io);
         true
     }
@@ -883,12 +958,23 @@ impl<A: App> Handler for SocketIo<A> {
             }
             // Input that is no Socket.IO: Engine.IO's "parse error" (never recovered).
             Event::Message { session, text } => {
-                if self.on_message(session, text, io).is_err() {
+                let ok = self.speaks(session, Parser::Json)
+                    && self.on_message(session, text, io).is_ok();
+                if !ok {
                     io.close(session, CloseReason::ParseError);
                 }
             }
             Event::Binary { session, data } => {
-                if self.on_binary(session, data, io).is_err() {
+                let parser = self.tables.clients.get(session).and_then(|c| c.parser);
+                // A binary message first: a msgpack CONNECT, if anything.
+                let ok = match parser {
+                    Some(Parser::Json) => self.on_binary(session, data, io).is_ok(),
+                    _ => {
+                        self.speaks(session, Parser::Msgpack)
+                            && self.on_msgpack(session, data, parser.is_none(), io).is_ok()
+                    }
+                };
+                if !ok {
                     io.close(session, CloseReason::ParseError);
                 }
             }
@@ -1042,11 +1128,12 @@ impl Tables {
         socket: SocketRef,
         io: &mut Io<'_, SioTimer<T>>,
     ) -> bool {
-        let (Some(client), Some(s)) = (self.clients.get_mut(session), self.sockets.get(socket))
+        let (Some(client), Some(s)) = (self.clients.get_mut(session), self.sockets.get_mut(socket))
         else {
             return false;
         };
         client.sockets.push(socket);
+        s.msgpack = client.parser == Some(Parser::Msgpack);
         if let Some(timer) = client.connect_timer.take() {
             io.cancel_timer(timer);
         }
@@ -1061,8 +1148,13 @@ impl Tables {
         data.push_str("\"}");
         let mut out = String::with_capacity(80);
         packet::encode(&mut out, PacketType::Connect, name, 0, None, Some(&data));
-        io.send(session, Outgoing::message_str(&out));
+        send_packet(io, session, s.msgpack, &[Outgoing::message_str(&out)]);
         true
+    }
+
+    /// Whether a session speaks socket.io-msgpack-parser.
+    fn msgpack(&self, session: SessionId) -> bool {
+        (self.clients.get(session)).is_some_and(|c| c.parser == Some(Parser::Msgpack))
     }
 
     /// Takes a socket out of every table without telling the application (it handed the
@@ -1114,6 +1206,46 @@ impl Tables {
     }
 }
 
+/// Queues one packet's messages (its text, then its attachments) for a session, in its
+/// parser: as they are, or as one msgpack message.
+fn send_packet<T>(io: &mut Io<'_, SioTimer<T>>, session: SessionId, msgpack: bool, p: &[Outgoing]) {
+    if !msgpack {
+        for m in p {
+            io.send(session, m.clone());
+        }
+    } else if let Some(m) = msgpack::from_messages(p) {
+        io.send(session, m);
+    }
+}
+
+/// Queues packets' messages, one after another (a packet's attachments after its text), for
+/// a session, in its parser.
+fn send_messages<T>(
+    io: &mut Io<'_, SioTimer<T>>,
+    session: SessionId,
+    msgpack: bool,
+    messages: Vec<Outgoing>,
+) {
+    if !msgpack {
+        for m in messages {
+            io.send(session, m);
+        }
+        return;
+    }
+    let mut rest = &messages[..];
+    while let Some(first) = rest.first() {
+        let attachments = match first {
+            Outgoing::Text(t) => (t.as_str().get(1..))
+                .and_then(|t| packet::split(t).ok())
+                .map_or(0, |p| p.attachments),
+            Outgoing::Binary(_) => 0,
+        };
+        let n = (1 + attachments).min(rest.len());
+        send_packet(io, session, true, &rest[..n]);
+        rest = &rest[n..];
+    }
+}
+
 /// Queues `packets` for every socket of `members` (and keeps an event in each one's outbox,
 /// recovery on; an away socket only keeps it).
 fn deliver(
@@ -1135,9 +1267,7 @@ fn deliver(
             continue;
         };
         if s.away.is_none() {
-            for p in packets.iter() {
-                io.send(s.session, p.clone());
-            }
+            send_packet(io, s.session, s.msgpack, packets);
         }
     }
 }
@@ -1631,6 +1761,7 @@ impl<T> SioIo<'_, '_, T> {
             away: None,
             restores: (self.io.now, 0),
             moving: false,
+            msgpack: false,
         });
         let r = self.tables.recovery.as_mut()?;
         let at = crate::timer::deadline(self.io.now, r.window);
@@ -1686,6 +1817,7 @@ impl<T> SioIo<'_, '_, T> {
             return Adopted::Failed;
         }
         let addr = self.tables.clients.get(session).and_then(|c| c.addr);
+        let msgpack = self.tables.msgpack(session);
         let Tables {
             sockets, recovery, ..
         } = &mut *self.tables;
@@ -1732,10 +1864,9 @@ impl<T> SioIo<'_, '_, T> {
             self.io.cancel_timer(away.timer);
         }
         r.stats.recovered += 1;
+        s.msgpack = msgpack;
         if let Ok(all) = s.outbox.after(None) {
-            for packet in all {
-                self.io.send(session, packet.clone());
-            }
+            send_messages(self.io, session, s.msgpack, all.cloned().collect());
         }
         if let Some(client) = self.tables.clients.get_mut(session) {
             client.held = None;

@@ -16,7 +16,8 @@
 use serde_json::Value;
 
 use super::error::SioError;
-use super::packet::{PacketType, push_decimal, write_json_string};
+use super::packet::{self, PacketType, push_decimal, write_json_string};
+use crate::engine::Outgoing;
 
 /// Deepest nesting of arrays and maps accepted in a packet's data.
 pub const MAX_DEPTH: usize = 32;
@@ -133,6 +134,30 @@ pub fn encode(
         write_uint(&mut out, id);
     }
     Some(out)
+}
+
+/// A packet this layer wrote for the JSON parser (the Engine.IO message `4…`, then its
+/// attachments) as the one binary message the msgpack parser sends instead.
+pub fn from_messages(messages: &[Outgoing]) -> Option<Outgoing> {
+    let Outgoing::Text(text) = messages.first()? else {
+        return None;
+    };
+    let p = packet::split(text.as_str().get(1..)?).ok()?;
+    let attachments: Vec<&[u8]> = (messages[1..].iter())
+        .filter_map(|m| match m {
+            Outgoing::Binary(b) => Some(&b[..]),
+            Outgoing::Text(_) => None,
+        })
+        .collect();
+    encode(p.kind, p.nsp, p.id, p.data, &attachments).map(Outgoing::binary)
+}
+
+/// A decoded packet as the JSON parser's text (placeholders where its attachments go).
+pub fn to_text(d: &Decoded) -> String {
+    let mut out = String::with_capacity(16 + d.data.as_ref().map_or(0, String::len));
+    let data = d.data.as_deref();
+    packet::encode(&mut out, d.kind, &d.nsp, d.attachments.len(), d.id, data);
+    out
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

@@ -93,6 +93,14 @@ pub type EventParts<'a> = (Cow<'a, str>, Vec<&'a RawValue>);
 
 /// Like `decode`, and for events also the name and arguments, split once while validating.
 pub fn decode_parts(s: &str) -> Result<(Packet<'_>, Option<EventParts<'_>>), SioError> {
+    let packet = split(s)?;
+    let parts = validate(&packet)?;
+    Ok((packet, parts))
+}
+
+/// Reads a packet's head (type, attachment count, namespace, ack id) and takes the rest as its
+/// data, unchecked: `decode_parts` checks what clients send.
+pub fn split(s: &str) -> Result<Packet<'_>, SioError> {
     let bytes = s.as_bytes();
     let kind = bytes
         .first()
@@ -130,15 +138,13 @@ pub fn decode_parts(s: &str) -> Result<(Packet<'_>, Option<EventParts<'_>>), Sio
         None
     };
     let data = (i < s.len()).then(|| &s[i..]);
-    let packet = Packet {
+    Ok(Packet {
         kind,
         attachments,
         nsp,
         id,
         data,
-    };
-    let parts = validate(&packet)?;
-    Ok((packet, parts))
+    })
 }
 
 fn validate<'a>(p: &Packet<'a>) -> Result<Option<EventParts<'a>>, SioError> {

@@ -137,7 +137,10 @@ export async function startProxy(target) {
 export async function proxied(t, target, transport, options) {
   const proxy = await startProxy(target);
   t.after(() => proxy.close());
-  const socket = await connect(proxy.url, transport, { ...options, io: RECONNECT });
+  const socket = await connect(proxy.url, transport, {
+    ...options,
+    io: { ...RECONNECT, ...options?.io },
+  });
   t.after(() => socket.disconnect());
   socket.proxy = proxy;
   socket.reconnections = [];
