@@ -71,12 +71,12 @@ fn socket_io_client_end_to_end() {
     }
 }
 
-/// socket.io-msgpack-parser clients (`tests/e2e/msgpack.test.mjs`) against a server with the
-/// default `--parser auto`: a msgpack client and a JSON client in one room, and a msgpack
-/// client's recovery, under the three transport settings.
+/// Other clients (`tests/e2e/clients.test.mjs`) against a server with the default `--parser
+/// auto`: socket.io-msgpack-parser (a msgpack client and a JSON client in one room, a msgpack
+/// client's recovery) and socket.io-client 3.x, under the three transport settings.
 #[test]
-fn socket_io_msgpack_parser_end_to_end() {
-    const MSGPACK_SUITE: &str = "the msgpack end-to-end suite (tests/e2e/msgpack.test.mjs)";
+fn other_clients_end_to_end() {
+    const MSGPACK_SUITE: &str = "the other clients' end-to-end suite (tests/e2e/clients.test.mjs)";
     let Some((node, npm)) = harness::node_and_npm(MSGPACK_SUITE) else {
         return;
     };
@@ -88,14 +88,14 @@ fn socket_io_msgpack_parser_end_to_end() {
     ];
     let mut server = Proc::start(&flags.concat());
     let url = format!("http://{}", server.addr);
-    let mut cmd = harness::node_test(&node, "msgpack.test.mjs");
+    let mut cmd = harness::node_test(&node, "clients.test.mjs");
     cmd.env("PAIRCHAT_URL", &url);
     let run = harness::run(cmd, SUITE_TIMEOUT);
     eprintln!("---- node --test output ----\n{}", run.output);
     if !run.all_tests_passed() {
         eprintln!("---- server log ----\n{}", server.stop_and_log());
         panic!(
-            "the msgpack end-to-end suite failed ({}); its output is above",
+            "the other clients' end-to-end suite failed ({}); its output is above",
             run.describe()
         );
     }

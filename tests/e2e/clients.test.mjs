@@ -1,15 +1,17 @@
-// socket.io-msgpack-parser clients against pairchat with its default `--parser auto`, driven by
-// the real `socket.io-client` 4.8 with the real `socket.io-msgpack-parser` 3.0.2, under the
-// three transport settings: a msgpack client and a JSON client share a room (each session's
-// first packet says which parser it speaks, and a room's events reach each in its own), the
-// chat's contract holds for both, and a msgpack client recovers its socket and what it missed
-// (offsets travel in msgpack events). A msgpack client speaks nothing but msgpack: had the
-// server sent it one JSON text packet, its decoder would have thrown. Run by `cargo test --test
-// e2e` against a server it starts (PAIRCHAT_URL).
+// Clients besides socket.io-client 4.x with its default parser, against pairchat with its default
+// `--parser auto`, under the three transport settings:
+// - socket.io-msgpack-parser 3.0.2 with the real `socket.io-client` 4.8: a msgpack client and a
+//   JSON client share a room (each session's first packet says which parser it speaks, and a
+//   room's events reach each in its own), and a msgpack client recovers its socket and what it
+//   missed (offsets travel in msgpack events). A msgpack client speaks nothing but msgpack: had
+//   the server sent it one JSON text packet, its decoder would have thrown.
+// - socket.io-client 3.1.3 (Engine.IO v4, Socket.IO v5 as 4.x): the chat with a 4.x client.
+// Run by `cargo test --test e2e` against a server it starts (PAIRCHAT_URL).
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { io as io3 } from 'socket.io-client-3';
 import parser from 'socket.io-msgpack-parser';
 
 import {
@@ -103,6 +105,39 @@ describe('socket.io-msgpack-parser', { concurrency: TRANSPORTS.length }, () => {
         });
         assertMessage(await waitFor(bob, 'newMessage'), id, 'back');
       });
+    });
+  }
+});
+
+/** Connects a socket.io-client 3.x socket with the transport's options. */
+function connect3(t, transport) {
+  const socket = io3(URL, { forceNew: true, reconnection: false, ...transport.options });
+  t.after(() => socket.disconnect());
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', reject);
+  });
+}
+
+describe('socket.io-client 3.x', { concurrency: TRANSPORTS.length }, () => {
+  for (const transport of TRANSPORTS) {
+    it(`chats with a 4.x client (${transport.name})`, async (t) => {
+      const old = await connect3(t, transport);
+      const bob = await clients(t, URL, transport)();
+      // socket.io-client 3.x has no emitWithAck.
+      const call = (event, arg) => new Promise((resolve) => old.emit(event, arg, resolve));
+      const { code } = await call('createRoom', {});
+      assert.match(code, /^[1-9][0-9]{5}$/);
+      const joined = new Promise((resolve) => old.once('userJoined', resolve));
+      assert.deepEqual(await ack(bob, 'joinRoom', { code }), { success: true, messages: [] });
+      assert.deepEqual(await joined, { userId: bob.id });
+      const got = new Promise((resolve) => old.once('newMessage', resolve));
+      assert.deepEqual(await ack(bob, 'sendMessage', { code, text: 'hi' }), { success: true });
+      assertMessage(await got, bob.id, 'hi');
+      assertMessage(await waitFor(bob, 'newMessage'), bob.id, 'hi');
+      const mine = waitFor(bob, 'newMessage');
+      assert.deepEqual(await call('sendMessage', { code, text: 'hello' }), { success: true });
+      assertMessage(await mine, old.id, 'hello');
     });
   }
 });
