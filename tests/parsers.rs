@@ -44,7 +44,7 @@ fn packet(kind: PacketType, id: Option<u64>, data: Option<&str>) -> Message {
 /// The next packet, which must be msgpack.
 fn next_msgpack(ws: &mut Ws) -> Decoded {
     match recv_skip_pings(ws) {
-        Message::Binary(b) => msgpack::decode(&b).expect("a msgpack packet"),
+        Message::Binary(b) => msgpack::decode(&b, usize::MAX).expect("a msgpack packet"),
         other => panic!("expected a binary frame, got {other:?}"),
     }
 }

@@ -534,12 +534,12 @@ impl<A: App> SocketIo<A> {
         first: bool,
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
-        let decoded = msgpack::decode(data)?;
+        let decoded = msgpack::decode(data, self.max_payload)?;
         if first && decoded.kind != PacketType::Connect {
             return Err(SioError::BadPayload);
         }
-        if decoded.attachments.len() > packet::MAX_ATTACHMENTS {
-            return Err(SioError::BadAttachments);
+        if let (true, Some(data)) = (decoded.kind.is_binary(), &decoded.data) {
+            packet::check_placeholders(data, decoded.attachments.len())?;
         }
         let text = msgpack::to_text(&decoded);
         let attachments: Vec<Bytes> = (decoded.attachments.into_iter()).map(Bytes::from).collect();
@@ -1215,6 +1215,10 @@ fn send_packet<T>(io: &mut Io<'_, SioTimer<T>>, session: SessionId, msgpack: boo
         }
     } else if let Some(m) = msgpack::from_messages(p) {
         io.send(session, m);
+    } else {
+        // Data the layer wrote that msgpack cannot carry (a lone surrogate escape, say).
+        static UNSENT: crate::log::Sampler = crate::log::Sampler::new();
+        UNSENT.warn("a packet could not be written as msgpack: not sent", &[]);
     }
 }
 

@@ -19,8 +19,9 @@ use super::error::SioError;
 use super::packet::{self, PacketType, push_decimal, write_json_string};
 use crate::engine::Outgoing;
 
-/// Deepest nesting of arrays and maps accepted in a packet's data.
-pub const MAX_DEPTH: usize = 32;
+/// Deepest nesting of arrays and maps accepted in a packet's data (serde_json's limit for the
+/// JSON parser's packets).
+pub const MAX_DEPTH: usize = 128;
 
 /// A decoded packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +41,27 @@ pub struct Decoded {
 /// Decodes one packet, checking what socket.io's msgpack decoder checks: a `type` from 0 to
 /// 4, a string `nsp`, an integer `id` if any, and data that fits the type (an object or
 /// nothing for CONNECT, nothing for DISCONNECT, a non-empty array starting with a string for
-/// EVENT, an array for ACK).
-pub fn decode(bytes: &[u8]) -> Result<Decoded, SioError> {
-    let mut r = Reader { bytes, at: 0 };
+/// EVENT, an array for ACK). Its data as JSON text is at most `max_text` bytes, with at most
+/// `MAX_ATTACHMENTS` `bin`s, and no key appears twice.
+pub fn decode(bytes: &[u8], max_text: usize) -> Result<Decoded, SioError> {
+    let mut r = Reader {
+        bytes,
+        at: 0,
+        max_text,
+    };
     let fields = r.map_len()?;
     let (mut kind, mut nsp, mut id, mut data) = (None, None, None, None);
     let mut attachments = Vec::new();
+    let mut seen = [false; 4];
     for _ in 0..fields {
         let key = r.str()?;
+        let slot = ["type", "nsp", "id", "data"].iter().position(|k| *k == key);
+        if let Some(i) = slot {
+            if seen[i] {
+                return Err(SioError::BadPayload);
+            }
+            seen[i] = true;
+        }
         match key {
             "type" => kind = Some(r.uint()?),
             "nsp" => nsp = Some(r.str()?.to_string()),
@@ -109,6 +123,8 @@ pub fn encode(
     data: Option<&str>,
     attachments: &[&[u8]],
 ) -> Option<Vec<u8>> {
+    // As socket.io-parser's `reconstructPacket`: placeholders only in binary packets.
+    let attachments = kind.is_binary().then_some(attachments);
     let kind = match kind {
         PacketType::BinaryEvent => PacketType::Event,
         PacketType::BinaryAck => PacketType::Ack,
@@ -248,8 +264,10 @@ fn write_len(out: &mut Vec<u8>, n: usize, fix: u8, small: u8) {
     }
 }
 
-/// Writes a JSON value; an attachment placeholder (`{"_placeholder":true,"num":N}`) as `bin`.
-fn write_value(out: &mut Vec<u8>, v: &Value, attachments: &[&[u8]]) -> Option<()> {
+/// Writes a JSON value; an attachment placeholder (`{"_placeholder":true,"num":N}`) as `bin`
+/// when there are attachments (a binary packet's). Integral numbers are integers, as
+/// notepack.io writes JavaScript's.
+fn write_value(out: &mut Vec<u8>, v: &Value, attachments: Option<&[&[u8]]>) -> Option<()> {
     match v {
         Value::Null => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
@@ -259,8 +277,13 @@ fn write_value(out: &mut Vec<u8>, v: &Value, attachments: &[&[u8]]) -> Option<()
             } else if let Some(i) = n.as_i64() {
                 write_int(out, i);
             } else {
-                out.push(0xcb);
-                out.extend_from_slice(&n.as_f64()?.to_be_bytes());
+                let f = n.as_f64()?;
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                    write_int(out, f as i64);
+                } else {
+                    out.push(0xcb);
+                    out.extend_from_slice(&f.to_be_bytes());
+                }
             }
         }
         Value::String(s) => write_str(out, s),
@@ -271,7 +294,10 @@ fn write_value(out: &mut Vec<u8>, v: &Value, attachments: &[&[u8]]) -> Option<()
             }
         }
         Value::Object(map) => {
-            if map.len() == 2 && map.get("_placeholder") == Some(&Value::Bool(true)) {
+            if let Some(attachments) = attachments
+                && map.len() == 2
+                && map.get("_placeholder") == Some(&Value::Bool(true))
+            {
                 let num = map.get("num")?.as_u64()?;
                 write_bin(out, attachments.get(usize::try_from(num).ok()?)?);
                 return Some(());
@@ -290,6 +316,8 @@ fn write_value(out: &mut Vec<u8>, v: &Value, attachments: &[&[u8]]) -> Option<()
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Most bytes of JSON text a value may become.
+    max_text: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -387,7 +415,7 @@ impl<'a> Reader<'a> {
         attachments: &mut Vec<Vec<u8>>,
         depth: usize,
     ) -> Result<bool, SioError> {
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || out.len() > self.max_text {
             return Err(SioError::BadPayload);
         }
         let m = self.byte()?;
@@ -413,6 +441,10 @@ impl<'a> Reader<'a> {
             0xca | 0xcb => {
                 let f = self.float(m)?;
                 match serde_json::Number::from_f64(f) {
+                    // An integral number reads as an integer, as JSON.stringify writes it.
+                    Some(_) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                        push_int(out, f as i64)
+                    }
                     Some(n) => out.push_str(&n.to_string()),
                     // NaN and infinities are null in JSON, as JSON.stringify has them.
                     None => out.push_str("null"),
@@ -420,6 +452,9 @@ impl<'a> Reader<'a> {
             }
             0xc4..=0xc6 => {
                 let n = self.be(1 << (m - 0xc4))? as usize;
+                if attachments.len() >= packet::MAX_ATTACHMENTS {
+                    return Err(SioError::BadAttachments);
+                }
                 let bytes = self.take(n)?.to_vec();
                 out.push_str("{\"_placeholder\":true,\"num\":");
                 push_decimal(out, attachments.len() as u64);
@@ -458,6 +493,11 @@ impl<'a> Reader<'a> {
                 let mut first = true;
                 for _ in 0..n {
                     let key = self.str()?;
+                    // The JSON parser's attachment marker, which msgpack has no use for: one
+                    // here would pass for a `bin`.
+                    if key == "_placeholder" {
+                        return Err(SioError::BadPayload);
+                    }
                     let mark = out.len();
                     if !first {
                         out.push(',');
@@ -475,14 +515,50 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(SioError::BadPayload),
         }
+        if out.len() > self.max_text {
+            return Err(SioError::BadPayload);
+        }
         Ok(true)
     }
 
-    /// Skips one value (a key this layer does not read, such as `options`).
+    /// Steps over one value (a key this layer does not read, such as `options`), reading
+    /// lengths only.
     fn skip(&mut self, depth: usize) -> Result<(), SioError> {
-        let mut sink = String::new();
-        let mut bins = Vec::new();
-        self.value(&mut sink, &mut bins, depth).map(|_| ())
+        if depth > MAX_DEPTH {
+            return Err(SioError::BadPayload);
+        }
+        let m = self.byte()?;
+        let (skip, items) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0xa0..=0xbf => (usize::from(m & 0x1f), 0),
+            0x90..=0x9f => (0, usize::from(m & 0x0f)),
+            0x80..=0x8f => (0, 2 * usize::from(m & 0x0f)),
+            0xc4 | 0xd9 => (self.be(1)? as usize, 0),
+            0xc5 | 0xda => (self.be(2)? as usize, 0),
+            0xc6 | 0xdb => (self.be(4)? as usize, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 | 0xca => (4, 0),
+            0xcf | 0xd3 | 0xcb => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xc7 => (self.be(1)? as usize + 1, 0),
+            0xc8 => (self.be(2)? as usize + 1, 0),
+            0xc9 => (self.be(4)? as usize + 1, 0),
+            0xdc => (0, self.be(2)? as usize),
+            0xdd => (0, self.be(4)? as usize),
+            0xde => (0, 2 * self.be(2)? as usize),
+            0xdf => (0, 2 * self.be(4)? as usize),
+            _ => return Err(SioError::BadPayload),
+        };
+        self.take(skip)?;
+        for _ in 0..items {
+            self.skip(depth + 1)?;
+        }
+        Ok(())
     }
 }
 
@@ -498,6 +574,11 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng};
+
+    /// Decodes with a megabyte of JSON text at most.
+    fn decode(bytes: &[u8]) -> Result<Decoded, SioError> {
+        super::decode(bytes, 1 << 20)
+    }
 
     /// What socket.io-msgpack-parser 3.0.2 (notepack.io) writes for `socket.emit(
     /// "sendMessage", {code: "123456", text: "hé"}, ack)` with ack id 3 (and its `options`).
@@ -641,6 +722,58 @@ mod tests {
     }
 
     #[test]
+    fn what_the_json_parser_bounds_msgpack_bounds_too() {
+        let event = |data: &[u8], extra: &[u8]| {
+            let mut b = vec![0x83 + u8::from(!extra.is_empty())];
+            b.extend_from_slice(b"\xa4type\x02\xa3nsp\xa1/\xa4data");
+            b.extend_from_slice(data);
+            b.extend_from_slice(extra);
+            b
+        };
+        // A key twice (the first `data`'s bins would stay behind).
+        let twice = event(b"\x92\xa1x\xc4\x01\x00", b"\xa4data\x91\xa1x");
+        assert_eq!(decode(&twice), Err(SioError::BadPayload));
+        // The JSON parser's placeholder, written by the client.
+        let fake = event(b"\x92\xa1x\x82\xac_placeholder\xc3\xa3num\x00", b"");
+        assert_eq!(decode(&fake), Err(SioError::BadPayload));
+        // More bins than attachments the JSON parser takes.
+        let mut many = vec![0xdc, 0x00, 0x0c, 0xa1, b'x'];
+        many.extend(std::iter::repeat_n([0xc4, 0x00], 11).flatten());
+        assert_eq!(decode(&event(&many, b"")), Err(SioError::BadAttachments));
+        // Text that would outgrow the payload bound: 4 000 control characters, 6 bytes each.
+        let mut wide = vec![0x92, 0xa1, b'x', 0xda, 0x0f, 0xa0];
+        wide.extend([1u8; 4000]);
+        assert!(super::decode(&event(&wide, b""), 25_000).is_ok());
+        assert_eq!(
+            super::decode(&event(&wide, b""), 20_000),
+            Err(SioError::BadPayload)
+        );
+        // A key this layer skips is stepped over, however many bins it holds.
+        let mut options = b"\xa7options\xdc\xff\xff".to_vec();
+        options.extend(std::iter::repeat_n([0xc4, 0x00], 0xffff).flatten());
+        let d = decode(&event(b"\x91\xa1x", &options)).unwrap();
+        assert_eq!(
+            (d.data.as_deref(), d.attachments.len()),
+            (Some(r#"["x"]"#), 0)
+        );
+    }
+
+    #[test]
+    fn integral_numbers_are_integers_as_in_javascript() {
+        let bytes = encode(PacketType::Ack, "/", Some(1), Some("[1.0,-0.0,2.5]"), &[]);
+        let bytes = bytes.unwrap();
+        assert!(bytes.ends_with(b"\x93\x01\x00\xcb\x40\x04\x00\x00\x00\x00\x00\x00\xa2id\x01"));
+        let mut float_one = vec![0x84];
+        float_one.extend_from_slice(b"\xa4type\x03\xa3nsp\xa1/\xa2id\x01\xa4data");
+        float_one.extend_from_slice(b"\x91\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00");
+        assert_eq!(decode(&float_one).unwrap().data.as_deref(), Some("[1]"));
+        // A placeholder in a packet that is not binary is data like any other.
+        let plain = r#"["x",{"_placeholder":true,"num":0}]"#;
+        let bytes = encode(PacketType::Event, "/", None, Some(plain), &[]).unwrap();
+        assert!(bytes.windows(12).any(|w| w == b"_placeholder"));
+    }
+
+    #[test]
     fn agrees_with_rmp() {
         // Values written by rmp (an independent implementation) read back as the same JSON.
         let mut rng = StdRng::seed_from_u64(7);
@@ -651,6 +784,7 @@ mod tests {
             let mut r = Reader {
                 bytes: &wire,
                 at: 0,
+                max_text: usize::MAX,
             };
             let mut json = String::new();
             assert!(r.value(&mut json, &mut Vec::new(), 0).unwrap());
@@ -658,10 +792,11 @@ mod tests {
             assert_eq!(back, v, "{json}");
             // And ours reads back the same.
             let mut mine = Vec::new();
-            write_value(&mut mine, &v, &[]).unwrap();
+            write_value(&mut mine, &v, None).unwrap();
             let mut r = Reader {
                 bytes: &mine,
                 at: 0,
+                max_text: usize::MAX,
             };
             let mut again = String::new();
             r.value(&mut again, &mut Vec::new(), 0).unwrap();
