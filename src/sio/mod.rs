@@ -1216,10 +1216,15 @@ fn send_packet<T>(io: &mut Io<'_, SioTimer<T>>, session: SessionId, msgpack: boo
     } else if let Some(m) = msgpack::from_messages(p) {
         io.send(session, m);
     } else {
-        // Data the layer wrote that msgpack cannot carry (a lone surrogate escape, say).
-        static UNSENT: crate::log::Sampler = crate::log::Sampler::new();
-        UNSENT.warn("a packet could not be written as msgpack: not sent", &[]);
+        unsent();
     }
+}
+
+/// Logs a packet that could not be written as msgpack (data the layer wrote that msgpack
+/// cannot carry: a lone surrogate escape, say).
+fn unsent() {
+    static UNSENT: crate::log::Sampler = crate::log::Sampler::new();
+    UNSENT.warn("a packet could not be written as msgpack: not sent", &[]);
 }
 
 /// Queues packets' messages, one after another (a packet's attachments after its text), for
@@ -1271,7 +1276,18 @@ fn deliver(
             continue;
         };
         if s.away.is_none() {
-            send_packet(io, s.session, s.msgpack, packets);
+            if s.msgpack {
+                // Written once for all the msgpack sessions it goes to.
+                match packets
+                    .msgpack
+                    .get_or_init(|| msgpack::from_messages(packets))
+                {
+                    Some(m) => io.send(s.session, m.clone()),
+                    None => unsent(),
+                }
+            } else {
+                send_packet(io, s.session, false, packets);
+            }
         }
     }
 }
@@ -1332,6 +1348,9 @@ pub struct Packets {
     /// The event's offset (recovery on); `None` for acks.
     offset: Option<u64>,
     parts: Parts,
+    /// The packet as socket.io-msgpack-parser's message, made for the first msgpack session
+    /// it goes to (`None` inside: it cannot be).
+    msgpack: std::cell::OnceCell<Option<Outgoing>>,
 }
 
 #[derive(Debug)]
@@ -1486,6 +1505,7 @@ impl<T> SioIo<'_, '_, T> {
             return Packets {
                 offset,
                 parts: Parts::One([text]),
+                msgpack: std::cell::OnceCell::new(),
             };
         }
         let mut out = Vec::with_capacity(1 + attachments.len());
@@ -1494,6 +1514,7 @@ impl<T> SioIo<'_, '_, T> {
         Packets {
             offset,
             parts: Parts::Many(out),
+            msgpack: std::cell::OnceCell::new(),
         }
     }
 
