@@ -532,16 +532,26 @@ fn a_frozen_redis_answers_server_busy_within_the_timeout() {
 }
 
 impl Cluster {
+    /// Alice on node 1 makes a room and Bob, a `Recovering` socket on node `node`, joins it
+    /// (an empty history; Alice hears he joined): Alice, the code, and Bob.
+    fn recovering_pair(&self, node: usize) -> (Client, String, Recovering) {
+        let mut alice = self.client(1);
+        let code = alice.create_room();
+        let (mut bob, _) = Recovering::connect(self.addr(node), None);
+        assert_eq!(
+            bob.call("joinRoom", json!({ "code": code })),
+            json!({"success": true, "messages": []})
+        );
+        assert_eq!(alice.next_event("userJoined"), json!({ "userId": bob.sid }));
+        (alice, code, bob)
+    }
+
     /// Alice on node 1 makes a room and Bob, a `Recovering` socket on node `node`, joins it;
     /// then Bob's transport drops (Alice hears he left): Alice, the code, and Bob's socket id,
     /// pid and last offset, to claim his socket with.
     fn away_member(&self, node: usize) -> (Client, String, String, String, Option<String>) {
-        let mut alice = self.client(1);
-        let code = alice.create_room();
-        let (mut bob, _) = Recovering::connect(self.addr(node), None);
+        let (mut alice, code, bob) = self.recovering_pair(node);
         let sid = bob.sid.clone();
-        assert_success(&bob.call("joinRoom", json!({ "code": code })));
-        alice.next_event("userJoined");
         let (pid, offset) = bob.drop_transport();
         alice.next_event("userLeft");
         (alice, code, sid, pid, offset)
@@ -689,15 +699,8 @@ fn a_member_back_on_another_node_recovers_there() {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
+    let (mut alice, code, mut bob) = cluster.recovering_pair(2);
     let sid = bob.sid.clone();
-    assert_eq!(
-        bob.call("joinRoom", json!({ "code": code })),
-        json!({"success": true, "messages": []})
-    );
-    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
     assert_success(&alice.say(&code, "m1"));
     alice.next_event("newMessage");
     assert_message(&bob.next_event("newMessage"), &alice.id, "m1");
@@ -842,12 +845,8 @@ fn a_dead_nodes_member_recovers_on_another_node() {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(2), None);
+    let (mut alice, code, mut bob) = cluster.recovering_pair(2);
     let sid = bob.sid.clone();
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    assert_eq!(alice.next_event("userJoined"), json!({ "userId": sid }));
     assert_success(&alice.say(&code, "m1"));
     alice.next_event("newMessage");
     assert_message(&bob.next_event("newMessage"), &alice.id, "m1");
@@ -923,11 +922,7 @@ fn appends_lost_with_the_link_never_make_a_recovery_skip_messages() {
     };
     cluster.wait_peers();
     // Alice and Bob on node 1: their messages go to Redis behind them, numbered by node 1.
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    alice.next_event("userJoined");
+    let (mut alice, code, mut bob) = cluster.recovering_pair(1);
     // Node 1's link is cut while thousands of them are on their way: some appends are lost.
     let url = cluster.redis.url();
     let killer = std::thread::spawn(move || {
@@ -1011,11 +1006,7 @@ fn a_same_node_pairs_numbers_stay_redis_numbers_through_a_reconnect() {
         return;
     };
     cluster.wait_peers();
-    let mut alice = cluster.client(1);
-    let code = alice.create_room();
-    let (mut bob, _) = Recovering::connect(cluster.addr(1), None);
-    assert_success(&bob.call("joinRoom", json!({ "code": code })));
-    alice.next_event("userJoined");
+    let (mut alice, code, mut bob) = cluster.recovering_pair(1);
     // Node 1's link is cut while Alice talks, and Redis is kept busy (30 ms scripts) while
     // the node makes it again and resyncs: replies come late, messages go on meanwhile.
     let connects = cluster.metric(1, "pairchat_redis_connects_total");

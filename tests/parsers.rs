@@ -41,6 +41,14 @@ fn packet(kind: PacketType, id: Option<u64>, data: Option<&str>) -> Message {
     Message::binary(bytes)
 }
 
+/// A msgpack session connected to `/`.
+fn msgpack_connected(server: &TestServer) -> Ws {
+    let mut ws = open(server);
+    ws.send(packet(PacketType::Connect, None, None)).unwrap();
+    assert_eq!(next_msgpack(&mut ws).kind, PacketType::Connect);
+    ws
+}
+
 /// The next packet, which must be msgpack.
 fn next_msgpack(ws: &mut Ws) -> Decoded {
     match recv_skip_pings(ws) {
@@ -100,9 +108,7 @@ fn a_msgpack_session_and_a_json_session_side_by_side() {
 fn a_session_keeps_the_parser_its_first_packet_chose() {
     let server = server(Parsers::Auto);
     // Msgpack, then text: closed.
-    let mut ws = open(&server);
-    ws.send(packet(PacketType::Connect, None, None)).unwrap();
-    next_msgpack(&mut ws);
+    let mut ws = msgpack_connected(&server);
     send_text(&mut ws, r#"42["message",1]"#);
     assert!(ws_closed(&mut ws), "text on a msgpack session");
     // JSON, then a msgpack packet (a binary message where no attachment is due): closed.
@@ -130,17 +136,13 @@ fn one_parser_only_refuses_the_other() {
     let mut ws = open(&msgpack_only);
     send_text(&mut ws, "40");
     assert!(ws_closed(&mut ws), "JSON on --parser msgpack");
-    let mut ws = open(&msgpack_only);
-    ws.send(packet(PacketType::Connect, None, None)).unwrap();
-    assert_eq!(next_msgpack(&mut ws).kind, PacketType::Connect);
+    msgpack_connected(&msgpack_only);
 }
 
 #[test]
 fn malformed_msgpack_closes_its_session_only() {
     let server = server(Parsers::Auto);
-    let mut good = open(&server);
-    good.send(packet(PacketType::Connect, None, None)).unwrap();
-    next_msgpack(&mut good);
+    let mut good = msgpack_connected(&server);
     let bad: [&[u8]; 6] = [
         b"",
         b"\xc1",

@@ -1085,9 +1085,7 @@ impl ClusterChat {
             Op::Owner { tag } => match reply {
                 Ok(r @ Resp::Array(_)) => self.found_owner(tag, &r, io),
                 _ => {
-                    if let Some(claim) = self.take_claim(tag) {
-                        self.claim_failed(claim, io);
-                    }
+                    self.give_up(tag, io);
                 }
             },
             Op::Claim { tag } => match reply {
@@ -1096,9 +1094,7 @@ impl ClusterChat {
                 // says which at the next look (`expire_claims`).
                 Ok(Resp::Int(0)) if self.look_again(tag, io) => {}
                 _ => {
-                    if let Some(claim) = self.take_claim(tag) {
-                        self.claim_failed(claim, io);
-                    }
+                    self.give_up(tag, io);
                 }
             },
             Op::Adopt {
@@ -1378,7 +1374,7 @@ impl ClusterChat {
             return;
         };
         let key = format!("pairchat:pid:{pid}");
-        let base = base.map_or_else(|| "-".to_string(), |o| o.to_string());
+        let base = offset_arg(base);
         let value = format!("{} {sid} {code} {has} {count} {base}", self.node);
         let keep = local.exp + KEEP_AFTER_EXPIRY;
         let ttl = keep.saturating_sub(io.unix_millis()).max(1).to_string();
@@ -1430,17 +1426,9 @@ impl ClusterChat {
         if alive == 1 {
             return self.ask_owner(tag, Some(&owner), io);
         }
-        let Some(r) = Record::parse(record) else {
-            if let Some(claim) = self.take_claim(tag) {
-                self.claim_failed(claim, io);
-            }
-            return;
-        };
-        let Some(has) = r.has(offset, seq as u64) else {
-            if let Some(claim) = self.take_claim(tag) {
-                self.claim_failed(claim, io);
-            }
-            return;
+        let found = Record::parse(record).and_then(|r| Some((r.has(offset, seq as u64)?, r)));
+        let Some((has, r)) = found else {
+            return self.give_up(tag, io);
         };
         let op = Op::Adopt {
             tag,
@@ -1452,7 +1440,7 @@ impl ClusterChat {
         let (has, count, base, most, deadline) = (
             has.to_string(),
             recovery::count_of(io.last_offset()).to_string(),
-            offset.map_or_else(|| "-".to_string(), |o| o.to_string()),
+            offset_arg(offset),
             self.recovery.max_events.to_string(),
             self.link.deadline(io.unix_millis()).to_string(),
         );
@@ -1469,10 +1457,8 @@ impl ClusterChat {
         let sent = self
             .link
             .script(Script::Adopt as usize, &args, op, io.now());
-        if sent.is_err()
-            && let Some(claim) = self.take_claim(tag)
-        {
-            self.claim_failed(claim, io);
+        if sent.is_err() {
+            self.give_up(tag, io);
         }
     }
 
@@ -1632,20 +1618,15 @@ impl ClusterChat {
             return;
         }
         if owner == self.node || !self.peers.contains_key(owner) {
-            if let Some(claim) = self.take_claim(tag) {
-                self.claim_failed(claim, io);
-            }
+            self.give_up(tag, io);
             return;
         }
-        let offset_arg = offset.map_or_else(|| "-".to_string(), |o| o.to_string());
-        let message = format!("h {tag} {} {pid} {offset_arg}", self.node);
+        let message = format!("h {tag} {} {pid} {}", self.node, offset_arg(offset));
         let channel = format!("pairchat:to:{owner}");
         let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
         let sent = self.link.send(&publish, Op::Claim { tag }, io.now());
-        if sent.is_err()
-            && let Some(claim) = self.take_claim(tag)
-        {
-            self.claim_failed(claim, io);
+        if sent.is_err() {
+            self.give_up(tag, io);
         }
     }
 
@@ -1661,6 +1642,13 @@ impl ClusterChat {
         claim.look_again = true;
         claim.deadline = claim.deadline.max(deadline(claim.started, wait));
         claim.deadline > io.now()
+    }
+
+    /// Gives up on the claim `tag`, if it is still waiting (`claim_failed`).
+    fn give_up(&mut self, tag: u64, io: &mut Io<'_, '_>) {
+        if let Some(claim) = self.take_claim(tag) {
+            self.claim_failed(claim, io);
+        }
     }
 
     /// Gives up on a claim: the client gets a fresh socket; a socket on its way is dropped.
@@ -1873,9 +1861,7 @@ impl ClusterChat {
         let Some(socket) = socket else {
             // Nobody waits for it any more.
             self.free_moved_seat(code, sid, away, pid, io);
-            if let Some(claim) = self.take_claim(tag) {
-                self.claim_failed(claim, io);
-            }
+            self.give_up(tag, io);
             return;
         };
         if let Some(claim) = self.claims.get_mut(&tag) {
@@ -2023,10 +2009,8 @@ impl ClusterChat {
             })
             .collect();
         for (tag, pid) in again {
-            if !self.look_up(tag, pid, io)
-                && let Some(claim) = self.take_claim(tag)
-            {
-                self.claim_failed(claim, io);
+            if !self.look_up(tag, pid, io) {
+                self.give_up(tag, io);
             }
         }
         let late: Vec<u64> = (self.claims.iter())
@@ -2034,9 +2018,7 @@ impl ClusterChat {
             .map(|(tag, _)| *tag)
             .collect();
         for tag in late {
-            if let Some(claim) = self.take_claim(tag) {
-                self.claim_failed(claim, io);
-            }
+            self.give_up(tag, io);
         }
     }
 
@@ -2378,6 +2360,11 @@ impl<'a> Record<'a> {
         let has = seq.checked_sub(back)?;
         (has >= self.has).then_some(has)
     }
+}
+
+/// An offset as a script argument or a claim's field: `-` for none.
+fn offset_arg(offset: Option<u64>) -> String {
+    offset.map_or_else(|| "-".to_string(), |o| o.to_string())
 }
 
 fn member_with_sid(io: &Io<'_, '_>, code: RoomCode, sid: &str) -> Option<SocketRef> {

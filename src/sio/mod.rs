@@ -334,6 +334,26 @@ struct Client {
     parser: Option<Parser>,
 }
 
+impl Client {
+    /// Whether it speaks socket.io-msgpack-parser.
+    fn msgpack(&self) -> bool {
+        self.parser == Some(Parser::Msgpack)
+    }
+
+    /// Whether it speaks parser `p`: its first Socket.IO packet decides, among the parsers
+    /// the server takes.
+    fn speaks(&mut self, p: Parser, parsers: Parsers) -> bool {
+        match self.parser {
+            Some(q) => q == p,
+            None if parsers.take(p) => {
+                self.parser = Some(p);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A CONNECT waiting on a claim (`SioEvent::Claim`).
 struct Held {
     nsp: Nsp,
@@ -487,6 +507,9 @@ impl<A: App> SocketIo<A> {
             .clients
             .get_mut(session)
             .ok_or(SioError::UnknownSession)?;
+        if !client.speaks(Parser::Json, self.config.parsers) {
+            return Err(SioError::BadPayload);
+        }
         if client.pending.is_some() {
             return Err(SioError::BadAttachments); // text where an attachment was due
         }
@@ -506,23 +529,6 @@ impl<A: App> SocketIo<A> {
             }
         }
         self.on_packet(session, p, parts, &[], io)
-    }
-
-    /// Whether a session speaks parser `p`: the first Socket.IO packet decides, among those
-    /// the server takes.
-    fn speaks(&mut self, session: SessionId, p: Parser) -> bool {
-        let parsers = self.config.parsers;
-        let Some(client) = self.tables.clients.get_mut(session) else {
-            return false;
-        };
-        match client.parser {
-            Some(q) => q == p,
-            None if parsers.take(p) => {
-                client.parser = Some(p);
-                true
-            }
-            None => false,
-        }
     }
 
     /// A packet of socket.io-msgpack-parser (`first`: the session's first, which must be a
@@ -824,7 +830,7 @@ impl<A: App> SocketIo<A> {
         s.outbox.resent();
         s.session = session;
         s.addr = clients.get(session).and_then(|c| c.addr);
-        s.msgpack = clients.get(session).and_then(|c| c.parser) == Some(Parser::Msgpack);
+        s.msgpack = clients.get(session).is_some_and(Client::msgpack);
         send_messages(io, session, s.msgpack, replay);
         self.attach(session, socket, auth, true, io);
         true
@@ -958,19 +964,19 @@ impl<A: App> Handler for SocketIo<A> {
             }
             // Input that is no Socket.IO: Engine.IO's "parse error" (never recovered).
             Event::Message { session, text } => {
-                let ok = self.speaks(session, Parser::Json)
-                    && self.on_message(session, text, io).is_ok();
-                if !ok {
+                if self.on_message(session, text, io).is_err() {
                     io.close(session, CloseReason::ParseError);
                 }
             }
             Event::Binary { session, data } => {
-                let parser = self.tables.clients.get(session).and_then(|c| c.parser);
+                let parsers = self.config.parsers;
+                let client = self.tables.clients.get_mut(session);
+                let parser = client.as_ref().and_then(|c| c.parser);
                 // A binary message first: a msgpack CONNECT, if anything.
                 let ok = match parser {
                     Some(Parser::Json) => self.on_binary(session, data, io).is_ok(),
                     _ => {
-                        self.speaks(session, Parser::Msgpack)
+                        client.is_some_and(|c| c.speaks(Parser::Msgpack, parsers))
                             && self.on_msgpack(session, data, parser.is_none(), io).is_ok()
                     }
                 };
@@ -1133,7 +1139,7 @@ impl Tables {
             return false;
         };
         client.sockets.push(socket);
-        s.msgpack = client.parser == Some(Parser::Msgpack);
+        s.msgpack = client.msgpack();
         if let Some(timer) = client.connect_timer.take() {
             io.cancel_timer(timer);
         }
@@ -1154,7 +1160,7 @@ impl Tables {
 
     /// Whether a session speaks socket.io-msgpack-parser.
     fn msgpack(&self, session: SessionId) -> bool {
-        (self.clients.get(session)).is_some_and(|c| c.parser == Some(Parser::Msgpack))
+        self.clients.get(session).is_some_and(Client::msgpack)
     }
 
     /// Takes a socket out of every table without telling the application (it handed the
