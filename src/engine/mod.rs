@@ -12,6 +12,7 @@ mod error;
 pub mod packet;
 pub mod session;
 pub mod sid;
+pub mod v3;
 
 use rand::rngs::StdRng;
 
