@@ -53,12 +53,15 @@ pub enum TransportKind {
 }
 
 /// The Engine.IO protocol revision a session speaks: it decides the heartbeat's direction and
-/// the polling payload's framing (only v4 is served today; v3 is the next codec).
+/// the polling payload's framing (`v3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     /// Engine.IO v4 (`EIO=4`): the server pings, payloads are joined by `\x1e`.
     #[default]
     V4,
+    /// Engine.IO v3 (socket.io-client 2.x): the client pings, the server answers; payloads are
+    /// length-prefixed (`v3`).
+    V3,
 }
 
 /// Why a session ended (the reason strings are socket.io's).

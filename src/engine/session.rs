@@ -77,7 +77,8 @@ pub struct Session<C> {
     pub heard: bool,
     /// When the next ping is due.
     next_ping: Millis,
-    /// Set while a ping awaits its pong: the time the session dies without one.
+    /// Set while a ping awaits its pong: the time the session dies without one. In v3, where
+    /// the client pings, the time it dies without the client's next ping.
     pong_deadline: Option<Millis>,
 }
 
@@ -122,6 +123,11 @@ pub enum Received {
     Deliver,
     /// A pong that ended a wait: the heartbeat goes on at this time.
     Rearm(Beat),
+    /// A v3 client's ping: send this pong, and the heartbeat goes on at this time.
+    Answer(Outgoing, Beat),
+    /// A heartbeat packet in the wrong direction for the protocol (a v3 client's pong): a
+    /// transport error.
+    Wrong,
     /// Nothing to do (a stray pong, a ping, a noop, an upgrade on the wrong transport).
     Nothing,
     /// The client closed the session.
@@ -165,23 +171,41 @@ impl<C: Copy + PartialEq> Session<C> {
         now: Millis,
         settings: &Settings,
     ) -> (Self, String, Beat) {
+        Session::open_with(Protocol::V4, sid, transport, client, now, settings)
+    }
+
+    /// `open` for a protocol revision: in v3 the heartbeat waits for the client's first ping
+    /// (within `ping_interval + ping_timeout`).
+    pub fn open_with(
+        protocol: Protocol,
+        sid: Sid,
+        transport: Transport<C>,
+        client: Option<IpAddr>,
+        now: Millis,
+        settings: &Settings,
+    ) -> (Self, String, Beat) {
         let kind = match transport {
             Transport::Polling { .. } => TransportKind::Polling,
             Transport::WebSocket(_) => TransportKind::WebSocket,
         };
         let next_ping = now.saturating_add(settings.ping_interval);
+        let ping_by = next_ping.saturating_add(settings.ping_timeout);
         let session = Session {
             sid,
-            protocol: Protocol::V4,
+            protocol,
             transport,
             upgrade: Upgrade::None,
             client,
             heard: false,
             next_ping,
-            pong_deadline: None,
+            pong_deadline: (protocol == Protocol::V3).then_some(ping_by),
         };
         let open = open_packet(sid, kind, settings);
-        (session, open, Beat::Ping(next_ping))
+        let beat = match protocol {
+            Protocol::V4 => Beat::Ping(next_ping),
+            Protocol::V3 => Beat::Pong(ping_by),
+        };
+        (session, open, beat)
     }
 
     /// A polling session, idle.
@@ -296,6 +320,16 @@ impl<C: Copy + PartialEq> Session<C> {
             Packet::Message(_) | Packet::Binary(_) => {
                 self.heard = true;
                 Received::Deliver
+            }
+            Packet::Pong(_) if self.protocol == Protocol::V3 => Received::Wrong,
+            Packet::Ping(data) if self.protocol == Protocol::V3 => {
+                // The client's next ping is due within the interval, plus the timeout.
+                let ping_by = now
+                    .saturating_add(settings.ping_interval)
+                    .saturating_add(settings.ping_timeout);
+                self.pong_deadline = Some(ping_by);
+                let pong = Outgoing::Text(format!("3{data}").into());
+                Received::Answer(pong, Beat::Pong(ping_by))
             }
             Packet::Pong(_) => {
                 if self.pong_deadline.take().is_none() {
@@ -476,6 +510,26 @@ mod tests {
 
     fn packet(s: &str) -> Packet<'_> {
         decode_text(s).expect("a packet")
+    }
+
+    #[test]
+    fn a_v3_client_pings_and_the_server_answers() {
+        let (mut s, _, beat) =
+            Session::<Conn>::open_with(Protocol::V3, sid(), Session::polling(), None, 0, &S);
+        // No ping from the server: it waits for the client's, interval plus timeout.
+        assert_eq!(beat, Beat::Pong(500));
+        assert_eq!(s.on_pong_missed(499), Some(Beat::Pong(500)));
+        match s.on_packet(&packet("2probe"), 200, &S) {
+            Received::Answer(pong, beat) => {
+                assert_eq!(text(&pong), "3probe");
+                assert_eq!(beat, Beat::Pong(700));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.on_pong_missed(500), Some(Beat::Pong(700)));
+        assert_eq!(s.on_pong_missed(700), None, "no ping in time: dead");
+        // A pong from a v3 client is the wrong direction.
+        assert_eq!(s.on_packet(&packet("3"), 300, &S), Received::Wrong);
     }
 
     #[test]

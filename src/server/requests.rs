@@ -653,9 +653,17 @@ impl<H: Handler> Server<H> {
                 self.arm_heartbeat(id, beat);
                 self.dispatch(Event::Pong { session: id });
             }
+            Received::Answer(pong, beat) => {
+                self.send(id, pong);
+                self.arm_heartbeat(id, beat);
+            }
             Received::Nothing => {}
             Received::Close => {
                 self.close_session(id, CloseReason::ClientClose);
+                return false;
+            }
+            Received::Wrong => {
+                self.close_session(id, CloseReason::TransportError);
                 return false;
             }
         }
