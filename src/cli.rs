@@ -460,13 +460,9 @@ const OPTIONS: &[Opt] = &[
         name: "reuse-port",
         value: SWITCH,
         help: "share the port with other pairchat processes (SO_REUSEPORT): with --redis, one node per core",
-        show: |s| if s.server.reuse_port { "on" } else { "off" }.into(),
+        show: |s| show_switch(s.server.reuse_port),
         set: |s, v| {
-            s.server.reuse_port = match v.trim() {
-                "on" | "true" | "1" | "yes" => true,
-                "off" | "false" | "0" | "no" => false,
-                _ => return Err("expected on or off".into()),
-            };
+            s.server.reuse_port = switch(v)?;
             Ok(())
         },
     },
@@ -496,6 +492,16 @@ const OPTIONS: &[Opt] = &[
                 return Err("expected host:port (or bound)".into());
             }
             s.advertise = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        name: "allow-eio3",
+        value: SWITCH,
+        help: "serve Engine.IO v3 clients too (socket.io-client 2.x), as socket.io's allowEIO3",
+        show: |s| show_switch(s.server.allow_eio3),
+        set: |s, v| {
+            s.server.allow_eio3 = switch(v)?;
             Ok(())
         },
     },
@@ -605,6 +611,19 @@ fn positive(v: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err("expected a positive whole number".into()),
     }
+}
+
+/// An on/off switch's value.
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+fn show_switch(on: bool) -> String {
+    if on { "on" } else { "off" }.into()
 }
 
 fn positive_duration(v: &str) -> Result<Duration, String> {

@@ -157,6 +157,9 @@ pub struct Config {
     /// Listen on a port of its own (on the same host, picked by the system) for other nodes
     /// of a cluster, which cannot reach this process on a shared port. Defaults to off.
     pub relay_listener: bool,
+    /// Serve Engine.IO v3 clients too (socket.io-client 2.x): a request without `EIO=4` opens
+    /// a v3 session rather than getting 400. Defaults to off, as socket.io's `allowEIO3`.
+    pub allow_eio3: bool,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for Config {
             sid_prefix: String::new(),
             reuse_port: false,
             relay_listener: false,
+            allow_eio3: false,
         }
     }
 }

@@ -75,6 +75,9 @@ pub struct Session<C> {
     pub client: Option<IpAddr>,
     /// The client has sent a message (it is not a bare handshake).
     pub heard: bool,
+    /// A v3 polling client asked for text payloads only (`b64=1`): binary data goes as
+    /// base64 in them, never as a binary (XHR2) payload.
+    pub base64: bool,
     /// When the next ping is due.
     next_ping: Millis,
     /// Set while a ping awaits its pong: the time the session dies without one. In v3, where
@@ -111,7 +114,7 @@ pub enum Polled {
     /// session as a transport error (the parked one gets its close packet).
     Conflict,
     /// Answer at once with this payload.
-    Answer(Vec<u8>),
+    Answer(Payload),
     /// Hold the GET until there is output (it is the session's `parked` now).
     Park,
 }
@@ -149,11 +152,31 @@ pub enum Probe<C> {
     Failed,
 }
 
+/// A polling answer's body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The bytes.
+    pub body: Vec<u8>,
+    /// A binary (XHR2) payload of Engine.IO v3 (`application/octet-stream`), else text.
+    pub binary: bool,
+}
+
+impl Payload {
+    /// A text payload.
+    fn text(body: Vec<u8>) -> Self {
+        Payload {
+            body,
+            binary: false,
+        }
+    }
+}
+
 /// What closing a session leaves for the loop to do (`close`).
 #[derive(Debug)]
 pub struct Closed<C> {
-    /// A parked GET to answer with this body (`6` for the client's own close, else `1`).
-    pub parked: Option<(C, &'static [u8])>,
+    /// A parked GET to answer with this control packet (a noop for the client's own close,
+    /// else a close: `control_payload`).
+    pub parked: Option<(C, u8)>,
     /// A probing WebSocket to close (going away).
     pub probe: Option<C>,
     /// The WebSocket transport to close, and whether to send it the close packet first (a
@@ -197,6 +220,7 @@ impl<C: Copy + PartialEq> Session<C> {
             upgrade: Upgrade::None,
             client,
             heard: false,
+            base64: false,
             next_ping,
             pong_deadline: (protocol == Protocol::V3).then_some(ping_by),
         };
@@ -274,11 +298,12 @@ impl<C: Copy + PartialEq> Session<C> {
         }
         // Polling is paused while a probed WebSocket is about to take over.
         if matches!(self.upgrade, Upgrade::Probed(_)) {
-            return Polled::Answer(vec![packet::NOOP]);
+            let noop = control_payload(self.protocol, packet::NOOP);
+            return Polled::Answer(Payload::text(noop.to_vec()));
         }
         if !queue.is_empty() {
             *queued_bytes = 0;
-            return Polled::Answer(encode_payload(queue));
+            return Polled::Answer(payload(self.protocol, self.base64, queue));
         }
         *parked = Some(conn);
         Polled::Park
@@ -286,7 +311,7 @@ impl<C: Copy + PartialEq> Session<C> {
 
     /// The parked GET and the payload to answer it with, when there is output for it (and
     /// polling is not paused for an upgrade).
-    pub fn take_ready_poll(&mut self) -> Option<(C, Vec<u8>)> {
+    pub fn take_ready_poll(&mut self) -> Option<(C, Payload)> {
         let Transport::Polling {
             parked,
             queue,
@@ -299,7 +324,8 @@ impl<C: Copy + PartialEq> Session<C> {
             return None;
         }
         *queued_bytes = 0;
-        Some((parked.take()?, encode_payload(queue)))
+        let conn = parked.take()?;
+        Some((conn, payload(self.protocol, self.base64, queue)))
     }
 
     /// Forgets the parked GET on `conn` (its connection went away, or its deadline passed);
@@ -427,10 +453,10 @@ impl<C: Copy + PartialEq> Session<C> {
             Upgrade::None => None,
         };
         // The client's own close is answered with a noop; any other with a close packet.
-        let last: &'static [u8] = if reason == CloseReason::ClientClose {
-            b"6"
+        let last = if reason == CloseReason::ClientClose {
+            packet::NOOP
         } else {
-            b"1"
+            packet::CLOSE
         };
         let (parked, ws) = match self.transport {
             Transport::Polling { parked, .. } => (parked.map(|c| (c, last)), None),
@@ -466,7 +492,30 @@ pub fn open_packet(sid: Sid, transport: TransportKind, settings: &Settings) -> S
     )
 }
 
-/// A polling payload: the queued packets joined by `\x1e`, oldest first (the queue is left
+/// The payload of the queued packets, oldest first, in the session's framing (the queue is
+/// left empty).
+fn payload(protocol: Protocol, base64: bool, queue: &mut Vec<Outgoing>) -> Payload {
+    match protocol {
+        Protocol::V4 => Payload::text(encode_payload(queue)),
+        Protocol::V3 => {
+            let (body, binary) = super::v3::encode_payload(queue, !base64);
+            queue.clear();
+            Payload { body, binary }
+        }
+    }
+}
+
+/// A payload of one control packet without data (`6`, `1`): `1:6` in v3's framing.
+pub fn control_payload(protocol: Protocol, kind: u8) -> &'static [u8] {
+    match (protocol, kind) {
+        (Protocol::V4, packet::NOOP) => b"6",
+        (Protocol::V4, _) => b"1",
+        (Protocol::V3, packet::NOOP) => b"1:6",
+        (Protocol::V3, _) => b"1:1",
+    }
+}
+
+/// A v4 polling payload: the queued packets joined by `\x1e`, oldest first (the queue is left
 /// empty).
 pub fn encode_payload(queue: &mut Vec<Outgoing>) -> Vec<u8> {
     let mut body = Vec::with_capacity(queue.iter().map(|p| p.len() + 1).sum());
@@ -559,7 +608,7 @@ mod tests {
         ));
         assert_eq!(
             s.on_poll(1),
-            Polled::Answer(b"4test1\x1e4test2\x1ebAQIDBA==".to_vec())
+            Polled::Answer(Payload::text(b"4test1\x1e4test2\x1ebAQIDBA==".to_vec()))
         );
         assert_eq!(s.on_poll(1), Polled::Park);
         // Output for a parked GET wakes it; the loop takes the payload at the end of the turn.
@@ -567,7 +616,10 @@ mod tests {
             s.send(Outgoing::Text("4x".into()), &S),
             Sent::Wake(1)
         ));
-        assert_eq!(s.take_ready_poll(), Some((1, b"4x".to_vec())));
+        assert_eq!(
+            s.take_ready_poll(),
+            Some((1, Payload::text(b"4x".to_vec())))
+        );
         assert_eq!(s.take_ready_poll(), None);
     }
 
@@ -577,7 +629,7 @@ mod tests {
         assert_eq!(s.on_poll(1), Polled::Park);
         assert_eq!(s.on_poll(2), Polled::Conflict);
         let closed = s.close(CloseReason::TransportError);
-        assert_eq!(closed.parked, Some((1, &b"1"[..])));
+        assert_eq!(closed.parked, Some((1, packet::CLOSE)));
     }
 
     #[test]
@@ -630,7 +682,7 @@ mod tests {
         assert_eq!(s.on_poll(3), Polled::Park);
         assert_eq!(
             s.close(CloseReason::ClientClose).parked,
-            Some((3, &b"6"[..]))
+            Some((3, packet::NOOP))
         );
     }
 
@@ -646,7 +698,7 @@ mod tests {
             Probe::Probed(Some(1))
         );
         // Polls during the probe are answered with a noop at once.
-        assert_eq!(s.on_poll(2), Polled::Answer(b"6".to_vec()));
+        assert_eq!(s.on_poll(2), Polled::Answer(Payload::text(b"6".to_vec())));
         // The heartbeat pauses.
         let (ping, beat) = s.on_ping_due(300, &S);
         assert!(ping.is_none());
@@ -691,7 +743,7 @@ mod tests {
         assert_eq!(s.on_poll(1), Polled::Park);
         assert!(s.begin_probe(9));
         let closed = s.close(CloseReason::PingTimeout);
-        assert_eq!(closed.parked, Some((1, &b"1"[..])));
+        assert_eq!(closed.parked, Some((1, packet::CLOSE)));
         assert_eq!(closed.probe, Some(9));
         assert!(closed.ws.is_none());
         for (reason, tell) in [

@@ -9,10 +9,12 @@
 //!   (its UTF-8 bytes, the length in bytes) and `1` for a binary one (its type byte, then its
 //!   data).
 //!
-//! Pure data, checked against bytes engine.io-parser 2.2.1 wrote (the tests). Not wired to the
-//! transports yet.
+//! Pure data, checked against bytes engine.io-parser 2.2.1 wrote (the tests).
+
+use std::io::Write as _;
 
 use super::base64;
+use super::packet::Outgoing;
 
 /// One packet of a payload: a text packet (type digit first) or a binary one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +38,22 @@ pub fn utf16_len(s: &str) -> usize {
 }
 
 /// A text payload: `<length>:<packet>` each, binary packets as base64 (`b4…`).
-pub fn encode_text(packets: &[Packet]) -> String {
+pub fn encode_text(packets: &[Outgoing]) -> Vec<u8> {
     if packets.is_empty() {
-        return "0:".to_string();
+        return b"0:".to_vec();
     }
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(packets.iter().map(|p| p.len() + 8).sum());
     for p in packets {
         match p {
-            Packet::Text(t) => {
-                out.push_str(&utf16_len(t).to_string());
-                out.push(':');
-                out.push_str(t);
+            Outgoing::Text(t) => {
+                push_decimal(&mut out, utf16_len(t));
+                out.push(b':');
+                out.extend_from_slice(t.as_bytes());
             }
-            Packet::Binary(kind, data) => {
-                let mut b64 = Vec::with_capacity(data.len().div_ceil(3) * 4);
-                base64::encode_into(data, &mut b64);
-                out.push_str(&(2 + b64.len()).to_string());
-                out.push_str(":b");
-                out.push(char::from(b'0' + kind % 10));
-                out.push_str(std::str::from_utf8(&b64).unwrap_or_default());
+            Outgoing::Binary(data) => {
+                push_decimal(&mut out, 2 + data.len().div_ceil(3) * 4);
+                out.extend_from_slice(b":b4");
+                base64::encode_into(data, &mut out);
             }
         }
     }
@@ -62,25 +61,52 @@ pub fn encode_text(packets: &[Packet]) -> String {
 }
 
 /// A binary (XHR2) payload.
-pub fn encode_binary(packets: &[Packet]) -> Vec<u8> {
-    let mut out = Vec::new();
+pub fn encode_binary(packets: &[Outgoing]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packets.iter().map(|p| p.len() + 12).sum());
     for p in packets {
-        let (marker, len) = match p {
-            Packet::Text(t) => (0u8, t.len()),
-            Packet::Binary(_, data) => (1u8, 1 + data.len()),
+        let (marker, data) = match p {
+            Outgoing::Text(t) => (0u8, t.as_bytes()),
+            Outgoing::Binary(b) => (1u8, &b[..]),
         };
         out.push(marker);
-        out.extend(len.to_string().bytes().map(|d| d - b'0'));
+        let at = out.len();
+        push_decimal(&mut out, data.len() + usize::from(marker));
+        // The length's digits go as numbers, one byte each.
+        out[at..].iter_mut().for_each(|d| *d -= b'0');
         out.push(0xff);
-        match p {
-            Packet::Text(t) => out.extend_from_slice(t.as_bytes()),
-            Packet::Binary(kind, data) => {
-                out.push(*kind);
-                out.extend_from_slice(data);
-            }
+        if marker == 1 {
+            out.push(MESSAGE_TYPE);
         }
+        out.extend_from_slice(data);
     }
     out
+}
+
+/// A binary message's type byte (a v3 WebSocket binary frame starts with it too).
+pub const MESSAGE_TYPE: u8 = 4;
+
+fn push_decimal(out: &mut Vec<u8>, n: usize) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// A session's polling payload of `packets`: text, or binary (XHR2) when it carries binary
+/// data and the client takes binary payloads; true for binary.
+pub fn encode_payload(packets: &[Outgoing], binary_ok: bool) -> (Vec<u8>, bool) {
+    if binary_ok && packets.iter().any(|p| matches!(p, Outgoing::Binary(_))) {
+        (encode_binary(packets), true)
+    } else {
+        (encode_text(packets), false)
+    }
+}
+
+/// A payload read as either framing: a text payload starts with a length digit, a binary
+/// one with its 0 or 1 marker byte.
+pub fn decode_payload(body: &[u8]) -> Result<Vec<Packet>, Malformed> {
+    match body.first() {
+        Some(0 | 1) => decode_binary(body),
+        _ => decode_text(std::str::from_utf8(body).map_err(|_| Malformed)?),
+    }
 }
 
 /// Decodes a text payload (a POST body of socket.io-client 2.x without binary data).
@@ -186,6 +212,21 @@ mod tests {
         Packet::Text(s.to_string())
     }
 
+    fn outgoing(p: &Packet) -> Outgoing {
+        match p {
+            Packet::Text(t) => Outgoing::Text(t.as_str().into()),
+            Packet::Binary(_, d) => Outgoing::binary(d.clone()),
+        }
+    }
+
+    fn out(packets: &[Packet]) -> Vec<Outgoing> {
+        packets.iter().map(outgoing).collect()
+    }
+
+    fn text_payload(packets: &[Packet]) -> String {
+        String::from_utf8(encode_text(&out(packets))).unwrap()
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
@@ -197,17 +238,34 @@ mod tests {
     #[test]
     fn as_engine_io_parser_2_writes_them() {
         let three = [text("4€"), text("4🎉x"), text("2")];
-        assert_eq!(encode_text(&three), "2:4€4:4🎉x1:2");
+        assert_eq!(text_payload(&three), "2:4€4:4🎉x1:2");
         assert_eq!(decode_text("2:4€4:4🎉x1:2").unwrap(), three);
         let mixed = [Packet::Binary(4, vec![1, 2, 3]), text("4hé")];
-        assert_eq!(encode_text(&mixed), "6:b4AQID3:4hé");
+        assert_eq!(text_payload(&mixed), "6:b4AQID3:4hé");
         assert_eq!(decode_text("6:b4AQID3:4hé").unwrap(), mixed);
-        assert_eq!(encode_binary(&mixed), hex("0104ff040102030004ff3468c3a9"));
+        assert_eq!(
+            encode_binary(&out(&mixed)),
+            hex("0104ff040102030004ff3468c3a9")
+        );
+        assert_eq!(
+            encode_payload(&out(&mixed), true),
+            (hex("0104ff040102030004ff3468c3a9"), true)
+        );
+        assert_eq!(
+            encode_payload(&out(&mixed), false),
+            (b"6:b4AQID3:4h\xc3\xa9".to_vec(), false)
+        );
+        assert_eq!(encode_payload(&out(&three), true).1, false);
+        assert_eq!(
+            decode_payload(&hex("0104ff040102030004ff3468c3a9")).unwrap(),
+            mixed
+        );
+        assert_eq!(decode_payload("6:b4AQID3:4hé".as_bytes()).unwrap(), mixed);
         assert_eq!(
             decode_binary(&hex("0104ff040102030004ff3468c3a9")).unwrap(),
             mixed
         );
-        assert_eq!(encode_text(&[]), "0:");
+        assert_eq!(text_payload(&[]), "0:");
         assert_eq!(decode_text("0:").unwrap(), vec![]);
     }
 
@@ -262,9 +320,10 @@ mod tests {
                     }
                 })
                 .collect();
-            let t = encode_text(&packets);
+            let t = text_payload(&packets);
             assert_eq!(decode_text(&t).unwrap(), packets, "{t}");
-            let b = encode_binary(&packets);
+            let b = encode_binary(&out(&packets));
+            let _ = decode_payload(&b[..rng.random_range(0..=b.len())]);
             assert_eq!(decode_binary(&b).unwrap(), packets);
             // Cut anywhere: an error or fewer packets, never a panic.
             let cut = rng.random_range(0..=b.len());

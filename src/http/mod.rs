@@ -271,9 +271,40 @@ pub fn health_body(extra: impl FnOnce(&mut String)) -> String {
     body
 }
 
+/// A query component decoded as Node's `querystring` does: `+` is a space, `%XX` a byte (a
+/// `%` without two hex digits stays as it is), bytes that are no UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |at: usize| b.get(at).and_then(|c| (*c as char).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (c, ..) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_reads_as_node_querystring() {
+        assert_eq!(percent_decode("a+b%20c%C3%A9"), "a b cé");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(percent_decode(""), "");
+    }
 
     #[test]
     fn response_has_length_type_and_cors() {

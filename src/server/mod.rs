@@ -29,12 +29,12 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::config::{Config, MetricsAccess};
 use crate::engine::packet::{self, Packet};
 use crate::engine::session::{
-    Beat, Polled, Probe, Received, Sent, Session as EioSession, Settings as EioSettings,
-    Transport as EioTransport, Upgrade,
+    Beat, Payload, Polled, Probe, Received, Sent, Session as EioSession, Settings as EioSettings,
+    Transport as EioTransport, Upgrade, control_payload,
 };
 use crate::engine::{
-    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken,
-    TransportKind,
+    CloseReason, Command, EngineError, Event, Handler, Io, Outgoing, Protocol, SessionId, Sid,
+    SocketToken, TransportKind, v3,
 };
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{self, Cors, Exchange, Framing, HttpError, KeptCors, Method, Request, Response};
@@ -240,8 +240,18 @@ struct HttpConn {
 
 struct Parked {
     session: SessionId,
+    /// Its session's protocol, which frames the answer.
+    protocol: Protocol,
     cors: KeptCors,
     exchange: Exchange,
+}
+
+/// What answers a parked poll.
+enum PollAnswer {
+    /// The session's output.
+    Payload(Payload),
+    /// One control packet (`packet::NOOP`, `packet::CLOSE`), framed for the session.
+    Control(u8),
 }
 
 /// A request body on its way in.
@@ -1260,7 +1270,7 @@ impl<H: Handler> Server<H> {
                 if let Some(s) = self.sessions.get_mut(id) {
                     s.eio.unpark(key);
                 }
-                self.answer_parked_conn(key, b"6");
+                self.answer_parked_conn(key, PollAnswer::Control(packet::NOOP));
             }
             // An idle or slow HTTP connection, or a lingering one, ends.
             ConnState::Http(h) => {
@@ -1576,9 +1586,25 @@ fn resumes_accepting(open: usize, max: usize) -> bool {
     open < max - max / 10
 }
 
-fn outgoing_to_ws(p: Outgoing) -> Message {
-    match p {
-        Outgoing::Text(t) => Message::Text(t),
-        Outgoing::Binary(b) => Message::Binary(b),
+/// The content type of a polling answer: text, or v3's binary (XHR2) payload.
+fn payload_type(binary: bool) -> &'static str {
+    if binary {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=UTF-8"
+    }
+}
+
+/// A packet as a WebSocket message: a v3 binary frame starts with the message type byte.
+fn outgoing_to_ws(p: Outgoing, protocol: Protocol) -> Message {
+    match (p, protocol) {
+        (Outgoing::Text(t), _) => Message::Text(t),
+        (Outgoing::Binary(b), Protocol::V4) => Message::Binary(b),
+        (Outgoing::Binary(b), Protocol::V3) => {
+            let mut framed = Vec::with_capacity(1 + b.len());
+            framed.push(v3::MESSAGE_TYPE);
+            framed.extend_from_slice(&b);
+            Message::Binary(framed.into())
+        }
     }
 }

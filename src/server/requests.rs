@@ -218,11 +218,22 @@ impl<H: Handler> Server<H> {
             && req.method == Method::Post
             && self.is_engine_path(req.path)
             && req.query_param("transport") == Some("polling")
-            && req.query_param("EIO") == Some("4")
+            && self.protocol_of(req).is_ok()
             && req
                 .headers
                 .origin
                 .is_none_or(|o| self.config.cors_origins.allows(o))
+    }
+
+    /// The Engine.IO protocol a request speaks: `EIO=4` is v4; anything else (`EIO=3`, no
+    /// `EIO`) is v3, served with `allow_eio3` (but not its JSONP polling, `j=`).
+    fn protocol_of(&self, req: &Request<'_>) -> Result<Protocol, EngineError> {
+        match req.query_param("EIO") {
+            Some("4") => Ok(Protocol::V4),
+            _ if !self.config.allow_eio3 => Err(EngineError::UnsupportedProtocolVersion),
+            _ if req.query_param("j").is_some() => Err(EngineError::BadRequest),
+            _ => Ok(Protocol::V3),
+        }
     }
 
     pub(super) fn is_engine_path(&self, path: &str) -> bool {
@@ -456,9 +467,10 @@ impl<H: Handler> Server<H> {
             Some("websocket") => TransportKind::WebSocket,
             _ => return self.respond_engine_error(key, cors, EngineError::TransportUnknown),
         };
-        if req.query_param("EIO") != Some("4") {
-            return self.respond_engine_error(key, cors, EngineError::UnsupportedProtocolVersion);
-        }
+        let protocol = match self.protocol_of(req) {
+            Ok(p) => p,
+            Err(e) => return self.respond_engine_error(key, cors, e),
+        };
         let Some(sid) = req.query_param("sid") else {
             // A handshake.
             if req.method != Method::Get {
@@ -511,13 +523,24 @@ impl<H: Handler> Server<H> {
                             h.exchange.close = true;
                         }
                     }
-                    let (id, open) = self.open_session(EioSession::polling(), key);
-                    self.respond(key, Response::text(200, &open).cors(cors));
+                    let (id, open) = self.open_session(EioSession::polling(), protocol, key);
+                    let open = match protocol {
+                        Protocol::V4 => open.into_bytes(),
+                        // v3 answers with a payload; `b64=1` asks for text payloads only.
+                        Protocol::V3 => {
+                            if let Some(s) = self.session_mut(id) {
+                                s.eio.base64 = req.query_param("b64").is_some();
+                            }
+                            v3::encode_text(&[Outgoing::Text(open.into())])
+                        }
+                    };
+                    let r = Response::new(200, payload_type(false), &open);
+                    self.respond(key, r.cors(cors));
                     self.dispatch_open(id);
                     Flow::Continue
                 }
                 TransportKind::WebSocket => match ws::accept_key(req) {
-                    Some(accept) => self.upgrade_to_ws(key, &accept, rest, None),
+                    Some(accept) => self.upgrade_to_ws(key, &accept, rest, Err(protocol)),
                     None => self.respond_engine_error(key, cors, EngineError::BadRequest),
                 },
             };
@@ -540,7 +563,7 @@ impl<H: Handler> Server<H> {
             TransportKind::WebSocket => match ws::accept_key(req) {
                 Some(accept) if req.method == Method::Get => {
                     if session.eio.begin_probe(key) {
-                        self.upgrade_to_ws(key, &accept, rest, Some(id))
+                        self.upgrade_to_ws(key, &accept, rest, Ok(id))
                     } else {
                         // A second WebSocket for a session that already has one is accepted
                         // and closed at once, as the reference server does (clients expect a
@@ -566,6 +589,7 @@ impl<H: Handler> Server<H> {
             return Flow::Continue;
         };
         let polled = session.eio.on_poll(key);
+        let protocol = session.eio.protocol;
         self.count_poll_output(id);
         match polled {
             Polled::Conflict => {
@@ -575,11 +599,9 @@ impl<H: Handler> Server<H> {
                 self.close_session(id, CloseReason::TransportError);
                 Flow::Continue
             }
-            Polled::Answer(body) => {
-                self.respond(
-                    key,
-                    Response::new(200, "text/plain; charset=UTF-8", &body).cors(cors),
-                );
+            Polled::Answer(p) => {
+                let r = Response::new(200, payload_type(p.binary), &p.body);
+                self.respond(key, r.cors(cors));
                 Flow::Continue
             }
             Polled::Park => {
@@ -588,6 +610,7 @@ impl<H: Handler> Server<H> {
                 if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
                     h.parked = Some(Parked {
                         session: id,
+                        protocol,
                         cors: cors.keep(),
                         exchange: h.exchange,
                     });
@@ -610,13 +633,30 @@ impl<H: Handler> Server<H> {
         req: &Request<'_>,
         cors: Cors<'_>,
     ) -> Flow {
-        let packets = match packet::decode_payload(&req.body) {
-            Ok(p) => p,
-            Err(e) => {
-                self.close_session(id, CloseReason::ParseError);
-                return self.respond_engine_error(key, cors, e);
-            }
-        };
+        if self
+            .session_mut(id)
+            .is_some_and(|s| s.eio.protocol == Protocol::V3)
+        {
+            return match v3::decode_payload(&req.body) {
+                Ok(packets) => self.on_posted(key, id, cors, packets.iter().map(v3_packet)),
+                Err(_) => self.refuse_post(key, id, cors, EngineError::BadPacket),
+            };
+        }
+        match packet::decode_payload(&req.body) {
+            Ok(packets) => self.on_posted(key, id, cors, packets),
+            Err(e) => self.refuse_post(key, id, cors, e),
+        }
+    }
+
+    /// The packets of a polling POST, in order, until one does not decode (the session
+    /// closes) or closes the session.
+    fn on_posted<'p>(
+        &mut self,
+        key: ConnKey,
+        id: SessionId,
+        cors: Cors<'_>,
+        packets: impl Iterator<Item = Result<Packet<'p>, EngineError>>,
+    ) -> Flow {
         for p in packets {
             match p {
                 Ok(p) => {
@@ -624,14 +664,17 @@ impl<H: Handler> Server<H> {
                         break;
                     }
                 }
-                Err(e) => {
-                    self.close_session(id, CloseReason::ParseError);
-                    return self.respond_engine_error(key, cors, e);
-                }
+                Err(e) => return self.refuse_post(key, id, cors, e),
             }
         }
         self.respond(key, Response::new(200, "text/html", b"ok").cors(cors));
         Flow::Continue
+    }
+
+    /// A POST that is no Engine.IO: the session closes, the request gets the error.
+    fn refuse_post(&mut self, key: ConnKey, id: SessionId, cors: Cors<'_>, e: EngineError) -> Flow {
+        self.close_session(id, CloseReason::ParseError);
+        self.respond_engine_error(key, cors, e)
     }
 
     /// Handles one packet from a session's active transport; false once the session is closed.
@@ -668,6 +711,15 @@ impl<H: Handler> Server<H> {
             }
         }
         self.session_mut(id).is_some()
+    }
+}
+
+/// A packet of a v3 payload as the session takes it: a binary one must be a message.
+fn v3_packet(p: &v3::Packet) -> Result<Packet<'_>, EngineError> {
+    match p {
+        v3::Packet::Text(t) => packet::decode_text(t),
+        v3::Packet::Binary(v3::MESSAGE_TYPE, data) => Ok(Packet::Binary(data.clone())),
+        v3::Packet::Binary(..) => Err(EngineError::BadPacket),
     }
 }
 

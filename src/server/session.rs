@@ -10,6 +10,7 @@ impl<H: Handler> Server<H> {
     pub(super) fn open_session(
         &mut self,
         transport: EioTransport<ConnKey>,
+        protocol: Protocol,
         key: ConnKey,
     ) -> (SessionId, String) {
         self.metrics.sessions_opened += 1;
@@ -26,7 +27,8 @@ impl<H: Handler> Server<H> {
         if let Some(ip) = client.filter(|_| self.config.max_connections_per_ip > 0) {
             *self.sessions_per_ip.entry(ip).or_insert(0) += 1;
         }
-        let (eio, open, beat) = EioSession::open(sid, transport, client, self.now(), &self.eio);
+        let (eio, open, beat) =
+            EioSession::open_with(protocol, sid, transport, client, self.now(), &self.eio);
         let transport = eio.transport_kind();
         let id = self.sessions.insert(Session {
             eio,
@@ -140,8 +142,9 @@ impl<H: Handler> Server<H> {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
+        let protocol = s.eio.protocol;
         match s.eio.send(p, &self.eio) {
-            Sent::Ws(key, p) => self.ws_send(key, outgoing_to_ws(p)),
+            Sent::Ws(key, p) => self.ws_send(key, outgoing_to_ws(p, protocol)),
             Sent::Wake(_) => {
                 if !s.poll_ready {
                     s.poll_ready = true;
@@ -170,15 +173,15 @@ impl<H: Handler> Server<H> {
         s.poll_ready = false;
         let ready = s.eio.take_ready_poll();
         self.count_poll_output(id);
-        if let Some((key, body)) = ready {
-            self.answer_parked_conn(key, &body);
+        if let Some((key, payload)) = ready {
+            self.answer_parked_conn(key, PollAnswer::Payload(payload));
         }
     }
 
     /// Answers the poll parked on connection `key`. Requests pipelined behind it are not
     /// handled here (this runs in the middle of other work, a session's close among it): the
     /// connection is queued to resume at the end of the turn.
-    pub(super) fn answer_parked_conn(&mut self, key: ConnKey, body: &[u8]) {
+    pub(super) fn answer_parked_conn(&mut self, key: ConnKey, answer: PollAnswer) {
         let stopping = self.stopping;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -189,7 +192,11 @@ impl<H: Handler> Server<H> {
         let Some(p) = h.parked.take() else { return };
         let mut exchange = p.exchange;
         exchange.close |= stopping;
-        Response::new(200, "text/plain; charset=UTF-8", body)
+        let (body, binary) = match &answer {
+            PollAnswer::Payload(p) => (&p.body[..], p.binary),
+            PollAnswer::Control(kind) => (control_payload(p.protocol, *kind), false),
+        };
+        Response::new(200, payload_type(binary), body)
             .cors(p.cors.get())
             .write_to(&mut h.wbuf, exchange);
         let idle = idle_timeout(&self.config, h.rbuf.is_empty());
@@ -241,7 +248,7 @@ impl<H: Handler> Server<H> {
             self.ws_fail(probe, CloseCode::Away, "");
         }
         if let Some((key, last)) = closed.parked {
-            self.answer_parked_conn(key, last);
+            self.answer_parked_conn(key, PollAnswer::Control(last));
         }
         if let Some((key, tell_client)) = closed.ws {
             if tell_client {

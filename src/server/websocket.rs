@@ -10,12 +10,12 @@ impl<H: Handler> Server<H> {
         key: ConnKey,
         accept: &str,
         rest: &[u8],
-        probe_of: Option<SessionId>,
+        probe_of: Result<SessionId, Protocol>,
     ) -> Flow {
         let ctx = ws::context(&self.config, rest.to_vec());
         let (session, open) = match probe_of {
             // The session took this connection as its probe (`begin_probe`).
-            Some(id) => {
+            Ok(id) => {
                 let at = deadline(self.now(), self.config.upgrade_timeout);
                 let timer = self.timers.insert(at, Timeout::Upgrade(id));
                 if let Some(s) = self.session_mut(id) {
@@ -24,8 +24,10 @@ impl<H: Handler> Server<H> {
                 }
                 (id, None)
             }
-            None => {
-                let (id, open) = self.open_session(EioTransport::WebSocket(key), key);
+            // A handshake on WebSocket: a new session speaking this protocol.
+            Err(protocol) => {
+                let transport = EioTransport::WebSocket(key);
+                let (id, open) = self.open_session(transport, protocol, key);
                 (id, Some(open))
             }
         };
@@ -91,14 +93,7 @@ impl<H: Handler> Server<H> {
             at = input.len() - io.input.len();
             match result {
                 Ok(Message::Text(text)) => self.on_ws_text(key, session, text.as_str()),
-                Ok(Message::Binary(data)) => {
-                    if self.is_active_ws(key, session) {
-                        self.dispatch(Event::Binary {
-                            session,
-                            data: &data,
-                        });
-                    }
-                }
+                Ok(Message::Binary(data)) => self.on_ws_binary(key, session, &data),
                 Ok(Message::Close(_)) => {
                     // tungstenite queued the close reply; flush it, then the read side ends.
                     self.mark_dirty(key);
@@ -128,6 +123,23 @@ impl<H: Handler> Server<H> {
             .is_some_and(|s| s.eio.is_transport(key))
     }
 
+    /// A binary message on a session's WebSocket: a v3 client's starts with the message type
+    /// byte.
+    fn on_ws_binary(&mut self, key: ConnKey, id: SessionId, data: &[u8]) {
+        let Some(protocol) = (self.sessions.get(id))
+            .filter(|s| s.eio.is_transport(key))
+            .map(|s| s.eio.protocol)
+        else {
+            return;
+        };
+        let data = match (protocol, data.split_first()) {
+            (Protocol::V4, _) => data,
+            (Protocol::V3, Some((&v3::MESSAGE_TYPE, rest))) => rest,
+            (Protocol::V3, _) => return self.close_session(id, CloseReason::ParseError),
+        };
+        self.dispatch(Event::Binary { session: id, data });
+    }
+
     pub(super) fn on_ws_text(&mut self, key: ConnKey, id: SessionId, text: &str) {
         if self.is_active_ws(key, id) {
             match packet::decode_text(text) {
@@ -150,12 +162,12 @@ impl<H: Handler> Server<H> {
                 self.ws_send(key, Message::text("3probe"));
                 // A write that failed closed the session: its poll gets the close packet.
                 if let Some(parked) = parked {
-                    let body = if self.sessions.contains(id) {
-                        b"6"
+                    let kind = if self.sessions.contains(id) {
+                        packet::NOOP
                     } else {
-                        b"1"
+                        packet::CLOSE
                     };
-                    self.answer_parked_conn(parked, body);
+                    self.answer_parked_conn(parked, PollAnswer::Control(kind));
                 }
             }
             // The session moved to this WebSocket: what polling had queued follows, in order.
@@ -165,13 +177,17 @@ impl<H: Handler> Server<H> {
                     log::debug("session upgraded to websocket", &[("sid", &s.eio.sid)]);
                 }
                 if let Some(parked) = parked {
-                    self.answer_parked_conn(parked, b"6");
+                    self.answer_parked_conn(parked, PollAnswer::Control(packet::NOOP));
                 }
-                if let Some(t) = self.session_mut(id).and_then(|s| s.upgrade_timer.take()) {
+                let Some(s) = self.sessions.get_mut(id) else {
+                    return;
+                };
+                if let Some(t) = s.upgrade_timer.take() {
                     self.timers.cancel(t);
                 }
+                let protocol = s.eio.protocol;
                 for p in queue {
-                    self.ws_send(key, outgoing_to_ws(p));
+                    self.ws_send(key, outgoing_to_ws(p, protocol));
                 }
             }
             Probe::Nothing => {}

@@ -13,6 +13,11 @@
 //! recovery window. A client that comes back with the socket's private id gets it back
 //! (`SioEvent::Connect` with `recovered`); otherwise the window closes with
 //! `SioEvent::Disconnect`, which always means gone for good.
+//!
+//! Engine.IO v3 sessions (socket.io-client 2.x, `Config::allow_eio3`) speak Socket.IO v4:
+//! the server connects them to `/` itself and answers a bare `40`; a socket's id is the
+//! Engine.IO sid (`socket_name`: `/ns#<sid>` elsewhere than `/`); a namespace's query
+//! (`40/chat?token=x,`) is its CONNECT auth; they are never recovered.
 
 pub mod adapter;
 mod error;
@@ -27,7 +32,9 @@ use crate::slots::{SlotKey, SlotMap, Slots};
 use serde_json::value::RawValue;
 use tungstenite::Bytes;
 
-use crate::engine::{CloseReason, Event, Handler, Io, Outgoing, SessionId, Sid, SocketToken};
+use crate::engine::{
+    CloseReason, Event, Handler, Io, Outgoing, Protocol, SessionId, Sid, SocketToken,
+};
 use crate::timer::{Millis, TimerId};
 
 pub use adapter::{Adapter, LocalAdapter, RoomId};
@@ -269,6 +276,8 @@ struct Socket {
     moving: bool,
     /// Its session speaks socket.io-msgpack-parser (`Parser::Msgpack`).
     msgpack: bool,
+    /// Its session speaks Engine.IO v3 (Socket.IO v4): its id is the session's sid.
+    v3: bool,
 }
 
 struct Away {
@@ -332,6 +341,8 @@ struct Client {
     held: Option<Box<Held>>,
     /// The parser it speaks, once its first Socket.IO packet said.
     parser: Option<Parser>,
+    /// An Engine.IO v3 session's sid (it speaks Socket.IO v4): its sockets' id.
+    eio3: Option<Sid>,
 }
 
 impl Client {
@@ -588,11 +599,18 @@ impl<A: App> SocketIo<A> {
         attachments: &[Bytes],
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
-        let nsp = self
+        // A v4 client (Engine.IO v3) puts a CONNECT's auth in its namespace, as a query.
+        let v3 = self
             .tables
-            .namespaces
-            .iter()
-            .position(|n| n == p.nsp)
+            .clients
+            .get(session)
+            .is_some_and(|c| c.eio3.is_some());
+        let (name, query) = match p.nsp.split_once('?') {
+            Some((name, query)) if v3 => (name, Some(query)),
+            _ => (p.nsp, None),
+        };
+        let nsp = (self.tables.namespaces.iter())
+            .position(|n| n == name)
             .map(|i| Nsp(i as u16));
         let socket = nsp.and_then(|nsp| self.socket_of(session, nsp));
         match p.kind {
@@ -602,7 +620,7 @@ impl<A: App> SocketIo<A> {
                     packet::encode(
                         &mut s,
                         PacketType::ConnectError,
-                        p.nsp,
+                        name,
                         0,
                         None,
                         Some("{\"message\":\"Invalid namespace\"}"),
@@ -614,11 +632,19 @@ impl<A: App> SocketIo<A> {
                 if socket.is_some() || self.tables.held(session).is_some() {
                     return Ok(()); // already connected to this namespace (or on its way)
                 }
-                let auth: &RawValue = match p.data {
-                    Some(d) => serde_json::from_str(d).map_err(|_| SioError::BadPayload)?,
-                    None => empty_object(),
+                let from_query;
+                let auth: &RawValue = match (v3, p.data) {
+                    (true, _) => {
+                        from_query = query_object(query.unwrap_or(""));
+                        &from_query
+                    }
+                    (false, Some(d)) => {
+                        serde_json::from_str(d).map_err(|_| SioError::BadPayload)?
+                    }
+                    (false, None) => empty_object(),
                 };
-                let claim = self.tables.recovery.as_ref().and_then(|_| Claim::of(auth));
+                let recovers = self.tables.recovery.is_some() && !v3;
+                let claim = recovers.then(|| Claim::of(auth)).flatten();
                 if let Some((pid, offset)) = claim.as_ref().and_then(|c| self.foreign(c)) {
                     if let Some(client) = self.tables.clients.get_mut(session) {
                         client.held = Some(Box::new(Held {
@@ -689,11 +715,14 @@ impl<A: App> SocketIo<A> {
         auth: &RawValue,
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> SocketRef {
-        let id = Sid::random(io.rng());
+        let client = self.tables.clients.get(session);
+        let (addr, eio3) = client.map_or((None, None), |c| (c.addr, c.eio3));
+        // A v4 client's socket id is its session's sid; it is never recovered.
+        let id = eio3.unwrap_or_else(|| Sid::random(io.rng()));
         let prefix = &self.tables.pid_prefix;
-        let pid =
-            (self.tables.recovery.as_ref()).map(|_| Sid::random_with_prefix(io.rng(), prefix));
-        let addr = self.tables.clients.get(session).and_then(|c| c.addr);
+        let pid = (self.tables.recovery.as_ref())
+            .filter(|_| eio3.is_none())
+            .map(|_| Sid::random_with_prefix(io.rng(), prefix));
         let socket = self.tables.sockets.insert(Socket {
             id,
             addr,
@@ -706,6 +735,7 @@ impl<A: App> SocketIo<A> {
             restores: (io.now, 0),
             moving: false,
             msgpack: false,
+            v3: eio3.is_some(),
         });
         if let (Some(pid), Some(r)) = (pid, &mut self.tables.recovery) {
             r.pids.insert(pid, socket);
@@ -949,6 +979,23 @@ impl<A: App> Handler for SocketIo<A> {
     fn handle(&mut self, event: Event<'_, Self::Timer>, io: &mut Io<'_, Self::Timer>) {
         match event {
             Event::Open {
+                session,
+                client,
+                protocol: Protocol::V3,
+                sid,
+                ..
+            } => {
+                // Socket.IO v4: the server connects the client to `/` itself.
+                let client = Client {
+                    addr: client,
+                    parser: Some(Parser::Json),
+                    eio3: Some(sid),
+                    ..Client::default()
+                };
+                self.tables.clients.insert(session, client);
+                self.connect(session, Nsp(0), empty_object(), io);
+            }
+            Event::Open {
                 session, client, ..
             } => {
                 let at = crate::timer::deadline(io.now, self.config.connect_timeout);
@@ -994,7 +1041,9 @@ impl<A: App> Handler for SocketIo<A> {
                 let recoverable = reason.recoverable();
                 let reason = disconnect_reason(reason);
                 for socket in client.sockets {
-                    if recoverable {
+                    // Only a socket with a private id can come back.
+                    let pid = self.tables.socket(socket).and_then(|s| s.pid);
+                    if recoverable && pid.is_some() {
                         self.go_away(socket, reason, io);
                     } else {
                         self.remove_socket(socket, reason, io);
@@ -1112,6 +1161,27 @@ fn disconnect_reason(reason: CloseReason) -> &'static str {
     }
 }
 
+/// A namespace's query (`token=x&a=1`) as a CONNECT's auth payload (`{"token":"x","a":"1"}`),
+/// as Node's `querystring` reads it: `+` is a space, `%XX` a byte, a repeated key an array.
+fn query_object(query: &str) -> Box<RawValue> {
+    let mut map = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = serde_json::Value::String(crate::http::percent_decode(value));
+        match map.entry(crate::http::percent_decode(key)) {
+            serde_json::map::Entry::Vacant(e) => {
+                e.insert(value);
+            }
+            serde_json::map::Entry::Occupied(mut e) => match e.get_mut() {
+                serde_json::Value::Array(values) => values.push(value),
+                first => *first = serde_json::Value::Array(vec![first.take(), value]),
+            },
+        }
+    }
+    let json = serde_json::Value::Object(map).to_string();
+    RawValue::from_string(json).unwrap_or_else(|_| empty_object().to_owned())
+}
+
 fn empty_object() -> &'static RawValue {
     // A constant that is valid JSON.
     serde_json::from_str("{}").expect("`{}` is valid JSON")
@@ -1144,6 +1214,13 @@ impl Tables {
             io.cancel_timer(timer);
         }
         let name = &self.namespaces[s.nsp.0 as usize];
+        if client.eio3.is_some() {
+            // Socket.IO v4's CONNECT reply has no payload (the client knows its id).
+            let mut out = String::with_capacity(2 + name.len());
+            packet::encode(&mut out, PacketType::Connect, name, 0, None, None);
+            io.send(session, Outgoing::message_str(&out));
+            return true;
+        }
         let mut data = String::with_capacity(64);
         data.push_str("{\"sid\":\"");
         data.push_str(s.id.as_str());
@@ -1308,7 +1385,8 @@ fn keep(
     offset: u64,
     packets: &Packets,
 ) {
-    let Some(s) = sockets.get_mut(socket) else {
+    // A socket without a private id (a v4 client's) is never recovered: nothing to keep.
+    let Some(s) = sockets.get_mut(socket).filter(|s| s.pid.is_some()) else {
         return;
     };
     for p in packets.iter() {
@@ -1448,9 +1526,21 @@ impl<T> SioIo<'_, '_, T> {
         self.tables.socket(socket).and_then(|s| s.addr)
     }
 
-    /// The socket's id (what clients see as `socket.id`), if it is still connected.
+    /// The socket's id (what clients see as `socket.id`), if it is still connected. For a v4
+    /// client (Engine.IO v3) on a namespace other than `/`, `socket_name` has the whole id.
     pub fn socket_id(&self, socket: SocketRef) -> Option<Sid> {
         self.tables.socket(socket).map(|s| s.id)
+    }
+
+    /// The socket's id as its client knows it: `socket_id`, or `<namespace>#<sid>` for a v4
+    /// client (Engine.IO v3) on a namespace other than `/`, as socket.io names those.
+    pub fn socket_name(&self, socket: SocketRef) -> Option<String> {
+        let s = self.tables.socket(socket)?;
+        let nsp = &self.tables.namespaces[s.nsp.0 as usize];
+        Some(match (s.v3, nsp.as_str()) {
+            (true, name) if name != "/" => format!("{name}#{}", s.id),
+            _ => s.id.to_string(),
+        })
     }
 
     /// Builds an event packet once (`args`: the raw JSON arguments, comma-separated). With
@@ -1793,6 +1883,7 @@ impl<T> SioIo<'_, '_, T> {
             restores: (self.io.now, 0),
             moving: false,
             msgpack: false,
+            v3: false,
         });
         let r = self.tables.recovery.as_mut()?;
         let at = crate::timer::deadline(self.io.now, r.window);
