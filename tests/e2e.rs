@@ -71,9 +71,10 @@ fn socket_io_client_end_to_end() {
     }
 }
 
-/// Other clients (`tests/e2e/clients.test.mjs`) against a server with the default `--parser
-/// auto`: socket.io-msgpack-parser (a msgpack client and a JSON client in one room, a msgpack
-/// client's recovery) and socket.io-client 3.x, under the three transport settings.
+/// Other clients (`tests/e2e/clients.test.mjs`) against servers with the default `--parser
+/// auto` and `--allow-eio3`: socket.io-msgpack-parser (a msgpack client and a JSON client in
+/// one room, a msgpack client's recovery), socket.io-client 3.x and 2.x, under the three
+/// transport settings.
 #[test]
 fn other_clients_end_to_end() {
     const MSGPACK_SUITE: &str = "the other clients' end-to-end suite (tests/e2e/clients.test.mjs)";
@@ -85,15 +86,18 @@ fn other_clients_end_to_end() {
     let flags = [
         &MAIN_FLAGS[..],
         &["--ping-interval", "300ms", "--ping-timeout", "300ms"],
+        &["--allow-eio3"],
     ];
     let mut server = Proc::start(&flags.concat());
-    let url = format!("http://{}", server.addr);
+    let mut expiry = Proc::start(&[&EXPIRY_FLAGS[..], &["--allow-eio3"]].concat());
     let mut cmd = harness::node_test(&node, "clients.test.mjs");
-    cmd.env("PAIRCHAT_URL", &url);
+    cmd.env("PAIRCHAT_URL", format!("http://{}", server.addr));
+    cmd.env("PAIRCHAT_EXPIRY_URL", format!("http://{}", expiry.addr));
     let run = harness::run(cmd, SUITE_TIMEOUT);
     eprintln!("---- node --test output ----\n{}", run.output);
     if !run.all_tests_passed() {
         eprintln!("---- server log ----\n{}", server.stop_and_log());
+        eprintln!("---- expiry server log ----\n{}", expiry.stop_and_log());
         panic!(
             "the other clients' end-to-end suite failed ({}); its output is above",
             run.describe()

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 mod connection;
 #[path = "../fuzz/checks/engine_payload.rs"]
 mod engine_payload;
+#[path = "../fuzz/checks/engine_v3_payload.rs"]
+mod engine_v3_payload;
 #[path = "../fuzz/checks/http_request.rs"]
 mod http_request;
 #[path = "../fuzz/checks/sio_packet.rs"]
@@ -56,6 +58,11 @@ fn http_request_corpus() {
 #[test]
 fn engine_payload_corpus() {
     assert!(replay("engine_payload", engine_payload::check) >= 1);
+}
+
+#[test]
+fn engine_v3_payload_corpus() {
+    assert!(replay("engine_v3_payload", engine_v3_payload::check) >= 3);
 }
 
 #[test]

@@ -582,6 +582,31 @@ mod tests {
     }
 
     #[test]
+    fn a_v3_session_answers_polls_with_v3_payloads() {
+        let (mut s, _, _) =
+            Session::<Conn>::open_with(Protocol::V3, sid(), Session::polling(), None, 0, &S);
+        s.send(Outgoing::Text("4€".into()), &S);
+        s.send(Outgoing::binary(vec![7u8]), &S);
+        // Binary data: an XHR2 payload, the lengths as digit bytes.
+        let xhr2 = b"\x00\x04\xff4\xe2\x82\xac\x01\x02\xff\x04\x07".to_vec();
+        assert_eq!(
+            s.on_poll(1),
+            Polled::Answer(Payload {
+                body: xhr2,
+                binary: true
+            })
+        );
+        // A client that asked for base64 (`b64=1`) gets text, lengths in UTF-16 units.
+        s.base64 = true;
+        s.send(Outgoing::Text("4€".into()), &S);
+        s.send(Outgoing::binary(vec![7u8]), &S);
+        let text = "2:4€6:b4Bw==".as_bytes().to_vec();
+        assert_eq!(s.on_poll(1), Polled::Answer(Payload::text(text)));
+        assert_eq!(control_payload(Protocol::V3, packet::NOOP), b"1:6");
+        assert_eq!(control_payload(Protocol::V3, packet::CLOSE), b"1:1");
+    }
+
+    #[test]
     fn the_open_packet_has_exactly_the_five_keys() {
         let id = sid();
         let (_, open, beat) = Session::<Conn>::open(id, Session::polling(), None, 1000, &S);

@@ -600,14 +600,11 @@ impl<A: App> SocketIo<A> {
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
         // A v4 client (Engine.IO v3) puts a CONNECT's auth in its namespace, as a query.
-        let v3 = self
-            .tables
-            .clients
-            .get(session)
-            .is_some_and(|c| c.eio3.is_some());
-        let (name, query) = match p.nsp.split_once('?') {
-            Some((name, query)) if v3 => (name, Some(query)),
-            _ => (p.nsp, None),
+        let v3 = p.kind == PacketType::Connect
+            && (self.tables.clients.get(session)).is_some_and(|c| c.eio3.is_some());
+        let (name, query) = match v3.then(|| p.nsp.split_once('?')).flatten() {
+            Some((name, query)) => (name, Some(query)),
+            None => (p.nsp, None),
         };
         let nsp = (self.tables.namespaces.iter())
             .position(|n| n == name)
