@@ -4,8 +4,8 @@
 //! The crate is a protocol stack with the chat as one application of it:
 //! - [`server`]: the `mio` event loop (connections, Engine.IO sessions, timers);
 //! - [`http`], [`ws`]: hand-parsed HTTP/1.1 and the WebSocket upgrade;
-//! - [`engine`]: Engine.IO v4 types and codecs, and the [`engine::Handler`] seam;
-//! - [`sio`]: Socket.IO v5 (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
+//! - [`engine`]: Engine.IO v4 (and v3) types and codecs, and the [`engine::Handler`] seam;
+//! - [`sio`]: Socket.IO v5, and v4 for Engine.IO v3 clients (namespaces, acks, binary attachments, rooms) as an Engine.IO handler;
 //! - [`chat`]: the chat rooms as a Socket.IO application;
 //! - [`conformance`]: the servers the official protocol test suites expect;
 //! - [`cli`]: flags and environment → the configuration of all of the above;

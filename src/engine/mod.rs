@@ -1,4 +1,5 @@
-//! Engine.IO v4: the transport layer under Socket.IO.
+//! Engine.IO v4 (and v3, for socket.io-client 2.x: `Protocol`, `v3`): the transport layer
+//! under Socket.IO.
 //!
 //! The event loop (`crate::server`) owns the sockets and the sessions' transport state; this
 //! module defines what the layer above sees. A `Handler` receives `Event`s as values (a

@@ -599,7 +599,7 @@ impl<A: App> SocketIo<A> {
         attachments: &[Bytes],
         io: &mut Io<'_, SioTimer<A::Timer>>,
     ) -> Result<(), SioError> {
-        // A v4 client (Engine.IO v3) puts a CONNECT's auth in its namespace, as a query.
+        // A 2.x client (Engine.IO v3) puts a CONNECT's auth in its namespace, as a query.
         let v3 = p.kind == PacketType::Connect
             && (self.tables.clients.get(session)).is_some_and(|c| c.eio3.is_some());
         let (name, query) = match v3.then(|| p.nsp.split_once('?')).flatten() {
@@ -714,7 +714,7 @@ impl<A: App> SocketIo<A> {
     ) -> SocketRef {
         let client = self.tables.clients.get(session);
         let (addr, eio3) = client.map_or((None, None), |c| (c.addr, c.eio3));
-        // A v4 client's socket id is its session's sid; it is never recovered.
+        // A 2.x client's socket id is its session's sid; it is never recovered.
         let id = eio3.unwrap_or_else(|| Sid::random(io.rng()));
         let prefix = &self.tables.pid_prefix;
         let pid = (self.tables.recovery.as_ref())
@@ -1382,7 +1382,7 @@ fn keep(
     offset: u64,
     packets: &Packets,
 ) {
-    // A socket without a private id (a v4 client's) is never recovered: nothing to keep.
+    // A socket without a private id (a 2.x client's) is never recovered: nothing to keep.
     let Some(s) = sockets.get_mut(socket).filter(|s| s.pid.is_some()) else {
         return;
     };
@@ -1523,13 +1523,13 @@ impl<T> SioIo<'_, '_, T> {
         self.tables.socket(socket).and_then(|s| s.addr)
     }
 
-    /// The socket's id (what clients see as `socket.id`), if it is still connected. For a v4
-    /// client (Engine.IO v3) on a namespace other than `/`, `socket_name` has the whole id.
+    /// The socket's id (what clients see as `socket.id`), if it is still connected. For a
+    /// 2.x client (Engine.IO v3) on a namespace other than `/`, `socket_name` has the whole id.
     pub fn socket_id(&self, socket: SocketRef) -> Option<Sid> {
         self.tables.socket(socket).map(|s| s.id)
     }
 
-    /// The socket's id as its client knows it: `socket_id`, or `<namespace>#<sid>` for a v4
+    /// The socket's id as its client knows it: `socket_id`, or `<namespace>#<sid>` for a 2.x
     /// client (Engine.IO v3) on a namespace other than `/`, as socket.io names those.
     pub fn socket_name(&self, socket: SocketRef) -> Option<String> {
         let s = self.tables.socket(socket)?;
