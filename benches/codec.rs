@@ -125,9 +125,9 @@ fn timer(c: &mut Criterion) {
             b.iter_batched_ref(
                 filled,
                 |w| {
-                    let mut out = Vec::new();
-                    w.poll_to(1000, &mut out);
-                    black_box(out.len())
+                    let mut due = Vec::new();
+                    w.poll_to(1000, &mut due);
+                    black_box(due.into_iter().filter_map(|id| w.fire(id)).count())
                 },
                 BatchSize::LargeInput,
             )

@@ -121,8 +121,10 @@ impl<T> TimerWheel<T> {
         }
     }
 
-    /// Advances the clock to `now`, appending the payload of every timer due by then to `out`.
-    pub fn poll_to(&mut self, now: Millis, out: &mut Vec<T>) {
+    /// Advances the clock to `now`, appending the handle of every timer due by then to `out`.
+    /// A due timer stays live until `fire` takes it: one cancelled meanwhile (by a timer that
+    /// fired before it in the same turn, say) never fires.
+    pub fn poll_to(&mut self, now: Millis, out: &mut Vec<TimerId>) {
         if now <= self.now {
             return;
         }
@@ -139,7 +141,12 @@ impl<T> TimerWheel<T> {
         self.now = now;
     }
 
-    fn expire_bucket(&mut self, b: usize, now: Millis, out: &mut Vec<T>) {
+    /// Takes a due timer (from `poll_to`) off the wheel: its payload, if it is still live.
+    pub fn fire(&mut self, id: TimerId) -> Option<T> {
+        self.cancel(id)
+    }
+
+    fn expire_bucket(&mut self, b: usize, now: Millis, out: &mut Vec<TimerId>) {
         if self.occupied[b / 64] & (1 << (b % 64)) == 0 {
             return;
         }
@@ -149,7 +156,10 @@ impl<T> TimerWheel<T> {
             match entries.get(idx) {
                 Some(e) if e.generation == generation => {
                     if e.at <= now {
-                        out.push(entries.remove(idx).value);
+                        out.push(TimerId {
+                            idx: idx as u32,
+                            generation,
+                        });
                         false
                     } else {
                         true
@@ -190,10 +200,26 @@ mod tests {
     use super::*;
 
     fn fired(w: &mut TimerWheel<u32>, now: Millis) -> Vec<u32> {
-        let mut out = Vec::new();
-        w.poll_to(now, &mut out);
+        let mut due = Vec::new();
+        w.poll_to(now, &mut due);
+        let mut out: Vec<u32> = due.into_iter().filter_map(|id| w.fire(id)).collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_timer_cancelled_by_one_due_before_it_in_the_same_turn_never_fires() {
+        let mut w = TimerWheel::new(0);
+        let first = w.insert(10, 1);
+        let second = w.insert(10, 2);
+        let mut due = Vec::new();
+        w.poll_to(10, &mut due);
+        assert_eq!(due, vec![first, second]);
+        assert_eq!(w.fire(first), Some(1));
+        // The first one's handler cancels the second.
+        assert_eq!(w.cancel(second), Some(2));
+        assert_eq!(w.fire(second), None);
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -209,10 +209,12 @@ impl Driver {
 
     fn step_to(&mut self, now: Millis) {
         self.now = now;
-        let mut fired = Vec::new();
-        self.wheel.0.poll_to(now, &mut fired);
-        for t in fired {
-            self.handle(Event::Timer(t));
+        let mut due = Vec::new();
+        self.wheel.0.poll_to(now, &mut due);
+        for id in due {
+            if let Some(t) = self.wheel.0.fire(id) {
+                self.handle(Event::Timer(t));
+            }
         }
     }
 

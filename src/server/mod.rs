@@ -721,7 +721,7 @@ impl<H: Handler> Server<H> {
     /// Runs the loop until stopped, then closes every session and flushes (bounded time).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut fired = Vec::new();
+        let mut due = Vec::new();
         self.tick_clock();
         let addr = self.direct_addr();
         self.guarded(Culprit::None, |s| s.dispatch(Event::Start { addr }));
@@ -742,7 +742,7 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
             let turn_started = self.tick_clock();
-            self.expire_timers(&mut fired);
+            self.expire_timers(&mut due);
             for key in std::mem::take(&mut self.deferred) {
                 self.guarded(Culprit::Conn(key), |s| s.on_readable(key));
             }
@@ -885,11 +885,15 @@ impl<H: Handler> Server<H> {
 
     /// Fires the timers due this turn, each on its own: a panic in one closes what that timer
     /// was about and leaves the others to fire.
-    fn expire_timers(&mut self, fired: &mut Vec<Timeout<H::Timer>>) {
+    fn expire_timers(&mut self, due: &mut Vec<TimerId>) {
         let now = self.now();
-        self.timers.poll_to(now, fired);
-        let mut batch = std::mem::take(fired);
-        for t in batch.drain(..) {
+        self.timers.poll_to(now, due);
+        let mut batch = std::mem::take(due);
+        for id in batch.drain(..) {
+            // Cancelled by a timer that fired before it this turn: it never fires.
+            let Some(t) = self.timers.fire(id) else {
+                continue;
+            };
             let culprit = match &t {
                 Timeout::Conn(key) => Culprit::Conn(*key),
                 Timeout::Ping(id) | Timeout::Pong(id) | Timeout::Upgrade(id) => {
@@ -899,7 +903,7 @@ impl<H: Handler> Server<H> {
             };
             self.guarded(culprit, |s| s.on_timeout(t));
         }
-        *fired = batch;
+        *due = batch;
     }
 
     /// A safety net (sozu's `zombie_check`): every `SWEEP_EVERY`, sessions and connections
