@@ -724,6 +724,14 @@ fn check(settings: &Settings) -> Result<(), String> {
             MAX_DURATION.as_millis()
         ));
     }
+    // socket.io-client 2.x speaks the JSON parser here (socket.io-msgpack-parser 2 is not served).
+    if server.allow_eio3 && settings.sio.parsers == Parsers::Only(Parser::Msgpack) {
+        return Err(format!(
+            "{} with {}: 2.x clients speak JSON only (use --parser auto or json)",
+            settings.named("allow-eio3"),
+            settings.named("parser")
+        ));
+    }
     match server.metrics_port {
         Some(_) if server.metrics == MetricsAccess::Off => Err(format!(
             "{} with {}: the metrics port would serve nothing (drop one, or use --metrics local or public)",

@@ -188,6 +188,13 @@ fn startup_errors_name_the_setting_and_the_address() {
             2,
             "pairchat: PAIRCHAT_METRICS_PORT=9100: the same port as --port 9100".to_string(),
         ),
+        (
+            vec!["--allow-eio3", "--parser", "msgpack"],
+            vec![],
+            2,
+            "pairchat: --allow-eio3 on with --parser msgpack: 2.x clients speak JSON only"
+                .to_string(),
+        ),
     ];
     for (args, env, status, message) in cases {
         let (code, err) = run(&args, &env);

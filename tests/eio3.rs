@@ -202,7 +202,14 @@ fn binary_goes_as_an_xhr2_payload_unless_the_client_asked_for_base64() {
     expected.extend_from_slice(echo.as_bytes());
     expected.extend_from_slice(&[1, 4, 0xff, 4, 1, 2, 3]);
     assert_eq!(res.body, expected);
-    // `b64=1`: text payloads only, binary as `b4<base64>`.
+    // `b64=1`: text payloads only, binary as `b4<base64>` (an empty `b64=` is no request).
+    let (client, _) = Polling::open(&server, "&b64=");
+    client.get_text();
+    client.post_text(&[event, "b4AQID"]);
+    assert_eq!(
+        client.get().header("content-type"),
+        Some("application/octet-stream")
+    );
     let (client, _) = Polling::open(&server, "&b64=1");
     client.get_text();
     client.post_text(&[event, "b4AQID"]);
@@ -216,8 +223,9 @@ fn the_client_pings_the_server_answers_and_a_silent_client_is_dropped() {
     client.get_text();
     client.post_text(&["2"]);
     assert_eq!(client.get_text(), payload(&["3"]));
+    // A bare pong, as engine.io answers (a ping's data is the probe's only).
     client.post_text(&["2probe"]);
-    assert_eq!(client.get_text(), payload(&["3probe"]));
+    assert_eq!(client.get_text(), payload(&["3"]));
     // No ping within interval plus timeout (500 ms): gone. A poll parked just after the pong
     // (its own deadline falls in the same tick) gets the close packet, not a dropped answer.
     let parked = client.get();
@@ -267,6 +275,11 @@ fn websocket_binary_frames_carry_the_message_type_byte() {
     );
     send_text(&mut ws, "2");
     assert_eq!(recv_text(&mut ws), "3");
+    // A client that forces base64 sends binary in text frames.
+    send_text(&mut ws, "451-[\"up\",{\"_placeholder\":true,\"num\":0}]");
+    send_text(&mut ws, "b4BgU=");
+    recv_text(&mut ws);
+    assert_eq!(ws.read().unwrap(), Message::binary(vec![4u8, 6, 5]));
     // A binary frame that is not a message: the session closes.
     ws.send(Message::binary(vec![2u8, 1])).unwrap();
     assert!(ws_closed(&mut ws));
@@ -284,6 +297,15 @@ fn a_namespace_query_is_the_connect_auth_and_ids_are_namespaced() {
         hello,
         json!(["hello", format!("/custom#{sid}"), {"token": "a b", "x": ["1", "2"]}])
     );
+    // At most 1000 pairs of a query count, as Node's `querystring` reads them.
+    let many: Vec<String> = (0..1500).map(|i| format!("k{i}=v")).collect();
+    send_text(&mut ws, "41/custom,");
+    send_text(&mut ws, &format!("40/custom?{},", many.join("&")));
+    assert_eq!(recv_text(&mut ws), "40/custom,");
+    let hello: serde_json::Value =
+        serde_json::from_str(recv_text(&mut ws).strip_prefix("42/custom,").unwrap()).unwrap();
+    let auth = hello[2].as_object().unwrap();
+    assert_eq!((auth.len(), &auth["k999"]), (1000, &json!("v")));
     // Events on the namespace go by its name, without the query.
     send_text(&mut ws, "42/custom,[\"ping\",1]");
     assert_eq!(recv_text(&mut ws), "42/custom,[\"echo\",1]");

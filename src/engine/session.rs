@@ -348,14 +348,14 @@ impl<C: Copy + PartialEq> Session<C> {
                 Received::Deliver
             }
             Packet::Pong(_) if self.protocol == Protocol::V3 => Received::Wrong,
-            Packet::Ping(data) if self.protocol == Protocol::V3 => {
+            Packet::Ping(_) if self.protocol == Protocol::V3 => {
                 // The client's next ping is due within the interval, plus the timeout.
                 let ping_by = now
                     .saturating_add(settings.ping_interval)
                     .saturating_add(settings.ping_timeout);
                 self.pong_deadline = Some(ping_by);
-                let pong = Outgoing::Text(format!("3{data}").into());
-                Received::Answer(pong, Beat::Pong(ping_by))
+                // engine.io answers with a bare pong (its data is the probe's only).
+                Received::Answer(Outgoing::control(packet::PONG), Beat::Pong(ping_by))
             }
             Packet::Pong(_) => {
                 if self.pong_deadline.take().is_none() {
@@ -570,7 +570,7 @@ mod tests {
         assert_eq!(s.on_pong_missed(499), Some(Beat::Pong(500)));
         match s.on_packet(&packet("2probe"), 200, &S) {
             Received::Answer(pong, beat) => {
-                assert_eq!(text(&pong), "3probe");
+                assert_eq!(text(&pong), "3");
                 assert_eq!(beat, Beat::Pong(700));
             }
             other => panic!("{other:?}"),

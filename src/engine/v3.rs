@@ -11,18 +11,20 @@
 //!
 //! Pure data, checked against bytes engine.io-parser 2.2.1 wrote (the tests).
 
+use std::borrow::Cow;
 use std::io::Write as _;
 
 use super::base64;
 use super::packet::Outgoing;
 
-/// One packet of a payload: a text packet (type digit first) or a binary one.
+/// One packet of a payload a client sent: a text packet (type digit first), or a binary
+/// message's data (binary packets of any other type are malformed: clients send none).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Packet {
+pub enum Packet<'a> {
     /// `4hello`, `2`, `3probe`…
-    Text(String),
-    /// A binary packet: its type (4, a message) and its data.
-    Binary(u8, Vec<u8>),
+    Text(&'a str),
+    /// A binary message: base64-decoded from a text payload, as sent in a binary one.
+    Binary(Cow<'a, [u8]>),
 }
 
 /// Why a payload does not decode.
@@ -100,106 +102,124 @@ pub fn encode_payload(packets: &[Outgoing], binary_ok: bool) -> (Vec<u8>, bool) 
     }
 }
 
-/// A payload read as either framing: a text payload starts with a length digit, a binary
-/// one with its 0 or 1 marker byte.
-pub fn decode_payload(body: &[u8]) -> Result<Vec<Packet>, Malformed> {
+/// A payload read as either framing (a text payload starts with a length digit, a binary
+/// one with its 0 or 1 marker byte): its packets one by one, borrowed from the body. After a
+/// malformed packet there are no more.
+pub fn decode_payload(body: &[u8]) -> Result<Payload<'_>, Malformed> {
     match body.first() {
-        Some(0 | 1) => decode_binary(body),
-        _ => decode_text(std::str::from_utf8(body).map_err(|_| Malformed)?),
+        None => Err(Malformed),
+        Some(0 | 1) => Ok(Payload::Binary(body)),
+        Some(_) => Ok(Payload::Text(
+            std::str::from_utf8(body).map_err(|_| Malformed)?,
+        )),
     }
 }
 
-/// Decodes a text payload (a POST body of socket.io-client 2.x without binary data).
-pub fn decode_text(body: &str) -> Result<Vec<Packet>, Malformed> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    if rest.is_empty() {
-        return Err(Malformed);
-    }
-    while !rest.is_empty() {
-        let colon = rest.find(':').ok_or(Malformed)?;
-        let digits = &rest[..colon];
-        if digits.is_empty()
-            || digits.len() > MAX_DIGITS
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(Malformed);
-        }
-        let units: usize = digits.parse().map_err(|_| Malformed)?;
-        let after = &rest[colon + 1..];
-        // Take `units` UTF-16 code units: never half a surrogate pair.
-        let mut taken = 0;
-        let mut end = 0;
-        for c in after.chars() {
-            if taken == units {
-                break;
+/// What is left of a payload being decoded (`decode_payload`).
+#[derive(Debug)]
+pub enum Payload<'a> {
+    /// A text payload.
+    Text(&'a str),
+    /// A binary (XHR2) payload.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Iterator for Payload<'a> {
+    type Item = Result<Packet<'a>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let next = match *self {
+                Payload::Text("") | Payload::Binary([]) => return None,
+                Payload::Text(rest) => next_text(rest).map(|(p, rest)| (p, Payload::Text(rest))),
+                Payload::Binary(rest) => {
+                    next_binary(rest).map(|(p, rest)| (Some(p), Payload::Binary(rest)))
+                }
+            };
+            match next {
+                // `0:`, an empty packet (what an empty payload is): nothing to take.
+                Ok((None, rest)) => *self = rest,
+                Ok((Some(p), rest)) => {
+                    *self = rest;
+                    return Some(Ok(p));
+                }
+                Err(e) => {
+                    *self = Payload::Text("");
+                    return Some(Err(e));
+                }
             }
-            taken += c.len_utf16();
-            end += c.len_utf8();
         }
-        if taken != units {
-            return Err(Malformed);
-        }
-        let packet = &after[..end];
-        if !packet.is_empty() {
-            out.push(text_packet(packet)?);
-        }
-        rest = &after[end..];
-    }
-    Ok(out)
-}
-
-/// A packet of a text payload: `b<type><base64>` is binary.
-fn text_packet(p: &str) -> Result<Packet, Malformed> {
-    match p.strip_prefix('b') {
-        Some(b64) => {
-            let kind = b64
-                .bytes()
-                .next()
-                .filter(u8::is_ascii_digit)
-                .ok_or(Malformed)?
-                - b'0';
-            let data = base64::decode(&b64.as_bytes()[1..]).ok_or(Malformed)?;
-            Ok(Packet::Binary(kind, data))
-        }
-        None => Ok(Packet::Text(p.to_string())),
     }
 }
 
-/// Decodes a binary (XHR2) payload.
-pub fn decode_binary(mut body: &[u8]) -> Result<Vec<Packet>, Malformed> {
-    let mut out = Vec::new();
-    if body.is_empty() {
+/// The first packet of a text payload (`None`: an empty one) and the rest.
+fn next_text(body: &str) -> Result<(Option<Packet<'_>>, &str), Malformed> {
+    let colon = (body.bytes().take(MAX_DIGITS + 1))
+        .position(|b| b == b':')
+        .ok_or(Malformed)?;
+    let digits = &body[..colon];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Malformed);
     }
-    while let Some((&marker, rest)) = body.split_first() {
-        let end = rest.iter().position(|b| *b == 0xff).ok_or(Malformed)?;
-        let digits = &rest[..end];
-        if marker > 1
-            || digits.is_empty()
-            || digits.len() > MAX_DIGITS
-            || digits.iter().any(|d| *d > 9)
-        {
-            return Err(Malformed);
+    let units: usize = digits.parse().map_err(|_| Malformed)?;
+    let after = &body[colon + 1..];
+    // Take `units` UTF-16 code units: never half a surrogate pair.
+    let (mut taken, mut end) = (0, 0);
+    for c in after.chars() {
+        if taken >= units {
+            break;
         }
-        let len = digits.iter().fold(0usize, |n, d| n * 10 + usize::from(*d));
-        let start = end + 1;
-        let packet = rest
-            .get(start..start.checked_add(len).ok_or(Malformed)?)
-            .ok_or(Malformed)?;
-        out.push(if marker == 0 {
-            Packet::Text(
-                std::str::from_utf8(packet)
-                    .map_err(|_| Malformed)?
-                    .to_string(),
-            )
-        } else {
-            let (&kind, data) = packet.split_first().ok_or(Malformed)?;
-            Packet::Binary(kind, data.to_vec())
-        });
-        body = &rest[start + len..];
+        taken += c.len_utf16();
+        end += c.len_utf8();
     }
-    Ok(out)
+    if taken != units {
+        return Err(Malformed);
+    }
+    let (packet, rest) = after.split_at(end);
+    let packet = (!packet.is_empty()).then(|| decode_frame(packet));
+    Ok((packet.transpose()?, rest))
+}
+
+/// One text packet: of a text payload, or a WebSocket text frame (where a client that forces
+/// base64 sends binary as `b4<base64>` too).
+pub fn decode_frame(text: &str) -> Result<Packet<'_>, Malformed> {
+    match text.strip_prefix('b') {
+        None => Ok(Packet::Text(text)),
+        Some(b64) => {
+            let data = b64.strip_prefix('4').ok_or(Malformed)?;
+            let data = base64::decode(data.as_bytes()).ok_or(Malformed)?;
+            Ok(Packet::Binary(data.into()))
+        }
+    }
+}
+
+/// The first packet of a binary payload and the rest.
+fn next_binary(body: &[u8]) -> Result<(Packet<'_>, &[u8]), Malformed> {
+    let (&marker, rest) = body.split_first().ok_or(Malformed)?;
+    let end = (rest.iter().take(MAX_DIGITS + 1))
+        .position(|b| *b == 0xff)
+        .ok_or(Malformed)?;
+    let digits = &rest[..end];
+    if marker > 1 || digits.is_empty() {
+        return Err(Malformed);
+    }
+    let len = digits.iter().try_fold(0usize, |n, &d| {
+        (d <= 9)
+            .then(|| n.checked_mul(10)?.checked_add(usize::from(d)))
+            .flatten()
+    });
+    let len = len.ok_or(Malformed)?;
+    let rest = &rest[end + 1..];
+    let packet = rest.get(..len).ok_or(Malformed)?;
+    let packet = if marker == 0 {
+        Packet::Text(std::str::from_utf8(packet).map_err(|_| Malformed)?)
+    } else {
+        match packet.split_first() {
+            Some((&MESSAGE_TYPE, data)) => Packet::Binary(data.into()),
+            _ => return Err(Malformed),
+        }
+    };
+    Ok((packet, &rest[len..]))
 }
 
 #[cfg(test)]
@@ -208,23 +228,23 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng};
 
-    fn text(s: &str) -> Packet {
-        Packet::Text(s.to_string())
+    /// Every packet of a payload, or its error.
+    fn all(body: &[u8]) -> Result<Vec<Packet<'_>>, Malformed> {
+        decode_payload(body)?.collect()
     }
 
-    fn outgoing(p: &Packet) -> Outgoing {
-        match p {
-            Packet::Text(t) => Outgoing::Text(t.as_str().into()),
-            Packet::Binary(_, d) => Outgoing::binary(d.clone()),
-        }
+    /// The packets a payload of `out` decodes to.
+    fn packets(out: &[Outgoing]) -> Vec<Packet<'_>> {
+        (out.iter())
+            .map(|p| match p {
+                Outgoing::Text(t) => Packet::Text(t.as_str()),
+                Outgoing::Binary(b) => Packet::Binary(Cow::Borrowed(b)),
+            })
+            .collect()
     }
 
-    fn out(packets: &[Packet]) -> Vec<Outgoing> {
-        packets.iter().map(outgoing).collect()
-    }
-
-    fn text_payload(packets: &[Packet]) -> String {
-        String::from_utf8(encode_text(&out(packets))).unwrap()
+    fn text(s: &str) -> Outgoing {
+        Outgoing::Text(s.into())
     }
 
     fn hex(s: &str) -> Vec<u8> {
@@ -238,44 +258,31 @@ mod tests {
     #[test]
     fn as_engine_io_parser_2_writes_them() {
         let three = [text("4€"), text("4🎉x"), text("2")];
-        assert_eq!(text_payload(&three), "2:4€4:4🎉x1:2");
-        assert_eq!(decode_text("2:4€4:4🎉x1:2").unwrap(), three);
-        let mixed = [Packet::Binary(4, vec![1, 2, 3]), text("4hé")];
-        assert_eq!(text_payload(&mixed), "6:b4AQID3:4hé");
-        assert_eq!(decode_text("6:b4AQID3:4hé").unwrap(), mixed);
+        assert_eq!(encode_text(&three), "2:4€4:4🎉x1:2".as_bytes());
+        assert_eq!(all("2:4€4:4🎉x1:2".as_bytes()), Ok(packets(&three)));
+        let mixed = [Outgoing::binary(vec![1u8, 2, 3]), text("4hé")];
+        let xhr2 = hex("0104ff040102030004ff3468c3a9");
+        assert_eq!(encode_text(&mixed), "6:b4AQID3:4hé".as_bytes());
+        assert_eq!(all("6:b4AQID3:4hé".as_bytes()), Ok(packets(&mixed)));
+        assert_eq!(encode_binary(&mixed), xhr2);
+        assert_eq!(all(&xhr2), Ok(packets(&mixed)));
+        assert_eq!(encode_payload(&mixed, true), (xhr2, true));
         assert_eq!(
-            encode_binary(&out(&mixed)),
-            hex("0104ff040102030004ff3468c3a9")
+            encode_payload(&mixed, false),
+            ("6:b4AQID3:4hé".as_bytes().to_vec(), false)
         );
-        assert_eq!(
-            encode_payload(&out(&mixed), true),
-            (hex("0104ff040102030004ff3468c3a9"), true)
-        );
-        assert_eq!(
-            encode_payload(&out(&mixed), false),
-            (b"6:b4AQID3:4h\xc3\xa9".to_vec(), false)
-        );
-        assert!(!encode_payload(&out(&three), true).1, "text only: text");
-        assert_eq!(
-            decode_payload(&hex("0104ff040102030004ff3468c3a9")).unwrap(),
-            mixed
-        );
-        assert_eq!(decode_payload("6:b4AQID3:4hé".as_bytes()).unwrap(), mixed);
-        assert_eq!(
-            decode_binary(&hex("0104ff040102030004ff3468c3a9")).unwrap(),
-            mixed
-        );
-        assert_eq!(text_payload(&[]), "0:");
-        assert_eq!(decode_text("0:").unwrap(), vec![]);
+        assert!(!encode_payload(&three, true).1, "text only: text");
+        assert_eq!(encode_text(&[]), b"0:");
+        assert_eq!(all(b"0:"), Ok(vec![]));
     }
 
     #[test]
     fn lengths_never_split_a_character() {
         // `4🎉` is 3 units: a length of 2 would end inside the emoji.
-        assert_eq!(decode_text("2:4🎉"), Err(Malformed));
-        assert_eq!(decode_text("3:4🎉"), Ok(vec![text("4🎉")]));
+        assert_eq!(all("2:4🎉".as_bytes()), Err(Malformed));
+        assert_eq!(all("3:4🎉".as_bytes()), Ok(vec![Packet::Text("4🎉")]));
         // engine.io-parser refuses what is left after the last packet.
-        assert_eq!(decode_text("3:4🎉x"), Err(Malformed));
+        assert_eq!(all("3:4🎉x".as_bytes()), Err(Malformed));
         for bad in [
             "",
             ":4",
@@ -283,21 +290,29 @@ mod tests {
             "1:",
             "5:4abc",
             "2:b4!!",
+            "3:b2AA",
             "99999999999:4",
             "-1:4",
         ] {
-            assert_eq!(decode_text(bad), Err(Malformed), "{bad:?}");
+            assert_eq!(all(bad.as_bytes()), Err(Malformed), "{bad:?}");
         }
-        let bad_binary: [&[u8]; 5] = [
-            b"",
+        let bad_binary: [&[u8]; 6] = [
             b"\x02\x01\xff4",
             b"\x00\x05\xff4",
             b"\x00\x0a\xff4",
             b"\x01\xff",
+            b"\x01\x02\xff\x02\x01",
+            b"\x00\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\xff4",
         ];
         for bad in bad_binary {
-            assert_eq!(decode_binary(bad), Err(Malformed), "{bad:02x?}");
+            assert_eq!(all(bad), Err(Malformed), "{bad:02x?}");
         }
+        // The packets before a malformed one are read; none after it.
+        let mut p = decode_payload(b"1:61:6x").unwrap();
+        assert_eq!(p.next(), Some(Ok(Packet::Text("6"))));
+        assert_eq!(p.next(), Some(Ok(Packet::Text("6"))));
+        assert_eq!(p.next(), Some(Err(Malformed)));
+        assert_eq!(p.next(), None);
     }
 
     #[test]
@@ -305,34 +320,27 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let chars = ['a', 'é', '€', '🎉', ':', '0', 'b'];
         for _ in 0..2000 {
-            let packets: Vec<Packet> = (0..rng.random_range(1..5))
+            let out: Vec<Outgoing> = (0..rng.random_range(1..5))
                 .map(|_| {
                     if rng.random_range(0..4) == 0 {
-                        Packet::Binary(
-                            4,
-                            (0..rng.random_range(0..20)).map(|_| rng.random()).collect(),
-                        )
+                        let data: Vec<u8> =
+                            (0..rng.random_range(0..20)).map(|_| rng.random()).collect();
+                        Outgoing::binary(data)
                     } else {
                         let body: String = (0..rng.random_range(0..12))
                             .map(|_| chars[rng.random_range(0..chars.len())])
                             .collect();
-                        Packet::Text(format!("4{body}"))
+                        text(&format!("4{body}"))
                     }
                 })
                 .collect();
-            let t = text_payload(&packets);
-            assert_eq!(decode_text(&t).unwrap(), packets, "{t}");
-            let b = encode_binary(&out(&packets));
-            let _ = decode_payload(&b[..rng.random_range(0..=b.len())]);
-            assert_eq!(decode_binary(&b).unwrap(), packets);
+            let t = encode_text(&out);
+            assert_eq!(all(&t), Ok(packets(&out)), "{t:?}");
+            let b = encode_binary(&out);
+            assert_eq!(all(&b), Ok(packets(&out)));
             // Cut anywhere: an error or fewer packets, never a panic.
-            let cut = rng.random_range(0..=b.len());
-            let _ = decode_binary(&b[..cut]);
-            let mut at = rng.random_range(0..=t.len());
-            while !t.is_char_boundary(at) {
-                at -= 1;
-            }
-            let _ = decode_text(&t[..at]);
+            let _ = all(&b[..rng.random_range(0..=b.len())]);
+            let _ = all(&t[..rng.random_range(0..=t.len())]);
         }
     }
 }

@@ -1599,6 +1599,14 @@ fn payload_type(binary: bool) -> &'static str {
     }
 }
 
+/// A packet of a v3 payload or WebSocket frame as the session takes it.
+fn v3_packet(p: Result<v3::Packet<'_>, v3::Malformed>) -> Result<Packet<'_>, EngineError> {
+    match p.map_err(|_| EngineError::BadPacket)? {
+        v3::Packet::Text(t) => packet::decode_text(t),
+        v3::Packet::Binary(data) => Ok(Packet::Binary(data.into_owned())),
+    }
+}
+
 /// A packet as a WebSocket message: a v3 binary frame starts with the message type byte.
 fn outgoing_to_ws(p: Outgoing, protocol: Protocol) -> Message {
     match (p, protocol) {

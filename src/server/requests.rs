@@ -529,7 +529,8 @@ impl<H: Handler> Server<H> {
                         // v3 answers with a payload; `b64=1` asks for text payloads only.
                         Protocol::V3 => {
                             if let Some(s) = self.session_mut(id) {
-                                s.eio.base64 = req.query_param("b64").is_some();
+                                s.eio.base64 =
+                                    req.query_param("b64").is_some_and(|v| !v.is_empty());
                             }
                             v3::encode_text(&[Outgoing::Text(open.into())])
                         }
@@ -638,7 +639,7 @@ impl<H: Handler> Server<H> {
             .is_some_and(|s| s.eio.protocol == Protocol::V3)
         {
             return match v3::decode_payload(&req.body) {
-                Ok(packets) => self.on_posted(key, id, cors, packets.iter().map(v3_packet)),
+                Ok(packets) => self.on_posted(key, id, cors, packets.map(v3_packet)),
                 Err(_) => self.refuse_post(key, id, cors, EngineError::BadPacket),
             };
         }
@@ -711,15 +712,6 @@ impl<H: Handler> Server<H> {
             }
         }
         self.session_mut(id).is_some()
-    }
-}
-
-/// A packet of a v3 payload as the session takes it: a binary one must be a message.
-fn v3_packet(p: &v3::Packet) -> Result<Packet<'_>, EngineError> {
-    match p {
-        v3::Packet::Text(t) => packet::decode_text(t),
-        v3::Packet::Binary(v3::MESSAGE_TYPE, data) => Ok(Packet::Binary(data.clone())),
-        v3::Packet::Binary(..) => Err(EngineError::BadPacket),
     }
 }
 

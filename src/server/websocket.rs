@@ -126,10 +126,7 @@ impl<H: Handler> Server<H> {
     /// A binary message on a session's WebSocket: a v3 client's starts with the message type
     /// byte.
     fn on_ws_binary(&mut self, key: ConnKey, id: SessionId, data: &[u8]) {
-        let Some(protocol) = (self.sessions.get(id))
-            .filter(|s| s.eio.is_transport(key))
-            .map(|s| s.eio.protocol)
-        else {
+        let Some(protocol) = self.active_protocol(key, id) else {
             return;
         };
         let data = match (protocol, data.split_first()) {
@@ -140,9 +137,20 @@ impl<H: Handler> Server<H> {
         self.dispatch(Event::Binary { session: id, data });
     }
 
+    /// The protocol of session `id`, if `key` is its WebSocket transport.
+    fn active_protocol(&self, key: ConnKey, id: SessionId) -> Option<Protocol> {
+        (self.sessions.get(id))
+            .filter(|s| s.eio.is_transport(key))
+            .map(|s| s.eio.protocol)
+    }
+
     pub(super) fn on_ws_text(&mut self, key: ConnKey, id: SessionId, text: &str) {
-        if self.is_active_ws(key, id) {
-            match packet::decode_text(text) {
+        if let Some(protocol) = self.active_protocol(key, id) {
+            let p = match protocol {
+                Protocol::V4 => packet::decode_text(text),
+                Protocol::V3 => v3_packet(v3::decode_frame(text)),
+            };
+            match p {
                 Ok(p) => {
                     self.on_packet(id, p);
                 }

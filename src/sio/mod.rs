@@ -1159,10 +1159,12 @@ fn disconnect_reason(reason: CloseReason) -> &'static str {
 }
 
 /// A namespace's query (`token=x&a=1`) as a CONNECT's auth payload (`{"token":"x","a":"1"}`),
-/// as Node's `querystring` reads it: `+` is a space, `%XX` a byte, a repeated key an array.
+/// as Node's `querystring` reads it: `+` is a space, `%XX` a byte, a repeated key an array,
+/// the first 1000 pairs only.
 fn query_object(query: &str) -> Box<RawValue> {
+    const MAX_PAIRS: usize = 1000;
     let mut map = serde_json::Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for pair in query.split('&').take(MAX_PAIRS).filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = serde_json::Value::String(crate::http::percent_decode(value));
         match map.entry(crate::http::percent_decode(key)) {
