@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::chat::wait_metric;
 use common::{HttpConn, Response, TestServer, recv_text, send_text, ws_closed};
 use pairchat::config::Config;
