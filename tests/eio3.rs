@@ -53,6 +53,10 @@ fn server_with(allow_eio3: bool, recovery: RecoveryConfig) -> TestServer {
         allow_eio3,
         ..pairchat::conformance::sio_config(0)
     };
+    start(config, recovery)
+}
+
+fn start(config: Config, recovery: RecoveryConfig) -> TestServer {
     TestServer::start(config, |cfg| {
         let sio = SioConfig {
             namespaces: vec!["/custom".into()],
@@ -360,4 +364,39 @@ fn with_recovery_on_a_v3_socket_is_gone_with_its_transport() {
         wait_metric(&server, "pairchat_sio_away_sockets", |_| true),
         0
     );
+}
+
+#[test]
+fn a_v3_session_answers_only_the_address_that_opened_it() {
+    // Its sid is its socket id, which the chat shows the partner: a partner elsewhere who
+    // tries it is told the session is unknown. (A trusted proxy on loopback names the clients.)
+    let config = Config {
+        allow_eio3: true,
+        trust_proxy: vec!["127.0.0.1".parse().unwrap()],
+        ..pairchat::conformance::sio_config(0)
+    };
+    let server = start(config, RecoveryConfig::off());
+    let from = |ip: &str, path: &str| {
+        server.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {ip}\r\n\r\n"
+        ))
+    };
+    let open = from("203.0.113.1", &url("")).text();
+    let sid = open.split('"').nth(3).expect("a sid").to_string();
+    let poll = url(&format!("&sid={sid}"));
+    let partner = from("203.0.113.2", &poll);
+    assert_eq!(
+        (partner.status, partner.json()["code"].clone()),
+        (400, json!(1))
+    );
+    let ws = format!("{PATH}?EIO=3&transport=websocket&sid={sid}");
+    let upgrade = format!(
+        "GET {ws} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.2\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    assert_eq!(server.request(&upgrade).status, 400);
+    // The client itself polls on: its CONNECT and `hello` were not taken.
+    let mine = from("203.0.113.1", &poll);
+    assert_eq!(mine.status, 200);
+    assert!(mine.text().starts_with("2:40"), "{}", mine.text());
 }

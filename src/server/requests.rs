@@ -556,9 +556,16 @@ impl<H: Handler> Server<H> {
             self.close_session(id, CloseReason::PingTimeout);
             return self.respond_engine_error(key, cors, EngineError::UnknownSid);
         }
+        let client = self.conn_mut(key).and_then(|c| c.client);
         let Some(session) = self.session_mut(id) else {
             return self.respond_engine_error(key, cors, EngineError::UnknownSid);
         };
+        // A 2.x client's socket id is its sid, which applications show others (the chat's
+        // `sender`): its session answers only the address that opened it.
+        let stranger = session.eio.client.is_some_and(|c| Some(c) != client);
+        if session.eio.protocol == Protocol::V3 && stranger {
+            return self.respond_engine_error(key, cors, EngineError::UnknownSid);
+        }
         let polling = session.eio.transport_kind() == TransportKind::Polling;
         match transport {
             TransportKind::WebSocket => match ws::accept_key(req) {
