@@ -13,6 +13,8 @@ mod engine_payload;
 mod engine_v3_payload;
 #[path = "../fuzz/checks/http_request.rs"]
 mod http_request;
+#[path = "../fuzz/checks/sio_msgpack.rs"]
+mod sio_msgpack;
 #[path = "../fuzz/checks/sio_packet.rs"]
 mod sio_packet;
 
@@ -63,6 +65,11 @@ fn engine_payload_corpus() {
 #[test]
 fn engine_v3_payload_corpus() {
     assert!(replay("engine_v3_payload", engine_v3_payload::check) >= 3);
+}
+
+#[test]
+fn sio_msgpack_corpus() {
+    assert!(replay("sio_msgpack", sio_msgpack::check) >= 4);
 }
 
 #[test]
