@@ -123,7 +123,8 @@ impl<T> TimerWheel<T> {
 
     /// Advances the clock to `now`, appending the handle of every timer due by then to `out`.
     /// A due timer stays live until `fire` takes it: one cancelled meanwhile (by a timer that
-    /// fired before it in the same turn, say) never fires.
+    /// fired before it in the same turn, say) never fires. Each id must be fired (or
+    /// cancelled): one left alone stays on the wheel (counted by `len`) and fires never.
     pub fn poll_to(&mut self, now: Millis, out: &mut Vec<TimerId>) {
         if now <= self.now {
             return;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::HttpConn;
 use common::chat::{
     Client, PATH, Ws, chat_config, chat_server, config, error_of, ms, next_text, send_text,
-    small_window_tcp, tcp,
+    small_window_tcp, tcp, tcp_from,
 };
 use common::cluster::Cluster;
 use common::redis::{Resp, wait_redis_state};
@@ -598,4 +598,50 @@ fn a_recovered_member_that_sends_at_once_is_a_member() {
             "{server}"
         );
     }
+}
+
+/// A 2.x client's session answers only the address that opened it (its sid is its socket id,
+/// which the chat shows the partner). Through a relay the owner decided for the wrong client:
+/// the relaying node named the trusted proxy rather than the client it forwarded (so the
+/// client itself was refused), and the owner took the client of a node connection's first
+/// request for all its later ones (a pooled connection carries many clients' requests, so a
+/// partner relayed after the client was let in).
+#[test]
+fn a_relayed_v3_request_is_judged_by_its_own_client() {
+    // The proxy is 127.0.0.2; the nodes reach each other from 127.0.0.1, which is not one.
+    let proxy = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let flags = ["--allow-eio3", "--trust-proxy", "127.0.0.2"];
+    let Some(cluster) = Cluster::start_met(2, &flags) else {
+        return;
+    };
+    let v3 = format!("{PATH}?EIO=3&transport=polling");
+    let from = |node: usize, ip: &str, method: &str, path: &str, body: &str| {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {ip}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut conn = HttpConn::new(tcp_from(proxy, cluster.addr(node)));
+        conn.send(request.as_bytes());
+        let res = conn.response().expect("an answer");
+        (res.status, String::from_utf8_lossy(&res.body).into_owned())
+    };
+    let (status, open) = from(1, "192.0.2.2", "GET", &v3, "");
+    assert_eq!(status, 200, "{open}");
+    let sid = open.split('"').nth(3).expect("a sid");
+    let poll = format!("{v3}&sid={sid}");
+    // The client, through node 2: its CONNECT.
+    assert_eq!(from(2, "192.0.2.2", "GET", &poll, ""), (200, "2:40".into()));
+    // Its partner, through node 2 (on the node connection the client's request took): refused.
+    let partner = from(2, "203.0.113.5", "POST", &poll, "1:1");
+    assert_eq!(
+        partner,
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#.into())
+    );
+    // The client polls on, its session whole.
+    assert_eq!(
+        from(2, "192.0.2.2", "POST", &poll, "1:2"),
+        (200, "ok".into())
+    );
+    assert_eq!(from(2, "192.0.2.2", "GET", &poll, ""), (200, "1:3".into()));
 }

@@ -96,22 +96,24 @@ impl<H: Handler> Server<H> {
     }
 
     /// A connection whose request carries the cluster's secret comes from another node: none
-    /// of its requests is relayed again, and its client is the one that node names.
+    /// of its requests is relayed again, and the client of each is the one that node names (a
+    /// node's pooled connection carries many clients' requests, one after another; one
+    /// without the marks names none).
     pub(super) fn note_relayed(&mut self, key: ConnKey, req: &Request<'_>) {
-        let Some(secret) = req.headers.relay else {
-            return;
-        };
-        if self.handler.relay_secret() != Some(secret) {
-            return;
-        }
+        let from_node =
+            req.headers.relay.is_some() && self.handler.relay_secret() == req.headers.relay;
         let client = req
             .headers
             .relay_client
             .and_then(|c| c.trim().parse::<IpAddr>().ok())
             .filter(|ip| !ip.is_loopback());
         if let Some(conn) = self.conn_mut(key) {
-            conn.relayed = true;
-            conn.client = client;
+            if from_node {
+                conn.relayed = true;
+                conn.client = client;
+            } else if conn.relayed {
+                conn.client = None;
+            }
         }
     }
 

@@ -148,8 +148,13 @@ impl<H: Handler> Server<H> {
         if let Some(ConnState::Http(h)) = self.conn_mut(key).map(|c| &mut c.state) {
             h.exchange = req.exchange();
         }
-        if self.conn_mut(key).is_some_and(|c| !c.relayed) {
-            self.note_relayed(key, &req);
+        // Who the client is, before anything is decided for it (a relay names it to the node
+        // it goes to): each request says so, on a keep-alive connection too.
+        self.note_relayed(key, &req);
+        if let Some(peer) = self.conn_mut(key).map(|c| c.peer)
+            && self.config.trust_proxy.contains(&peer)
+        {
+            self.note_forwarded_client(key, peer, &req);
         }
         let body_follows = req.framing != Framing::Length(0);
         // `Expect: 100-continue`: the client waits before sending its body. Only a polling
@@ -351,9 +356,6 @@ impl<H: Handler> Server<H> {
         else {
             return Flow::Close;
         };
-        if self.config.trust_proxy.contains(&peer) {
-            self.note_forwarded_client(key, peer, req);
-        }
         if let Some(conn) = self.conn_mut(key).filter(|c| c.refused) {
             let client = conn.counted_ip.unwrap_or(peer);
             self.metrics.reject(Rejected::PerIpLimit);

@@ -982,6 +982,11 @@ impl<A: App> Handler for SocketIo<A> {
                 sid,
                 ..
             } => {
+                // socket.io-client 2.x speaks the JSON parser only.
+                if !self.config.parsers.take(Parser::Json) {
+                    io.close(session, CloseReason::ServerClose);
+                    return;
+                }
                 // Socket.IO v4: the server connects the client to `/` itself.
                 let client = Client {
                     addr: client,

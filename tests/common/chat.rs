@@ -123,37 +123,55 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 /// window it offers stays small: a client that does not read holds the server's output back
 /// (and so pauses its input) within a few kilobytes.
 pub fn small_window_tcp(addr: SocketAddr) -> TcpStream {
+    raw_tcp(addr, Some(4096), None)
+}
+
+/// A connection to `addr` (IPv4) from local address `from` (another loopback address, say
+/// `127.0.0.2`: a client the server tells apart from the others).
+pub fn tcp_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    raw_tcp(addr, None, Some(from))
+}
+
+fn raw_tcp(
+    addr: SocketAddr,
+    receive_buffer: Option<libc::c_int>,
+    from: Option<std::net::Ipv4Addr>,
+) -> TcpStream {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(v4) = addr else {
         panic!("an IPv4 test server");
     };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: plain socket calls on a descriptor created here and handed to `TcpStream`,
     // which owns it from then on; the option and address structs are live locals.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0, "socket");
-        let size: libc::c_int = 4096;
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "setsockopt");
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
+        if let Some(size) = receive_buffer {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "setsockopt");
+        }
+        if let Some(ip) = from {
+            let local = sin(ip, 0);
+            let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(rc, 0, "bind");
+        }
+        let remote = sin(*v4.ip(), v4.port());
+        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
         assert_eq!(rc, 0, "connect");
         let stream = TcpStream::from_raw_fd(fd);
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
