@@ -176,6 +176,35 @@ pub fn to_text(d: &Decoded) -> String {
     out
 }
 
+/// The keys of one map read so far: a few on the stack, a set past them.
+#[derive(Default)]
+struct Keys<'a> {
+    few: [&'a str; 8],
+    n: usize,
+    many: Option<std::collections::HashSet<&'a str>>,
+}
+
+impl<'a> Keys<'a> {
+    /// Adds `key`; false if it is there already.
+    fn insert(&mut self, key: &'a str) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        if self.few[..self.n].contains(&key) {
+            return false;
+        }
+        if self.n < self.few.len() {
+            self.few[self.n] = key;
+            self.n += 1;
+        } else {
+            let mut many: std::collections::HashSet<&str> = self.few.iter().copied().collect();
+            many.insert(key);
+            self.many = Some(many);
+        }
+        true
+    }
+}
+
 fn write_str(out: &mut Vec<u8>, s: &str) {
     let n = s.len();
     match n {
@@ -491,11 +520,13 @@ impl<'a> Reader<'a> {
                 let n = self.map_len()?;
                 out.push('{');
                 let mut first = true;
+                let mut keys = Keys::default();
                 for _ in 0..n {
                     let key = self.str()?;
                     // The JSON parser's attachment marker, which msgpack has no use for: one
-                    // here would pass for a `bin`.
-                    if key == "_placeholder" {
+                    // here would pass for a `bin`. A key twice: JSON readers keep the last, and
+                    // lose what the first held (a `bin` among it).
+                    if key == "_placeholder" || !keys.insert(key) {
                         return Err(SioError::BadPayload);
                     }
                     let mark = out.len();
@@ -733,6 +764,18 @@ mod tests {
         // A key twice (the first `data`'s bins would stay behind).
         let twice = event(b"\x92\xa1x\xc4\x01\x00", b"\xa4data\x91\xa1x");
         assert_eq!(decode(&twice), Err(SioError::BadPayload));
+        // ... and in the data (found by fuzzing: the JSON text kept the placeholder under the
+        // first `a`, which JSON readers drop for the second), in a small map and a large one.
+        let inner = event(b"\x92\xa1x\x82\xa1a\xc4\x00\xa1a\x01", b"");
+        assert_eq!(decode(&inner), Err(SioError::BadPayload));
+        let mut large = vec![0x92, 0xa1, b'x', 0xde, 0x00, 20];
+        for k in (b'a'..=b's').chain([b'c']) {
+            large.extend_from_slice(&[0xa1, k, 0x01]);
+        }
+        assert_eq!(decode(&event(&large, b"")), Err(SioError::BadPayload));
+        large[5] = 19;
+        large.truncate(large.len() - 3);
+        assert!(decode(&event(&large, b"")).is_ok(), "19 distinct keys");
         // The JSON parser's placeholder, written by the client.
         let fake = event(b"\x92\xa1x\x82\xac_placeholder\xc3\xa3num\x00", b"");
         assert_eq!(decode(&fake), Err(SioError::BadPayload));
