@@ -90,30 +90,84 @@ pub fn text(ws: &mut WebSocket<TcpStream>) -> String {
 
 /// A Socket.IO session over long-polling on one keep-alive connection: handshake, `40`, poll.
 pub fn connect_polling(addr: SocketAddr) -> String {
+    Polling::connect(addr).sid
+}
+
+/// A Socket.IO client over long-polling, as a browser holds one: a keep-alive connection for
+/// its POSTs and short GETs, and a second one for a GET that parks.
+pub struct Polling {
+    pub sid: String,
+    path: String,
+    conn: BufReader<TcpStream>,
+    parked: BufReader<TcpStream>,
+}
+
+impl Polling {
+    /// Handshake, `40`, and the GET that brings the CONNECT answer.
+    pub fn connect(addr: SocketAddr) -> Polling {
+        let mut conn = keep_alive(addr);
+        let open = http(&mut conn, "GET", "/socket.io/?EIO=4&transport=polling", "");
+        let sid = open
+            .split("\"sid\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("sid in open packet")
+            .to_string();
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        assert_eq!(http(&mut conn, "POST", &path, "40"), "ok");
+        let connected = http(&mut conn, "GET", &path, "");
+        assert!(connected.starts_with("40{"), "CONNECT answer: {connected}");
+        Polling {
+            sid,
+            path,
+            conn,
+            parked: keep_alive(addr),
+        }
+    }
+
+    /// POSTs one payload; the answer must be `ok`.
+    pub fn post(&mut self, payload: &str) {
+        assert_eq!(http(&mut self.conn, "POST", &self.path, payload), "ok");
+    }
+
+    /// A GET on the first connection, answered at once when output is queued.
+    pub fn get(&mut self) -> String {
+        http(&mut self.conn, "GET", &self.path, "")
+    }
+
+    /// Sends a GET on the second connection without waiting: it parks until there is output.
+    pub fn park(&mut self) {
+        send(&mut self.parked, "GET", &self.path, "");
+    }
+
+    /// The answer to the parked GET.
+    pub fn woken(&mut self) -> String {
+        body(&mut self.parked)
+    }
+}
+
+fn keep_alive(addr: SocketAddr) -> BufReader<TcpStream> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    let mut conn = BufReader::new(stream);
-    let open = http(&mut conn, "GET", "/socket.io/?EIO=4&transport=polling", "");
-    let sid = open
-        .split("\"sid\":\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("sid in open packet")
-        .to_string();
-    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-    assert_eq!(http(&mut conn, "POST", &path, "40"), "ok");
-    let connected = http(&mut conn, "GET", &path, "");
-    assert!(connected.starts_with("40{"), "CONNECT answer: {connected}");
-    sid
+    BufReader::new(stream)
 }
 
 /// One request on a keep-alive connection; the response body.
-fn http(conn: &mut BufReader<TcpStream>, method: &str, path: &str, body: &str) -> String {
+fn http(conn: &mut BufReader<TcpStream>, method: &str, path: &str, payload: &str) -> String {
+    send(conn, method, path, payload);
+    body(conn)
+}
+
+fn send(conn: &mut BufReader<TcpStream>, method: &str, path: &str, body: &str) {
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     conn.get_mut().write_all(req.as_bytes()).expect("write");
+}
+
+/// The next response's body.
+fn body(conn: &mut BufReader<TcpStream>) -> String {
     let mut len = 0;
     loop {
         let mut line = String::new();
