@@ -7,7 +7,8 @@
 #
 # e.g. MODE=chat benches/side_by_side.sh pairchat 3701 \
 #        target/x86_64-unknown-linux-gnu/release/pairchat --port 3701 --message-rate 0 --join-failures 0
-# Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s).
+# Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s),
+# T (the clients' transport: websocket, the default, or polling).
 set -u
 cd "$(dirname "$0")/.."
 LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}
@@ -22,7 +23,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 sleep 0.5
-common=(--url "127.0.0.1:$port" --server-pid "$pid" --sources 4)
+common=(--url "127.0.0.1:$port" --server-pid "$pid" --sources 4 --transport "${T:-websocket}")
 case ${MODE:?set MODE} in
     connect) taskset -c 0 "$LG" connect "${common[@]}" --sessions "${N:-10000}" --concurrency 500 ;;
     chat) taskset -c 0 "$LG" chat "${common[@]}" --pairs 1000 --in-flight 8 --duration "${D:-10s}" ;;

@@ -1,5 +1,6 @@
 //! A load generator for pairchat (and any server with the same chat contract): N concurrent
-//! Socket.IO sessions over WebSocket from one `mio` loop, no async runtime.
+//! Socket.IO sessions over WebSocket (or HTTP long-polling, `--transport polling`) from one
+//! `mio` loop, no async runtime.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- connect --url 127.0.0.1:3000 --sessions 10000 --concurrency 500
@@ -12,7 +13,12 @@
 //! ```
 //!
 //! - `connect`: sessions/s and connect latency percentiles (TCP connect → WebSocket upgrade →
-//!   Engine.IO open → Socket.IO CONNECT answered). Sessions are held until the end.
+//!   Engine.IO open → Socket.IO CONNECT answered; over polling: the handshake GET, the `40`
+//!   POST, the GET that brings the CONNECT answer). Sessions are held until the end.
+//!
+//! A polling client holds two keep-alive connections as a browser does: a parked GET on one,
+//! POSTs on the other, one at a time, with what waits joined into the next (socket.io-client's
+//! batching). Every GET answer is followed at once by the next GET.
 //! - `chat`: P room pairs (one `createRoom`, one `joinRoom`), each client keeping W
 //!   `sendMessage` in flight (or a paced total rate): deliveries/s, ack and delivery latency
 //!   p50/p99/p999, and an exactly-once check of every message at both members.
@@ -51,6 +57,25 @@ enum Mode {
     Idle,
 }
 
+/// How sessions talk to the server (`--transport`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Transport {
+    /// A WebSocket from the start (`transports: ['websocket']`).
+    WebSocket,
+    /// HTTP long-polling for the whole session (`transports: ['polling']`), as a browser does
+    /// it: a parked GET on one keep-alive connection, POSTs (one at a time, batched) on another.
+    Polling,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Polling => "polling",
+        }
+    }
+}
+
 struct Options {
     mode: Mode,
     /// Where sessions connect (chat: each pair's creator), in turn.
@@ -72,13 +97,14 @@ struct Options {
     redis: Option<SocketAddrV4>,
     timeout: Duration,
     text_len: usize,
+    transport: Transport,
 }
 
 const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT[,HOST:PORT…]] \
 [--join-url HOST:PORT[,…]] [--path /socket.io/] [--sessions N] [--concurrency K] [--pairs P] \
 [--in-flight W] [--rate MSGS_PER_S] [--duration 10s] [--warmup 1s] [--sources N] \
 [--server-pid PID[,PID…]]… [--redis-pid PID[,PID…]]… [--redis HOST:PORT] [--timeout 120s] \
-[--text-len BYTES]";
+[--text-len BYTES] [--transport websocket|polling]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -106,6 +132,7 @@ fn parse_options() -> Result<Options, String> {
         redis: None,
         timeout: Duration::from_secs(120),
         text_len: 16,
+        transport: Transport::WebSocket,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -131,6 +158,13 @@ fn parse_options() -> Result<Options, String> {
                 .extend(parse_list(&value, |v| v.parse::<u32>().ok()).ok_or_else(bad)?),
             "--timeout" => o.timeout = parse_duration(&value)?,
             "--text-len" => o.text_len = value.parse().map_err(|_| bad())?,
+            "--transport" => {
+                o.transport = match value.as_str() {
+                    "websocket" => Transport::WebSocket,
+                    "polling" => Transport::Polling,
+                    _ => return Err(bad()),
+                }
+            }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -404,6 +438,8 @@ enum Phase {
     },
     /// WebSocket up, waiting for the Engine.IO open packet.
     Opening,
+    /// Polling: the handshake GET sent, its open packet awaited.
+    Handshaking,
     /// `40` sent, waiting for the CONNECT answer.
     Connecting,
     /// Connected: sid known.
@@ -416,6 +452,7 @@ impl Phase {
         match self {
             Phase::Upgrading { .. } => "upgrading",
             Phase::Opening => "opening",
+            Phase::Handshaking => "handshaking",
             Phase::Connecting => "connecting",
             Phase::Ready => "ready",
             Phase::Dead => "dead",
@@ -467,6 +504,8 @@ struct Client {
     phase: Phase,
     stream: Option<TcpStream>,
     ws: Option<WebSocket<TcpStream>>,
+    /// On long-polling: its two connections and what waits for the next POST.
+    polling: Option<Box<Polling>>,
     sid: String,
     started: Instant,
     /// Pair index and role (0 creates, 1 joins).
@@ -479,6 +518,139 @@ struct Client {
     /// Outstanding acks in send order: (ack id, sent at).
     pending: VecDeque<(u64, Instant)>,
     next_ack: u64,
+}
+
+impl Client {
+    /// A client of pair `pair` in role `role`, before its transport is set.
+    fn new(pair: usize, role: u8) -> Self {
+        Client {
+            phase: Phase::Dead,
+            stream: None,
+            ws: None,
+            polling: None,
+            sid: String::new(),
+            started: Instant::now(),
+            pair,
+            role,
+            next_seq: 0,
+            seen_own: Seen::default(),
+            seen_peer: Seen::default(),
+            pending: VecDeque::new(),
+            next_ack: 0,
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection of a polling client: one request at a time.
+struct Http {
+    stream: TcpStream,
+    /// Request bytes not written yet.
+    out: Vec<u8>,
+    /// Response bytes read and not taken yet.
+    input: Vec<u8>,
+    /// A request awaits its response.
+    busy: bool,
+}
+
+impl Http {
+    fn new(stream: TcpStream) -> Self {
+        Http {
+            stream,
+            out: Vec::new(),
+            input: Vec::new(),
+            busy: false,
+        }
+    }
+
+    fn request(&mut self, method: &str, path: &str, host: SocketAddrV4, body: &str) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.out.extend_from_slice(head.as_bytes());
+        self.out.extend_from_slice(body.as_bytes());
+        self.busy = true;
+    }
+
+    /// Writes what it can (the rest when the socket is writable again).
+    fn write(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads everything there is (edge-triggered).
+    fn read(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete response (`Content-Length` framed): its status and body.
+    fn response(&mut self) -> io::Result<Option<(u16, String)>> {
+        let Some(end) = self.input.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(None);
+        };
+        let head = String::from_utf8_lossy(&self.input[..end]).into_owned();
+        let status = head.get(9..12).and_then(|s| s.parse().ok());
+        let status = status.ok_or_else(|| io::Error::other(format!("bad status line: {head}")))?;
+        let len = (head.lines())
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let total = end + 4 + len;
+        if self.input.len() < total {
+            return Ok(None);
+        }
+        let body = String::from_utf8_lossy(&self.input[end + 4..total]).into_owned();
+        self.input.drain(..total);
+        self.busy = false;
+        Ok(Some((status, body)))
+    }
+}
+
+/// A polling client's transport: its POST connection (the handshake's too), its GET one, and
+/// the packets waiting for the next POST.
+struct Polling {
+    target: SocketAddrV4,
+    source: Ipv4Addr,
+    /// `…?EIO=4&transport=polling&sid=…`, once the handshake answered.
+    path: String,
+    post: Http,
+    get: Option<Http>,
+    outbox: Vec<String>,
+}
+
+impl Polling {
+    /// One POST of everything waiting, as socket.io-client batches (packets joined by `\x1e`).
+    fn post_outbox(&mut self) {
+        let body = self.outbox.join("\x1e");
+        self.outbox.clear();
+        self.post.request("POST", &self.path, self.target, &body);
+    }
 }
 
 struct Pair {
@@ -557,9 +729,29 @@ impl Gen {
         let key = entry.key();
         self.poll.registry().register(
             &mut stream,
-            Token(key),
+            Token(key << 1),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        if self.o.transport == Transport::Polling {
+            let mut post = Http::new(stream);
+            let path = format!("{}?EIO=4&transport=polling", self.o.path);
+            post.request("GET", &path, target, "");
+            let polling = Polling {
+                target,
+                source,
+                path: String::new(),
+                post,
+                get: None,
+                outbox: Vec::new(),
+            };
+            entry.insert(Client {
+                phase: Phase::Handshaking,
+                polling: Some(Box::new(polling)),
+                ..Client::new(pair, role)
+            });
+            self.in_setup += 1;
+            return Ok(key);
+        }
         let req = format!(
             "GET {}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -572,16 +764,7 @@ impl Gen {
                 written: 0,
             },
             stream: Some(stream),
-            ws: None,
-            sid: String::new(),
-            started: Instant::now(),
-            pair,
-            role,
-            next_seq: 0,
-            seen_own: Seen::default(),
-            seen_peer: Seen::default(),
-            pending: VecDeque::new(),
-            next_ack: 0,
+            ..Client::new(pair, role)
         });
         self.in_setup += 1;
         Ok(key)
@@ -613,10 +796,18 @@ impl Gen {
         c.phase = Phase::Dead;
         c.ws = None;
         c.stream = None;
+        c.polling = None;
     }
 
-    /// Drives one client after a readiness event.
-    fn drive(&mut self, key: usize) {
+    /// Drives one client after a readiness event on its connection `conn` (a polling client's
+    /// GET connection is 1, any other 0).
+    fn drive(&mut self, key: usize, conn: usize) {
+        if self.clients[key].polling.is_some() {
+            if let Err(e) = self.drive_polling(key, conn) {
+                self.fail(key, &format!("polling: {e}"));
+            }
+            return;
+        }
         if let Phase::Upgrading { .. } = self.clients[key].phase
             && let Err(e) = self.upgrade_step(key)
         {
@@ -653,6 +844,12 @@ impl Gen {
     }
 
     fn flush(&mut self, key: usize) {
+        if let Some(p) = self.clients[key].polling.as_mut() {
+            if let Err(e) = p.post.write() {
+                self.fail(key, &format!("post: {e}"));
+            }
+            return;
+        }
         if let Some(ws) = self.clients[key].ws.as_mut() {
             match ws.flush() {
                 Ok(()) => {}
@@ -663,6 +860,13 @@ impl Gen {
     }
 
     fn send(&mut self, key: usize, text: String) {
+        if let Some(p) = self.clients[key].polling.as_mut() {
+            p.outbox.push(text);
+            if !p.post.busy {
+                p.post_outbox();
+            }
+            return;
+        }
         let Some(ws) = self.clients[key].ws.as_mut() else {
             return;
         };
@@ -671,6 +875,83 @@ impl Gen {
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => self.fail(key, &format!("write: {e}")),
         }
+    }
+
+    /// A polling client's connection `conn` is ready: write what waits, read, and handle each
+    /// complete response (the handshake's open packet, a POST's `ok`, a GET's payload, after
+    /// which the next GET parks).
+    fn drive_polling(&mut self, key: usize, conn: usize) -> io::Result<()> {
+        loop {
+            let Some(p) = self.clients.get_mut(key).and_then(|c| c.polling.as_mut()) else {
+                return Ok(());
+            };
+            let http = match conn {
+                0 => &mut p.post,
+                _ => p
+                    .get
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("no GET connection"))?,
+            };
+            if let Some(e) = http.stream.take_error()? {
+                return Err(e);
+            }
+            http.write()?;
+            http.read()?;
+            let Some((status, body)) = http.response()? else {
+                return Ok(());
+            };
+            if status != 200 {
+                return Err(io::Error::other(format!("{status}: {body}")));
+            }
+            match (conn, &self.clients[key].phase) {
+                (0, Phase::Handshaking) => self.on_polling_open(key, &body)?,
+                (0, _) if body == "ok" => {
+                    let p = self.clients[key].polling.as_mut().expect("polling");
+                    if !p.outbox.is_empty() {
+                        p.post_outbox();
+                        p.post.write()?;
+                    }
+                }
+                (0, _) => return Err(io::Error::other(format!("POST answered {body:?}"))),
+                _ => {
+                    for packet in body.split('\x1e') {
+                        self.on_text(key, packet);
+                    }
+                    let Some(p) = self.clients[key].polling.as_mut() else {
+                        return Ok(());
+                    };
+                    let get = p.get.as_mut().expect("a GET connection");
+                    get.request("GET", &p.path, p.target, "");
+                    get.write()?;
+                    self.flush(key);
+                }
+            }
+        }
+    }
+
+    /// The handshake's open packet: the GET connection opens and parks its first GET, and the
+    /// CONNECT goes in the first POST.
+    fn on_polling_open(&mut self, key: usize, body: &str) -> io::Result<()> {
+        let sid = json_str(body, "\"sid\":\"")
+            .ok_or_else(|| io::Error::other(format!("no open packet: {body}")))?
+            .to_string();
+        let base = &self.o.path;
+        let p = self.clients[key].polling.as_mut().expect("polling");
+        p.path = format!("{base}?EIO=4&transport=polling&sid={sid}");
+        let mut stream = connect_from(p.source, p.target)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(key << 1 | 1),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut get = Http::new(stream);
+        get.request("GET", &p.path, p.target, "");
+        get.write()?;
+        p.get = Some(get);
+        self.clients[key].phase = Phase::Connecting;
+        self.send(key, "40".into());
+        self.flush(key);
+        Ok(())
     }
 
     fn upgrade_step(&mut self, key: usize) -> io::Result<()> {
@@ -913,9 +1194,9 @@ impl Gen {
             self.poll
                 .poll(&mut events, Some(Duration::from_millis(1)))?;
             for event in events.iter() {
-                let key = event.token().0;
+                let (key, conn) = (event.token().0 >> 1, event.token().0 & 1);
                 if self.clients.contains(key) {
-                    self.drive(key);
+                    self.drive(key, conn);
                 }
             }
         }
@@ -998,13 +1279,14 @@ fn run(o: Options) -> io::Result<()> {
             let elapsed = t0.elapsed();
             let after = Sample::take(&g.o);
             let mut out = format!(
-                "{{\"mode\":\"{}\",\"sessions\":{},\"connected\":{},\"connect_errors\":{},\
+                "{{\"mode\":\"{}\",\"transport\":\"{}\",\"sessions\":{},\"connected\":{},\"connect_errors\":{},\
                  \"elapsed_s\":{:.3},\"sessions_per_s\":{:.0},{}",
                 if g.o.mode == Mode::Connect {
                     "connect"
                 } else {
                     "idle"
                 },
+                g.o.transport.name(),
                 total,
                 g.stats.connected,
                 g.stats.connect_errors,
@@ -1179,10 +1461,11 @@ fn run_chat(g: &mut Gen, hard_deadline: Instant) -> io::Result<()> {
             + cb.next_seq.saturating_sub(ca.seen_peer.count);
     }
     let mut out = format!(
-        "{{\"mode\":\"chat\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
+        "{{\"mode\":\"chat\",\"transport\":\"{}\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
          \"elapsed_s\":{:.3},\"sent\":{},\"acked\":{},\"deliveries\":{},\
          \"deliveries_per_s\":{:.0},\"acks_per_s\":{:.0},\"lost\":{lost},\"duplicates\":{},\"reordered\":{},\"acks_reordered\":{},\
          \"ack_errors\":{},\"protocol_errors\":{},\"closed_by_server\":{},{},{}",
+        g.o.transport.name(),
         elapsed.as_secs_f64(),
         g.stats.sent,
         g.stats.acked,
