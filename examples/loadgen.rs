@@ -65,6 +65,10 @@ enum Transport {
     /// HTTP long-polling for the whole session (`transports: ['polling']`), as a browser does
     /// it: a parked GET on one keep-alive connection, POSTs (one at a time, batched) on another.
     Polling,
+    /// socket.io-client's default: long-polling until connected, then the upgrade to a
+    /// WebSocket (`2probe`, `3probe`, `5`; the parked GET released by a noop). A session counts
+    /// as connected once upgraded.
+    Upgrade,
 }
 
 impl Transport {
@@ -72,6 +76,7 @@ impl Transport {
         match self {
             Transport::WebSocket => "websocket",
             Transport::Polling => "polling",
+            Transport::Upgrade => "upgrade",
         }
     }
 }
@@ -104,7 +109,7 @@ const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT[,HOST:P
 [--join-url HOST:PORT[,…]] [--path /socket.io/] [--sessions N] [--concurrency K] [--pairs P] \
 [--in-flight W] [--rate MSGS_PER_S] [--duration 10s] [--warmup 1s] [--sources N] \
 [--server-pid PID[,PID…]]… [--redis-pid PID[,PID…]]… [--redis HOST:PORT] [--timeout 120s] \
-[--text-len BYTES] [--transport websocket|polling]";
+[--text-len BYTES] [--transport websocket|polling|upgrade]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -162,6 +167,7 @@ fn parse_options() -> Result<Options, String> {
                 o.transport = match value.as_str() {
                     "websocket" => Transport::WebSocket,
                     "polling" => Transport::Polling,
+                    "upgrade" => Transport::Upgrade,
                     _ => return Err(bad()),
                 }
             }
@@ -440,6 +446,8 @@ enum Phase {
     Opening,
     /// Polling: the handshake GET sent, its open packet awaited.
     Handshaking,
+    /// Upgrading from polling: `2probe` sent on the WebSocket, `3probe` awaited.
+    Probing,
     /// `40` sent, waiting for the CONNECT answer.
     Connecting,
     /// Connected: sid known.
@@ -453,6 +461,7 @@ impl Phase {
             Phase::Upgrading { .. } => "upgrading",
             Phase::Opening => "opening",
             Phase::Handshaking => "handshaking",
+            Phase::Probing => "probing",
             Phase::Connecting => "connecting",
             Phase::Ready => "ready",
             Phase::Dead => "dead",
@@ -506,6 +515,8 @@ struct Client {
     ws: Option<WebSocket<TcpStream>>,
     /// On long-polling: its two connections and what waits for the next POST.
     polling: Option<Box<Polling>>,
+    /// Its WebSocket is a probe to upgrade a polling session (`Transport::Upgrade`).
+    probing: bool,
     sid: String,
     started: Instant,
     /// Pair index and role (0 creates, 1 joins).
@@ -528,6 +539,7 @@ impl Client {
             stream: None,
             ws: None,
             polling: None,
+            probing: false,
             sid: String::new(),
             started: Instant::now(),
             pair,
@@ -637,6 +649,8 @@ impl Http {
 struct Polling {
     target: SocketAddrV4,
     source: Ipv4Addr,
+    /// The Engine.IO session id.
+    sid: String,
     /// `…?EIO=4&transport=polling&sid=…`, once the handshake answered.
     path: String,
     post: Http,
@@ -729,16 +743,17 @@ impl Gen {
         let key = entry.key();
         self.poll.registry().register(
             &mut stream,
-            Token(key << 1),
+            Token(key << 2),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        if self.o.transport == Transport::Polling {
+        if self.o.transport != Transport::WebSocket {
             let mut post = Http::new(stream);
             let path = format!("{}?EIO=4&transport=polling", self.o.path);
             post.request("GET", &path, target, "");
             let polling = Polling {
                 target,
                 source,
+                sid: String::new(),
                 path: String::new(),
                 post,
                 get: None,
@@ -800,9 +815,9 @@ impl Gen {
     }
 
     /// Drives one client after a readiness event on its connection `conn` (a polling client's
-    /// GET connection is 1, any other 0).
+    /// GET connection is 1, its upgrade's WebSocket 2, any other 0).
     fn drive(&mut self, key: usize, conn: usize) {
-        if self.clients[key].polling.is_some() {
+        if self.clients[key].polling.is_some() && conn < 2 {
             if let Err(e) = self.drive_polling(key, conn) {
                 self.fail(key, &format!("polling: {e}"));
             }
@@ -917,7 +932,9 @@ impl Gen {
                     for packet in body.split('\x1e') {
                         self.on_text(key, packet);
                     }
-                    let Some(p) = self.clients[key].polling.as_mut() else {
+                    let c = &mut self.clients[key];
+                    // Polling pauses while the upgrade's probe is under way.
+                    let Some(p) = c.polling.as_mut().filter(|_| !c.probing) else {
                         return Ok(());
                     };
                     let get = p.get.as_mut().expect("a GET connection");
@@ -938,10 +955,11 @@ impl Gen {
         let base = &self.o.path;
         let p = self.clients[key].polling.as_mut().expect("polling");
         p.path = format!("{base}?EIO=4&transport=polling&sid={sid}");
+        p.sid = sid;
         let mut stream = connect_from(p.source, p.target)?;
         self.poll.registry().register(
             &mut stream,
-            Token(key << 1 | 1),
+            Token(key << 2 | 1),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let mut get = Http::new(stream);
@@ -998,13 +1016,18 @@ impl Gen {
             .read_buffer_size(4096)
             // Frames accumulate until the loop flushes the client once per turn.
             .write_buffer_size(64 * 1024);
-        c.ws = Some(WebSocket::from_partially_read(
-            stream,
-            rest,
-            Role::Client,
-            Some(config),
-        ));
-        c.phase = Phase::Opening;
+        let mut ws = WebSocket::from_partially_read(stream, rest, Role::Client, Some(config));
+        c.phase = if c.probing {
+            // A probe: the session exists, so no open packet comes.
+            ws.send(Message::text("2probe")).or_else(|e| match e {
+                tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                e => Err(io::Error::other(e)),
+            })?;
+            Phase::Probing
+        } else {
+            Phase::Opening
+        };
+        c.ws = Some(ws);
         Ok(())
     }
 
@@ -1018,6 +1041,7 @@ impl Gen {
                 }
             }
             Some(b'2') => self.send(key, "3".into()),
+            Some(b'3') if text == "3probe" => self.upgraded(key),
             Some(b'4') => match bytes.get(1) {
                 Some(b'0') => self.on_connected(key, text),
                 Some(b'2') => self.on_event(key, &text[2..]),
@@ -1034,6 +1058,61 @@ impl Gen {
             return;
         }
         c.sid = json_str(text, "\"sid\":\"").unwrap_or_default().to_string();
+        if self.o.transport == Transport::Upgrade {
+            if let Err(e) = self.probe(key) {
+                self.fail(key, &format!("probe: {e}"));
+            }
+            return;
+        }
+        self.ready(key);
+    }
+
+    /// Opens the WebSocket that probes for the upgrade of a polling session.
+    fn probe(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.clients[key];
+        let p = c.polling.as_ref().expect("a polling session");
+        let mut stream = connect_from(p.source, p.target)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(key << 2 | 2),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let req = format!(
+            "GET {}?EIO=4&transport=websocket&sid={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            self.o.path, p.sid, p.target
+        );
+        c.stream = Some(stream);
+        c.probing = true;
+        c.phase = Phase::Upgrading {
+            buf: req.into_bytes(),
+            written: 0,
+        };
+        Ok(())
+    }
+
+    /// `3probe`: the upgrade completes with `5` (the parked GET has its noop), and the session
+    /// goes on over the WebSocket alone.
+    fn upgraded(&mut self, key: usize) {
+        let c = &mut self.clients[key];
+        if !matches!(c.phase, Phase::Probing) {
+            self.stats.protocol_errors += 1;
+            return;
+        }
+        let outbox = c.polling.take().map(|p| p.outbox).unwrap_or_default();
+        c.probing = false;
+        self.send(key, "5".into());
+        for packet in outbox {
+            self.send(key, packet);
+        }
+        self.flush(key);
+        self.ready(key);
+    }
+
+    /// Connected (and upgraded, when it upgrades): counted, and the chat begins.
+    fn ready(&mut self, key: usize) {
+        let c = &mut self.clients[key];
         c.phase = Phase::Ready;
         self.in_setup -= 1;
         self.stats.connected += 1;
@@ -1194,7 +1273,7 @@ impl Gen {
             self.poll
                 .poll(&mut events, Some(Duration::from_millis(1)))?;
             for event in events.iter() {
-                let (key, conn) = (event.token().0 >> 1, event.token().0 & 1);
+                let (key, conn) = (event.token().0 >> 2, event.token().0 & 3);
                 if self.clients.contains(key) {
                     self.drive(key, conn);
                 }
