@@ -8,7 +8,8 @@
 # e.g. MODE=chat benches/side_by_side.sh pairchat 3701 \
 #        target/x86_64-unknown-linux-gnu/release/pairchat --port 3701 --message-rate 0 --join-failures 0
 # Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s),
-# T (the clients' transport: websocket, the default, or polling).
+# T (the clients' transport: websocket, the default, polling, or upgrade: polling, then the
+# upgrade to WebSocket, as socket.io-client connects by default).
 set -u
 cd "$(dirname "$0")/.."
 LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}

@@ -18,7 +18,9 @@
 //!
 //! A polling client holds two keep-alive connections as a browser does: a parked GET on one,
 //! POSTs on the other, one at a time, with what waits joined into the next (socket.io-client's
-//! batching). Every GET answer is followed at once by the next GET.
+//! batching). Every GET answer is followed at once by the next GET. `--transport upgrade`
+//! connects as socket.io-client does by default: polling until the CONNECT answer, then the
+//! upgrade to a WebSocket, which the session goes on with.
 //! - `chat`: P room pairs (one `createRoom`, one `joinRoom`), each client keeping W
 //!   `sendMessage` in flight (or a paced total rate): deliveries/s, ack and delivery latency
 //!   p50/p99/p999, and an exactly-once check of every message at both members.
