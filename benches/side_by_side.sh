@@ -9,7 +9,8 @@
 #        target/x86_64-unknown-linux-gnu/release/pairchat --port 3701 --message-rate 0 --join-failures 0
 # Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s),
 # T (the clients' transport: websocket, the default, polling, or upgrade: polling, then the
-# upgrade to WebSocket, as socket.io-client connects by default).
+# upgrade to WebSocket, as socket.io-client connects by default), JT (chat: the joining member's
+# transport, for mixed pairs).
 set -u
 cd "$(dirname "$0")/.."
 LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}
@@ -25,6 +26,7 @@ for _ in $(seq 100); do
 done
 sleep 0.5
 common=(--url "127.0.0.1:$port" --server-pid "$pid" --sources 4 --transport "${T:-websocket}")
+[ -n "${JT:-}" ] && common+=(--join-transport "$JT")
 case ${MODE:?set MODE} in
     connect) taskset -c 0 "$LG" connect "${common[@]}" --sessions "${N:-10000}" --concurrency 500 ;;
     chat) taskset -c 0 "$LG" chat "${common[@]}" --pairs 1000 --in-flight 8 --duration "${D:-10s}" ;;

@@ -37,7 +37,8 @@
 //! `--url` may list several servers: sessions (in chat mode, pairs) are spread over them in
 //! turn. In chat mode `--join-url` sends each room's joining member elsewhere (a list is spread
 //! the same way), so each pair is split across two servers; by default it joins where the
-//! room's creator is. Client sockets are spread over `--sources` loopback source addresses
+//! room's creator is. `--join-transport` gives the joining member a transport of its own (a
+//! pair with one member on polling, the other on WebSocket). Client sockets are spread over `--sources` loopback source addresses
 //! (127.0.0.1 … 127.0.0.N) so 20k+ sessions fit in the ephemeral port range. Progress goes to
 //! stderr; one JSON result line to stdout.
 
@@ -74,6 +75,15 @@ enum Transport {
 }
 
 impl Transport {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "websocket" => Some(Transport::WebSocket),
+            "polling" => Some(Transport::Polling),
+            "upgrade" => Some(Transport::Upgrade),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Transport::WebSocket => "websocket",
@@ -105,13 +115,15 @@ struct Options {
     timeout: Duration,
     text_len: usize,
     transport: Transport,
+    /// The transport of each pair's joining member, when not `transport` (mixed pairs).
+    join_transport: Option<Transport>,
 }
 
 const USAGE: &str = "usage: loadgen <connect|chat|idle> [--url HOST:PORT[,HOST:PORT…]] \
 [--join-url HOST:PORT[,…]] [--path /socket.io/] [--sessions N] [--concurrency K] [--pairs P] \
 [--in-flight W] [--rate MSGS_PER_S] [--duration 10s] [--warmup 1s] [--sources N] \
 [--server-pid PID[,PID…]]… [--redis-pid PID[,PID…]]… [--redis HOST:PORT] [--timeout 120s] \
-[--text-len BYTES] [--transport websocket|polling|upgrade]";
+[--text-len BYTES] [--transport websocket|polling|upgrade] [--join-transport …]";
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
@@ -140,6 +152,7 @@ fn parse_options() -> Result<Options, String> {
         timeout: Duration::from_secs(120),
         text_len: 16,
         transport: Transport::WebSocket,
+        join_transport: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -165,13 +178,9 @@ fn parse_options() -> Result<Options, String> {
                 .extend(parse_list(&value, |v| v.parse::<u32>().ok()).ok_or_else(bad)?),
             "--timeout" => o.timeout = parse_duration(&value)?,
             "--text-len" => o.text_len = value.parse().map_err(|_| bad())?,
-            "--transport" => {
-                o.transport = match value.as_str() {
-                    "websocket" => Transport::WebSocket,
-                    "polling" => Transport::Polling,
-                    "upgrade" => Transport::Upgrade,
-                    _ => return Err(bad()),
-                }
+            "--transport" => o.transport = Transport::parse(&value).ok_or_else(bad)?,
+            "--join-transport" => {
+                o.join_transport = Some(Transport::parse(&value).ok_or_else(bad)?)
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
@@ -731,6 +740,14 @@ impl Gen {
         list[turn % list.len()]
     }
 
+    /// The transport of a session in role `role` (a pair's joiner may have its own).
+    fn transport_of(&self, role: u8) -> Transport {
+        match self.o.join_transport {
+            Some(t) if role == 1 => t,
+            _ => self.o.transport,
+        }
+    }
+
     fn launch(&mut self, pair: usize, role: u8) -> io::Result<usize> {
         let source = Ipv4Addr::new(
             127,
@@ -739,6 +756,7 @@ impl Gen {
             1 + (self.launched % self.o.sources as usize) as u8,
         );
         let target = self.target(pair, role);
+        let transport = self.transport_of(role);
         self.launched += 1;
         let mut stream = connect_from(source, target)?;
         let entry = self.clients.vacant_entry();
@@ -748,7 +766,7 @@ impl Gen {
             Token(key << 2),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        if self.o.transport != Transport::WebSocket {
+        if transport != Transport::WebSocket {
             let mut post = Http::new(stream);
             let path = format!("{}?EIO=4&transport=polling", self.o.path);
             post.request("GET", &path, target, "");
@@ -1060,7 +1078,8 @@ impl Gen {
             return;
         }
         c.sid = json_str(text, "\"sid\":\"").unwrap_or_default().to_string();
-        if self.o.transport == Transport::Upgrade {
+        let role = c.role;
+        if self.transport_of(role) == Transport::Upgrade {
             if let Err(e) = self.probe(key) {
                 self.fail(key, &format!("probe: {e}"));
             }
@@ -1542,11 +1561,12 @@ fn run_chat(g: &mut Gen, hard_deadline: Instant) -> io::Result<()> {
             + cb.next_seq.saturating_sub(ca.seen_peer.count);
     }
     let mut out = format!(
-        "{{\"mode\":\"chat\",\"transport\":\"{}\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
+        "{{\"mode\":\"chat\",\"transport\":\"{}\",\"join_transport\":\"{}\",\"pairs\":{ready},\"in_flight\":{in_flight},\"rate\":{rate},\
          \"elapsed_s\":{:.3},\"sent\":{},\"acked\":{},\"deliveries\":{},\
          \"deliveries_per_s\":{:.0},\"acks_per_s\":{:.0},\"lost\":{lost},\"duplicates\":{},\"reordered\":{},\"acks_reordered\":{},\
          \"ack_errors\":{},\"protocol_errors\":{},\"closed_by_server\":{},{},{}",
         g.o.transport.name(),
+        g.transport_of(1).name(),
         elapsed.as_secs_f64(),
         g.stats.sent,
         g.stats.acked,
