@@ -446,6 +446,39 @@ fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<TcpStream>
     }
 }
 
+/// A client's connections, each with its own token (`token`): its WebSocket or a polling
+/// session's POSTs, a polling session's long GET, the WebSocket probing its upgrade.
+const MAIN: usize = 0;
+const GET: usize = 1;
+const PROBE: usize = 2;
+
+fn token(key: usize, conn: usize) -> Token {
+    Token(key << 2 | conn)
+}
+
+/// A connection from `source` to `target`, in the poll as `token`.
+fn open(
+    poll: &Poll,
+    source: Ipv4Addr,
+    target: SocketAddrV4,
+    token: Token,
+) -> io::Result<TcpStream> {
+    let mut stream = connect_from(source, target)?;
+    poll.registry()
+        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+    Ok(stream)
+}
+
+/// A WebSocket upgrade request for the Engine.IO path, `query` after its `EIO` and transport.
+fn upgrade_request(path: &str, query: &str, host: SocketAddrV4) -> Vec<u8> {
+    format!(
+        "GET {path}?EIO=4&transport=websocket{query} HTTP/1.1\r\nHost: {host}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// Where a client is in its session setup.
 enum Phase {
     /// TCP connect in progress, then the upgrade request written and its answer read.
@@ -758,14 +791,9 @@ impl Gen {
         let target = self.target(pair, role);
         let transport = self.transport_of(role);
         self.launched += 1;
-        let mut stream = connect_from(source, target)?;
         let entry = self.clients.vacant_entry();
         let key = entry.key();
-        self.poll.registry().register(
-            &mut stream,
-            Token(key << 2),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = open(&self.poll, source, target, token(key, MAIN))?;
         if transport != Transport::WebSocket {
             let mut post = Http::new(stream);
             let path = format!("{}?EIO=4&transport=polling", self.o.path);
@@ -787,15 +815,9 @@ impl Gen {
             self.in_setup += 1;
             return Ok(key);
         }
-        let req = format!(
-            "GET {}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n",
-            self.o.path, target
-        );
         entry.insert(Client {
             phase: Phase::Upgrading {
-                buf: req.into_bytes(),
+                buf: upgrade_request(&self.o.path, "", target),
                 written: 0,
             },
             stream: Some(stream),
@@ -835,9 +857,9 @@ impl Gen {
     }
 
     /// Drives one client after a readiness event on its connection `conn` (a polling client's
-    /// GET connection is 1, its upgrade's WebSocket 2, any other 0).
+    /// `GET`, its upgrade's WebSocket `PROBE`, any other `MAIN`).
     fn drive(&mut self, key: usize, conn: usize) {
-        if self.clients[key].polling.is_some() && conn < 2 {
+        if self.clients[key].polling.is_some() && conn != PROBE {
             if let Err(e) = self.drive_polling(key, conn) {
                 self.fail(key, &format!("polling: {e}"));
             }
@@ -921,7 +943,7 @@ impl Gen {
                 return Ok(());
             };
             let http = match conn {
-                0 => &mut p.post,
+                MAIN => &mut p.post,
                 _ => p
                     .get
                     .as_mut()
@@ -939,15 +961,15 @@ impl Gen {
                 return Err(io::Error::other(format!("{status}: {body}")));
             }
             match (conn, &self.clients[key].phase) {
-                (0, Phase::Handshaking) => self.on_polling_open(key, &body)?,
-                (0, _) if body == "ok" => {
+                (MAIN, Phase::Handshaking) => self.on_polling_open(key, &body)?,
+                (MAIN, _) if body == "ok" => {
                     let p = self.clients[key].polling.as_mut().expect("polling");
                     if !p.outbox.is_empty() {
                         p.post_outbox();
                         p.post.write()?;
                     }
                 }
-                (0, _) => return Err(io::Error::other(format!("POST answered {body:?}"))),
+                (MAIN, _) => return Err(io::Error::other(format!("POST answered {body:?}"))),
                 _ => {
                     for packet in body.split('\x1e') {
                         self.on_text(key, packet);
@@ -976,12 +998,7 @@ impl Gen {
         let p = self.clients[key].polling.as_mut().expect("polling");
         p.path = format!("{base}?EIO=4&transport=polling&sid={sid}");
         p.sid = sid;
-        let mut stream = connect_from(p.source, p.target)?;
-        self.poll.registry().register(
-            &mut stream,
-            Token(key << 2 | 1),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = open(&self.poll, p.source, p.target, token(key, GET))?;
         let mut get = Http::new(stream);
         get.request("GET", &p.path, p.target, "");
         get.write()?;
@@ -1092,24 +1109,11 @@ impl Gen {
     fn probe(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.clients[key];
         let p = c.polling.as_ref().expect("a polling session");
-        let mut stream = connect_from(p.source, p.target)?;
-        self.poll.registry().register(
-            &mut stream,
-            Token(key << 2 | 2),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let req = format!(
-            "GET {}?EIO=4&transport=websocket&sid={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n",
-            self.o.path, p.sid, p.target
-        );
+        let stream = open(&self.poll, p.source, p.target, token(key, PROBE))?;
+        let buf = upgrade_request(&self.o.path, &format!("&sid={}", p.sid), p.target);
         c.stream = Some(stream);
         c.probing = true;
-        c.phase = Phase::Upgrading {
-            buf: req.into_bytes(),
-            written: 0,
-        };
+        c.phase = Phase::Upgrading { buf, written: 0 };
         Ok(())
     }
 

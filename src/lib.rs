@@ -36,3 +36,15 @@ pub mod ws;
 
 pub use config::Config;
 pub use server::{BindTo, Server, StartError, StopHandle};
+
+/// Helpers shared by unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Bytes written as hex digits (`"0aff"`): fixtures other implementations wrote.
+    pub fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}

@@ -225,6 +225,7 @@ fn next_binary(body: &[u8]) -> Result<(Packet<'_>, &[u8]), Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::hex;
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng};
 
@@ -245,13 +246,6 @@ mod tests {
 
     fn text(s: &str) -> Outgoing {
         Outgoing::Text(s.into())
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     /// Payloads engine.io-parser 2.2.1's `encodePayload` wrote, in Node.

@@ -603,6 +603,7 @@ fn push_int(out: &mut String, n: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::hex;
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng};
 
@@ -630,13 +631,6 @@ mod tests {
             d.data.as_deref(),
             Some(r#"["sendMessage",{"code":"123456","text":"hé"}]"#)
         );
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     /// Bytes socket.io-msgpack-parser 3.0.2's encoder (notepack.io) wrote, in Node.
