@@ -268,8 +268,9 @@ struct Socket {
     /// Recovery on: the private id a client comes back with, and the last events sent.
     pid: Option<Sid>,
     outbox: recovery::Outbox,
-    /// Set while the transport is gone and the socket may come back.
-    away: Option<Away>,
+    /// Set while the transport is gone and the socket may come back. Boxed: it is rare, and
+    /// every socket has the field.
+    away: Option<Box<Away>>,
     /// Restores lately: since when, and the bytes they sent again (`MAX_REPLAY_BYTES`).
     restores: (Millis, usize),
     /// Being handed over to another node (`SioIo::set_moving`): not restored here.
@@ -333,8 +334,8 @@ struct Client {
     addr: Option<IpAddr>,
     sockets: Vec<SocketRef>,
     connect_timer: Option<TimerId>,
-    /// A binary packet waiting for its attachments.
-    pending: Option<PendingBinary>,
+    /// A binary packet waiting for its attachments. Boxed, as `held` is.
+    pending: Option<Box<PendingBinary>>,
     /// A CONNECT whose socket lives on another node, while the application claims it
     /// (`SioEvent::Claim`): the namespace and the auth payload.
     /// Boxed: it is rare, and every session has the field.
@@ -530,12 +531,12 @@ impl<A: App> SocketIo<A> {
                 packet::check_placeholders(data, p.attachments)?;
             }
             if p.attachments > 0 {
-                client.pending = Some(PendingBinary {
+                client.pending = Some(Box::new(PendingBinary {
                     text: text.to_string(),
                     expected: p.attachments,
                     attachments: Vec::new(),
                     bytes: 0,
-                });
+                }));
                 return Ok(());
             }
         }
@@ -586,7 +587,7 @@ impl<A: App> SocketIo<A> {
         }
         let PendingBinary {
             text, attachments, ..
-        } = client.pending.take().ok_or(SioError::BadAttachments)?;
+        } = *client.pending.take().ok_or(SioError::BadAttachments)?;
         let (p, parts) = packet::decode_parts(&text)?;
         self.on_packet(session, p, parts, &attachments, io)
     }
@@ -902,7 +903,7 @@ impl<A: App> SocketIo<A> {
         if !s.outbox.is_empty() && !s.outbox.is_lost() {
             r.holding.insert(seq, socket);
         }
-        if let Some(old) = s.away.replace(Away { timer, reason, seq }) {
+        if let Some(old) = s.away.replace(Box::new(Away { timer, reason, seq })) {
             io.cancel_timer(old.timer);
             r.away_order.remove(&old.seq);
             r.holding.remove(&old.seq);
@@ -1898,11 +1899,11 @@ impl<T> SioIo<'_, '_, T> {
         // Its pid is not claimable here before it is adopted: a second CONNECT with it is
         // another claim (the application moves the claim to that session).
         if let Some(s) = self.tables.sockets.get_mut(socket) {
-            s.away = Some(Away {
+            s.away = Some(Box::new(Away {
                 timer,
                 reason: "transport close",
                 seq,
-            });
+            }));
         }
         for room in rooms {
             self.join(socket, room);
