@@ -17,7 +17,6 @@ use pairchat::sio::packet::{
 };
 use pairchat::sio::{PacketType, SioError};
 use pairchat::timer::TimerWheel;
-use tungstenite::Utf8Bytes;
 
 /// SplitMix64: tiny, fast, and good enough to explore input spaces.
 struct Rng(u64);
@@ -178,7 +177,7 @@ fn random_outgoing(rng: &mut Rng) -> (Outgoing, Want) {
             (Outgoing::control(kind), Want::Packet(packet))
         }
         2 => (
-            Outgoing::Text(Utf8Bytes::from_static("2probe")),
+            Outgoing::Text("2probe".into()),
             Want::Packet(Packet::Ping("probe")),
         ),
         _ => {

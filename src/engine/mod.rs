@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 
 pub use echo::Echo;
 pub use error::EngineError;
-pub use packet::Outgoing;
+pub use packet::{Outgoing, SharedText};
 pub use sid::Sid;
 
 use crate::timer::{Millis, TimerId};

@@ -1606,17 +1606,3 @@ fn v3_packet(p: Result<v3::Packet<'_>, v3::Malformed>) -> Result<Packet<'_>, Eng
         v3::Packet::Binary(data) => Ok(Packet::Binary(data.into_owned())),
     }
 }
-
-/// A packet as a WebSocket message: a v3 binary frame starts with the message type byte.
-fn outgoing_to_ws(p: Outgoing, protocol: Protocol) -> Message {
-    match (p, protocol) {
-        (Outgoing::Text(t), _) => Message::Text(t),
-        (Outgoing::Binary(b), Protocol::V4) => Message::Binary(b),
-        (Outgoing::Binary(b), Protocol::V3) => {
-            let mut framed = Vec::with_capacity(1 + b.len());
-            framed.push(v3::MESSAGE_TYPE);
-            framed.extend_from_slice(&b);
-            Message::Binary(framed.into())
-        }
-    }
-}

@@ -144,7 +144,7 @@ impl<H: Handler> Server<H> {
         };
         let protocol = s.eio.protocol;
         match s.eio.send(p, &self.eio) {
-            Sent::Ws(key, p) => self.ws_send(key, outgoing_to_ws(p, protocol)),
+            Sent::Ws(key, p) => self.ws_send_packet(key, &p, protocol),
             Sent::Wake(_) => {
                 if !s.poll_ready {
                     s.poll_ready = true;
@@ -252,7 +252,7 @@ impl<H: Handler> Server<H> {
         }
         if let Some((key, tell_client)) = closed.ws {
             if tell_client {
-                self.ws_send(key, Message::text("1"));
+                self.ws_send(key, true, b"1");
             }
             let code = match reason {
                 CloseReason::ParseError => CloseCode::Protocol,

@@ -43,7 +43,7 @@ impl<H: Handler> Server<H> {
         }
         self.mark_dirty(key);
         if let Some(open) = open {
-            self.ws_send(key, Message::text(open));
+            self.ws_send(key, true, open.as_bytes());
             self.dispatch_open(session);
         }
         // Frames that arrived with the upgrade request are already buffered: handle them now.
@@ -167,7 +167,7 @@ impl<H: Handler> Server<H> {
         self.count_poll_output(id);
         match probe {
             Probe::Probed(parked) => {
-                self.ws_send(key, Message::text("3probe"));
+                self.ws_send(key, true, b"3probe");
                 // A write that failed closed the session: its poll gets the close packet.
                 if let Some(parked) = parked {
                     let kind = if self.sessions.contains(id) {
@@ -195,7 +195,7 @@ impl<H: Handler> Server<H> {
                 }
                 let protocol = s.eio.protocol;
                 for p in queue {
-                    self.ws_send(key, outgoing_to_ws(p, protocol));
+                    self.ws_send_packet(key, &p, protocol);
                 }
             }
             Probe::Nothing => {}
@@ -203,12 +203,23 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    pub(super) fn ws_send(&mut self, key: ConnKey, msg: Message) {
-        let (text, payload) = match &msg {
-            Message::Text(t) => (true, t.as_str().as_bytes()),
-            Message::Binary(b) => (false, &b[..]),
-            _ => return,
-        };
+    /// Sends a packet on a session's WebSocket: a v3 binary frame starts with the message type
+    /// byte.
+    pub(super) fn ws_send_packet(&mut self, key: ConnKey, p: &Outgoing, protocol: Protocol) {
+        match (p, protocol) {
+            (Outgoing::Text(t), _) => self.ws_send(key, true, t.as_bytes()),
+            (Outgoing::Binary(b), Protocol::V4) => self.ws_send(key, false, b),
+            (Outgoing::Binary(b), Protocol::V3) => {
+                let mut framed = Vec::with_capacity(1 + b.len());
+                framed.push(v3::MESSAGE_TYPE);
+                framed.extend_from_slice(b);
+                self.ws_send(key, false, &framed);
+            }
+        }
+    }
+
+    /// Queues one data frame (text or binary).
+    pub(super) fn ws_send(&mut self, key: ConnKey, text: bool, payload: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
