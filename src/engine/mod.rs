@@ -65,6 +65,42 @@ pub enum Protocol {
     V3,
 }
 
+impl Protocol {
+    /// A WebSocket text frame as a packet.
+    pub fn decode_ws_text(self, text: &str) -> Result<packet::Packet<'_>, EngineError> {
+        match self {
+            Protocol::V4 => packet::decode_text(text),
+            Protocol::V3 => v3::to_packet(v3::decode_frame(text)),
+        }
+    }
+
+    /// The message a WebSocket binary frame carries: a v3 frame starts with the message type.
+    pub fn ws_binary_message(self, frame: &[u8]) -> Result<&[u8], EngineError> {
+        match (self, frame.split_first()) {
+            (Protocol::V4, _) => Ok(frame),
+            (Protocol::V3, Some((&v3::MESSAGE_TYPE, rest))) => Ok(rest),
+            (Protocol::V3, _) => Err(EngineError::BadPacket),
+        }
+    }
+
+    /// A binary message as a WebSocket frame's payload.
+    pub fn ws_binary_frame(self, message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Protocol::V4 => message.into(),
+            Protocol::V3 => [&[v3::MESSAGE_TYPE], message].concat().into(),
+        }
+    }
+
+    /// The answer to a polling handshake: the open packet (`open`, its text), which v3 frames
+    /// as a payload.
+    pub fn polling_open(self, open: String) -> Vec<u8> {
+        match self {
+            Protocol::V4 => open.into_bytes(),
+            Protocol::V3 => v3::encode_text(&[packet::Outgoing::Text(open.into())]),
+        }
+    }
+}
+
 /// Why a session ended (the reason strings are socket.io's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {

@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 
+use super::EngineError;
 use super::base64;
 use super::packet::Outgoing;
 
@@ -178,6 +179,16 @@ fn next_text(body: &str) -> Result<(Option<Packet<'_>>, &str), Malformed> {
     let (packet, rest) = after.split_at(end);
     let packet = (!packet.is_empty()).then(|| decode_frame(packet));
     Ok((packet.transpose()?, rest))
+}
+
+/// A packet of a payload or WebSocket frame as a session takes it.
+pub fn to_packet(
+    p: Result<Packet<'_>, Malformed>,
+) -> Result<super::packet::Packet<'_>, EngineError> {
+    match p.map_err(|_| EngineError::BadPacket)? {
+        Packet::Text(t) => super::packet::decode_text(t),
+        Packet::Binary(data) => Ok(super::packet::Packet::Binary(data.into_owned())),
+    }
 }
 
 /// One text packet: of a text payload, or a WebSocket text frame (where a client that forces

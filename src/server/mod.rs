@@ -1598,11 +1598,3 @@ fn payload_type(binary: bool) -> &'static str {
         "text/plain; charset=UTF-8"
     }
 }
-
-/// A packet of a v3 payload or WebSocket frame as the session takes it.
-fn v3_packet(p: Result<v3::Packet<'_>, v3::Malformed>) -> Result<Packet<'_>, EngineError> {
-    match p.map_err(|_| EngineError::BadPacket)? {
-        v3::Packet::Text(t) => packet::decode_text(t),
-        v3::Packet::Binary(data) => Ok(Packet::Binary(data.into_owned())),
-    }
-}

@@ -526,17 +526,13 @@ impl<H: Handler> Server<H> {
                         }
                     }
                     let (id, open) = self.open_session(EioSession::polling(), protocol, key);
-                    let open = match protocol {
-                        Protocol::V4 => open.into_bytes(),
-                        // v3 answers with a payload; `b64=1` asks for text payloads only.
-                        Protocol::V3 => {
-                            if let Some(s) = self.session_mut(id) {
-                                s.eio.base64 =
-                                    req.query_param("b64").is_some_and(|v| !v.is_empty());
-                            }
-                            v3::encode_text(&[Outgoing::Text(open.into())])
-                        }
-                    };
+                    // `b64=1`: a v3 client that takes text payloads only.
+                    if protocol == Protocol::V3
+                        && let Some(s) = self.session_mut(id)
+                    {
+                        s.eio.base64 = req.query_param("b64").is_some_and(|v| !v.is_empty());
+                    }
+                    let open = protocol.polling_open(open);
                     let r = Response::new(200, payload_type(false), &open);
                     self.respond(key, r.cors(cors));
                     self.dispatch_open(id);
@@ -588,7 +584,10 @@ impl<H: Handler> Server<H> {
             }
             TransportKind::Polling => match req.method {
                 Method::Get => self.on_poll_get(key, id, cors),
-                Method::Post => self.on_poll_post(key, id, req, cors),
+                Method::Post => {
+                    let protocol = session.eio.protocol;
+                    self.on_poll_post(key, id, protocol, req, cors)
+                }
                 _ => self.respond_engine_error(key, cors, EngineError::BadRequest),
             },
         }
@@ -640,15 +639,13 @@ impl<H: Handler> Server<H> {
         &mut self,
         key: ConnKey,
         id: SessionId,
+        protocol: Protocol,
         req: &Request<'_>,
         cors: Cors<'_>,
     ) -> Flow {
-        if self
-            .session_mut(id)
-            .is_some_and(|s| s.eio.protocol == Protocol::V3)
-        {
+        if protocol == Protocol::V3 {
             return match v3::decode_payload(&req.body) {
-                Ok(packets) => self.on_posted(key, id, cors, packets.map(v3_packet)),
+                Ok(packets) => self.on_posted(key, id, cors, packets.map(v3::to_packet)),
                 Err(_) => self.refuse_post(key, id, cors, EngineError::BadPacket),
             };
         }

@@ -129,12 +129,10 @@ impl<H: Handler> Server<H> {
         let Some(protocol) = self.active_protocol(key, id) else {
             return;
         };
-        let data = match (protocol, data.split_first()) {
-            (Protocol::V4, _) => data,
-            (Protocol::V3, Some((&v3::MESSAGE_TYPE, rest))) => rest,
-            (Protocol::V3, _) => return self.close_session(id, CloseReason::ParseError),
-        };
-        self.dispatch(Event::Binary { session: id, data });
+        match protocol.ws_binary_message(data) {
+            Ok(data) => self.dispatch(Event::Binary { session: id, data }),
+            Err(_) => self.close_session(id, CloseReason::ParseError),
+        }
     }
 
     /// The protocol of session `id`, if `key` is its WebSocket transport.
@@ -146,11 +144,7 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn on_ws_text(&mut self, key: ConnKey, id: SessionId, text: &str) {
         if let Some(protocol) = self.active_protocol(key, id) {
-            let p = match protocol {
-                Protocol::V4 => packet::decode_text(text),
-                Protocol::V3 => v3_packet(v3::decode_frame(text)),
-            };
-            match p {
+            match protocol.decode_ws_text(text) {
                 Ok(p) => {
                     self.on_packet(id, p);
                 }
@@ -203,18 +197,11 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Sends a packet on a session's WebSocket: a v3 binary frame starts with the message type
-    /// byte.
+    /// Sends a packet on a session's WebSocket, framed as its `protocol` frames it.
     pub(super) fn ws_send_packet(&mut self, key: ConnKey, p: &Outgoing, protocol: Protocol) {
-        match (p, protocol) {
-            (Outgoing::Text(t), _) => self.ws_send(key, true, t.as_bytes()),
-            (Outgoing::Binary(b), Protocol::V4) => self.ws_send(key, false, b),
-            (Outgoing::Binary(b), Protocol::V3) => {
-                let mut framed = Vec::with_capacity(1 + b.len());
-                framed.push(v3::MESSAGE_TYPE);
-                framed.extend_from_slice(b);
-                self.ws_send(key, false, &framed);
-            }
+        match p {
+            Outgoing::Text(t) => self.ws_send(key, true, t.as_bytes()),
+            Outgoing::Binary(b) => self.ws_send(key, false, &protocol.ws_binary_frame(b)),
         }
     }
 
