@@ -259,4 +259,43 @@ mod tests {
         assert_eq!(back[1], Ok(Packet::Binary(vec![1, 2, 3, 4])));
         assert_eq!(back[2], Ok(Packet::Ping("")));
     }
+
+    fn text_of(p: &Outgoing) -> &str {
+        match p {
+            Outgoing::Text(t) => t.as_str(),
+            Outgoing::Binary(_) => panic!("a text packet"),
+        }
+    }
+
+    #[test]
+    fn each_message_keeps_its_own_text_whatever_the_scratch_buffer_held() {
+        // A packet made while another is being written gets a buffer of its own.
+        let mut inner = None;
+        let outer = Outgoing::message(|s| {
+            s.push_str("outer");
+            inner = Some(Outgoing::message(|t| t.push_str("inner")));
+            s.push_str("-end");
+        });
+        assert_eq!(text_of(&outer), "4outer-end");
+        assert_eq!(text_of(&inner.expect("made")), "4inner");
+        // A large packet (not kept as scratch), then a small one: nothing left over.
+        let big = Outgoing::message(|s| s.push_str(&"x".repeat(KEPT_SCRATCH * 2)));
+        assert_eq!(text_of(&big).len(), KEPT_SCRATCH * 2 + 1);
+        assert_eq!(text_of(&Outgoing::message_str("a")), "4a");
+        // A write that panics loses the scratch buffer, nothing more.
+        let panicked = std::panic::catch_unwind(|| {
+            Outgoing::message(|s| {
+                s.push_str("half");
+                panic!("a write that fails");
+            })
+        });
+        assert!(panicked.is_err());
+        assert_eq!(text_of(&Outgoing::message_str("b")), "4b");
+        // Shared, not copied: a clone is the same allocation.
+        let shared = Outgoing::message_str("c");
+        match (&shared, &shared.clone()) {
+            (Outgoing::Text(a), Outgoing::Text(b)) => assert!(std::ptr::eq(a.as_ptr(), b.as_ptr())),
+            _ => panic!("text packets"),
+        }
+    }
 }
