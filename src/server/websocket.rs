@@ -118,9 +118,9 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    pub(super) fn is_active_ws(&mut self, key: ConnKey, id: SessionId) -> bool {
-        self.session_mut(id)
-            .is_some_and(|s| s.eio.is_transport(key))
+    /// Whether `key` is session `id`'s WebSocket transport (not a probe, not gone).
+    pub(super) fn is_active_ws(&self, key: ConnKey, id: SessionId) -> bool {
+        self.active_protocol(key, id).is_some()
     }
 
     /// A binary message on a session's WebSocket: a v3 client's starts with the message type
