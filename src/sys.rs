@@ -4,7 +4,7 @@
 //! macOS). Used at start-up and when `/metrics` is scraped.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The soft limit on open file descriptors (`RLIMIT_NOFILE`), if known and finite.
@@ -48,16 +48,34 @@ pub fn page_size() -> u64 {
     u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
-/// Sets a socket's send buffer (`SO_SNDBUF`), which also turns off its autotuning.
+/// Sets a socket's send buffer (`SO_SNDBUF`), which also turns off its autotuning. On a
+/// listener, every socket it accepts starts with it (Linux copies a listener's options to the
+/// sockets it accepts).
 pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from a live local; the fd is owned
-    // by `socket`, which outlives the call.
+    set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, value)
+}
+
+/// Turns off Nagle's algorithm (`TCP_NODELAY`): each write goes out at once. On a listener,
+/// every socket it accepts starts with it, as with `set_send_buffer`.
+pub fn set_nodelay(socket: &impl AsRawFd) -> io::Result<()> {
+    set_option(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// `setsockopt` with an integer value.
+fn set_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from a live local; `fd` is open
+    // for the call (every caller holds the socket it comes from).
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
+            fd,
+            level,
+            name,
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -114,21 +132,8 @@ pub fn listen_reuse_port(
     }
     // SAFETY: `fd` was just made and is owned by nothing else: it is closed on drop.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
     for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: `setsockopt` reads a `c_int` from a live local; `fd` is open.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_option(fd, libc::SOL_SOCKET, option, 1)?;
     }
     // SAFETY: `storage` holds a valid socket address of `len` bytes for `family`.
     if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
@@ -214,5 +219,49 @@ pub fn install_stop_signals() {
             action.sa_flags = 0;
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn option(socket: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `getsockopt` writes at most `len` bytes into `value`, a live local.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    /// The server sets its connections' options once, on the listener: this is the kernel
+    /// behaviour that relies on.
+    #[test]
+    fn accepted_sockets_start_with_the_listeners_options() {
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tuned = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_nodelay(&tuned).unwrap();
+        set_send_buffer(&tuned, 64 * 1024).unwrap();
+        let accept = |l: &TcpListener| {
+            let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            l.accept().unwrap().0
+        };
+        let (plain, tuned) = (accept(&plain), accept(&tuned));
+        assert_eq!(option(&plain, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+        assert_ne!(option(&tuned, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+        // Linux reports twice the size asked for (its bookkeeping share).
+        let sndbuf = |s: &TcpStream| option(s, libc::SOL_SOCKET, libc::SO_SNDBUF);
+        assert_eq!(sndbuf(&tuned), 2 * 64 * 1024);
+        assert_ne!(sndbuf(&plain), sndbuf(&tuned));
     }
 }
