@@ -10,7 +10,9 @@
 # Environment: LG (loadgen binary), N (sessions, default 10000), D (duration, default 10s),
 # T (the clients' transport: websocket, the default, polling, or upgrade: polling, then the
 # upgrade to WebSocket, as socket.io-client connects by default), JT (chat: the joining member's
-# transport, for mixed pairs).
+# transport, for mixed pairs), SERVER_CPU (a share of its core the server may use, e.g. 0.5:
+# where the load generator's core is the bottleneck, a quota makes the server the bottleneck,
+# so sessions/s measures the server; needs root and the cgroup cpu controller).
 set -u
 cd "$(dirname "$0")/.."
 LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}
@@ -18,7 +20,21 @@ LG=${LG:-$(ls target/*/release/examples/loadgen 2>/dev/null | head -1)}
 name=$1
 port=$2
 shift 2
-taskset -c 1 "$@" >"/tmp/side-by-side-$name.log" 2>&1 &
+cgroup=
+if [ -n "${SERVER_CPU:-}" ]; then
+    # A 10 ms period: the quota throttles in small slices, not in long stalls.
+    quota=$(awk -v s="$SERVER_CPU" 'BEGIN { printf "%d", s * 10000 }')
+    if [ -d /sys/fs/cgroup/cpu ]; then
+        cgroup=/sys/fs/cgroup/cpu/side-by-side-$$
+        mkdir "$cgroup" && echo 10000 >"$cgroup/cpu.cfs_period_us" && echo "$quota" >"$cgroup/cpu.cfs_quota_us"
+    else
+        cgroup=/sys/fs/cgroup/side-by-side-$$
+        mkdir "$cgroup" && echo "$quota 10000" >"$cgroup/cpu.max"
+    fi || { echo "SERVER_CPU needs a writable cgroup cpu controller" >&2; exit 1; }
+fi
+# The server joins the cgroup before it starts (with every thread it will have).
+CGROUP=$cgroup taskset -c 1 sh -c '[ -z "$CGROUP" ] || echo $$ >"$CGROUP/cgroup.procs"; exec "$@"' sh "$@" \
+    >"/tmp/side-by-side-$name.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
     (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -36,4 +52,5 @@ case ${MODE:?set MODE} in
 esac 2>/dev/null | sed "s/^{/{\"server\":\"$name\",/"
 kill "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
+[ -z "$cgroup" ] || rmdir "$cgroup"
 exit 0
