@@ -1,7 +1,8 @@
-//! The system calls std does not expose: a larger listen backlog, stop signals, the
-//! file-descriptor limit and the units of `/proc` (clock ticks, page size), through `libc` (so
-//! each platform's constants and structs are its own: `RLIMIT_NOFILE` is 7 on Linux, 8 on
-//! macOS). Used at start-up and when `/metrics` is scraped.
+//! The system calls std does not expose: listeners with a larger backlog and the options their
+//! connections start with, stop signals, the file-descriptor limit and the units of `/proc`
+//! (clock ticks, page size), through `libc` (so each platform's constants and structs are its
+//! own: `RLIMIT_NOFILE` is 7 on Linux, 8 on macOS). Used at start-up and when `/metrics` is
+//! scraped.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -46,20 +47,6 @@ pub fn page_size() -> u64 {
     // SAFETY: `sysconf` only reads its integer argument.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
-}
-
-/// Sets a socket's send buffer (`SO_SNDBUF`), which also turns off its autotuning. On a
-/// listener, every socket it accepts starts with it (Linux copies a listener's options to the
-/// sockets it accepts).
-pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    set_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, value)
-}
-
-/// Turns off Nagle's algorithm (`TCP_NODELAY`): each write goes out at once. On a listener,
-/// every socket it accepts starts with it, as with `set_send_buffer`.
-pub fn set_nodelay(socket: &impl AsRawFd) -> io::Result<()> {
-    set_option(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 /// `setsockopt` with an integer value.
@@ -111,11 +98,18 @@ pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     }
 }
 
-/// A non-blocking listening socket on `addr` that other processes may bind too
-/// (`SO_REUSEPORT`: the kernel spreads new connections across them), with `backlog`.
-pub fn listen_reuse_port(
+/// A non-blocking listening socket on `addr` with `backlog` (std and mio use 128, which makes
+/// clients wait a second for SYN retries under connection bursts). The sockets it accepts start
+/// with its options, which Linux copies to them: no Nagle (`TCP_NODELAY`: each write goes out
+/// at once), and a send buffer of `send_buffer` bytes (`SO_SNDBUF`, which also turns off its
+/// autotuning). They are set before `listen`, so no connection is ever accepted without them.
+/// `reuse_port`: other processes may bind it too (`SO_REUSEPORT`: the kernel spreads new
+/// connections across them).
+pub fn listen(
     addr: std::net::SocketAddr,
     backlog: i32,
+    reuse_port: bool,
+    send_buffer: usize,
 ) -> io::Result<std::net::TcpListener> {
     use std::os::fd::{FromRawFd, OwnedFd};
     let (family, storage, len) = sockaddr(addr);
@@ -132,9 +126,13 @@ pub fn listen_reuse_port(
     }
     // SAFETY: `fd` was just made and is owned by nothing else: it is closed on drop.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        set_option(fd, libc::SOL_SOCKET, option, 1)?;
+    set_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuse_port {
+        set_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
+    set_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    let send_buffer = libc::c_int::try_from(send_buffer).unwrap_or(libc::c_int::MAX);
+    set_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, send_buffer)?;
     // SAFETY: `storage` holds a valid socket address of `len` bytes for `family`.
     if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
         return Err(io::Error::last_os_error());
@@ -244,24 +242,34 @@ mod tests {
         value
     }
 
-    /// The server sets its connections' options once, on the listener: this is the kernel
-    /// behaviour that relies on.
+    /// The server sets its connections' options once, on its listener: every socket it
+    /// accepts has them, with `SO_REUSEPORT` or without.
     #[test]
     fn accepted_sockets_start_with_the_listeners_options() {
-        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
-        let tuned = TcpListener::bind("127.0.0.1:0").unwrap();
-        set_nodelay(&tuned).unwrap();
-        set_send_buffer(&tuned, 64 * 1024).unwrap();
         let accept = |l: &TcpListener| {
             let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            l.accept().unwrap().0
+            for _ in 0..1000 {
+                match l.accept() {
+                    Ok((s, _)) => return s,
+                    // `listen`'s listener is non-blocking.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("no connection to accept");
         };
-        let (plain, tuned) = (accept(&plain), accept(&tuned));
-        assert_eq!(option(&plain, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
-        assert_ne!(option(&tuned, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
-        // Linux reports twice the size asked for (its bookkeeping share).
         let sndbuf = |s: &TcpStream| option(s, libc::SOL_SOCKET, libc::SO_SNDBUF);
-        assert_eq!(sndbuf(&tuned), 2 * 64 * 1024);
-        assert_ne!(sndbuf(&plain), sndbuf(&tuned));
+        let plain = accept(&TcpListener::bind("127.0.0.1:0").unwrap());
+        assert_eq!(option(&plain, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+        for reuse_port in [false, true] {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let tuned = accept(&listen(addr, 16, reuse_port, 64 * 1024).unwrap());
+            assert_ne!(option(&tuned, libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+            // Linux reports twice the size asked for (its bookkeeping share).
+            assert_eq!(sndbuf(&tuned), 2 * 64 * 1024);
+            assert_ne!(sndbuf(&plain), sndbuf(&tuned));
+        }
     }
 }

@@ -539,28 +539,14 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, StartError> {
     })
 }
 
-/// A listening socket on `addr`, with the larger backlog; `reuse_port`: shared with other
-/// processes bound to it (`SO_REUSEPORT`).
+/// A listening socket on `addr`, with the larger backlog, whose connections start with no
+/// Nagle and a fixed send buffer (`sys::listen`: what the kernel holds for a client that does
+/// not read stays small, where autotuning would grow it to megabytes outside the memory
+/// budget's sight); `reuse_port`: shared with other processes bound to it (`SO_REUSEPORT`).
 fn listen(addr: SocketAddr, to: BindTo, reuse_port: bool) -> Result<TcpListener, StartError> {
-    let bind = || {
-        if reuse_port {
-            return Ok(TcpListener::from_std(sys::listen_reuse_port(
-                addr, BACKLOG,
-            )?));
-        }
-        let listener = TcpListener::bind(addr)?;
-        sys::set_backlog(&listener, BACKLOG)?;
-        Ok(listener)
-    };
-    let listener = bind().map_err(|error| StartError::Bind { to, addr, error })?;
-    // Every connection's options, set once here: the sockets a listener accepts start with its
-    // options, which saves two system calls per connection. Writes go out at once (no Nagle),
-    // and what the kernel holds for a client that does not read stays small and fixed
-    // (autotuning grows a send buffer to megabytes, outside the memory budget's sight).
-    sys::set_nodelay(&listener)
-        .and_then(|()| sys::set_send_buffer(&listener, SEND_BUFFER))
-        .map_err(StartError::Io)?;
-    Ok(listener)
+    sys::listen(addr, BACKLOG, reuse_port, SEND_BUFFER)
+        .map(TcpListener::from_std)
+        .map_err(|error| StartError::Bind { to, addr, error })
 }
 
 impl<H: Handler> Server<H> {
