@@ -21,19 +21,30 @@ name=$1
 port=$2
 shift 2
 cgroup=
+pid=
+# On every exit, interrupted too: the server stops, then its cgroup goes.
+cleanup() {
+    [ -z "$pid" ] || { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+    [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 if [ -n "${SERVER_CPU:-}" ]; then
     # A 10 ms period: the quota throttles in small slices, not in long stalls.
-    quota=$(awk -v s="$SERVER_CPU" 'BEGIN { printf "%d", s * 10000 }')
-    if [ -d /sys/fs/cgroup/cpu ]; then
+    quota=$(awk -v s="$SERVER_CPU" 'BEGIN { if (s + 0 >= 0.1 && s + 0 <= 1) printf "%d", s * 10000 }')
+    [ -n "$quota" ] || { echo "SERVER_CPU is a share of one core, from 0.1 to 1" >&2; exit 1; }
+    if [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
         cgroup=/sys/fs/cgroup/cpu/side-by-side-$$
         mkdir "$cgroup" && echo 10000 >"$cgroup/cpu.cfs_period_us" && echo "$quota" >"$cgroup/cpu.cfs_quota_us"
-    else
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
         cgroup=/sys/fs/cgroup/side-by-side-$$
         mkdir "$cgroup" && echo "$quota 10000" >"$cgroup/cpu.max"
-    fi || { echo "SERVER_CPU needs a writable cgroup cpu controller" >&2; exit 1; }
+    else
+        false
+    fi || { echo "SERVER_CPU needs root and a cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or v2 with cpu enabled)" >&2; exit 1; }
 fi
 # The server joins the cgroup before it starts (with every thread it will have).
-CGROUP=$cgroup taskset -c 1 sh -c '[ -z "$CGROUP" ] || echo $$ >"$CGROUP/cgroup.procs"; exec "$@"' sh "$@" \
+CGROUP=$cgroup taskset -c 1 sh -c '[ -z "$CGROUP" ] || echo $$ >"$CGROUP/cgroup.procs" || exit 1; exec "$@"' sh "$@" \
     >"/tmp/side-by-side-$name.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
@@ -50,7 +61,4 @@ case ${MODE:?set MODE} in
     idle) taskset -c 0 "$LG" idle "${common[@]}" --sessions "${N:-10000}" --concurrency 500 --duration 5s ;;
     *) echo "unknown MODE $MODE" >&2 ;;
 esac 2>/dev/null | sed "s/^{/{\"server\":\"$name\",/"
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-[ -z "$cgroup" ] || rmdir "$cgroup"
 exit 0
