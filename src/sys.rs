@@ -85,8 +85,9 @@ pub fn give_back_free_memory() {
     }
 }
 
-/// Re-issues `listen` on a bound, listening socket with a larger backlog (mio uses 128, which
-/// makes clients wait a second for SYN retries under connection bursts).
+/// `listen` with `backlog` on a bound socket, or again on a listening one to enlarge its
+/// backlog (std and mio use 128, which makes clients wait a second for SYN retries under
+/// connection bursts).
 pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: `listen` only reads its two integer arguments; the fd is owned by `listener`,
     // which outlives the call.
@@ -98,13 +99,12 @@ pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     }
 }
 
-/// A non-blocking listening socket on `addr` with `backlog` (std and mio use 128, which makes
-/// clients wait a second for SYN retries under connection bursts). The sockets it accepts start
-/// with its options, which Linux copies to them: no Nagle (`TCP_NODELAY`: each write goes out
-/// at once), and a send buffer of `send_buffer` bytes (`SO_SNDBUF`, which also turns off its
-/// autotuning). They are set before `listen`, so no connection is ever accepted without them.
-/// `reuse_port`: other processes may bind it too (`SO_REUSEPORT`: the kernel spreads new
-/// connections across them).
+/// A non-blocking listening socket on `addr` with `backlog` (`set_backlog`). The sockets it
+/// accepts start with its options, which Linux copies to them: no Nagle (`TCP_NODELAY`: each
+/// write goes out at once), and a send buffer of `send_buffer` bytes (`SO_SNDBUF`, which also
+/// turns off its autotuning). They are set before `listen`, so no connection is ever accepted
+/// without them. `reuse_port`: other processes may bind it too (`SO_REUSEPORT`: the kernel
+/// spreads new connections across them).
 pub fn listen(
     addr: std::net::SocketAddr,
     backlog: i32,
@@ -137,10 +137,7 @@ pub fn listen(
     if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `listen` only reads its two integer arguments; `fd` is open.
-    if unsafe { libc::listen(fd, backlog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_backlog(&owned, backlog)?;
     Ok(std::net::TcpListener::from(owned))
 }
 
