@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod conformance;
+pub mod decimal;
 pub mod engine;
 pub mod http;
 pub mod json;

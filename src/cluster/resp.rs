@@ -5,6 +5,8 @@
 use redis_protocol::resp3::decode::complete::decode_range;
 use redis_protocol::resp3::types::RangeFrame;
 
+use crate::decimal::push_decimal;
+
 /// A reply (or a push) from Redis, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -57,30 +59,15 @@ impl Reply {
 /// Appends a command to `out`: the words of `head` (its name first), then `args`.
 pub fn command(out: &mut Vec<u8>, head: &[&[u8]], args: &[&[u8]]) {
     out.push(b'*');
-    push_decimal(out, head.len() + args.len());
+    push_decimal(out, (head.len() + args.len()) as u64);
     out.extend_from_slice(b"\r\n");
     for arg in head.iter().chain(args) {
         out.push(b'$');
-        push_decimal(out, arg.len());
+        push_decimal(out, arg.len() as u64);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn push_decimal(out: &mut Vec<u8>, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Decodes the first complete reply in `buf`: the reply and the bytes it took, `Ok(None)` if

@@ -7,6 +7,11 @@ use rand::RngExt as _;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// Whether `b` is in `ALPHABET` (URL-safe base64), without searching it.
+fn in_alphabet(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
 /// Length of an id.
 pub const ID_LEN: usize = 20;
 
@@ -30,17 +35,14 @@ impl Sid {
         let mut id = Sid::random(rng);
         let n = prefix.len().min(ID_LEN);
         id.0[..n].copy_from_slice(&prefix.as_bytes()[..n]);
-        debug_assert!(id.0.iter().all(|b| ALPHABET.contains(b)));
+        debug_assert!(id.0.iter().all(|&b| in_alphabet(b)));
         id
     }
 
     /// Parses an id received from a client; `None` unless it has the right form.
     pub fn parse(s: &str) -> Option<Self> {
         let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| ALPHABET.contains(b))
-            .then_some(Sid(bytes))
+        bytes.iter().all(|&b| in_alphabet(b)).then_some(Sid(bytes))
     }
 
     /// The id as text.
@@ -75,5 +77,18 @@ mod tests {
         assert_eq!(Sid::parse(a.as_str()), Some(a));
         assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("!!!!!!!!!!!!!!!!!!!!"), None);
+    }
+
+    #[test]
+    fn ids_parse_exactly_the_alphabet() {
+        for b in 0..=u8::MAX {
+            let id = [b; ID_LEN];
+            let text = String::from_utf8_lossy(&id);
+            assert_eq!(
+                Sid::parse(&text).is_some(),
+                ALPHABET.contains(&b),
+                "byte {b:#04x}"
+            );
+        }
     }
 }

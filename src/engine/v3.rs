@@ -12,11 +12,11 @@
 //! Pure data, checked against bytes engine.io-parser 2.2.1 wrote (the tests).
 
 use std::borrow::Cow;
-use std::io::Write as _;
 
 use super::EngineError;
 use super::base64;
 use super::packet::Outgoing;
+use crate::decimal::push_decimal;
 
 /// One packet of a payload a client sent: a text packet (type digit first), or a binary
 /// message's data (binary packets of any other type are malformed: clients send none).
@@ -49,12 +49,12 @@ pub fn encode_text(packets: &[Outgoing]) -> Vec<u8> {
     for p in packets {
         match p {
             Outgoing::Text(t) => {
-                push_decimal(&mut out, utf16_len(t));
+                push_decimal(&mut out, utf16_len(t) as u64);
                 out.push(b':');
                 out.extend_from_slice(t.as_bytes());
             }
             Outgoing::Binary(data) => {
-                push_decimal(&mut out, 2 + data.len().div_ceil(3) * 4);
+                push_decimal(&mut out, (2 + data.len().div_ceil(3) * 4) as u64);
                 out.extend_from_slice(b":b4");
                 base64::encode_into(data, &mut out);
             }
@@ -73,7 +73,7 @@ pub fn encode_binary(packets: &[Outgoing]) -> Vec<u8> {
         };
         out.push(marker);
         let at = out.len();
-        push_decimal(&mut out, data.len() + usize::from(marker));
+        push_decimal(&mut out, (data.len() + usize::from(marker)) as u64);
         // The length's digits go as numbers, one byte each.
         out[at..].iter_mut().for_each(|d| *d -= b'0');
         out.push(0xff);
@@ -87,11 +87,6 @@ pub fn encode_binary(packets: &[Outgoing]) -> Vec<u8> {
 
 /// A binary message's type byte (a v3 WebSocket binary frame starts with it too).
 pub const MESSAGE_TYPE: u8 = 4;
-
-fn push_decimal(out: &mut Vec<u8>, n: usize) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{n}");
-}
 
 /// A session's polling payload of `packets`: text, or binary (XHR2) when it carries binary
 /// data and the client takes binary payloads; true for binary.

@@ -6,9 +6,9 @@ pub mod chunked;
 pub mod request;
 
 use std::fmt;
-use std::io::Write as _;
 
 use crate::config::CorsOrigins;
+use crate::decimal::push_decimal;
 
 pub use request::{Framing, Method, Parsed, Request};
 
@@ -216,14 +216,18 @@ impl<'a> Response<'a> {
     /// `Connection` header, and no body for `HEAD`. Closes when `self.close` or the exchange
     /// says so.
     pub fn write_to(&self, out: &mut Vec<u8>, exchange: Exchange) {
-        // Writes to a Vec cannot fail.
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        let _ = write!(
-            out,
-            "Content-Type: {}\r\nContent-Length: {}\r\n",
-            self.content_type,
-            self.body.len()
-        );
+        // Room for it all at once (the head's fixed lines, the CORS headers and the body), not
+        // in growth steps; and no formatting machinery (every poll answer comes here).
+        out.reserve(256 + self.extra.len() + self.body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(out, self.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
         self.cors.write(out);
         out.extend_from_slice(self.extra.as_bytes());
         if self.close || exchange.close {

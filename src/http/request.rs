@@ -124,10 +124,12 @@ impl<'a> Request<'a> {
 
 /// The first value of `key` in a query string.
 pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then_some(v)
-    })
+    query
+        .split('&')
+        .find_map(|pair| match pair.strip_prefix(key)? {
+            "" => Some(""),
+            v => v.strip_prefix('='),
+        })
 }
 
 /// The outcome of looking at a read buffer.
@@ -369,6 +371,17 @@ mod tests {
         assert_eq!(r.headers.origin, Some("http://a"));
         assert!(r.keep_alive);
         assert_eq!(n, 79);
+    }
+
+    #[test]
+    fn query_params_match_whole_keys_and_take_the_first_value() {
+        let q = "sidx=1&b64&j=&sid=a=b&sid=2&=3";
+        assert_eq!(query_param(q, "sid"), Some("a=b"));
+        assert_eq!(query_param(q, "b64"), Some(""));
+        assert_eq!(query_param(q, "j"), Some(""));
+        assert_eq!(query_param(q, "si"), None);
+        assert_eq!(query_param(q, ""), Some("3"));
+        assert_eq!(query_param("", "sid"), None);
     }
 
     #[test]

@@ -274,19 +274,8 @@ pub fn encode_head(
 
 /// Appends `n` in decimal (what `write!(out, "{n}")` does, without the formatting machinery:
 /// every ack id and message timestamp goes through here).
-pub fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits: always valid UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+pub fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(crate::decimal::Decimal::new(n).as_str());
 }
 
 /// Appends `["event",args…]` to `out`; `args` is the raw JSON of the arguments, comma-separated.
