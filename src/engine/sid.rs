@@ -90,5 +90,7 @@ mod tests {
                 "byte {b:#04x}"
             );
         }
+        // Twenty bytes of UTF-8 that are not ASCII.
+        assert_eq!(Sid::parse(&"é".repeat(ID_LEN / 2)), None);
     }
 }

@@ -122,7 +122,8 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The first value of `key` in a query string.
+/// The first value of `key` (a name without `=`, as every Engine.IO parameter's) in a query
+/// string.
 pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
