@@ -5,9 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use pairchat::engine::Outgoing;
+use pairchat::config::CorsOrigins;
 use pairchat::engine::packet::{decode_payload, decode_text};
-use pairchat::http::request::{Parsed, parse};
+use pairchat::engine::{Outgoing, Sid};
+use pairchat::http::request::{Parsed, parse, query_param};
+use pairchat::http::{Cors, Response};
 use pairchat::sio::PacketType;
 use pairchat::sio::packet::{check_placeholders, decode, encode, split_event};
 use pairchat::timer::TimerWheel;
@@ -24,6 +26,38 @@ fn http(c: &mut Criterion) {
         b.iter(|| match parse(black_box(POLL_GET), 1_000_000) {
             Ok(Parsed::Complete(r, n)) => black_box((r.query_param("sid"), n)),
             _ => unreachable!("the request is complete"),
+        })
+    });
+    // What a polling request's handling asks of its query: the relay check's sid, then the
+    // transport, the protocol and the sid again.
+    let query = "EIO=4&transport=polling&t=PbE0z2x&sid=Yt3Gd6b8d6aJd4ESAAAB";
+    c.bench_function("http/query_params_poll", |b| {
+        b.iter(|| {
+            let q = black_box(query);
+            black_box((
+                query_param(q, "sid").and_then(Sid::parse),
+                query_param(q, "transport"),
+                query_param(q, "EIO"),
+                query_param(q, "sid").and_then(Sid::parse),
+            ))
+        })
+    });
+    // A poll's answer: eight messages for a browser on another origin.
+    let origins = CorsOrigins::List(vec!["http://localhost:5173".into()]);
+    let body = [SEND; 8].join("\x1e");
+    let exchange = match parse(POLL_GET, 1_000_000) {
+        Ok(Parsed::Complete(r, _)) => r.exchange(),
+        _ => unreachable!("the request is complete"),
+    };
+    let mut out = Vec::new();
+    c.bench_function("http/write_poll_answer", |b| {
+        b.iter(|| {
+            out.clear();
+            let cors = Cors::new(&origins, Some("http://localhost:5173"));
+            Response::new(200, "text/plain; charset=UTF-8", black_box(body.as_bytes()))
+                .cors(cors)
+                .write_to(&mut out, exchange);
+            black_box(out.len())
         })
     });
 }
